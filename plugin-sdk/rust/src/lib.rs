@@ -1,0 +1,130 @@
+//! Write wsgate listeners in Rust.
+//!
+//! A listener is a type implementing [`Listener`]; every hook has a default,
+//! so implement only what you need, then export it with
+//! [`export_listener!`]. Build with `cargo build --target wasm32-wasip2` and
+//! drop the `.wasm` into the server's plugin directory.
+//!
+//! ```ignore
+//! use wsgate_sdk::{export_listener, ConnectionId, Listener, Message};
+//!
+//! struct Echo;
+//! impl Listener for Echo {
+//!     fn on_message(_conn: ConnectionId, msg: Message) -> Option<Message> {
+//!         Some(msg)
+//!     }
+//! }
+//! export_listener!(Echo);
+//! ```
+//!
+//! Hooks are associated functions, not methods: the host runs a small pool
+//! of instances and any of them may serve any event, so per-connection data
+//! belongs in [`host::set_attribute`] and plugin-wide data in
+//! [`host::state_set`], never in statics.
+
+mod request;
+
+/// The raw bindings generated from `wit/wsgate.wit`.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "wsgate_sdk::bindings",
+        export_macro_name: "export_raw",
+    });
+}
+
+/// Host calls: send, broadcast, close, channels, tags, state, timers, log.
+pub use bindings::wsgate::plugin::host;
+pub use bindings::wsgate::plugin::types::{
+    ConnectionId, Error, LogLevel, Message, OpenDecision, Rejection, Request,
+};
+
+use bindings::exports::wsgate::plugin::listener::Guest;
+
+/// The lifecycle hooks of a listener. All have defaults: accept every
+/// connection and ignore every event.
+pub trait Listener {
+    /// Decide on a connection before the WebSocket upgrade.
+    fn on_open(_conn: ConnectionId, _req: Request) -> OpenDecision {
+        OpenDecision::Accept
+    }
+    /// A message from the client; `Some(reply)` is sent back to it.
+    fn on_message(_conn: ConnectionId, _msg: Message) -> Option<Message> {
+        None
+    }
+    /// The connection closed with `code` (1006 when the peer vanished).
+    fn on_close(_conn: ConnectionId, _code: u16, _reason: String) {}
+    /// The first connection on `route` is about to open.
+    fn on_first_open(_route: String) {}
+    /// The last connection on `route` has closed.
+    fn on_last_close(_route: String) {}
+    /// A payload pushed from outside through the server's publish API.
+    fn on_push(_payload: Message) {}
+    /// A timer set with [`host::set_timer`] fired.
+    fn on_timer(_id: u64) {}
+}
+
+impl<T: Listener> Guest for T {
+    fn on_open(conn: ConnectionId, req: Request) -> OpenDecision {
+        T::on_open(conn, req)
+    }
+    fn on_message(conn: ConnectionId, msg: Message) -> Option<Message> {
+        T::on_message(conn, msg)
+    }
+    fn on_close(conn: ConnectionId, code: u16, reason: String) {
+        T::on_close(conn, code, reason)
+    }
+    fn on_first_open(route: String) {
+        T::on_first_open(route)
+    }
+    fn on_last_close(route: String) {
+        T::on_last_close(route)
+    }
+    fn on_push(payload: Message) {
+        T::on_push(payload)
+    }
+    fn on_timer(id: u64) {
+        T::on_timer(id)
+    }
+}
+
+/// Exports a [`Listener`] implementation as the plugin's hooks.
+#[macro_export]
+macro_rules! export_listener {
+    ($listener:ident) => {
+        $crate::bindings::export_raw!($listener with_types_in $crate::bindings);
+    };
+}
+
+impl Message {
+    pub fn text(text: impl Into<String>) -> Self {
+        Message::Text(text.into())
+    }
+    pub fn binary(bytes: impl Into<Vec<u8>>) -> Self {
+        Message::Binary(bytes.into())
+    }
+    /// The text of a text message, `None` for binary.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
+        }
+    }
+}
+
+impl OpenDecision {
+    /// Refuse the handshake with `status` (400-599) and a short reason.
+    pub fn reject(status: u16, reason: impl Into<String>) -> Self {
+        OpenDecision::Reject(Rejection {
+            status,
+            reason: reason.into(),
+        })
+    }
+}
+
+/// Logs through the host's tracing, under the plugin's own target.
+pub fn log(level: LogLevel, msg: impl AsRef<str>) {
+    host::log(level, msg.as_ref());
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds the test fixture plugins (tests/fixtures) into OUT_DIR.
+# Usage: scripts/build-fixtures.sh OUT_DIR
+set -euo pipefail
+OUT=${1:?usage: scripts/build-fixtures.sh OUT_DIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+"$ROOT/scripts/build-rust-plugins.sh" "$OUT" fixture-trap=trap fixture-spin=spin

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds every example plugin into OUT_DIR as NAME.wasm (+ NAME.toml sidecar).
+# Usage: scripts/build-plugins.sh OUT_DIR
+# Installs what it needs: the wasm32-wasip2 Rust target, and (through the
+# per-language scripts beside this one) the Python and JavaScript toolchains.
+set -euo pipefail
+OUT=${1:?usage: scripts/build-plugins.sh OUT_DIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+"$ROOT/scripts/build-rust-plugins.sh" "$OUT" echo chat
+
+for lang in python js; do
+  script="$ROOT/scripts/build-$lang-plugins.sh"
+  if [ -x "$script" ]; then "$script" "$OUT"; fi
+done
+echo "plugins in $OUT:" && ls "$OUT"

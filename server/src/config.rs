@@ -1,0 +1,332 @@
+//! Server configuration: built-in defaults, then `wsgate.toml`, then
+//! `WSGATE_*` environment variables, then command-line flags — each layer
+//! overriding the one before. No file is needed: the defaults serve.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be told. Durations are written like `5s`,
+/// `250ms`, `5m`; sizes are in bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the WebSocket and HTTP server listens.
+    pub listen: SocketAddr,
+    /// The plugin directory: `NAME.wasm` serves `/ws/NAME`.
+    pub plugin_dir: PathBuf,
+    /// Static files served at every non-WebSocket path; the bundled demo when unset.
+    pub static_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached; caching is off when unset.
+    pub cache_dir: Option<PathBuf>,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// The most one hook call may run before it is interrupted (the
+    /// connection it served is closed with 1011). Lucee's requestTimeout was 50 s;
+    /// a hook is an event handler, not a request, so ours is much shorter.
+    #[serde(with = "humantime_serde")]
+    pub hook: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is
+    /// closed with 1001. Lucee's idleTimeout default, 300 s.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// How often the server pings each client, so live clients never idle out.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long to wait for the client's reply to a close frame.
+    #[serde(with = "humantime_serde")]
+    pub close: Duration,
+    /// How long a graceful shutdown waits for connections to close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message (after reassembly) a client may send; larger ones
+    /// close the connection with 1009.
+    pub max_message_size: usize,
+    /// Largest single frame a client may send.
+    pub max_frame_size: usize,
+    /// Messages queued per connection before it counts as a slow consumer
+    /// and is closed with 1008, so one stuck reader never stalls a broadcast.
+    pub send_queue: usize,
+    /// Wasm instances per plugin serving hook calls concurrently; 0 means
+    /// one per CPU core.
+    pub instances_per_plugin: usize,
+    /// Linear memory cap per plugin instance, in bytes.
+    pub instance_memory: usize,
+    /// Pending timers per plugin.
+    pub timers_per_plugin: usize,
+    /// Shortest timer delay, in milliseconds.
+    pub min_timer_ms: u32,
+    /// Total bytes of a plugin's key-value state (keys plus values).
+    pub state_bytes: usize,
+    /// Attributes per connection.
+    pub attributes_per_connection: usize,
+    /// Longest channel, tag, attribute or state key name, in bytes.
+    pub max_name_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugin_dir: PathBuf::from("plugins"),
+            static_dir: None,
+            cache_dir: None,
+            log_format: LogFormat::Text,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            hook: Duration::from_secs(5),
+            idle: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(30),
+            close: Duration::from_secs(5),
+            shutdown: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            send_queue: 1024,
+            instances_per_plugin: 0,
+            instance_memory: 128 << 20,
+            timers_per_plugin: 64,
+            min_timer_ms: 10,
+            state_bytes: 16 << 20,
+            attributes_per_connection: 64,
+            max_name_len: 256,
+        }
+    }
+}
+
+impl Limits {
+    pub fn instances(&self) -> usize {
+        match self.instances_per_plugin {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Command-line flags. Each one overrides the same setting from the file and
+/// the environment.
+#[derive(Debug, Parser)]
+#[command(name = "wsgate", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Default: ./wsgate.toml if it exists.
+    #[arg(long, short = 'c', env = "WSGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Plugin directory.
+    #[arg(long = "plugins")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Static file directory (default: the bundled demo).
+    #[arg(long)]
+    pub static_dir: Option<PathBuf>,
+    /// Compiled-plugin cache directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Hook deadline, e.g. 5s or 500ms.
+    #[arg(long)]
+    pub hook_timeout: Option<String>,
+    /// Idle timeout, e.g. 300s.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Ping interval, e.g. 30s.
+    #[arg(long)]
+    pub ping_interval: Option<String>,
+    /// Largest client message in bytes.
+    #[arg(long)]
+    pub max_message_size: Option<usize>,
+    /// Wasm instances per plugin (0: one per core).
+    #[arg(long)]
+    pub instances: Option<usize>,
+    /// Memory cap per plugin instance in bytes.
+    #[arg(long)]
+    pub instance_memory: Option<usize>,
+}
+
+impl Cli {
+    /// Layers defaults, file, environment and flags into one config.
+    pub fn load(&self) -> Result<Config, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match &self.config {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(figment::Error::from(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                fig = fig.merge(Toml::file_exact(path));
+            }
+            None => fig = fig.merge(Toml::file(Path::new("wsgate.toml"))),
+        }
+        fig = fig.merge(Env::prefixed("WSGATE_").ignore(&["config"]).split("__"));
+        let overrides: [(&str, Option<figment::value::Value>); 11] = [
+            ("listen", self.listen.map(|v| v.to_string().into())),
+            ("plugin_dir", path_value(&self.plugin_dir)),
+            ("static_dir", path_value(&self.static_dir)),
+            ("cache_dir", path_value(&self.cache_dir)),
+            (
+                "log_format",
+                self.log_format.map(|f| {
+                    match f {
+                        LogFormat::Text => "text",
+                        LogFormat::Json => "json",
+                    }
+                    .into()
+                }),
+            ),
+            ("timeouts.hook", self.hook_timeout.clone().map(Into::into)),
+            ("timeouts.idle", self.idle_timeout.clone().map(Into::into)),
+            (
+                "timeouts.ping_interval",
+                self.ping_interval.clone().map(Into::into),
+            ),
+            (
+                "limits.max_message_size",
+                self.max_message_size.map(|v| (v as u64).into()),
+            ),
+            (
+                "limits.instances_per_plugin",
+                self.instances.map(|v| (v as u64).into()),
+            ),
+            (
+                "limits.instance_memory",
+                self.instance_memory.map(|v| (v as u64).into()),
+            ),
+        ];
+        for (key, value) in overrides {
+            if let Some(value) = value {
+                fig = fig.merge(Serialized::default(key, value));
+            }
+        }
+        let config: Config = fig.extract()?;
+        config.validate().map_err(figment::Error::from)?;
+        Ok(config)
+    }
+}
+
+fn path_value(path: &Option<PathBuf>) -> Option<figment::value::Value> {
+    path.as_ref()
+        .map(|p| p.to_string_lossy().into_owned().into())
+}
+
+impl Config {
+    /// Rejects settings that would make the server misbehave rather than
+    /// fail at start.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        let t = &self.timeouts;
+        let checks = [
+            (
+                l.max_message_size == 0,
+                "limits.max_message_size must be > 0",
+            ),
+            (l.max_frame_size == 0, "limits.max_frame_size must be > 0"),
+            (l.send_queue == 0, "limits.send_queue must be > 0"),
+            (
+                l.instance_memory < (1 << 20),
+                "limits.instance_memory must be at least 1 MiB",
+            ),
+            (t.hook.is_zero(), "timeouts.hook must be > 0"),
+            (t.idle.is_zero(), "timeouts.idle must be > 0"),
+            (
+                t.ping_interval.is_zero(),
+                "timeouts.ping_interval must be > 0",
+            ),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, msg)) => Err((*msg).to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("wsgate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = cli(&["--config", "/nonexistent.toml"]).load();
+        assert!(config.is_err(), "an explicit missing file is an error");
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.timeouts.hook, Duration::from_secs(5));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("wsgate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wsgate.toml");
+        std::fs::write(
+            &file,
+            "plugin_dir = \"/p\"\n[timeouts]\nhook = \"250ms\"\n[limits]\nmax_message_size = 100\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let config = cli(&["-c", f, "--max-message-size", "200"]).load().unwrap();
+        assert_eq!(config.plugin_dir, PathBuf::from("/p"));
+        assert_eq!(config.timeouts.hook, Duration::from_millis(250));
+        assert_eq!(config.limits.max_message_size, 200);
+        let config = cli(&["-c", f, "--hook-timeout", "2s"]).load().unwrap();
+        assert_eq!(config.timeouts.hook, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = std::env::temp_dir().join(format!("wsgate-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        assert!(cli(&["-c", file.to_str().unwrap()]).load().is_err());
+        std::fs::write(&file, "[limits]\nsend_queue = 0\n").unwrap();
+        let err = cli(&["-c", file.to_str().unwrap()]).load().unwrap_err();
+        assert!(err.to_string().contains("send_queue"), "{err}");
+    }
+}

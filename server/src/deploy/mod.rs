@@ -1,0 +1,184 @@
+//! Turning the plugin directory into a running deployment: every
+//! `NAME.wasm` (with its optional `NAME.toml`) is compiled, linked,
+//! instantiated once and routed. A plugin that fails any step is reported
+//! with the reason and skipped; the others still serve.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::routing::{RouteTable, Sidecar};
+use crate::runtime::bindings::PluginPre;
+use crate::runtime::{InstancePool, Listener, PluginEnv, Runtime, Timers};
+
+/// What happened to one plugin file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    pub name: String,
+    pub file: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Loaded {
+        hash: String,
+        routes: Vec<String>,
+        compile_ms: f64,
+        from_cache: bool,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// The routes and plugins in effect.
+#[derive(Default)]
+pub struct Deployment {
+    pub routes: RouteTable,
+    pub reports: Vec<PluginReport>,
+}
+
+/// A plugin name becomes a URL segment and a log field: keep it plain.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `NAME.wasm` files in `dir`, sorted by name.
+fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                files.push((stem.to_owned(), path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+pub async fn load_dir(runtime: &Arc<Runtime>, registry: &Registry, config: &Config) -> Deployment {
+    let mut deployment = Deployment::default();
+    let files = match plugin_files(&config.plugin_dir) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::error!(dir = %config.plugin_dir.display(), "cannot read the plugin directory: {e}");
+            return deployment;
+        }
+    };
+    if files.is_empty() {
+        tracing::warn!(dir = %config.plugin_dir.display(), "no plugins (*.wasm) in the plugin directory");
+    }
+    for (name, path) in files {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let outcome = match load_one(runtime, registry, config, &name, &path).await {
+            Ok((listener, patterns, info)) => match deployment.routes.add(&patterns, &listener) {
+                Ok(()) => {
+                    tracing::info!(
+                        plugin = %name, routes = ?patterns, cached = info.1,
+                        "loaded in {:.1} ms", info.0.as_secs_f64() * 1e3
+                    );
+                    Outcome::Loaded {
+                        hash: listener.hash.clone(),
+                        routes: patterns,
+                        compile_ms: info.0.as_secs_f64() * 1e3,
+                        from_cache: info.1,
+                    }
+                }
+                Err(error) => Outcome::Failed { error },
+            },
+            Err(error) => Outcome::Failed { error },
+        };
+        if let Outcome::Failed { error } = &outcome {
+            tracing::error!(plugin = %name, file = %file, "not loaded: {error}");
+        }
+        deployment.reports.push(PluginReport {
+            name,
+            file,
+            outcome,
+        });
+    }
+    deployment
+}
+
+type Loaded = (Arc<Listener>, Vec<String>, (Duration, bool));
+
+async fn load_one(
+    runtime: &Arc<Runtime>,
+    registry: &Registry,
+    config: &Config,
+    name: &str,
+    path: &Path,
+) -> Result<Loaded, String> {
+    if !valid_name(name) {
+        return Err("plugin names may use only letters, digits, - and _ (at most 64)".into());
+    }
+    let sidecar_path = path.with_extension("toml");
+    let sidecar = match std::fs::read_to_string(&sidecar_path) {
+        Ok(text) => Sidecar::parse(&text).map_err(|e| format!("{name}.toml: {e}"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
+        Err(e) => return Err(format!("{name}.toml: {e}")),
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("reading: {e}"))?;
+    let rt = runtime.clone();
+    let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes))
+        .await
+        .map_err(|e| format!("compiler crashed: {e}"))?
+        .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+    let pre = runtime
+        .linker
+        .instantiate_pre(&compiled.component)
+        .map_err(|e| {
+            format!("cannot be linked (does it target the wsgate:plugin world?): {e:#}")
+        })?;
+    let pre = PluginPre::new(pre)
+        .map_err(|e| format!("does not export the wsgate listener interface: {e:#}"))?;
+    let env = Arc::new(PluginEnv {
+        name: Arc::from(name),
+        scope: registry.scope(name, config.limits.state_bytes),
+        limits: config.limits.clone(),
+        timers: Timers::default(),
+    });
+    let pool = InstancePool::new(
+        pre,
+        env.clone(),
+        config.limits.instances(),
+        config.timeouts.hook,
+    );
+    let listener = Listener::new(compiled.hash, env, pool, config.timeouts.hook);
+    listener
+        .warm_up()
+        .await
+        .map_err(|e| format!("fails to start: {e}"))?;
+    Ok((
+        listener,
+        sidecar.routes_for(name),
+        (compiled.took, compiled.from_cache),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        for ok in ["echo", "chat-py", "a_1"] {
+            assert!(super::valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(!super::valid_name(bad), "{bad}");
+        }
+    }
+}

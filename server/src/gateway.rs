@@ -1,0 +1,51 @@
+//! The server's shared state, handed to every request handler.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::deploy::Deployment;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+
+pub struct Gateway {
+    pub config: Config,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<Registry>,
+    deployment: ArcSwap<Deployment>,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection's session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(config: Config, runtime: Arc<Runtime>) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            config,
+            runtime,
+            registry: Registry::new(),
+            deployment: ArcSwap::from_pointee(Deployment::default()),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        })
+    }
+
+    /// The deployment in effect; requests in flight keep the one they saw.
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.deployment.load_full()
+    }
+
+    pub fn deploy(&self, deployment: Deployment) {
+        self.deployment.store(Arc::new(deployment));
+    }
+
+    /// Reads the plugin directory and puts its plugins in service.
+    pub async fn load_plugins(&self) {
+        let deployment = crate::deploy::load_dir(&self.runtime, &self.registry, &self.config).await;
+        self.deploy(deployment);
+    }
+}

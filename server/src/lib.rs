@@ -1,0 +1,20 @@
+//! wsgate: a WebSocket server whose application logic runs in sandboxed
+//! WebAssembly component plugins.
+//!
+//! The layout follows the architecture: `http` accepts requests and
+//! performs handshakes, `routing` maps paths to plugins, `protocol` runs
+//! each connection, `registry` holds connections, channels and tags,
+//! `runtime` runs plugin code in the sandbox, and `deploy` turns the plugin
+//! directory into routes.
+
+pub mod config;
+pub mod deploy;
+pub mod gateway;
+pub mod http;
+pub mod protocol;
+pub mod registry;
+pub mod routing;
+pub mod runtime;
+mod server;
+
+pub use server::serve;

@@ -1,0 +1,4 @@
+//! The WebSocket protocol side: close codes and the per-connection session.
+
+pub mod close;
+pub mod session;

@@ -1,0 +1,267 @@
+//! One upgraded connection: a reader that feeds the plugin, a writer that
+//! drains the connection's queue, and the close handshake between them.
+//!
+//! Frames the host can answer itself (ping, pong, close) never reach the
+//! plugin. The writer batches: it feeds every queued frame and flushes once
+//! the queue is empty, so a burst costs one syscall, not one per frame.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::close;
+use crate::config::Timeouts;
+use crate::registry::{Connection, Outbound};
+use crate::routing::Route;
+use crate::runtime::bindings::Message;
+use crate::runtime::to_ws;
+
+/// Frames written before a flush, so one busy connection cannot starve the
+/// flush of what it already queued.
+const MAX_BATCH: usize = 256;
+
+pub struct Session {
+    pub conn: Arc<Connection>,
+    pub queue: mpsc::Receiver<Outbound>,
+    pub greeting: Option<WsMessage>,
+    pub route: Arc<Route>,
+    pub timeouts: Timeouts,
+}
+
+impl Session {
+    pub async fn run(self, socket: WebSocket) {
+        let Session {
+            conn,
+            queue,
+            greeting,
+            route,
+            timeouts,
+        } = self;
+        let (sink, stream) = socket.split();
+        let finished = CancellationToken::new();
+        let mut writer = tokio::spawn(write_loop(
+            sink,
+            queue,
+            greeting,
+            conn.clone(),
+            finished.clone(),
+            timeouts.clone(),
+        ));
+        let (code, reason) = read_loop(stream, &conn, &route, &timeouts).await;
+        conn.mark_closing();
+        finished.cancel();
+        if tokio::time::timeout(timeouts.close, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+        end(&conn, &route, code, reason).await;
+    }
+}
+
+/// Reads until the connection is over and returns the close code and reason
+/// the plugin's `on-close` should see.
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    conn: &Arc<Connection>,
+    route: &Route,
+    timeouts: &Timeouts,
+) -> (u16, String) {
+    let listener = &route.listener;
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        let deadline = match closing_since {
+            Some(since) => since + timeouts.close,
+            None => Instant::now() + timeouts.idle,
+        };
+        let next = tokio::select! {
+            biased;
+            _ = conn.shutdown.cancelled(), if closing_since.is_none() => {
+                closing_since = Some(Instant::now());
+                continue;
+            }
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+        };
+        let frame = match next {
+            Err(_) if closing_since.is_some() => return server_reason(conn, close::ABNORMAL),
+            Err(_) => {
+                let _ = conn.close(close::GOING_AWAY, "idle timeout");
+                continue;
+            }
+            Ok(None) => return server_reason(conn, close::ABNORMAL),
+            Ok(Some(Err(e))) => return read_error(conn, e),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let msg = match frame {
+            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
+            WsMessage::Binary(bytes) => Message::Binary(bytes.to_vec()),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            WsMessage::Close(frame) => {
+                let client = frame.map_or((close::NO_STATUS, String::new()), |f| {
+                    (f.code, f.reason.to_string())
+                });
+                return conn.close_reason().unwrap_or(client);
+            }
+        };
+        if conn.is_closing() {
+            // Data after the server started closing is discarded (RFC 6455 §5.5.1).
+            continue;
+        }
+        match listener.on_message(conn.id, msg).await {
+            Ok(Some(reply)) => {
+                let _ = conn.send(to_ws(reply));
+            }
+            Ok(None) => {}
+            Err(_) => {
+                // Details are logged by the hook call; the client learns
+                // only that the server failed.
+                let _ = conn.close(close::INTERNAL_ERROR, "internal error");
+            }
+        }
+    }
+}
+
+fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
+    conn.close_reason().unwrap_or((default, String::new()))
+}
+
+fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(_)) => {
+            conn.abort(close::TOO_BIG, "message too big");
+            (close::TOO_BIG, "message too big".into())
+        }
+        Some(WsError::Protocol(_)) | Some(WsError::Utf8(_)) => {
+            tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+            (close::ABNORMAL, String::new())
+        }
+        _ => server_reason(conn, close::ABNORMAL),
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut queue: mpsc::Receiver<Outbound>,
+    greeting: Option<WsMessage>,
+    conn: Arc<Connection>,
+    finished: CancellationToken,
+    timeouts: Timeouts,
+) {
+    if let Some(greeting) = greeting {
+        if sink.send(greeting).await.is_err() {
+            return;
+        }
+    }
+    let start = Instant::now() + timeouts.ping_interval;
+    let mut ping = tokio::time::interval_at(start, timeouts.ping_interval);
+    let mut close_sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = finished.cancelled() => break,
+            _ = conn.shutdown.cancelled(), if !close_sent => {
+                // An abort: close now, ahead of anything still queued.
+                let (code, reason) = conn.close_reason().unwrap_or((close::GOING_AWAY, String::new()));
+                let frame = CloseFrame { code, reason: reason.into() };
+                let _ = tokio::time::timeout(timeouts.close, sink.send(WsMessage::Close(Some(frame)))).await;
+                close_sent = true;
+            }
+            item = queue.recv(), if !close_sent => {
+                let Some(item) = item else { break };
+                match write_batch(&mut sink, &mut queue, item).await {
+                    Ok(Batch::Data) => {}
+                    Ok(Batch::Closed) => {
+                        close_sent = true;
+                        conn.shutdown.cancel();
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ = ping.tick(), if !close_sent => {
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    // Flushes a pending close reply to the client's close frame.
+    let _ = tokio::time::timeout(timeouts.close, sink.close()).await;
+}
+
+enum Batch {
+    Data,
+    Closed,
+}
+
+/// Feeds `first` and whatever else is queued, then flushes once.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    queue: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+) -> Result<Batch, axum::Error> {
+    let mut item = Some(first);
+    let mut written = 0;
+    while let Some(next) = item.take() {
+        match next {
+            Outbound::Data(msg) => sink.feed(msg).await?,
+            Outbound::Close(frame) => {
+                sink.send(WsMessage::Close(Some(frame))).await?;
+                return Ok(Batch::Closed);
+            }
+        }
+        written += 1;
+        if written < MAX_BATCH {
+            item = queue.try_recv().ok();
+        }
+    }
+    sink.flush().await?;
+    Ok(Batch::Data)
+}
+
+/// The connection is over: tell the plugin, forget the connection, and
+/// fire `on-last-close` if it was the route's last.
+pub async fn end(conn: &Arc<Connection>, route: &Route, code: u16, reason: String) {
+    conn.mark_closing();
+    let listener = &route.listener;
+    let _ = listener.on_close(conn.id, code, reason).await;
+    listener.env.scope.remove(conn.id);
+    leave_route(route).await;
+}
+
+/// Counts a connection onto its route, calling `on-first-open` for the first.
+pub async fn enter_route(route: &Route) {
+    let mut open = route.open.lock().await;
+    if *open == 0 {
+        let _ = route
+            .listener
+            .on_first_open(route.pattern.to_string())
+            .await;
+    }
+    *open += 1;
+}
+
+/// Counts a connection off its route, calling `on-last-close` for the last.
+pub async fn leave_route(route: &Route) {
+    let mut open = route.open.lock().await;
+    *open = open.saturating_sub(1);
+    if *open == 0 {
+        let _ = route
+            .listener
+            .on_last_close(route.pattern.to_string())
+            .await;
+    }
+}
+
+/// How long a session may take to wind down after the server closes it.
+pub fn wind_down(timeouts: &Timeouts) -> Duration {
+    timeouts.close * 2
+}

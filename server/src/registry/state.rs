@@ -1,0 +1,75 @@
+//! A plugin's key-value state (the application scope), bounded in bytes so
+//! a plugin cannot grow the host without limit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateError {
+    LimitReached,
+}
+
+pub struct StateStore {
+    limit: usize,
+    inner: Mutex<(HashMap<String, Vec<u8>>, usize)>,
+}
+
+impl StateStore {
+    pub fn new(limit: usize) -> StateStore {
+        StateStore {
+            limit,
+            inner: Mutex::new((HashMap::new(), 0)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.lock().unwrap().0.get(key).cloned()
+    }
+
+    /// Sets or (with `None`) deletes a key.
+    pub fn set(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), StateError> {
+        let mut guard = self.inner.lock().unwrap();
+        let (map, used) = &mut *guard;
+        let old = map.get(key).map_or(0, |v| key.len() + v.len());
+        let new = value.as_ref().map_or(0, |v| key.len() + v.len());
+        if *used - old + new > self.limit {
+            return Err(StateError::LimitReached);
+        }
+        *used = *used - old + new;
+        match value {
+            Some(v) => map.insert(key.to_owned(), v),
+            None => map.remove(key),
+        };
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().unwrap().1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_bytes() {
+        let s = StateStore::new(10);
+        s.set("k", Some(vec![0; 9])).unwrap();
+        assert_eq!(s.set("j", Some(vec![0])), Err(StateError::LimitReached));
+        s.set("k", Some(vec![0; 2])).unwrap();
+        s.set("j", Some(vec![0])).unwrap();
+        assert_eq!(s.bytes(), 5);
+        s.set("k", None).unwrap();
+        assert_eq!(s.get("k"), None);
+        assert_eq!(s.bytes(), 2);
+    }
+}

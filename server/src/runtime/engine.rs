@@ -1,0 +1,153 @@
+//! The Wasmtime engine shared by every plugin: compilation (with an on-disk
+//! cache keyed by content and engine settings), the pooling allocator, and
+//! the epoch clock that enforces hook deadlines.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::host::HostState;
+
+/// How often the epoch advances. A hook overrunning its deadline is
+/// interrupted within one tick, and a long hook yields every tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// A compiled component and how it was obtained.
+pub struct Compiled {
+    pub component: Component,
+    /// SHA-256 of the `.wasm` bytes, hex.
+    pub hash: String,
+    pub from_cache: bool,
+    pub took: Duration,
+}
+
+impl Runtime {
+    pub fn new(instance_memory: usize, cache_dir: Option<PathBuf>) -> Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.memory_init_cow(true);
+        // Linear memory never grows past the per-instance cap, so the pool
+        // reserves exactly that per slot (plus guard pages).
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(1000)
+            .total_core_instances(4000)
+            .total_memories(1000)
+            .total_tables(2000)
+            .max_memory_size(instance_memory)
+            .table_elements(100_000)
+            .max_core_instance_size(16 << 20)
+            .max_component_instance_size(16 << 20)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the Wasm engine: {e:#}"))?;
+
+        let mut linker = Linker::new(&engine);
+        // WASI is linked so ordinary toolchain output instantiates, but each
+        // store's WasiCtx grants nothing: no files, env, args or sockets.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        super::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wsgate-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        if let Some(dir) = &cache_dir {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}");
+                return Ok(Runtime {
+                    engine,
+                    linker,
+                    cache_dir: None,
+                });
+            }
+        }
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    /// Compiles a component, or loads it from the cache when these exact
+    /// bytes were compiled before by an engine with the same settings.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+        let start = Instant::now();
+        let hash = hex(&Sha256::digest(bytes));
+        let cached = self.cache_path(&hash);
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: the cache directory holds only artifacts this
+                // process family serialized itself, named by a hash of the
+                // source bytes and the engine's compatibility hash.
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(component) => {
+                        return Ok(Compiled {
+                            component,
+                            hash,
+                            from_cache: true,
+                            took: start.elapsed(),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}")
+                    }
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Some(path) = &cached {
+            if let Err(e) = write_atomically(path, &component.serialize()?) {
+                tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
+            }
+        }
+        Ok(Compiled {
+            component,
+            hash,
+            from_cache: false,
+            took: start.elapsed(),
+        })
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(
+            &self.engine.precompile_compatibility_hash(),
+            &mut engine_hash,
+        );
+        let engine_hash = std::hash::Hasher::finish(&engine_hash);
+        Some(dir.join(format!("{hash}-{engine_hash:016x}.cwasm")))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,211 @@
+//! One loaded plugin version and its hooks. Every hook call runs on a
+//! pooled instance under a deadline; a trap or overrun is confined to that
+//! call: the instance is thrown away and the caller decides what to close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+use wasmtime::Trap;
+
+use super::bindings::{Message, OpenDecision, Request};
+use super::host::PluginEnv;
+use super::pool::{Instance, InstancePool};
+use crate::registry::ConnId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{hook} ran past its {timeout:?} deadline")]
+    Deadline {
+        hook: &'static str,
+        timeout: Duration,
+    },
+    #[error("{hook} trapped: {detail}")]
+    Trap { hook: &'static str, detail: String },
+    #[error("no instance could be created: {0}")]
+    Instantiate(String),
+}
+
+/// Counters for metrics and admin info.
+#[derive(Default)]
+pub struct ListenerStats {
+    pub hook_calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub deadline_overruns: AtomicU64,
+    /// Total time spent in hooks, in microseconds.
+    pub hook_micros: AtomicU64,
+}
+
+pub struct Listener {
+    pub name: Arc<str>,
+    /// SHA-256 of the `.wasm` this version was built from.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pub env: Arc<PluginEnv>,
+    pub stats: ListenerStats,
+    pool: InstancePool,
+    hook_timeout: Duration,
+}
+
+type HookCall<'a, R> = BoxFuture<'a, wasmtime::Result<R>>;
+
+impl Listener {
+    pub fn new(
+        hash: String,
+        env: Arc<PluginEnv>,
+        pool: InstancePool,
+        hook_timeout: Duration,
+    ) -> Arc<Listener> {
+        let listener = Arc::new(Listener {
+            name: env.name.clone(),
+            hash,
+            loaded_at: SystemTime::now(),
+            env,
+            stats: ListenerStats::default(),
+            pool,
+            hook_timeout,
+        });
+        listener.env.timers.bind(Arc::downgrade(&listener));
+        listener
+    }
+
+    /// Instantiates once up front, so a plugin that cannot start (missing
+    /// imports, a trapping start function) is refused at load time.
+    pub async fn warm_up(&self) -> Result<(), HookError> {
+        let loan = self
+            .pool
+            .borrow()
+            .await
+            .map_err(|e| HookError::Instantiate(format!("{e:#}")))?;
+        self.pool.give_back(loan);
+        Ok(())
+    }
+
+    async fn call<R>(
+        &self,
+        hook: &'static str,
+        f: impl for<'a> FnOnce(&'a mut Instance) -> HookCall<'a, R>,
+    ) -> Result<R, HookError> {
+        let mut loan = self.pool.borrow().await.map_err(|e| {
+            tracing::error!(plugin = %self.name, "cannot instantiate: {e:#}");
+            HookError::Instantiate(format!("{e:#}"))
+        })?;
+        let start = Instant::now();
+        loan.instance.store.data_mut().deadline = start + self.hook_timeout;
+        loan.instance.store.set_epoch_deadline(1);
+        let result = f(&mut loan.instance).await;
+        self.stats.hook_calls.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .hook_micros
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok(value) => {
+                self.pool.give_back(loan);
+                Ok(value)
+            }
+            Err(e) => {
+                // `loan` is dropped here: a trapped instance is never reused.
+                let err = if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    self.stats.deadline_overruns.fetch_add(1, Ordering::Relaxed);
+                    HookError::Deadline {
+                        hook,
+                        timeout: self.hook_timeout,
+                    }
+                } else {
+                    self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                    HookError::Trap {
+                        hook,
+                        detail: format!("{e:#}"),
+                    }
+                };
+                tracing::warn!(plugin = %self.name, "{err}");
+                Err(err)
+            }
+        }
+    }
+
+    pub async fn on_open(&self, conn: ConnId, req: Request) -> Result<OpenDecision, HookError> {
+        self.call("on-open", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_open(&mut i.store, conn, &req).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_message(
+        &self,
+        conn: ConnId,
+        msg: Message,
+    ) -> Result<Option<Message>, HookError> {
+        self.call("on-message", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_message(&mut i.store, conn, &msg).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_close(&self, conn: ConnId, code: u16, reason: String) -> Result<(), HookError> {
+        self.call("on-close", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_close(&mut i.store, conn, code, &reason).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_first_open(&self, route: String) -> Result<(), HookError> {
+        self.call("on-first-open", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_first_open(&mut i.store, &route).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_last_close(&self, route: String) -> Result<(), HookError> {
+        self.call("on-last-close", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_last_close(&mut i.store, &route).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_push(&self, payload: Message) -> Result<(), HookError> {
+        self.call("on-push", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_push(&mut i.store, &payload).await
+            })
+        })
+        .await
+    }
+
+    pub async fn on_timer(&self, id: u64) -> Result<(), HookError> {
+        self.call("on-timer", move |i| {
+            Box::pin(async move {
+                let hooks = i.guest.wsgate_plugin_listener();
+                hooks.call_on_timer(&mut i.store, id).await
+            })
+        })
+        .await
+    }
+
+    pub fn idle_instances(&self) -> usize {
+        self.pool.idle_count()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.env.timers.cancel_all();
+    }
+}

@@ -1,0 +1,15 @@
+//! The listener runtime: compiling plugins, pooling their instances and
+//! calling their hooks inside the sandbox.
+
+pub mod bindings;
+mod engine;
+pub mod host;
+mod listener;
+mod pool;
+mod timers;
+
+pub use engine::{Compiled, EPOCH_TICK, Runtime, hex};
+pub use host::{PluginEnv, to_ws};
+pub use listener::{HookError, Listener, ListenerStats};
+pub use pool::InstancePool;
+pub use timers::Timers;

@@ -1,0 +1,75 @@
+//! Starting and stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::protocol::close;
+use crate::protocol::session::wind_down;
+use crate::runtime::Runtime;
+
+/// Runs the server until SIGINT or SIGTERM, then closes every connection
+/// with 1001 and waits (bounded) for the sessions to end.
+pub async fn serve(config: Config) -> Result<()> {
+    let runtime = Runtime::new(config.limits.instance_memory, config.cache_dir.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let gw = Gateway::new(config, Arc::new(runtime));
+    gw.load_plugins().await;
+    tracing::info!(
+        "wsgate listening on http://{} (plugins from {})",
+        gw.config.listen,
+        gw.config.plugin_dir.display()
+    );
+
+    let app = crate::http::app(gw.clone());
+    let stop = gw.shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing connections with 1001");
+    gw.shutdown.cancel();
+    for scope in gw.registry.scopes() {
+        for conn in scope.connections() {
+            let _ = conn.close(close::GOING_AWAY, "server shutting down");
+        }
+    }
+    gw.sessions.close();
+    let bound = gw
+        .config
+        .timeouts
+        .shutdown
+        .max(wind_down(&gw.config.timeouts));
+    if tokio::time::timeout(bound, gw.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within {bound:?}");
+    }
+    let _ = tokio::time::timeout(bound, server).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

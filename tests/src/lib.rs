@@ -1,0 +1,296 @@
+//! Test harness: builds plugins from source once, spawns a real `wsgate`
+//! process on a free loopback port, and connects real WebSocket clients.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use tokio_tungstenite::tungstenite;
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed with {status}");
+}
+
+/// Example plugins, built by `scripts/build-plugins.sh` (once per test
+/// process, or taken from `WSGATE_TEST_PLUGINS` when the test script built
+/// them already).
+pub fn example_plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(dir) = std::env::var("WSGATE_TEST_PLUGINS") {
+            return PathBuf::from(dir);
+        }
+        let dir = root().join("target/test-plugins/examples");
+        run(Command::new(root().join("scripts/build-plugins.sh")).arg(&dir));
+        dir
+    })
+}
+
+/// The hostile and misbehaving plugins under `tests/fixtures`, built from
+/// source into their own directory.
+pub fn fixture_plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(dir) = std::env::var("WSGATE_TEST_FIXTURES") {
+            return PathBuf::from(dir);
+        }
+        let dir = root().join("target/test-plugins/fixtures");
+        run(Command::new(root().join("scripts/build-fixtures.sh")).arg(&dir));
+        dir
+    })
+}
+
+/// A fresh plugin directory holding copies of the named plugins (with their
+/// sidecars) from `from`.
+pub fn plugin_dir(from: &Path, names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        for ext in ["wasm", "toml"] {
+            let src = from.join(format!("{name}.{ext}"));
+            if src.exists() {
+                std::fs::copy(&src, dir.path().join(format!("{name}.{ext}"))).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+fn wsgate_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("WSGATE_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Test executables live in target/<profile>/deps; the binary one up.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("wsgate");
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test.sh, or `cargo build -p wsgate` first",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `wsgate` process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
+    /// until it answers `/healthz`.
+    pub async fn start(plugins: &Path, args: &[&str]) -> Server {
+        let port = free_port();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("wsgate.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(wsgate_bin())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--plugins")
+            .arg(plugins)
+            .args(args)
+            .env("RUST_LOG", "info,wsgate=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn wsgate");
+        let mut server = Server {
+            child,
+            port,
+            log,
+            _log_dir: log_dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("wsgate exited with {status}:\n{}", self.logs());
+            }
+            if let Ok((status, _)) = self.http_get("/healthz").await {
+                if status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wsgate not ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Connects a WebSocket client to `path`.
+    pub async fn connect(&self, path: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(path))
+            .await
+            .unwrap_or_else(|e| panic!("connect {path}: {e}\n{}", self.logs()));
+        ws
+    }
+
+    /// Tries a handshake and returns the HTTP status and body of a refusal.
+    pub async fn handshake_error(&self, path: &str) -> (u16, String) {
+        match tokio_tungstenite::connect_async(self.ws_url(path)).await {
+            Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                (resp.status().as_u16(), body)
+            }
+            Err(e) => panic!("handshake to {path}: unexpected error {e}"),
+        }
+    }
+
+    /// A minimal HTTP/1.1 GET: status and body.
+    pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_request(self.port, "GET", path, &[], "").await
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    Ok((status, body))
+}
+
+/// The next data message, skipping pings/pongs; panics after 10 s.
+pub async fn next_msg(ws: &mut Client) -> Message {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended")
+            .expect("websocket error");
+        match msg {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The next message as text; panics if it is not text.
+pub async fn next_text(ws: &mut Client) -> String {
+    match next_msg(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// The next message parsed as JSON.
+pub async fn next_json(ws: &mut Client) -> serde_json::Value {
+    let text = next_text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts nothing arrives within `wait`.
+pub async fn assert_silent(ws: &mut Client, wait: Duration) {
+    if let Ok(Some(msg)) = tokio::time::timeout(wait, ws.next()).await {
+        panic!("expected silence, got {msg:?}");
+    }
+}
+
+/// Waits for the close frame and returns its code and reason.
+pub async fn expect_close(ws: &mut Client) -> (u16, String) {
+    loop {
+        match next_msg(ws).await {
+            Message::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string()),
+            Message::Close(None) => return (1005, String::new()),
+            _ => continue,
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
