@@ -185,15 +185,12 @@ pub struct Cli {
 
 impl Cli {
     /// Layers defaults, file, environment and flags into one config.
-    pub fn load(&self) -> Result<Config, figment::Error> {
+    pub fn load(&self) -> Result<Config, String> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match &self.config {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!(
-                        "config file {} does not exist",
-                        path.display()
-                    )));
+                    return Err(format!("config file {} does not exist", path.display()));
                 }
                 fig = fig.merge(Toml::file_exact(path));
             }
@@ -239,8 +236,8 @@ impl Cli {
                 fig = fig.merge(Serialized::default(key, value));
             }
         }
-        let config: Config = fig.extract()?;
-        config.validate().map_err(figment::Error::from)?;
+        let config: Config = fig.extract().map_err(|e| e.to_string())?;
+        config.validate()?;
         Ok(config)
     }
 }

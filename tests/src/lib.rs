@@ -139,10 +139,8 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("wsgate exited with {status}:\n{}", self.logs());
             }
-            if let Ok((status, _)) = self.http_get("/healthz").await {
-                if status == 200 {
-                    return;
-                }
+            if let Ok((200, _)) = self.http_get("/healthz").await {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -60,10 +60,11 @@ fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                files.push((stem.to_owned(), path));
-            }
+        if path.extension().is_some_and(|e| e == "wasm")
+            && path.is_file()
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            files.push((stem.to_owned(), path));
         }
     }
     files.sort();

@@ -133,7 +133,7 @@ fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
 }
 
 fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
-    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tungstenite::Error as WsError;
     let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<WsError>());
     match inner {
         Some(WsError::Capacity(_)) => {
@@ -142,7 +142,7 @@ fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
         }
         Some(WsError::Protocol(_)) | Some(WsError::Utf8(_)) => {
             tracing::debug!(conn = conn.id, "protocol error from client: {e}");
-            (close::ABNORMAL, String::new())
+            server_reason(conn, close::ABNORMAL)
         }
         _ => server_reason(conn, close::ABNORMAL),
     }
@@ -156,10 +156,10 @@ async fn write_loop(
     finished: CancellationToken,
     timeouts: Timeouts,
 ) {
-    if let Some(greeting) = greeting {
-        if sink.send(greeting).await.is_err() {
-            return;
-        }
+    if let Some(greeting) = greeting
+        && sink.send(greeting).await.is_err()
+    {
+        return;
     }
     let start = Instant::now() + timeouts.ping_interval;
     let mut ping = tokio::time::interval_at(start, timeouts.ping_interval);
@@ -167,12 +167,17 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
-            _ = finished.cancelled() => break,
+            _ = finished.cancelled() => {
+                // The reader ended first (e.g. an oversized message): the
+                // client still deserves the server's close code.
+                if !close_sent && conn.close_reason().is_some() {
+                    send_close(&mut sink, &conn, &timeouts).await;
+                }
+                break;
+            }
             _ = conn.shutdown.cancelled(), if !close_sent => {
                 // An abort: close now, ahead of anything still queued.
-                let (code, reason) = conn.close_reason().unwrap_or((close::GOING_AWAY, String::new()));
-                let frame = CloseFrame { code, reason: reason.into() };
-                let _ = tokio::time::timeout(timeouts.close, sink.send(WsMessage::Close(Some(frame)))).await;
+                send_close(&mut sink, &conn, &timeouts).await;
                 close_sent = true;
             }
             item = queue.recv(), if !close_sent => {
@@ -195,6 +200,21 @@ async fn write_loop(
     }
     // Flushes a pending close reply to the client's close frame.
     let _ = tokio::time::timeout(timeouts.close, sink.close()).await;
+}
+
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    conn: &Connection,
+    timeouts: &Timeouts,
+) {
+    let (code, reason) = conn
+        .close_reason()
+        .unwrap_or((close::GOING_AWAY, String::new()));
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(timeouts.close, sink.send(WsMessage::Close(Some(frame)))).await;
 }
 
 enum Batch {

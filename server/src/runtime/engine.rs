@@ -73,16 +73,13 @@ impl Runtime {
                 }
             })?;
 
-        if let Some(dir) = &cache_dir {
-            if let Err(e) = std::fs::create_dir_all(dir) {
+        let cache_dir = cache_dir.filter(|dir| match std::fs::create_dir_all(dir) {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}");
-                return Ok(Runtime {
-                    engine,
-                    linker,
-                    cache_dir: None,
-                });
+                false
             }
-        }
+        });
         Ok(Runtime {
             engine,
             linker,
@@ -96,31 +93,31 @@ impl Runtime {
         let start = Instant::now();
         let hash = hex(&Sha256::digest(bytes));
         let cached = self.cache_path(&hash);
-        if let Some(path) = &cached {
-            if path.exists() {
-                // SAFETY: the cache directory holds only artifacts this
-                // process family serialized itself, named by a hash of the
-                // source bytes and the engine's compatibility hash.
-                match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(component) => {
-                        return Ok(Compiled {
-                            component,
-                            hash,
-                            from_cache: true,
-                            took: start.elapsed(),
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}")
-                    }
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the cache directory holds only artifacts this
+            // process family serialized itself, named by a hash of the
+            // source bytes and the engine's compatibility hash.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        hash,
+                        from_cache: true,
+                        took: start.elapsed(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}")
                 }
             }
         }
         let component = Component::new(&self.engine, bytes)?;
-        if let Some(path) = &cached {
-            if let Err(e) = write_atomically(path, &component.serialize()?) {
-                tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
-            }
+        if let Some(path) = &cached
+            && let Err(e) = write_atomically(path, &component.serialize()?)
+        {
+            tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
         }
         Ok(Compiled {
             component,

@@ -1,0 +1,251 @@
+//! The core host end to end: real `wsgate` process, real plugins built from
+//! source, real WebSocket clients over loopback.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use wsgate_tests::tungstenite::Message;
+use wsgate_tests::tungstenite::protocol::CloseFrame;
+use wsgate_tests::*;
+
+async fn examples() -> (tempfile::TempDir, Server) {
+    let dir = plugin_dir(example_plugins(), &["echo", "chat"]);
+    let server = Server::start(dir.path(), &[]).await;
+    (dir, server)
+}
+
+#[tokio::test]
+async fn echo_text_and_binary() {
+    let (_dir, server) = examples().await;
+    let mut ws = server.connect("/ws/echo").await;
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "hello");
+    let payload: Vec<u8> = (0..=255).collect();
+    ws.send(Message::binary(payload.clone())).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::binary(payload));
+    // A larger message crosses the Wasm boundary intact.
+    let big = "x".repeat(200_000);
+    send_text(&mut ws, &big).await;
+    assert_eq!(next_text(&mut ws).await.len(), big.len());
+}
+
+#[tokio::test]
+async fn unknown_route_is_404_and_rejection_is_403_before_upgrade() {
+    let (_dir, server) = examples().await;
+    let (status, _) = server.handshake_error("/ws/nope").await;
+    assert_eq!(status, 404);
+    let (status, body) = server.handshake_error("/ws/chat/lobby").await;
+    assert_eq!(status, 403);
+    assert_eq!(body, "a username query parameter is required");
+    let (status, _) = server.handshake_error("/ws/chat/lobby?username=%20").await;
+    assert_eq!(status, 403);
+    // A plain GET on a WebSocket route is not an upgrade.
+    let (status, _) = server.http_get("/ws/echo").await.unwrap();
+    assert!((400..500).contains(&status), "{status}");
+}
+
+#[tokio::test]
+async fn chat_broadcasts_within_a_channel_only() {
+    let (_dir, server) = examples().await;
+    let mut alice = server.connect("/ws/chat/lobby?username=alice").await;
+    let hello = next_json(&mut alice).await;
+    assert_eq!(hello["from"], "<server>");
+    assert_eq!(hello["message"], "alice connected");
+    assert_eq!(hello["channel"], "lobby");
+    assert!(hello["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+
+    let mut bob = server.connect("/ws/chat/lobby?username=bob").await;
+    assert_eq!(next_json(&mut bob).await["message"], "bob connected");
+    assert_eq!(next_json(&mut alice).await["message"], "bob connected");
+    let mut carol = server.connect("/ws/chat/kitchen?username=carol").await;
+    assert_eq!(next_json(&mut carol).await["message"], "carol connected");
+
+    // Quotes and newlines must come back as valid JSON.
+    let text = "hi \"bob\"\nhow are you? {}";
+    send_text(&mut alice, text).await;
+    for ws in [&mut alice, &mut bob] {
+        let msg = next_json(ws).await;
+        assert_eq!(msg["from"], "alice");
+        assert_eq!(msg["message"], text);
+        assert_eq!(msg["channel"], "lobby");
+    }
+    assert_silent(&mut carol, Duration::from_millis(300)).await;
+
+    send_text(&mut carol, "anyone?").await;
+    assert_eq!(next_json(&mut carol).await["message"], "anyone?");
+    assert_silent(&mut alice, Duration::from_millis(300)).await;
+
+    bob.close(None).await.unwrap();
+    let bye = next_json(&mut alice).await;
+    assert_eq!(bye["message"], "bob disconnected");
+    assert_eq!(bye["from"], "<server>");
+    assert_silent(&mut carol, Duration::from_millis(200)).await;
+}
+
+async fn fixtures(args: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = plugin_dir(fixture_plugins(), &["trap", "spin", "lifecycle"]);
+    std::fs::copy(
+        example_plugins().join("echo.wasm"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), args).await;
+    (dir, server)
+}
+
+async fn events(server: &Server) -> Vec<String> {
+    let mut probe = server.connect("/ws/lifecycle/probe").await;
+    send_text(&mut probe, "events").await;
+    let log = next_text(&mut probe).await;
+    probe.close(None).await.unwrap();
+    log.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_in_order_with_close_codes() {
+    let (_dir, server) = fixtures(&[]).await;
+    let mut a = server.connect("/ws/lifecycle").await;
+    let mut b = server.connect("/ws/lifecycle?greet=1").await;
+    assert_eq!(next_text(&mut b).await, "welcome");
+    a.close(Some(CloseFrame {
+        code: 4001.into(),
+        reason: "bye now".into(),
+    }))
+    .await
+    .unwrap();
+    // The plugin closes b itself; b sees the plugin's code and reason.
+    send_text(&mut b, "close").await;
+    assert_eq!(expect_close(&mut b).await, (4000, "asked".into()));
+    drop(b);
+
+    // Wait for the route to drain, then a new connection re-arms first-open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events(&server)
+        .await
+        .iter()
+        .any(|e| e.starts_with("last-close"))
+    {
+        assert!(Instant::now() < deadline, "{:#?}", events(&server).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = server.connect("/ws/lifecycle").await;
+    send_text(&mut c, "events").await;
+    let log: Vec<String> = next_text(&mut c).await.lines().map(str::to_owned).collect();
+    let kinds: Vec<&str> = log.iter().map(|e| e.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        &kinds[..7],
+        [
+            "first-open",
+            "open",
+            "open",
+            "close",
+            "close",
+            "last-close",
+            "first-open"
+        ],
+        "{log:#?}"
+    );
+    assert!(log[3].ends_with(" 4001 bye now"), "{log:#?}");
+    assert!(log[4].ends_with(" 4000 asked"), "{log:#?}");
+    assert_eq!(log[0], "first-open /ws/lifecycle");
+}
+
+#[tokio::test]
+async fn a_trap_closes_only_its_connection() {
+    let (_dir, server) = fixtures(&[]).await;
+    let mut victim = server.connect("/ws/trap").await;
+    let mut neighbour = server.connect("/ws/trap").await;
+    let mut other = server.connect("/ws/echo").await;
+    send_text(&mut victim, "trap").await;
+    let (code, reason) = expect_close(&mut victim).await;
+    assert_eq!(code, 1011);
+    assert_eq!(
+        reason, "internal error",
+        "nothing internal reaches the client"
+    );
+    for ws in [&mut neighbour, &mut other] {
+        send_text(ws, "still here").await;
+        assert_eq!(next_text(ws).await, "still here");
+    }
+    // The trapped instance was replaced: the plugin keeps serving new clients.
+    let mut fresh = server.connect("/ws/trap").await;
+    send_text(&mut fresh, "ok").await;
+    assert_eq!(next_text(&mut fresh).await, "ok");
+    assert!(server.logs().contains("trapped"), "trap is logged");
+}
+
+#[tokio::test]
+async fn a_runaway_hook_hits_its_deadline_while_others_keep_working() {
+    let (_dir, server) = fixtures(&["--hook-timeout", "300ms"]).await;
+    let mut victim = server.connect("/ws/spin").await;
+    let mut neighbour = server.connect("/ws/spin").await;
+    let mut other = server.connect("/ws/echo").await;
+    let start = Instant::now();
+    send_text(&mut victim, "spin").await;
+    // While the hook spins, other connections and plugins still answer.
+    for ws in [&mut neighbour, &mut other] {
+        send_text(ws, "ping").await;
+        assert_eq!(next_text(ws).await, "ping");
+    }
+    let (code, _) = expect_close(&mut victim).await;
+    let took = start.elapsed();
+    assert_eq!(code, 1011);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "deadline enforced promptly: {took:?}"
+    );
+    send_text(&mut neighbour, "after").await;
+    assert_eq!(next_text(&mut neighbour).await, "after");
+    assert!(server.logs().contains("deadline"));
+}
+
+#[tokio::test]
+async fn a_corrupt_plugin_is_reported_and_others_still_serve() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    std::fs::write(
+        dir.path().join("broken.wasm"),
+        b"\0asm definitely not a component",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad name.wasm"), b"").unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut ws = server.connect("/ws/echo").await;
+    send_text(&mut ws, "fine").await;
+    assert_eq!(next_text(&mut ws).await, "fine");
+    let (status, _) = server.handshake_error("/ws/broken").await;
+    assert_eq!(status, 404);
+    let logs = server.logs();
+    assert!(
+        logs.contains("plugin=broken") && logs.contains("not a valid WebAssembly component"),
+        "{logs}"
+    );
+    assert!(logs.contains("plugin names may use only"), "{logs}");
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let server = Server::start(dir.path(), &["--max-message-size", "1000"]).await;
+    let mut ws = server.connect("/ws/echo").await;
+    send_text(&mut ws, &"y".repeat(1000)).await;
+    assert_eq!(next_text(&mut ws).await.len(), 1000);
+    send_text(&mut ws, &"y".repeat(1001)).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let mut server = Server::start(dir.path(), &[]).await;
+    let mut ws = server.connect("/ws/echo").await;
+    send_text(&mut ws, "x").await;
+    assert_eq!(next_text(&mut ws).await, "x");
+    let client = tokio::spawn(async move { expect_close(&mut ws).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(client.await.unwrap().0, 1001);
+}
