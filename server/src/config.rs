@@ -56,11 +56,9 @@ pub struct Timeouts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest message (after reassembly) a client may send; larger ones
-    /// close the connection with 1009.
+    /// Largest message (after reassembly, and so also largest frame) a
+    /// client may send; larger ones close the connection with 1009.
     pub max_message_size: usize,
-    /// Largest single frame a client may send.
-    pub max_frame_size: usize,
     /// Messages queued per connection before it counts as a slow consumer
     /// and is closed with 1008, so one stuck reader never stalls a broadcast.
     pub send_queue: usize,
@@ -118,7 +116,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 1 << 20,
-            max_frame_size: 1 << 20,
             send_queue: 1024,
             instances_per_plugin: 0,
             instance_memory: 128 << 20,
@@ -258,7 +255,6 @@ impl Config {
                 l.max_message_size == 0,
                 "limits.max_message_size must be > 0",
             ),
-            (l.max_frame_size == 0, "limits.max_frame_size must be > 0"),
             (l.send_queue == 0, "limits.send_queue must be > 0"),
             (
                 l.instance_memory < (1 << 20),

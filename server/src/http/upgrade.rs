@@ -93,7 +93,7 @@ pub async fn handle(
     let tracker = gw.sessions.clone();
     upgrade
         .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_frame_size)
+        .max_frame_size(limits.max_message_size)
         .on_failed_upgrade(move |e| {
             tracing::debug!(conn = conn.id, "upgrade failed: {e}");
             tokio::spawn(async move {

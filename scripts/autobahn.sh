@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs Autobahn|Testsuite (every case, RFC 6455 conformance) against
+# wsgate's /ws/echo and prints its closing "N passed, N failed" line.
+# Usage: scripts/autobahn.sh [OUT_DIR]
+# Needs ../shared/autobahn (beside this repository); its setup installs
+# python2.7 and wstest on first use.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+AUTOBAHN=${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}
+OUT=${1:-$(mktemp -d)}
+[ -x "$AUTOBAHN/run.sh" ] || { echo "Autobahn runner not found at $AUTOBAHN" >&2; exit 1; }
+cd "$ROOT"
+"$ROOT/scripts/setup.sh"
+cargo build --release --quiet -p wsgate
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+PLUGINS=$(mktemp -d)
+"$ROOT/scripts/build-rust-plugins.sh" "$PLUGINS" echo >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Autobahn's 9.* cases send messages of up to 16 MiB.
+"$TARGET_DIR/release/wsgate" --listen "127.0.0.1:$PORT" --plugins "$PLUGINS" \
+  --max-message-size 67108864 >"$OUT/wsgate.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$AUTOBAHN/run.sh" "ws://127.0.0.1:$PORT/ws/echo" "$OUT" wsgate
