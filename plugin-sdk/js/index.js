@@ -1,0 +1,75 @@
+// Write wsgate listeners in JavaScript.
+//
+// A listener is an ES module exporting only the hooks it needs (onOpen,
+// onMessage, onClose, onFirstOpen, onLastClose, onPush, onTimer); the build
+// (build.mjs) wraps it with `toListener`, which fills in the defaults:
+// accept every connection, ignore every event.
+//
+// Hooks run in one of a small pool of instances and any instance may serve
+// any event, so never keep state in module variables: per-connection data
+// belongs in host.setAttribute, plugin-wide data in host.stateSet.
+
+import * as host from 'wsgate:plugin/host@0.1.0';
+
+export { host };
+
+/** Constructors and accessors for the WIT `message` variant. */
+export const Message = {
+  text: (text) => ({ tag: 'text', val: String(text) }),
+  binary: (bytes) => ({ tag: 'binary', val: bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes) }),
+  /** The text of a text message, undefined for binary. */
+  asText: (msg) => (msg.tag === 'text' ? msg.val : undefined),
+};
+
+/** What onOpen returns. */
+export const OpenDecision = {
+  accept: () => ({ tag: 'accept' }),
+  /** Accept and send `msg` (a string is sent as text) before anything else. */
+  greet: (msg) => ({ tag: 'greet', val: typeof msg === 'string' ? Message.text(msg) : msg }),
+  /** Refuse the handshake with `status` (400-599) and a short reason. */
+  reject: (status, reason) => ({ tag: 'reject', val: { status, reason: String(reason) } }),
+};
+
+/** Logs through the host's tracing under the plugin's own target. */
+export function log(level, msg) {
+  host.log(level, String(msg));
+}
+
+/**
+ * The error code ('unknown-connection', 'closed', ...) of a failed host
+ * call: the bindings throw a ComponentError carrying it as `payload`.
+ */
+export function hostError(err) {
+  return err && typeof err === 'object' && 'payload' in err ? err.payload : undefined;
+}
+
+const lookup = (pairs, key) => pairs.find(([k]) => k === key)?.[1];
+
+// Lookups on the handshake request, so listeners need not scan pair lists.
+// The bindings hand over a plain object; giving it this prototype adds the
+// methods without copying it.
+const requestMethods = {
+  /** The first query parameter named `key`. */
+  queryParam(key) { return lookup(this.query, key); },
+  /** The route parameter `key`, e.g. `channel` for `/ws/chat/{channel}`. */
+  param(key) { return lookup(this.params, key); },
+  /** A header by name (case-insensitive: the host lower-cases names). */
+  header(name) { return lookup(this.headers, name.toLowerCase()); },
+  cookie(name) { return lookup(this.cookies, name); },
+};
+
+const noop = () => {};
+
+/** The `listener` export for a module of hooks, with defaults for the rest. */
+export function toListener(hooks) {
+  const onOpen = hooks.onOpen ?? OpenDecision.accept;
+  return {
+    onOpen: (conn, req) => onOpen(conn, Object.setPrototypeOf(req, requestMethods)) ?? OpenDecision.accept(),
+    onMessage: hooks.onMessage ?? noop,
+    onClose: hooks.onClose ?? noop,
+    onFirstOpen: hooks.onFirstOpen ?? noop,
+    onLastClose: hooks.onLastClose ?? noop,
+    onPush: hooks.onPush ?? noop,
+    onTimer: hooks.onTimer ?? noop,
+  };
+}

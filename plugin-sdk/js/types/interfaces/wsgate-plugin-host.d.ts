@@ -1,0 +1,83 @@
+/// <reference path="./wsgate-plugin-types.d.ts" />
+declare module 'wsgate:plugin/host@0.1.0' {
+  /**
+   * Queues a message for one connection.
+   */
+  export function send(conn: ConnectionId, msg: Message): void;
+  /**
+   * Sends to every open connection of this plugin except `except`;
+   * returns how many connections it was queued for.
+   */
+  export function broadcast(msg: Message, except: ConnectionId | undefined): number;
+  /**
+   * Starts the close handshake with `code` (1000, 1001, 1003, 1007-1014 or
+   * 3000-4999) and a reason of at most 123 bytes.
+   */
+  export function close(conn: ConnectionId, code: number, reason: string): void;
+  /**
+   * Adds a connection to a channel (channels are created on first use).
+   */
+  export function subscribe(conn: ConnectionId, channel: string): void;
+  export function unsubscribe(conn: ConnectionId, channel: string): void;
+  /**
+   * Sends to every subscriber of `channel` except `except`; returns the
+   * number of connections it was queued for.
+   */
+  export function publish(channel: string, msg: Message, except: ConnectionId | undefined): number;
+  /**
+   * Channels with at least one subscriber.
+   */
+  export function channels(): Array<string>;
+  /**
+   * Subscribers of one channel.
+   */
+  export function subscribers(channel: string): BigUint64Array;
+  /**
+   * This plugin's open connections.
+   */
+  export function connections(): BigUint64Array;
+  export function connectionCount(): number;
+  /**
+   * Per-connection attributes: the session scope. Gone when the
+   * connection closes.
+   */
+  export function getAttribute(conn: ConnectionId, key: string): string | undefined;
+  /**
+   * `none` removes the attribute.
+   */
+  export function setAttribute(conn: ConnectionId, key: string, value: string | undefined): void;
+  /**
+   * Tags group connections across channels, e.g. `user:42` for one user
+   * on several devices.
+   */
+  export function tag(conn: ConnectionId, tag: string): void;
+  export function untag(conn: ConnectionId, tag: string): void;
+  export function tagged(tag: string): BigUint64Array;
+  /**
+   * Sends to every connection with `tag` except `except`; returns the count.
+   */
+  export function sendToTag(tag: string, msg: Message, except: ConnectionId | undefined): number;
+  /**
+   * Plugin key-value state: the application scope. Shared by all of the
+   * plugin's instances; survives instance recycling and reloads.
+   */
+  export function stateGet(key: string): Uint8Array | undefined;
+  /**
+   * `none` deletes the key.
+   */
+  export function stateSet(key: string, value: Uint8Array | undefined): void;
+  /**
+   * Schedules `on-timer(id)` after `delay-ms`, then every `delay-ms` if
+   * `repeat`. Returns the timer id.
+   */
+  export function setTimer(delayMs: number, repeat: boolean): bigint;
+  /**
+   * Returns false if no such timer was pending.
+   */
+  export function cancelTimer(id: bigint): boolean;
+  export function log(level: LogLevel, msg: string): void;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.0').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.0').Message;
+  export type Error = import('wsgate:plugin/types@0.1.0').Error;
+  export type LogLevel = import('wsgate:plugin/types@0.1.0').LogLevel;
+}
