@@ -4,15 +4,54 @@
 // connection to {channel}; every text message is published to the channel as
 // {"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS}, and joins and
 // leaves are announced by <server>.
+//
+// A whisper is a text message {"to":USER,"message":TEXT}: it reaches every
+// connection of USER in the same channel and every connection of the sender
+// there, and nobody else, with "to":USER,"private":true added.
 
 import { host, hostError, log, Message, OpenDecision } from 'wsgate';
 
 const SERVER = '<server>';
 
-function announce(channel, from, message) {
-  const body = JSON.stringify({ from, message, channel, timestamp: Date.now() });
+function render(from, message, channel, to) {
+  const body = { from, message, channel, timestamp: Date.now() };
+  if (to !== undefined) Object.assign(body, { to, private: true });
+  return Message.text(JSON.stringify(body));
+}
+
+/** The tag for one user's connections in one channel. */
+const userTag = (name, channel) => `user:${name}@${channel}`;
+
+function parseWhisper(text) {
   try {
-    host.publish(channel, Message.text(body), undefined);
+    const w = JSON.parse(text);
+    if (w && typeof w.to === 'string' && typeof w.message === 'string') return w;
+  } catch {}
+  return undefined;
+}
+
+function whisper(conn, name, channel, w) {
+  const msg = render(name, w.message, channel, w.to);
+  let reached = 0;
+  try {
+    reached = host.sendToTag(userTag(w.to, channel), msg, undefined);
+  } catch {}
+  if (reached === 0) {
+    try {
+      host.send(conn, render(SERVER, `${w.to} is not in ${channel}`, channel));
+    } catch {}
+    return;
+  }
+  if (w.to !== name) {
+    try {
+      host.sendToTag(userTag(name, channel), msg, undefined);
+    } catch {}
+  }
+}
+
+function announce(channel, from, message) {
+  try {
+    host.publish(channel, render(from, message, channel), undefined);
   } catch (e) {
     log('warn', `publish to ${channel} failed: ${hostError(e) ?? e}`);
   }
@@ -35,10 +74,12 @@ export function onOpen(conn, req) {
   const channel = req.param('channel');
   if (channel === undefined) return OpenDecision.reject(404, 'no channel in the path');
   try {
-    // Both only fail for a connection that is already gone.
     host.setAttribute(conn, 'username', name);
     host.setAttribute(conn, 'channel', channel);
-  } catch {}
+    host.tag(conn, userTag(name, channel));
+  } catch {
+    return OpenDecision.reject(400, 'username or channel name too long');
+  }
   announce(channel, SERVER, `${name} connected`);
   return OpenDecision.accept();
 }
@@ -46,7 +87,10 @@ export function onOpen(conn, req) {
 export function onMessage(conn, msg) {
   const text = Message.asText(msg);
   const who = identity(conn);
-  if (text !== undefined && who) announce(who.channel, who.name, text);
+  if (text === undefined || !who) return;
+  const w = parseWhisper(text);
+  if (w) whisper(conn, who.name, who.channel, w);
+  else announce(who.channel, who.name, text);
 }
 
 export function onClose(conn, code, reason) {

@@ -83,6 +83,31 @@ async fn chat_scenario(name: &str) {
     assert_silent(&mut alice, QUIET).await;
     assert_silent(&mut bob, QUIET).await;
 
+    // A whisper reaches the addressee and the sender's own devices only.
+    let mut alice2 = server.connect(&url("lobby", "alice")).await;
+    expect_chat(&mut alice2, "<server>", "alice connected", "lobby").await;
+    expect_chat(&mut alice, "<server>", "alice connected", "lobby").await;
+    expect_chat(&mut bob, "<server>", "alice connected", "lobby").await;
+    send_text(&mut alice, r#"{"to":"bob","message":"psst"}"#).await;
+    for ws in [&mut bob, &mut alice, &mut alice2] {
+        let json = next_json(ws).await;
+        assert_eq!(
+            (json["from"].as_str(), json["to"].as_str()),
+            (Some("alice"), Some("bob"))
+        );
+        assert_eq!(
+            (json["message"].as_str(), json["private"].as_bool()),
+            (Some("psst"), Some(true))
+        );
+    }
+    assert_silent(&mut carol, QUIET).await;
+    send_text(&mut bob, r#"{"to":"zed","message":"?"}"#).await;
+    expect_chat(&mut bob, "<server>", "zed is not in lobby", "lobby").await;
+    assert_silent(&mut alice, QUIET).await;
+    alice2.close(None).await.unwrap();
+    expect_chat(&mut alice, "<server>", "alice disconnected", "lobby").await;
+    expect_chat(&mut bob, "<server>", "alice disconnected", "lobby").await;
+
     // Binary frames are not chat messages.
     bob.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_silent(&mut alice, QUIET).await;
