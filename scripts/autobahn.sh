@@ -8,8 +8,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 AUTOBAHN=${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}
 OUT=${1:-$(mktemp -d)}
+mkdir -p "$OUT"
 [ -x "$AUTOBAHN/run.sh" ] || { echo "Autobahn runner not found at $AUTOBAHN" >&2; exit 1; }
 cd "$ROOT"
+# Autobahn's wstest needs python2.7. A pyenv shim can shadow a real one
+# without working; then select pyenv's own 2.7 alongside the current python3.
+if command -v pyenv >/dev/null && ! python2.7 --version >/dev/null 2>&1; then
+  py27=$(pyenv versions --bare 2>/dev/null | grep '^2\.7' | tail -1 || true)
+  if [ -n "$py27" ]; then export PYENV_VERSION="$py27:$(pyenv version-name)"; fi
+fi
 "$ROOT/scripts/setup.sh"
 cargo build --release --quiet -p wsgate
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-"$ROOT/scripts/build-rust-plugins.sh" "$OUT" echo chat
+"$ROOT/scripts/build-rust-plugins.sh" "$OUT" echo chat ticker
 
 for lang in python js; do
   script="$ROOT/scripts/build-$lang-plugins.sh"

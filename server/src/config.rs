@@ -22,12 +22,42 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// Static files served at every non-WebSocket path; the bundled demo when unset.
     pub static_dir: Option<PathBuf>,
-    /// Where compiled plugins are cached; caching is off when unset.
+    /// Where compiled plugins are cached; default
+    /// `$XDG_CACHE_HOME/wsgate/compiled` (or `~/.cache/wsgate/compiled`).
     pub cache_dir: Option<PathBuf>,
+    /// Whether compiled plugins are cached on disk at all.
+    pub cache: bool,
+    /// Watch the plugin directory and apply changes without a restart.
+    pub watch: bool,
+    /// The admin API (`/admin/...`, `/metrics`) on its own listener.
+    pub admin: Admin,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     pub timeouts: Timeouts,
     pub limits: Limits,
+}
+
+/// The token-protected admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Serve the admin API at all.
+    pub enabled: bool,
+    /// Where the admin API listens; loopback by default.
+    pub listen: SocketAddr,
+    /// The bearer token admin requests must carry. When unset, a random
+    /// token is generated at startup and logged once.
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +81,10 @@ pub struct Timeouts {
     /// How long a graceful shutdown waits for connections to close.
     #[serde(with = "humantime_serde")]
     pub shutdown: Duration,
+    /// How long the plugin directory must be quiet before changes are
+    /// applied, so a file still being written is never loaded.
+    #[serde(with = "humantime_serde")]
+    pub watch_debounce: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +127,9 @@ impl Default for Config {
             plugin_dir: PathBuf::from("plugins"),
             static_dir: None,
             cache_dir: None,
+            cache: true,
+            watch: true,
+            admin: Admin::default(),
             log_format: LogFormat::Text,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -108,6 +145,7 @@ impl Default for Timeouts {
             ping_interval: Duration::from_secs(30),
             close: Duration::from_secs(5),
             shutdown: Duration::from_secs(10),
+            watch_debounce: Duration::from_millis(300),
         }
     }
 }
@@ -178,6 +216,21 @@ pub struct Cli {
     /// Memory cap per plugin instance in bytes.
     #[arg(long)]
     pub instance_memory: Option<usize>,
+    /// Do not cache compiled plugins on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not watch the plugin directory for changes.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Admin API address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API bearer token (prefer WSGATE_ADMIN__TOKEN: flags show in `ps`).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Do not serve the admin API.
+    #[arg(long)]
+    pub no_admin: bool,
 }
 
 impl Cli {
@@ -193,7 +246,13 @@ impl Cli {
             }
             None => fig = fig.merge(Toml::file(Path::new("wsgate.toml"))),
         }
-        fig = fig.merge(Env::prefixed("WSGATE_").ignore(&["config"]).split("__"));
+        // Only variables naming a setting are config; other WSGATE_* names
+        // (tool and test variables) are none of the server's business.
+        let sections = top_level_keys();
+        fig = fig.merge(Env::prefixed("WSGATE_").split("__").filter(move |key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            sections.iter().any(|s| s.eq_ignore_ascii_case(top))
+        }));
         let overrides: [(&str, Option<figment::value::Value>); 11] = [
             ("listen", self.listen.map(|v| v.to_string().into())),
             ("plugin_dir", path_value(&self.plugin_dir)),
@@ -228,7 +287,17 @@ impl Cli {
                 self.instance_memory.map(|v| (v as u64).into()),
             ),
         ];
-        for (key, value) in overrides {
+        let more: [(&str, Option<figment::value::Value>); 5] = [
+            ("cache", self.no_cache.then(|| false.into())),
+            ("watch", self.no_watch.then(|| false.into())),
+            ("admin.enabled", self.no_admin.then(|| false.into())),
+            (
+                "admin.listen",
+                self.admin_listen.map(|v| v.to_string().into()),
+            ),
+            ("admin.token", self.admin_token.clone().map(Into::into)),
+        ];
+        for (key, value) in overrides.into_iter().chain(more) {
             if let Some(value) = value {
                 fig = fig.merge(Serialized::default(key, value));
             }
@@ -239,12 +308,35 @@ impl Cli {
     }
 }
 
+/// The names of the config file's top-level keys.
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn path_value(path: &Option<PathBuf>) -> Option<figment::value::Value> {
     path.as_ref()
         .map(|p| p.to_string_lossy().into_owned().into())
 }
 
 impl Config {
+    /// The compile cache directory in effect, if caching is on.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        Some(base.join("wsgate").join("compiled"))
+    }
+
     /// Rejects settings that would make the server misbehave rather than
     /// fail at start.
     pub fn validate(&self) -> Result<(), String> {

@@ -20,6 +20,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every connection's session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Keeps the deployment in step with the plugin directory.
+    pub deployer: crate::deploy::Deployer,
 }
 
 impl Gateway {
@@ -31,6 +33,7 @@ impl Gateway {
             deployment: ArcSwap::from_pointee(Deployment::default()),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            deployer: Default::default(),
         })
     }
 
@@ -45,7 +48,6 @@ impl Gateway {
 
     /// Reads the plugin directory and puts its plugins in service.
     pub async fn load_plugins(&self) {
-        let deployment = crate::deploy::load_dir(&self.runtime, &self.registry, &self.config).await;
-        self.deploy(deployment);
+        self.deployer.reconcile(self, None).await;
     }
 }

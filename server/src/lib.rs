@@ -7,10 +7,12 @@
 //! `runtime` runs plugin code in the sandbox, and `deploy` turns the plugin
 //! directory into routes.
 
+pub mod admin;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod routing;

@@ -14,12 +14,34 @@ use crate::runtime::Runtime;
 /// Runs the server until SIGINT or SIGTERM, then closes every connection
 /// with 1001 and waits (bounded) for the sessions to end.
 pub async fn serve(config: Config) -> Result<()> {
-    let runtime = Runtime::new(config.limits.instance_memory, config.cache_dir.clone())?;
+    let runtime = Runtime::new(config.limits.instance_memory, config.effective_cache_dir())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin_listener = match config.admin.enabled {
+        true => Some(
+            tokio::net::TcpListener::bind(config.admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?,
+        ),
+        false => None,
+    };
     let gw = Gateway::new(config, Arc::new(runtime));
     gw.load_plugins().await;
+    if gw.config.watch {
+        crate::deploy::watch::spawn(gw.clone());
+    }
+    let admin = admin_listener.map(|listener| {
+        let token = crate::admin::token(gw.config.admin.token.as_deref());
+        let app = crate::admin::router(gw.clone(), &token);
+        tracing::info!("admin API on http://{}", gw.config.admin.listen);
+        let stop = gw.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
     tracing::info!(
         "wsgate listening on http://{} (plugins from {})",
         gw.config.listen,
@@ -56,6 +78,9 @@ pub async fn serve(config: Config) -> Result<()> {
         tracing::warn!("some connections did not close within {bound:?}");
     }
     let _ = tokio::time::timeout(bound, server).await;
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(bound, admin).await;
+    }
     Ok(())
 }
 

@@ -87,6 +87,9 @@ fn wsgate_bin() -> PathBuf {
     bin
 }
 
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -99,6 +102,8 @@ fn free_port() -> u16 {
 pub struct Server {
     child: Child,
     pub port: u16,
+    /// The admin API's port; its token is [`ADMIN_TOKEN`].
+    pub admin_port: u16,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -108,6 +113,7 @@ impl Server {
     /// until it answers `/healthz`.
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
         let port = free_port();
+        let admin_port = free_port();
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("wsgate.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -116,7 +122,10 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--plugins")
             .arg(plugins)
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .args(args)
+            .env("WSGATE_ADMIN__TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info,wsgate=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -126,6 +135,7 @@ impl Server {
         let mut server = Server {
             child,
             port,
+            admin_port,
             log,
             _log_dir: log_dir,
         };
@@ -168,6 +178,25 @@ impl Server {
         ws
     }
 
+    /// Connects with extra handshake headers; returns the handshake response too.
+    pub async fn connect_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (Client, tungstenite::handshake::client::Response) {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = self.ws_url(path).into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("connect {path}: {e}\n{}", self.logs()))
+    }
+
     /// Tries a handshake and returns the HTTP status and body of a refusal.
     pub async fn handshake_error(&self, path: &str) -> (u16, String) {
         match tokio_tungstenite::connect_async(self.ws_url(path)).await {
@@ -187,6 +216,27 @@ impl Server {
     /// A minimal HTTP/1.1 GET: status and body.
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_request(self.port, "GET", path, &[], "").await
+    }
+
+    /// An admin API request with the test token: status and body.
+    pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        http_request(
+            self.admin_port,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            "",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", self.logs()))
+    }
+
+    /// `GET /admin/info` parsed.
+    pub async fn admin_info(&self, query: &str) -> serde_json::Value {
+        let (status, body) = self.admin("GET", &format!("/admin/info{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("info is not JSON ({e}): {body}"))
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -271,10 +321,15 @@ pub async fn next_json(ws: &mut Client) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Asserts nothing arrives within `wait`.
+/// Asserts no data or close frame arrives within `wait` (pings and pongs,
+/// which the client answers by itself, do not count).
 pub async fn assert_silent(ws: &mut Client, wait: Duration) {
-    if let Ok(Some(msg)) = tokio::time::timeout(wait, ws.next()).await {
-        panic!("expected silence, got {msg:?}");
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match msg {
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            other => panic!("expected silence, got {other:?}"),
+        }
     }
 }
 

@@ -1,11 +1,17 @@
-//! Multi-channel chat, after the Lucee ChatListener example.
+//! Multi-channel chat, after the Lucee ChatListener example, plus private
+//! messages that stay in sync across one user's devices.
 //!
 //! Connect to `/ws/chat/{channel}?username=NAME`. The host subscribes the
-//! connection to `{channel}`; every text message is published to the channel
-//! as `{"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS}`, and joins
-//! and leaves are announced by `<server>`.
+//! connection to `{channel}`. A text message is published to the channel as
+//! `{"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS}`; joins and
+//! leaves are announced by `<server>`.
+//!
+//! A whisper is a text message `{"to":USER,"message":TEXT}`: it reaches
+//! every connection of USER in the same channel, and every connection of the
+//! sender there (so all of the sender's devices show it), and nobody else.
+//! It arrives as the channel message above plus `"to":USER,"private":true`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 use wsgate_sdk::{
     ConnectionId, Listener, LogLevel, Message, OpenDecision, Request, export_listener, host, log,
@@ -19,6 +25,16 @@ struct ChatMessage<'a> {
     message: &'a str,
     channel: &'a str,
     timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
+}
+
+#[derive(Deserialize)]
+struct Whisper {
+    to: String,
+    message: String,
 }
 
 fn now_ms() -> u64 {
@@ -28,15 +44,20 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn announce(channel: &str, from: &str, message: &str) {
+fn render(from: &str, message: &str, channel: &str, to: Option<&str>) -> Message {
     let body = ChatMessage {
         from,
         message,
         channel,
         timestamp: now_ms(),
+        to,
+        private: to.is_some(),
     };
-    let json = serde_json::to_string(&body).expect("chat message serializes");
-    if let Err(e) = host::publish(channel, &Message::text(json), None) {
+    Message::text(serde_json::to_string(&body).expect("chat message serializes"))
+}
+
+fn announce(channel: &str, from: &str, message: &str) {
+    if let Err(e) = host::publish(channel, &render(from, message, channel, None), None) {
         log(
             LogLevel::Warn,
             format!("publish to {channel} failed: {e:?}"),
@@ -44,11 +65,29 @@ fn announce(channel: &str, from: &str, message: &str) {
     }
 }
 
+/// The tag for one user's connections in one channel.
+fn user_tag(name: &str, channel: &str) -> String {
+    format!("user:{name}@{channel}")
+}
+
 /// The username and channel remembered for a connection at open time.
 fn identity(conn: ConnectionId) -> Option<(String, String)> {
     let name = host::get_attribute(conn, "username").ok()??;
     let channel = host::get_attribute(conn, "channel").ok()??;
     Some((name, channel))
+}
+
+fn whisper(conn: ConnectionId, name: &str, channel: &str, w: Whisper) {
+    let msg = render(name, &w.message, channel, Some(&w.to));
+    let reached = host::send_to_tag(&user_tag(&w.to, channel), &msg, None).unwrap_or(0);
+    if reached == 0 {
+        let notice = format!("{} is not in {channel}", w.to);
+        let _ = host::send(conn, &render(SERVER, &notice, channel, None));
+        return;
+    }
+    if w.to != name {
+        let _ = host::send_to_tag(&user_tag(name, channel), &msg, None);
+    }
 }
 
 struct Chat;
@@ -63,9 +102,12 @@ impl Listener for Chat {
         };
         let name = name.trim().to_owned();
         let channel = channel.to_owned();
-        // Both only fail for a connection that is already gone.
-        let _ = host::set_attribute(conn, "username", Some(&name));
-        let _ = host::set_attribute(conn, "channel", Some(&channel));
+        let remembered = host::set_attribute(conn, "username", Some(&name))
+            .and_then(|()| host::set_attribute(conn, "channel", Some(&channel)))
+            .and_then(|()| host::tag(conn, &user_tag(&name, &channel)));
+        if remembered.is_err() {
+            return OpenDecision::reject(400, "username or channel name too long");
+        }
         announce(&channel, SERVER, &format!("{name} connected"));
         OpenDecision::Accept
     }
@@ -73,7 +115,10 @@ impl Listener for Chat {
     fn on_message(conn: ConnectionId, msg: Message) -> Option<Message> {
         let text = msg.as_text()?;
         let (name, channel) = identity(conn)?;
-        announce(&channel, &name, text);
+        match serde_json::from_str::<Whisper>(text) {
+            Ok(w) => whisper(conn, &name, &channel, w),
+            Err(_) => announce(&channel, &name, text),
+        }
         None
     }
 

@@ -3,6 +3,9 @@
 //! instantiated once and routed. A plugin that fails any step is reported
 //! with the reason and skipped; the others still serve.
 
+mod deployer;
+pub mod watch;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use crate::registry::Registry;
 use crate::routing::{RouteTable, Sidecar};
 use crate::runtime::bindings::PluginPre;
 use crate::runtime::{InstancePool, Listener, PluginEnv, Runtime, Timers};
+pub use deployer::{AdminError, Deployer, PluginInfo, SERVICE_RESTART};
 
 /// What happened to one plugin file.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +60,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// `NAME.wasm` files in `dir`, sorted by name.
-fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -85,7 +89,8 @@ pub async fn load_dir(runtime: &Arc<Runtime>, registry: &Registry, config: &Conf
     }
     for (name, path) in files {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        let outcome = match load_one(runtime, registry, config, &name, &path).await {
+        let outcome = match load_one(runtime, registry, config, &name, &path, Arc::default()).await
+        {
             Ok((listener, patterns, info)) => match deployment.routes.add(&patterns, &listener) {
                 Ok(()) => {
                     tracing::info!(
@@ -115,14 +120,15 @@ pub async fn load_dir(runtime: &Arc<Runtime>, registry: &Registry, config: &Conf
     deployment
 }
 
-type Loaded = (Arc<Listener>, Vec<String>, (Duration, bool));
+pub(crate) type Loaded = (Arc<Listener>, Vec<String>, (Duration, bool));
 
-async fn load_one(
+pub(crate) async fn load_one(
     runtime: &Arc<Runtime>,
     registry: &Registry,
     config: &Config,
     name: &str,
     path: &Path,
+    timers: Arc<Timers>,
 ) -> Result<Loaded, String> {
     if !valid_name(name) {
         return Err("plugin names may use only letters, digits, - and _ (at most 64)".into());
@@ -151,7 +157,8 @@ async fn load_one(
         name: Arc::from(name),
         scope: registry.scope(name, config.limits.state_bytes),
         limits: config.limits.clone(),
-        timers: Timers::default(),
+        timers,
+        subprotocols: sidecar.subprotocols.clone(),
     });
     let pool = InstancePool::new(
         pre,
@@ -164,6 +171,7 @@ async fn load_one(
         .warm_up()
         .await
         .map_err(|e| format!("fails to start: {e}"))?;
+    listener.activate();
     Ok((
         listener,
         sidecar.routes_for(name),

@@ -1,6 +1,8 @@
 //! The HTTP front: health checks, WebSocket routes, and static files for
 //! everything else.
 
+pub mod publish;
+mod static_files;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -13,22 +15,43 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::gateway::Gateway;
+use static_files::StaticFiles;
 
 pub fn app(gw: Arc<Gateway>) -> Router {
+    let files = StaticFiles::new(gw.config.static_dir.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(dispatch)
+        .route("/readyz", get(readyz))
+        .fallback(
+            move |State(gw): State<Arc<Gateway>>,
+                  ConnectInfo(remote): ConnectInfo<SocketAddr>,
+                  req: Request| {
+                let files = files.clone();
+                async move { dispatch(gw, remote, req, &files).await }
+            },
+        )
         .with_state(gw)
 }
 
+/// Ready once the plugin directory has been loaded, until shutdown starts.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.deployer.is_ready() && !gw.shutdown.is_cancelled() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+/// WebSocket routes first; every other path is a static file.
 async fn dispatch(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    gw: Arc<Gateway>,
+    remote: SocketAddr,
     req: Request,
+    files: &StaticFiles,
 ) -> Response {
-    let deployment = gw.deployment();
-    match deployment.routes.at(req.uri().path()) {
-        Some(matched) => upgrade::handle(gw.clone(), matched, remote, req).await,
-        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    let matched = gw.deployment().routes.at(req.uri().path());
+    match matched {
+        Some(matched) => upgrade::handle(gw, matched, remote, req).await,
+        None => files.serve(req).await,
     }
 }

@@ -19,6 +19,9 @@ use crate::routing::{CHANNEL_PARAM, Matched};
 use crate::runtime::bindings::{OpenDecision, Request as HookRequest};
 use crate::runtime::to_ws;
 
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 4096;
+
 pub async fn handle(
     gw: Arc<Gateway>,
     matched: Matched,
@@ -37,7 +40,12 @@ pub async fn handle(
     let listener = route.listener.clone();
     let scope = listener.env.scope.clone();
     let limits = &gw.config.limits;
-    let hook_request = hook_request(&parts, &route.pattern, params, remote);
+    let upgrade = upgrade.protocols(listener.env.subprotocols.clone());
+    let protocol = upgrade
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_owned);
+    let hook_request = hook_request(&parts, &route.pattern, params, remote, protocol);
     let channel = hook_request
         .params
         .iter()
@@ -94,6 +102,9 @@ pub async fn handle(
     upgrade
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
+        // tungstenite's 128 KiB default read buffer is zero-filled per read
+        // and held by every idle connection; large messages still grow it.
+        .read_buffer_size(READ_BUFFER)
         .on_failed_upgrade(move |e| {
             tracing::debug!(conn = conn.id, "upgrade failed: {e}");
             tokio::spawn(async move {
@@ -115,6 +126,7 @@ fn hook_request(
     pattern: &str,
     params: Vec<(String, String)>,
     remote: SocketAddr,
+    protocol: Option<String>,
 ) -> HookRequest {
     let query = parts
         .uri
@@ -155,6 +167,7 @@ fn hook_request(
         cookies,
         remote_addr: remote.to_string(),
         subprotocols,
+        protocol,
     }
 }
 

@@ -6,7 +6,7 @@ mod sidecar;
 use std::sync::Arc;
 
 use crate::runtime::Listener;
-pub use sidecar::Sidecar;
+pub use sidecar::{OnReload, Sidecar};
 
 /// The route parameter that auto-subscribes a connection to a channel.
 pub const CHANNEL_PARAM: &str = "channel";
@@ -19,8 +19,25 @@ pub struct Route {
     pub pattern: Arc<str>,
     pub listener: Arc<Listener>,
     /// Open connections on this route, guarded so `on-first-open` and
-    /// `on-last-close` never interleave for one route.
-    pub open: tokio::sync::Mutex<usize>,
+    /// `on-last-close` never interleave for one route. Shared by every
+    /// version of the plugin serving this pattern (see [`OpenCounters`]), so
+    /// a reload neither repeats `on-first-open` nor fires `on-last-close`
+    /// early.
+    pub open: Arc<tokio::sync::Mutex<usize>>,
+}
+
+/// Open-connection counters keyed by (plugin, pattern), kept across
+/// deployments so first-open/last-close pairing survives reloads.
+#[derive(Default)]
+pub struct OpenCounters(dashmap::DashMap<(Arc<str>, String), Arc<tokio::sync::Mutex<usize>>>);
+
+impl OpenCounters {
+    pub fn get(&self, plugin: &Arc<str>, pattern: &str) -> Arc<tokio::sync::Mutex<usize>> {
+        self.0
+            .entry((plugin.clone(), pattern.to_owned()))
+            .or_default()
+            .clone()
+    }
 }
 
 #[derive(Default)]
@@ -39,6 +56,16 @@ impl RouteTable {
     /// Adds a plugin's patterns; all or nothing, so a plugin is never half
     /// routed. Errors name the offending pattern.
     pub fn add(&mut self, patterns: &[String], listener: &Arc<Listener>) -> Result<(), String> {
+        self.add_counted(patterns, listener, &OpenCounters::default())
+    }
+
+    /// [`RouteTable::add`] with open counters that outlive this table.
+    pub fn add_counted(
+        &mut self,
+        patterns: &[String],
+        listener: &Arc<Listener>,
+        counters: &OpenCounters,
+    ) -> Result<(), String> {
         let mut trial = self.router.clone();
         let mut added = Vec::new();
         for pattern in patterns {
@@ -46,7 +73,7 @@ impl RouteTable {
             let route = Arc::new(Route {
                 pattern: Arc::from(pattern.as_str()),
                 listener: listener.clone(),
-                open: tokio::sync::Mutex::new(0),
+                open: counters.get(&listener.name, pattern),
             });
             trial
                 .insert(pattern.as_str(), route.clone())

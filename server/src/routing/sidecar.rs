@@ -9,6 +9,23 @@ pub struct Sidecar {
     /// A `{channel}` parameter subscribes each connection to that channel.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Subprotocols the plugin speaks, in order of preference; the first
+    /// one a client offers is chosen and passed to `on-open`.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// What a new version of the plugin does to connections opened on the
+    /// old one: `keep` them on the old version until they close (default),
+    /// or `close` them with 1012 "service restart" so clients reconnect.
+    #[serde(default)]
+    pub on_reload: OnReload,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReload {
+    #[default]
+    Keep,
+    Close,
 }
 
 impl Sidecar {
@@ -37,5 +54,9 @@ mod tests {
         assert_eq!(Sidecar::default().routes_for("echo"), vec!["/ws/echo"]);
         assert!(Sidecar::parse("route = []").is_err());
         assert!(Sidecar::parse("routes = 3").is_err());
+        assert_eq!(Sidecar::default().on_reload, OnReload::Keep);
+        let s = Sidecar::parse("on_reload = \"close\"").unwrap();
+        assert_eq!(s.on_reload, OnReload::Close);
+        assert!(Sidecar::parse("on_reload = \"restart\"").is_err());
     }
 }

@@ -21,7 +21,10 @@ pub struct PluginEnv {
     pub name: Arc<str>,
     pub scope: Arc<Scope>,
     pub limits: Limits,
-    pub timers: Timers,
+    /// Shared by every version of the plugin, so timers survive a reload.
+    pub timers: Arc<Timers>,
+    /// Subprotocols the plugin speaks, from its sidecar.
+    pub subprotocols: Vec<String>,
 }
 
 /// The data of one instance's store.

@@ -44,6 +44,8 @@ pub struct Listener {
     pub loaded_at: SystemTime,
     pub env: Arc<PluginEnv>,
     pub stats: ListenerStats,
+    /// This plugin's Prometheus counters, resolved once.
+    pub metrics: Arc<crate::metrics::PluginMetrics>,
     pool: InstancePool,
     hook_timeout: Duration,
 }
@@ -57,17 +59,24 @@ impl Listener {
         pool: InstancePool,
         hook_timeout: Duration,
     ) -> Arc<Listener> {
-        let listener = Arc::new(Listener {
-            name: env.name.clone(),
+        let name = env.name.clone();
+        Arc::new(Listener {
+            metrics: crate::metrics::PluginMetrics::new(&name),
+            name,
             hash,
             loaded_at: SystemTime::now(),
             env,
             stats: ListenerStats::default(),
             pool,
             hook_timeout,
-        });
-        listener.env.timers.bind(Arc::downgrade(&listener));
-        listener
+        })
+    }
+
+    /// Puts this version in service: the plugin's timers fire into it from
+    /// now on. Called once it has started, so a version that fails to start
+    /// never takes the timers from the one serving.
+    pub fn activate(self: &Arc<Self>) {
+        self.env.timers.bind(Arc::downgrade(self));
     }
 
     /// Instantiates once up front, so a plugin that cannot start (missing
@@ -95,10 +104,12 @@ impl Listener {
         loan.instance.store.data_mut().deadline = start + self.hook_timeout;
         loan.instance.store.set_epoch_deadline(1);
         let result = f(&mut loan.instance).await;
+        let took = start.elapsed();
         self.stats.hook_calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .hook_micros
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.metrics.observe_hook(hook, took.as_secs_f64());
         match result {
             Ok(value) => {
                 self.pool.give_back(loan);
@@ -108,12 +119,14 @@ impl Listener {
                 // `loan` is dropped here: a trapped instance is never reused.
                 let err = if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     self.stats.deadline_overruns.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.deadline_overruns.inc();
                     HookError::Deadline {
                         hook,
                         timeout: self.hook_timeout,
                     }
                 } else {
                     self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.traps.inc();
                     HookError::Trap {
                         hook,
                         detail: format!("{e:#}"),
@@ -206,6 +219,6 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.env.timers.cancel_all();
+        self.env.timers.release(self);
     }
 }

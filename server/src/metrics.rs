@@ -1,0 +1,221 @@
+//! Prometheus metrics, served at `GET /metrics` on the admin listener.
+//!
+//! Counters live in one process-wide registry. Hot paths never look a
+//! label up: each plugin version resolves its label children once
+//! ([`PluginMetrics`]) and sessions and hook calls bump those directly.
+//! Gauges that describe the present (connections, loaded plugins) are
+//! computed when scraped, from the registry and the deployment.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::gateway::Gateway;
+
+/// The hooks a histogram is kept for, in a fixed order.
+pub const HOOKS: [&str; 7] = [
+    "on-open",
+    "on-message",
+    "on-close",
+    "on-first-open",
+    "on-last-close",
+    "on-push",
+    "on-timer",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub messages_in: IntCounterVec,
+    pub messages_out: IntCounterVec,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub connections_opened: IntCounterVec,
+    pub hook_seconds: HistogramVec,
+    pub traps: IntCounterVec,
+    pub deadline_overruns: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub load_failures: IntCounterVec,
+    connections: IntGaugeVec,
+    channels: IntGaugeVec,
+    plugins: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new_custom(Some("wsgate".into()), None).expect("valid registry");
+        let hook_seconds = HistogramVec::new(
+            HistogramOpts::new("hook_duration_seconds", "Time spent in plugin hook calls").buckets(
+                vec![
+                    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            &["plugin", "hook"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(hook_seconds.clone()))
+            .expect("unique metric");
+        let p = &["plugin"];
+        Metrics {
+            messages_in: counter(
+                &r,
+                "messages_received_total",
+                "Text and binary messages received from clients",
+                p,
+            ),
+            messages_out: counter(
+                &r,
+                "messages_sent_total",
+                "Text and binary messages written to clients",
+                p,
+            ),
+            bytes_in: counter(
+                &r,
+                "received_bytes_total",
+                "Payload bytes received from clients",
+                p,
+            ),
+            bytes_out: counter(
+                &r,
+                "sent_bytes_total",
+                "Payload bytes written to clients",
+                p,
+            ),
+            connections_opened: counter(
+                &r,
+                "connections_opened_total",
+                "WebSocket connections upgraded",
+                p,
+            ),
+            hook_seconds,
+            traps: counter(&r, "hook_traps_total", "Hook calls that trapped", p),
+            deadline_overruns: counter(
+                &r,
+                "hook_deadline_overruns_total",
+                "Hook calls interrupted at their deadline",
+                p,
+            ),
+            reloads: counter(
+                &r,
+                "plugin_reloads_total",
+                "New plugin versions put in service (including the first load)",
+                p,
+            ),
+            load_failures: counter(
+                &r,
+                "plugin_load_failures_total",
+                "Plugin versions that failed to compile, link or start",
+                p,
+            ),
+            connections: gauge(&r, "connections", "Open connections", p),
+            channels: gauge(&r, "channels", "Channels with at least one subscriber", p),
+            plugins: gauge(
+                &r,
+                "plugins",
+                "Plugins by status (loaded, failed, stopped)",
+                &["status"],
+            ),
+            registry: r,
+        }
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// One plugin's label children, resolved once per plugin version.
+pub struct PluginMetrics {
+    pub messages_in: IntCounter,
+    pub messages_out: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub connections_opened: IntCounter,
+    pub traps: IntCounter,
+    pub deadline_overruns: IntCounter,
+    hooks: Vec<Histogram>,
+}
+
+impl PluginMetrics {
+    pub fn new(plugin: &str) -> Arc<PluginMetrics> {
+        let m = metrics();
+        let l = &[plugin];
+        Arc::new(PluginMetrics {
+            messages_in: m.messages_in.with_label_values(l),
+            messages_out: m.messages_out.with_label_values(l),
+            bytes_in: m.bytes_in.with_label_values(l),
+            bytes_out: m.bytes_out.with_label_values(l),
+            connections_opened: m.connections_opened.with_label_values(l),
+            traps: m.traps.with_label_values(l),
+            deadline_overruns: m.deadline_overruns.with_label_values(l),
+            hooks: HOOKS
+                .iter()
+                .map(|h| m.hook_seconds.with_label_values(&[plugin, h]))
+                .collect(),
+        })
+    }
+
+    /// Records one hook call's duration.
+    pub fn observe_hook(&self, hook: &str, seconds: f64) {
+        if let Some(i) = HOOKS.iter().position(|h| *h == hook) {
+            self.hooks[i].observe(seconds);
+        }
+    }
+
+    /// Counts one message from a client.
+    pub fn received(&self, bytes: usize) {
+        self.messages_in.inc();
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    /// Counts one message written to a client.
+    pub fn sent(&self, bytes: usize) {
+        self.messages_out.inc();
+        self.bytes_out.inc_by(bytes as u64);
+    }
+}
+
+/// The Prometheus text exposition of every metric, gauges refreshed now.
+pub fn render(gw: &Gateway) -> String {
+    let m = metrics();
+    m.connections.reset();
+    m.channels.reset();
+    for scope in gw.registry.scopes() {
+        m.connections
+            .with_label_values(&[&scope.name])
+            .set(scope.connection_count() as i64);
+        m.channels
+            .with_label_values(&[&scope.name])
+            .set(scope.channel_names().len() as i64);
+    }
+    m.plugins.reset();
+    for (status, n) in gw.deployer.status_counts() {
+        m.plugins.with_label_values(&[status]).set(n as i64);
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&m.registry.gather(), &mut out)
+        .expect("text encoding cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
