@@ -18,14 +18,19 @@ if command -v pyenv >/dev/null && ! python2.7 --version >/dev/null 2>&1; then
   if [ -n "$py27" ]; then export PYENV_VERSION="$py27:$(pyenv version-name)"; fi
 fi
 "$ROOT/scripts/setup.sh"
-cargo build --release --quiet -p wsgate
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+# WSGATE_BIN picks an already built server (the test script passes its own).
+BIN=${WSGATE_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet -p wsgate
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN=$TARGET_DIR/release/wsgate
+fi
 PLUGINS=$(mktemp -d)
 "$ROOT/scripts/build-rust-plugins.sh" "$PLUGINS" echo >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Autobahn's 9.* cases send messages of up to 16 MiB.
-"$TARGET_DIR/release/wsgate" --listen "127.0.0.1:$PORT" --plugins "$PLUGINS" \
-  --max-message-size 67108864 >"$OUT/wsgate.log" 2>&1 &
+"$BIN" --listen "127.0.0.1:$PORT" --plugins "$PLUGINS" \
+  --max-message-size 67108864 --no-admin --no-watch >"$OUT/wsgate.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -30,6 +30,11 @@ export WSGATE_TEST_FIXTURES="$TARGET_DIR/test-plugins/fixtures"
 step "unit and end-to-end tests"
 cargo test --workspace --quiet
 
+if [ -x "$ROOT/../shared/autobahn/run.sh" ]; then
+  step "protocol conformance (Autobahn|Testsuite)"
+  "$ROOT/scripts/autobahn.sh" "$TARGET_DIR/autobahn"
+fi
+
 for extra in tests/browser/run.sh bench/run.sh; do
   if [ -x "$ROOT/$extra" ]; then
     step "$extra"
