@@ -328,3 +328,16 @@ async fn the_publish_api_refuses_bad_requests_clearly() {
         .unwrap();
     assert!(status == 404 || status == 405, "{status}");
 }
+
+#[tokio::test]
+async fn application_state_survives_a_plugin_reload() {
+    let (_dir, server) = server_with(&[]).await;
+    let mut a = server.connect("/ws/inspect").await;
+    next_json(&mut a).await;
+    assert_eq!(ask(&mut a, "state-set visits 41").await, "Ok(())");
+    let (status, _) = server.admin("POST", "/admin/plugins/inspect/reload").await;
+    assert_eq!(status, 200);
+    let mut b = server.connect("/ws/inspect").await;
+    next_json(&mut b).await;
+    assert_eq!(ask(&mut b, "state-get visits").await, "Some(\"41\")");
+}
