@@ -75,51 +75,6 @@ pub(crate) fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>
     Ok(files)
 }
 
-pub async fn load_dir(runtime: &Arc<Runtime>, registry: &Registry, config: &Config) -> Deployment {
-    let mut deployment = Deployment::default();
-    let files = match plugin_files(&config.plugin_dir) {
-        Ok(files) => files,
-        Err(e) => {
-            tracing::error!(dir = %config.plugin_dir.display(), "cannot read the plugin directory: {e}");
-            return deployment;
-        }
-    };
-    if files.is_empty() {
-        tracing::warn!(dir = %config.plugin_dir.display(), "no plugins (*.wasm) in the plugin directory");
-    }
-    for (name, path) in files {
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        let outcome = match load_one(runtime, registry, config, &name, &path, Arc::default()).await
-        {
-            Ok((listener, patterns, info)) => match deployment.routes.add(&patterns, &listener) {
-                Ok(()) => {
-                    tracing::info!(
-                        plugin = %name, routes = ?patterns, cached = info.1,
-                        "loaded in {:.1} ms", info.0.as_secs_f64() * 1e3
-                    );
-                    Outcome::Loaded {
-                        hash: listener.hash.clone(),
-                        routes: patterns,
-                        compile_ms: info.0.as_secs_f64() * 1e3,
-                        from_cache: info.1,
-                    }
-                }
-                Err(error) => Outcome::Failed { error },
-            },
-            Err(error) => Outcome::Failed { error },
-        };
-        if let Outcome::Failed { error } = &outcome {
-            tracing::error!(plugin = %name, file = %file, "not loaded: {error}");
-        }
-        deployment.reports.push(PluginReport {
-            name,
-            file,
-            outcome,
-        });
-    }
-    deployment
-}
-
 pub(crate) type Loaded = (Arc<Listener>, Vec<String>, (Duration, bool));
 
 pub(crate) async fn load_one(
