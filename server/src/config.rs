@@ -111,6 +111,13 @@ pub struct Limits {
     pub attributes_per_connection: usize,
     /// Longest channel, tag, attribute or state key name, in bytes.
     pub max_name_len: usize,
+    /// Open WebSocket connections in total; more are refused with 503.
+    pub max_connections: usize,
+    /// Open connections from one client address; more are refused with 429.
+    pub max_connections_per_ip: usize,
+    /// Browser `Origin`s allowed to open WebSockets; empty allows any.
+    /// Handshakes without an Origin (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -162,6 +169,9 @@ impl Default for Limits {
             state_bytes: 16 << 20,
             attributes_per_connection: 64,
             max_name_len: 256,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -348,6 +358,11 @@ impl Config {
                 "limits.max_message_size must be > 0",
             ),
             (l.send_queue == 0, "limits.send_queue must be > 0"),
+            (l.max_connections == 0, "limits.max_connections must be > 0"),
+            (
+                l.max_connections_per_ip == 0,
+                "limits.max_connections_per_ip must be > 0",
+            ),
             (
                 l.instance_memory < (1 << 20),
                 "limits.instance_memory must be at least 1 MiB",

@@ -22,11 +22,20 @@ pub struct Gateway {
     pub sessions: TaskTracker,
     /// Keeps the deployment in step with the plugin directory.
     pub deployer: crate::deploy::Deployer,
+    /// Origin allow-list and connection limits for handshakes.
+    pub admission: Arc<crate::http::admission::Admission>,
 }
 
 impl Gateway {
     pub fn new(config: Config, runtime: Arc<Runtime>) -> Arc<Gateway> {
+        let limits = &config.limits;
+        let admission = crate::http::admission::Admission::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            limits.allowed_origins.clone(),
+        );
         Arc::new(Gateway {
+            admission,
             config,
             runtime,
             registry: Registry::new(),

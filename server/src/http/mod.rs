@@ -1,6 +1,7 @@
 //! The HTTP front: health checks, WebSocket routes, and static files for
 //! everything else.
 
+pub mod admission;
 pub mod publish;
 mod static_files;
 mod upgrade;

@@ -36,6 +36,14 @@ pub async fn handle(
     if gw.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
+    if let Err(refusal) = gw.admission.check_origin(&parts.headers) {
+        return refusal.into_response();
+    }
+    // Held for the connection's life; refused or failed handshakes drop it.
+    let slot = match gw.admission.admit(remote.ip()) {
+        Ok(slot) => Arc::new(slot),
+        Err(refusal) => return refusal.into_response(),
+    };
     let Matched { route, params } = matched;
     let listener = route.listener.clone();
     let scope = listener.env.scope.clone();
@@ -105,13 +113,22 @@ pub async fn handle(
         // tungstenite's 128 KiB default read buffer is zero-filled per read
         // and held by every idle connection; large messages still grow it.
         .read_buffer_size(READ_BUFFER)
-        .on_failed_upgrade(move |e| {
-            tracing::debug!(conn = conn.id, "upgrade failed: {e}");
-            tokio::spawn(async move {
-                session::end(&conn, &route, close::ABNORMAL, String::new()).await;
-            });
+        .on_failed_upgrade({
+            let slot = slot.clone();
+            move |e| {
+                tracing::debug!(conn = conn.id, "upgrade failed: {e}");
+                tokio::spawn(async move {
+                    session::end(&conn, &route, close::ABNORMAL, String::new()).await;
+                    drop(slot);
+                });
+            }
         })
-        .on_upgrade(move |socket| tracker.track_future(session.run(socket)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                session.run(socket).await;
+                drop(slot);
+            })
+        })
 }
 
 /// Undoes the bookkeeping for a connection that was never opened.
