@@ -111,6 +111,12 @@ pub struct Limits {
     pub attributes_per_connection: usize,
     /// Longest channel, tag, attribute or state key name, in bytes.
     pub max_name_len: usize,
+    /// Crashes (traps or deadline overruns) of one plugin version within
+    /// `quarantine_window` after which it refuses new connections with 503
+    /// until redeployed; 0 turns quarantine off.
+    pub quarantine_after: usize,
+    #[serde(with = "humantime_serde")]
+    pub quarantine_window: Duration,
     /// Open WebSocket connections in total; more are refused with 503.
     pub max_connections: usize,
     /// Open connections from one client address; more are refused with 429.
@@ -169,6 +175,8 @@ impl Default for Limits {
             state_bytes: 16 << 20,
             attributes_per_connection: 64,
             max_name_len: 256,
+            quarantine_after: 5,
+            quarantine_window: Duration::from_secs(60),
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             allowed_origins: Vec::new(),

@@ -72,3 +72,41 @@ async fn only_listed_origins_may_open_websockets() {
         other => panic!("expected 403, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_crash_looping_plugin_is_quarantined_until_redeployed() {
+    let plugins = plugin_dir(fixture_plugins(), &["trap"]);
+    let config = tempfile::tempdir().unwrap();
+    let file = config.path().join("wsgate.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nquarantine_after = 3\nquarantine_window = \"1m\"\n",
+    )
+    .unwrap();
+    let server = Server::start(plugins.path(), &["--config", file.to_str().unwrap()]).await;
+    let mut survivor = server.connect("/ws/trap").await;
+    for _ in 0..3 {
+        let mut ws = server.connect("/ws/trap").await;
+        send_text(&mut ws, "trap").await;
+        assert_eq!(expect_close(&mut ws).await.0, 1011);
+    }
+    let (status, body) = server.handshake_error("/ws/trap").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "this service is unavailable")
+    );
+    assert!(
+        server.logs().contains("quarantined after 3 crashes"),
+        "{}",
+        server.logs()
+    );
+    // Connections already open are not cut off.
+    send_text(&mut survivor, "still").await;
+    assert_eq!(next_text(&mut survivor).await, "still");
+    // A redeploy is a new version with a clean record.
+    let (status, _) = server.admin("POST", "/admin/plugins/trap/reload").await;
+    assert_eq!(status, 200);
+    let mut fresh = server.connect("/ws/trap").await;
+    send_text(&mut fresh, "ok").await;
+    assert_eq!(next_text(&mut fresh).await, "ok");
+}

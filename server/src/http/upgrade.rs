@@ -36,6 +36,13 @@ pub async fn handle(
     if gw.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
+    if matched.route.listener.crashes.is_tripped() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this service is unavailable",
+        )
+            .into_response();
+    }
     if let Err(refusal) = gw.admission.check_origin(&parts.headers) {
         return refusal.into_response();
     }

@@ -46,6 +46,8 @@ pub struct Listener {
     pub stats: ListenerStats,
     /// This plugin's Prometheus counters, resolved once.
     pub metrics: Arc<crate::metrics::PluginMetrics>,
+    /// Crash-loop protection for this version.
+    pub crashes: super::quarantine::CrashWindow,
     pool: InstancePool,
     hook_timeout: Duration,
 }
@@ -60,7 +62,12 @@ impl Listener {
         hook_timeout: Duration,
     ) -> Arc<Listener> {
         let name = env.name.clone();
+        let crashes = super::quarantine::CrashWindow::new(
+            env.limits.quarantine_after,
+            env.limits.quarantine_window,
+        );
         Arc::new(Listener {
+            crashes,
             metrics: crate::metrics::PluginMetrics::new(&name),
             name,
             hash,
@@ -132,6 +139,14 @@ impl Listener {
                         detail: format!("{e:#}"),
                     }
                 };
+                if self.crashes.record() {
+                    tracing::error!(
+                        plugin = %self.name,
+                        "quarantined after {} crashes within {:?}: new connections get 503 until it is redeployed",
+                        self.env.limits.quarantine_after,
+                        self.env.limits.quarantine_window
+                    );
+                }
                 tracing::warn!(plugin = %self.name, "{err}");
                 Err(err)
             }

@@ -6,6 +6,7 @@ mod engine;
 pub mod host;
 mod listener;
 mod pool;
+mod quarantine;
 mod timers;
 
 pub use engine::{Compiled, EPOCH_TICK, Runtime, hex};
