@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::registry::Registry;
 use crate::routing::{RouteTable, Sidecar};
 use crate::runtime::bindings::PluginPre;
-use crate::runtime::{InstancePool, Listener, PluginEnv, Runtime, Timers};
+use crate::runtime::{Grants, InstancePool, Listener, PluginEnv, Runtime, Timers};
 pub use deployer::{AdminError, Deployer, PluginInfo, SERVICE_RESTART};
 
 /// What happened to one plugin file.
@@ -108,7 +108,9 @@ pub(crate) async fn load_one(
         })?;
     let pre = PluginPre::new(pre)
         .map_err(|e| format!("does not export the wsgate listener interface: {e:#}"))?;
+    let grants = resolve_grants(&sidecar.grants).map_err(|e| format!("{name}.toml: {e}"))?;
     let env = Arc::new(PluginEnv {
+        grants,
         name: Arc::from(name),
         scope: registry.scope(name, config.limits.state_bytes),
         limits: config.limits.clone(),
@@ -132,6 +134,32 @@ pub(crate) async fn load_one(
         sidecar.routes_for(name),
         (compiled.took, compiled.from_cache),
     ))
+}
+
+/// Turns sidecar grants into values, failing on what is not there: a
+/// plugin that was promised a directory should not start without it.
+fn resolve_grants(g: &crate::routing::SidecarGrants) -> Result<Grants, String> {
+    let mut grants = Grants::default();
+    for name in &g.env {
+        let value = std::env::var(name)
+            .map_err(|_| format!("granted environment variable {name} is not set"))?;
+        grants.env.push((name.clone(), value));
+    }
+    for (guest, host) in &g.dirs {
+        if !guest.starts_with('/') {
+            return Err(format!(
+                "granted directory {guest:?} must be an absolute guest path"
+            ));
+        }
+        if !host.is_dir() {
+            return Err(format!(
+                "granted directory {} does not exist",
+                host.display()
+            ));
+        }
+        grants.dirs.push((host.clone(), guest.clone()));
+    }
+    Ok(grants)
 }
 
 #[cfg(test)]

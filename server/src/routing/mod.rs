@@ -6,6 +6,7 @@ mod sidecar;
 use std::sync::Arc;
 
 use crate::runtime::Listener;
+pub use sidecar::SidecarGrants;
 pub use sidecar::{OnReload, Sidecar};
 
 /// The route parameter that auto-subscribes a connection to a channel.

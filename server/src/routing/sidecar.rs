@@ -18,6 +18,21 @@ pub struct Sidecar {
     /// or `close` them with 1012 "service restart" so clients reconnect.
     #[serde(default)]
     pub on_reload: OnReload,
+    /// Capabilities beyond the empty sandbox; none by default.
+    #[serde(default)]
+    pub grants: SidecarGrants,
+}
+
+/// `[grants]` in a sidecar: what a plugin may see of the host.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarGrants {
+    /// Host environment variables passed through, by name.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Read-only directories: guest path (e.g. `/data`) to host path.
+    #[serde(default)]
+    pub dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::extract::ws::Message as WsMessage;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wsgate::plugin::{host, types};
 use super::bindings::{Error, LogLevel, Message};
@@ -25,6 +25,32 @@ pub struct PluginEnv {
     pub timers: Arc<Timers>,
     /// Subprotocols the plugin speaks, from its sidecar.
     pub subprotocols: Vec<String>,
+    /// What the sidecar grants beyond the empty sandbox.
+    pub grants: Grants,
+}
+
+/// Capabilities a sidecar granted, resolved at load time.
+#[derive(Debug, Default, Clone)]
+pub struct Grants {
+    /// Environment variables with their values.
+    pub env: Vec<(String, String)>,
+    /// Read-only preopened directories: host path and guest path.
+    pub dirs: Vec<(std::path::PathBuf, String)>,
+}
+
+/// The WASI context for one instance: nothing but what was granted. With
+/// no grants: no preopened directories, no environment, no arguments,
+/// stdio discarded, every socket address denied, no name lookups.
+fn wasi_ctx(grants: &Grants) -> WasiCtx {
+    let mut builder = WasiCtx::builder();
+    builder.envs(&grants.env);
+    for (host, guest) in &grants.dirs {
+        // Checked at load time; a directory that vanished since is skipped.
+        if let Err(e) = builder.preopened_dir(host, guest, FsPerms::ReadOnly) {
+            tracing::warn!(dir = %host.display(), "granted directory unavailable: {e:#}");
+        }
+    }
+    builder.build()
 }
 
 /// The data of one instance's store.
@@ -46,11 +72,8 @@ impl HostState {
             .memories(16)
             .build();
         HostState {
+            wasi: wasi_ctx(&env.grants),
             env,
-            // The default builder grants nothing: no preopened directories,
-            // no environment, no arguments, stdio discarded, every socket
-            // address denied, no name lookups.
-            wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits,
             deadline: Instant::now(),

@@ -10,7 +10,7 @@ mod quarantine;
 mod timers;
 
 pub use engine::{Compiled, EPOCH_TICK, Runtime, hex};
-pub use host::{PluginEnv, to_ws};
+pub use host::{Grants, PluginEnv, to_ws};
 pub use listener::{HookError, Listener, ListenerStats};
 pub use pool::InstancePool;
 pub use timers::Timers;
