@@ -117,6 +117,11 @@ pub struct Limits {
     pub quarantine_after: usize,
     #[serde(with = "humantime_serde")]
     pub quarantine_window: Duration,
+    /// Messages per second one connection may send (bursts up to one
+    /// second's worth); over it the connection is closed with 1008. 0 turns
+    /// the limit off, the default, since a pipelining client legitimately
+    /// sends tens of thousands per second.
+    pub messages_per_second: u32,
     /// Open WebSocket connections in total; more are refused with 503.
     pub max_connections: usize,
     /// Open connections from one client address; more are refused with 429.
@@ -177,6 +182,7 @@ impl Default for Limits {
             max_name_len: 256,
             quarantine_after: 5,
             quarantine_window: Duration::from_secs(60),
+            messages_per_second: 0,
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             allowed_origins: Vec::new(),
@@ -231,6 +237,9 @@ pub struct Cli {
     /// Wasm instances per plugin (0: one per core).
     #[arg(long)]
     pub instances: Option<usize>,
+    /// Messages per second per connection (0: no limit).
+    #[arg(long)]
+    pub messages_per_second: Option<u32>,
     /// Memory cap per plugin instance in bytes.
     #[arg(long)]
     pub instance_memory: Option<usize>,
@@ -305,7 +314,11 @@ impl Cli {
                 self.instance_memory.map(|v| (v as u64).into()),
             ),
         ];
-        let more: [(&str, Option<figment::value::Value>); 5] = [
+        let more: [(&str, Option<figment::value::Value>); 6] = [
+            (
+                "limits.messages_per_second",
+                self.messages_per_second.map(|v| u64::from(v).into()),
+            ),
             ("cache", self.no_cache.then(|| false.into())),
             ("watch", self.no_watch.then(|| false.into())),
             ("admin.enabled", self.no_admin.then(|| false.into())),

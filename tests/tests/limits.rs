@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use wsgate_tests::*;
 
 async fn server_with_config(toml: &str) -> (tempfile::TempDir, tempfile::TempDir, Server) {
@@ -109,4 +110,29 @@ async fn a_crash_looping_plugin_is_quarantined_until_redeployed() {
     let mut fresh = server.connect("/ws/trap").await;
     send_text(&mut fresh, "ok").await;
     assert_eq!(next_text(&mut fresh).await, "ok");
+}
+
+#[tokio::test]
+async fn a_client_over_the_message_rate_is_closed_with_1008() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let server = Server::start(dir.path(), &["--messages-per-second", "20"]).await;
+    let mut polite = server.connect("/ws/echo").await;
+    let mut flood = server.connect("/ws/echo").await;
+    for i in 0..100 {
+        if flood
+            .send(tungstenite::Message::text(format!("{i}")))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        expect_close(&mut flood).await,
+        (1008, "message rate limit exceeded".into())
+    );
+    for _ in 0..5 {
+        send_text(&mut polite, "fine").await;
+        assert_eq!(next_text(&mut polite).await, "fine");
+    }
 }

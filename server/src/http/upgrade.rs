@@ -112,6 +112,7 @@ pub async fn handle(
         greeting,
         route: route.clone(),
         timeouts: gw.config.timeouts.clone(),
+        message_rate: limits.messages_per_second,
     };
     let tracker = gw.sessions.clone();
     upgrade

@@ -8,6 +8,8 @@ pub const GOING_AWAY: u16 = 1001;
 pub const NO_STATUS: u16 = 1005;
 /// The connection dropped without a close frame.
 pub const ABNORMAL: u16 = 1006;
+/// The client broke a policy (message rate).
+pub const POLICY: u16 = 1008;
 /// The client sent a message over the size limit.
 pub const TOO_BIG: u16 = 1009;
 /// The plugin failed (trap or deadline) while handling this connection.

@@ -1,4 +1,5 @@
 //! The WebSocket protocol side: close codes and the per-connection session.
 
 pub mod close;
+mod rate;
 pub mod session;

@@ -33,6 +33,8 @@ pub struct Session {
     pub greeting: Option<WsMessage>,
     pub route: Arc<Route>,
     pub timeouts: Timeouts,
+    /// Messages per second a client may send; 0 for no limit.
+    pub message_rate: u32,
 }
 
 impl Session {
@@ -43,6 +45,7 @@ impl Session {
             greeting,
             route,
             timeouts,
+            message_rate,
         } = self;
         let (sink, stream) = socket.split();
         let finished = CancellationToken::new();
@@ -57,7 +60,7 @@ impl Session {
             timeouts.clone(),
             metrics,
         ));
-        let (code, reason) = read_loop(stream, &conn, &route, &timeouts).await;
+        let (code, reason) = read_loop(stream, &conn, &route, &timeouts, message_rate).await;
         conn.mark_closing();
         finished.cancel();
         if tokio::time::timeout(timeouts.close, &mut writer)
@@ -77,7 +80,9 @@ async fn read_loop(
     conn: &Arc<Connection>,
     route: &Route,
     timeouts: &Timeouts,
+    message_rate: u32,
 ) -> (u16, String) {
+    let mut rate = super::rate::RateLimit::new(message_rate);
     let listener = &route.listener;
     // Both futures live across iterations: registering a waiter or a timer
     // per frame showed up in profiles.
@@ -132,6 +137,12 @@ async fn read_loop(
         };
         if conn.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
+            continue;
+        }
+        if let Some(rate) = rate.as_mut()
+            && !rate.allow(last_frame)
+        {
+            let _ = conn.close(close::POLICY, "message rate limit exceeded");
             continue;
         }
         match listener.on_message(conn.id, msg).await {
