@@ -200,8 +200,8 @@ async fn ticker_pushes_while_connected_and_stops_at_last_close() {
     assert_eq!(first["tick"], 1);
     assert_eq!(second["tick"], 2);
     let gap = second["timestamp"].as_u64().unwrap() - first["timestamp"].as_u64().unwrap();
-    assert!((800..1500).contains(&gap), "ticks {gap} ms apart");
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!((500..2500).contains(&gap), "ticks {gap} ms apart");
+    assert!(started.elapsed() < Duration::from_secs(6));
     a.close(None).await.unwrap();
     drop(a);
 
