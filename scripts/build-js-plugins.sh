@@ -12,21 +12,12 @@ OUT=${1:?usage: scripts/build-js-plugins.sh OUT_DIR [PLUGIN_DIR ...]}
 shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SDK=$ROOT/plugin-sdk/js
-CACHE=${WSGATE_CACHE:-$HOME/.cache/wsgate}/js
-mkdir -p "$OUT" "$CACHE/wasm"
+mkdir -p "$OUT"
+. "$ROOT/scripts/lib/plugin-cache.sh"
+plugin_cache_init js
 if [ $# -eq 0 ]; then
   set -- $(find "$ROOT/example-plugins" -mindepth 2 -maxdepth 2 -name index.js -printf '%h\n' | sort)
 fi
-
-# One build at a time per cache (test binaries may start builds concurrently).
-exec 9>"$CACHE/.lock"
-flock 9
-
-# Hash of the listed files and directories' contents (with their paths).
-inputs_hash() {
-  find "$@" -type f ! -path '*/node_modules/*' -print0 | sort -z | xargs -0 sha256sum \
-    | sed "s|$ROOT/||" | sha256sum | cut -c1-32
-}
 
 # `npm ci`, unless node_modules already holds exactly this lock file's tree.
 tools() {
@@ -44,7 +35,7 @@ have_tools=
 for plugin in "$@"; do
   plugin=$(cd "$plugin" && pwd)
   name=$(basename "$plugin")
-  key=$(inputs_hash "$plugin" "$SDK/index.js" "$SDK/build.mjs" "$SDK/package-lock.json" "$ROOT/wit" "$ROOT/scripts/$(basename "$0")")
+  key=$(inputs_hash "$plugin" "$SDK/index.js" "$SDK/build.mjs" "$SDK/package-lock.json" "$ROOT/wit" "$ROOT/scripts/$(basename "$0")" "$ROOT/scripts/lib/plugin-cache.sh")
   cached=$CACHE/wasm/$name-$key.wasm
   if [ ! -f "$cached" ]; then
     [ -n "$have_tools" ] || { tools; have_tools=1; }
@@ -54,9 +45,5 @@ for plugin in "$@"; do
     mv "$cached.tmp" "$cached"
     echo "componentize-js: $name took $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
   fi
-  touch "$cached" # last use: keep the three most recently used builds per plugin
-  ls -t "$CACHE/wasm/$name-"*.wasm | tail -n +4 | xargs -r rm -f
-  # Copy then rename, so a watching server never sees a half-written file.
-  cp "$cached" "$OUT/.$name.wasm.tmp" && mv "$OUT/.$name.wasm.tmp" "$OUT/$name.wasm"
-  if [ -f "$plugin/$name.toml" ]; then cp "$plugin/$name.toml" "$OUT/$name.toml"; fi
+  install_plugin "$cached" "$name" "$plugin" "$OUT"
 done

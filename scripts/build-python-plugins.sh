@@ -11,21 +11,12 @@ OUT=${1:?usage: scripts/build-python-plugins.sh OUT_DIR [PLUGIN_DIR ...]}
 shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SDK=$ROOT/plugin-sdk/python
-CACHE=${WSGATE_CACHE:-$HOME/.cache/wsgate}/python
-mkdir -p "$OUT" "$CACHE/wasm"
+mkdir -p "$OUT"
+. "$ROOT/scripts/lib/plugin-cache.sh"
+plugin_cache_init python
 if [ $# -eq 0 ]; then
   set -- $(find "$ROOT/example-plugins" -mindepth 2 -maxdepth 2 -name app.py -printf '%h\n' | sort)
 fi
-
-# One build at a time per cache (test binaries may start builds concurrently).
-exec 9>"$CACHE/.lock"
-flock 9
-
-# Hash of the listed files and directories' contents (with their paths).
-inputs_hash() {
-  find "$@" -type f ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum \
-    | sed "s|$ROOT/||" | sha256sum | cut -c1-32
-}
 
 # Installs componentize-py with `pip --target`, not a venv: works without
 # Debian's python3-venv and is not blocked by PEP 668 on a system Python.
@@ -47,7 +38,7 @@ TOOLS=
 for plugin in "$@"; do
   plugin=$(cd "$plugin" && pwd)
   name=$(basename "$plugin")
-  key=$(inputs_hash "$plugin" "$SDK/wsgate.py" "$SDK/requirements.txt" "$ROOT/wit" "$ROOT/scripts/$(basename "$0")")
+  key=$(inputs_hash "$plugin" "$SDK/wsgate.py" "$SDK/requirements.txt" "$ROOT/wit" "$ROOT/scripts/$(basename "$0")" "$ROOT/scripts/lib/plugin-cache.sh")
   cached=$CACHE/wasm/$name-$key.wasm
   if [ ! -f "$cached" ]; then
     TOOLS=${TOOLS:-$(tools)}
@@ -62,9 +53,5 @@ for plugin in "$@"; do
     rm -rf "$work"
     echo "componentize-py: $name took $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
   fi
-  touch "$cached" # last use: keep the three most recently used builds per plugin
-  ls -t "$CACHE/wasm/$name-"*.wasm | tail -n +4 | xargs -r rm -f
-  # Copy then rename, so a watching server never sees a half-written file.
-  cp "$cached" "$OUT/.$name.wasm.tmp" && mv "$OUT/.$name.wasm.tmp" "$OUT/$name.wasm"
-  if [ -f "$plugin/$name.toml" ]; then cp "$plugin/$name.toml" "$OUT/$name.toml"; fi
+  install_plugin "$cached" "$name" "$plugin" "$OUT"
 done
