@@ -21,15 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use super::{Deployment, Outcome, PluginReport, load_one, plugin_files};
+use super::{Deployment, Loaded, Source, load_one, plugin_files};
 use crate::gateway::Gateway;
 use crate::metrics::metrics;
 use crate::protocol::close;
 use crate::registry::Connection;
-use crate::routing::{OnReload, OpenCounters, RouteTable, Sidecar};
-use crate::runtime::{Listener, Timers, hex};
+use crate::routing::{OnReload, OpenCounters};
+use crate::runtime::{Listener, Timers, content_hash};
 
 /// Close code for connections closed because their plugin was replaced.
 pub const SERVICE_RESTART: u16 = 1012;
@@ -124,15 +123,14 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn read_sidecar(wasm: &Path) -> Option<String> {
-    std::fs::read_to_string(wasm.with_extension("toml")).ok()
-}
-
-fn sidecar_on_reload(text: &Option<String>) -> OnReload {
-    text.as_deref()
-        .and_then(|t| Sidecar::parse(t).ok())
-        .map(|s| s.on_reload)
-        .unwrap_or_default()
+/// The sidecar beside `wasm`: `None` when there is none; an error when it
+/// exists but cannot be read.
+fn read_sidecar(wasm: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(wasm.with_extension("toml")) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl Deployer {
@@ -213,7 +211,8 @@ impl Deployer {
         forced: bool,
     ) -> Option<Vec<(Arc<Connection>, &'static str)>> {
         let meta = std::fs::metadata(path).ok()?;
-        let sidecar_text = read_sidecar(path);
+        let sidecar_read = read_sidecar(path);
+        let sidecar_text = sidecar_read.as_ref().ok().cloned().flatten();
         let seen = (meta.len(), meta.modified().ok(), sidecar_text.clone());
         if !forced && slot.seen.as_ref() == Some(&seen) {
             return None;
@@ -226,8 +225,7 @@ impl Deployer {
             }
         };
         slot.seen = Some(seen);
-        let hash = hex(&Sha256::digest(&bytes));
-        drop(bytes);
+        let hash = content_hash(&bytes);
         let fingerprint = (hash, sidecar_text.clone());
         if !forced
             && let Some(serving) = &slot.serving
@@ -242,10 +240,26 @@ impl Deployer {
             return None;
         }
         let timers = self.timers.entry(name.to_owned()).or_default().clone();
-        match load_one(&gw.runtime, &gw.registry, &gw.config, name, path, timers).await {
-            Ok((listener, patterns, (took, from_cache))) => {
+        let loaded = match sidecar_read {
+            Ok(sidecar) => {
+                let source = Source {
+                    bytes,
+                    hash: fingerprint.0.clone(),
+                    sidecar,
+                };
+                load_one(&gw.runtime, &gw.registry, &gw.config, name, source, timers).await
+            }
+            Err(e) => Err(format!("{name}.toml: {e}")),
+        };
+        match loaded {
+            Ok(Loaded {
+                listener,
+                routes: patterns,
+                on_reload,
+                took,
+                from_cache,
+            }) => {
                 let previous = slot.serving.take();
-                let on_reload = sidecar_on_reload(&sidecar_text);
                 let verb = if previous.is_some() {
                     "reloaded"
                 } else {
@@ -299,20 +313,16 @@ impl Deployer {
 
     /// Builds the route table from the serving versions and swaps it in.
     fn publish(&self, gw: &Gateway, state: &mut State) {
-        let mut deployment = Deployment {
-            routes: RouteTable::default(),
-            reports: Vec::new(),
-        };
+        let mut deployment = Deployment::default();
         let mut summary = Vec::new();
         let State { plugins, stopped } = state;
         for (name, slot) in plugins.iter_mut() {
             let is_stopped = stopped.contains(name);
             if !is_stopped && let Some(serving) = &slot.serving {
-                let added = deployment.routes.add_counted(
-                    &serving.patterns,
-                    &serving.listener,
-                    &self.counters,
-                );
+                let added =
+                    deployment
+                        .routes
+                        .add(&serving.patterns, &serving.listener, &self.counters);
                 if let Err(e) = added {
                     tracing::error!(plugin = %name, "not routed: {e}");
                     slot.error = Some(e);
@@ -341,21 +351,6 @@ impl Deployer {
                 error: slot.error.clone(),
                 error_at_ms: slot.error_at.map(unix_ms),
             };
-            deployment.reports.push(PluginReport {
-                name: name.clone(),
-                file: slot.file.clone(),
-                outcome: match (serving, &slot.error) {
-                    (Some(s), _) => Outcome::Loaded {
-                        hash: s.listener.hash.clone(),
-                        routes: s.patterns.clone(),
-                        compile_ms: s.compile_ms,
-                        from_cache: s.from_cache,
-                    },
-                    (None, error) => Outcome::Failed {
-                        error: error.clone().unwrap_or_else(|| "stopped".into()),
-                    },
-                },
-            });
             summary.push(info);
         }
         gw.deploy(deployment);

@@ -10,43 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::routing::{RouteTable, Sidecar};
+use crate::routing::{OnReload, RouteTable, Sidecar};
 use crate::runtime::bindings::PluginPre;
 use crate::runtime::{Grants, InstancePool, Listener, PluginEnv, Runtime, Timers};
 pub use deployer::{AdminError, Deployer, PluginInfo, SERVICE_RESTART};
 
-/// What happened to one plugin file.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginReport {
-    pub name: String,
-    pub file: String,
-    #[serde(flatten)]
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Outcome {
-    Loaded {
-        hash: String,
-        routes: Vec<String>,
-        compile_ms: f64,
-        from_cache: bool,
-    },
-    Failed {
-        error: String,
-    },
-}
-
-/// The routes and plugins in effect.
+/// The routes in effect (plugin status lives in the [`Deployer`]).
 #[derive(Default)]
 pub struct Deployment {
     pub routes: RouteTable,
-    pub reports: Vec<PluginReport>,
 }
 
 /// A plugin name becomes a URL segment and a log field: keep it plain.
@@ -75,28 +49,43 @@ pub(crate) fn plugin_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>
     Ok(files)
 }
 
-pub(crate) type Loaded = (Arc<Listener>, Vec<String>, (Duration, bool));
+/// A plugin version as read from disk, once: the deployer hashes it to
+/// decide whether anything changed, and loading uses the same bytes.
+pub(crate) struct Source {
+    pub bytes: Vec<u8>,
+    /// [`content_hash`](crate::runtime::content_hash) of `bytes`.
+    pub hash: String,
+    /// The sidecar's text; `None` when there is no sidecar.
+    pub sidecar: Option<String>,
+}
+
+/// A version that compiled, linked and started.
+pub(crate) struct Loaded {
+    pub listener: Arc<Listener>,
+    pub routes: Vec<String>,
+    pub on_reload: OnReload,
+    pub took: Duration,
+    pub from_cache: bool,
+}
 
 pub(crate) async fn load_one(
     runtime: &Arc<Runtime>,
     registry: &Registry,
     config: &Config,
     name: &str,
-    path: &Path,
+    source: Source,
     timers: Arc<Timers>,
 ) -> Result<Loaded, String> {
     if !valid_name(name) {
         return Err("plugin names may use only letters, digits, - and _ (at most 64)".into());
     }
-    let sidecar_path = path.with_extension("toml");
-    let sidecar = match std::fs::read_to_string(&sidecar_path) {
-        Ok(text) => Sidecar::parse(&text).map_err(|e| format!("{name}.toml: {e}"))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
-        Err(e) => return Err(format!("{name}.toml: {e}")),
+    let sidecar = match &source.sidecar {
+        Some(text) => Sidecar::parse(text).map_err(|e| format!("{name}.toml: {e}"))?,
+        None => Sidecar::default(),
     };
-    let bytes = std::fs::read(path).map_err(|e| format!("reading: {e}"))?;
+    let Source { bytes, hash, .. } = source;
     let rt = runtime.clone();
-    let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes))
+    let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, hash))
         .await
         .map_err(|e| format!("compiler crashed: {e}"))?
         .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
@@ -129,11 +118,13 @@ pub(crate) async fn load_one(
         .await
         .map_err(|e| format!("fails to start: {e}"))?;
     listener.activate();
-    Ok((
+    Ok(Loaded {
         listener,
-        sidecar.routes_for(name),
-        (compiled.took, compiled.from_cache),
-    ))
+        routes: sidecar.routes_for(name),
+        on_reload: sidecar.on_reload,
+        took: compiled.took,
+        from_cache: compiled.from_cache,
+    })
 }
 
 /// Turns sidecar grants into values, failing on what is not there: a

@@ -112,7 +112,7 @@ fn serve_embedded(req: &Request) -> Response {
         return not_found();
     };
 
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
+    let etag = format!("\"{}\"", crate::runtime::hex(&file.metadata.sha256_hash()));
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, content_type(file.metadata.mimetype()));
     headers.insert(
@@ -207,16 +207,6 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == etag || t == "*")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn not_found() -> Response {

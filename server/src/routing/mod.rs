@@ -55,13 +55,9 @@ pub struct Matched {
 
 impl RouteTable {
     /// Adds a plugin's patterns; all or nothing, so a plugin is never half
-    /// routed. Errors name the offending pattern.
-    pub fn add(&mut self, patterns: &[String], listener: &Arc<Listener>) -> Result<(), String> {
-        self.add_counted(patterns, listener, &OpenCounters::default())
-    }
-
-    /// [`RouteTable::add`] with open counters that outlive this table.
-    pub fn add_counted(
+    /// routed. Errors name the offending pattern. Open counters come from
+    /// `counters`, which outlives this table.
+    pub fn add(
         &mut self,
         patterns: &[String],
         listener: &Arc<Listener>,

@@ -89,9 +89,10 @@ impl Runtime {
 
     /// Compiles a component, or loads it from the cache when these exact
     /// bytes were compiled before by an engine with the same settings.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+    /// `hash` is [`content_hash`] of `bytes`: the deployer has it already,
+    /// since it decides from it whether to compile at all.
+    pub fn compile(&self, bytes: &[u8], hash: String) -> Result<Compiled> {
         let start = Instant::now();
-        let hash = hex(&Sha256::digest(bytes));
         let cached = self.cache_path(&hash);
         if let Some(path) = &cached
             && path.exists()
@@ -139,6 +140,11 @@ impl Runtime {
     }
 }
 
+/// The hex SHA-256 of a plugin's bytes: its version identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
@@ -146,5 +152,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -9,8 +9,8 @@ mod pool;
 mod quarantine;
 mod timers;
 
-pub use engine::{Compiled, EPOCH_TICK, Runtime, hex};
+pub use engine::{Compiled, EPOCH_TICK, Runtime, content_hash, hex};
 pub use host::{Grants, PluginEnv, to_ws};
-pub use listener::{HookError, Listener, ListenerStats};
+pub use listener::{HookError, Listener};
 pub use pool::InstancePool;
 pub use timers::Timers;
