@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::gateway::Gateway;
-use crate::registry::{ConnId, Scope};
+use crate::registry::{ConnId, Scope, fan_out};
 use crate::runtime::bindings::Message;
 use crate::runtime::{Listener, to_ws};
 
@@ -157,12 +157,8 @@ async fn to_connections(
     let ids = parse_ids(&ids)?;
     let msg = to_ws(message(&gw, &headers, body)?);
     // Ids of other plugins' connections are simply not found here.
-    let sent = ids
-        .iter()
-        .filter_map(|id| scope.get(*id))
-        .filter(|conn| conn.send(msg.clone()).is_ok())
-        .count();
-    Ok(delivered(sent as u32))
+    let targets = ids.iter().filter_map(|id| scope.get(*id)).collect();
+    Ok(delivered(fan_out(targets, &msg, None)))
 }
 
 #[derive(Deserialize)]
@@ -182,12 +178,14 @@ async fn to_all(
     let msg = to_ws(message(&gw, &headers, body)?);
     let sent = match &filter.route {
         None => scope.broadcast(&msg, None),
-        Some(route) => scope
-            .connections()
-            .into_iter()
-            .filter(|c| &*c.route == route.as_str())
-            .filter(|c| c.send(msg.clone()).is_ok())
-            .count() as u32,
+        Some(route) => {
+            let on_route = scope.connections().into_iter();
+            fan_out(
+                on_route.filter(|c| *c.route == **route).collect(),
+                &msg,
+                None,
+            )
+        }
     };
     Ok(delivered(sent))
 }

@@ -85,7 +85,7 @@ pub async fn handle(
         Ok(OpenDecision::Accept) => None,
         Ok(OpenDecision::Greet(msg)) => Some(to_ws(msg)),
         Ok(OpenDecision::Reject(rejection)) => {
-            refuse(&conn, &route).await;
+            session::forget(&conn, &route).await;
             let status = StatusCode::from_u16(rejection.status)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error());
@@ -97,7 +97,7 @@ pub async fn handle(
             return (status, rejection.reason).into_response();
         }
         Err(_) => {
-            refuse(&conn, &route).await;
+            session::forget(&conn, &route).await;
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the listener failed to open the connection",
@@ -137,13 +137,6 @@ pub async fn handle(
                 drop(slot);
             })
         })
-}
-
-/// Undoes the bookkeeping for a connection that was never opened.
-async fn refuse(conn: &Connection, route: &crate::routing::Route) {
-    conn.mark_closing();
-    route.listener.env.scope.remove(conn.id);
-    session::leave_route(route).await;
 }
 
 fn hook_request(

@@ -294,9 +294,15 @@ async fn write_batch(
 /// fire `on-last-close` if it was the route's last.
 pub async fn end(conn: &Arc<Connection>, route: &Route, code: u16, reason: String) {
     conn.mark_closing();
-    let listener = &route.listener;
-    let _ = listener.on_close(conn.id, code, reason).await;
-    listener.env.scope.remove(conn.id);
+    let _ = route.listener.on_close(conn.id, code, reason).await;
+    forget(conn, route).await;
+}
+
+/// Drops a connection from its plugin's scope and its route's count; on
+/// its own, for a connection refused before it ever opened (no `on-close`).
+pub async fn forget(conn: &Connection, route: &Route) {
+    conn.mark_closing();
+    route.listener.env.scope.remove(conn.id);
     leave_route(route).await;
 }
 

@@ -202,7 +202,7 @@ fn collect(groups: &DashMap<String, Members>, name: &str) -> Vec<Arc<Connection>
 /// Queues one shared message to many connections. The message's bytes are
 /// reference-counted, so each recipient costs a pointer copy; a slow or
 /// closing recipient is skipped, never waited for.
-fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
+pub fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
     let mut sent = 0;
     for conn in targets {
         if Some(conn.id) != except && conn.send(msg.clone()).is_ok() {
