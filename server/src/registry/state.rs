@@ -43,14 +43,6 @@ impl StateStore {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn bytes(&self) -> usize {
         self.inner.lock().unwrap().1
     }

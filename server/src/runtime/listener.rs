@@ -3,7 +3,6 @@
 //! call: the instance is thrown away and the caller decides what to close.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -27,23 +26,12 @@ pub enum HookError {
     Instantiate(String),
 }
 
-/// Counters for metrics and admin info.
-#[derive(Default)]
-pub struct ListenerStats {
-    pub hook_calls: AtomicU64,
-    pub traps: AtomicU64,
-    pub deadline_overruns: AtomicU64,
-    /// Total time spent in hooks, in microseconds.
-    pub hook_micros: AtomicU64,
-}
-
 pub struct Listener {
     pub name: Arc<str>,
     /// SHA-256 of the `.wasm` this version was built from.
     pub hash: String,
     pub loaded_at: SystemTime,
     pub env: Arc<PluginEnv>,
-    pub stats: ListenerStats,
     /// This plugin's Prometheus counters, resolved once.
     pub metrics: Arc<crate::metrics::PluginMetrics>,
     /// Crash-loop protection for this version.
@@ -73,7 +61,6 @@ impl Listener {
             hash,
             loaded_at: SystemTime::now(),
             env,
-            stats: ListenerStats::default(),
             pool,
             hook_timeout,
         })
@@ -112,10 +99,6 @@ impl Listener {
         loan.instance.store.set_epoch_deadline(1);
         let result = f(&mut loan.instance).await;
         let took = start.elapsed();
-        self.stats.hook_calls.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .hook_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.metrics.observe_hook(hook, took.as_secs_f64());
         match result {
             Ok(value) => {
@@ -125,14 +108,12 @@ impl Listener {
             Err(e) => {
                 // `loan` is dropped here: a trapped instance is never reused.
                 let err = if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    self.stats.deadline_overruns.fetch_add(1, Ordering::Relaxed);
                     self.metrics.deadline_overruns.inc();
                     HookError::Deadline {
                         hook,
                         timeout: self.hook_timeout,
                     }
                 } else {
-                    self.stats.traps.fetch_add(1, Ordering::Relaxed);
                     self.metrics.traps.inc();
                     HookError::Trap {
                         hook,
@@ -225,10 +206,6 @@ impl Listener {
             })
         })
         .await
-    }
-
-    pub fn idle_instances(&self) -> usize {
-        self.pool.idle_count()
     }
 }
 

@@ -86,8 +86,4 @@ impl InstancePool {
     pub fn give_back(&self, loan: Loan<'_>) {
         self.idle.lock().unwrap().push(loan.instance);
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().len()
-    }
 }
