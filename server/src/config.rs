@@ -280,7 +280,7 @@ impl Cli {
             let top = key.as_str().split('.').next().unwrap_or_default();
             sections.iter().any(|s| s.eq_ignore_ascii_case(top))
         }));
-        let overrides: [(&str, Option<figment::value::Value>); 11] = [
+        let overrides: [(&str, Option<figment::value::Value>); 17] = [
             ("listen", self.listen.map(|v| v.to_string().into())),
             ("plugin_dir", path_value(&self.plugin_dir)),
             ("static_dir", path_value(&self.static_dir)),
@@ -313,8 +313,6 @@ impl Cli {
                 "limits.instance_memory",
                 self.instance_memory.map(|v| (v as u64).into()),
             ),
-        ];
-        let more: [(&str, Option<figment::value::Value>); 6] = [
             (
                 "limits.messages_per_second",
                 self.messages_per_second.map(|v| u64::from(v).into()),
@@ -328,7 +326,7 @@ impl Cli {
             ),
             ("admin.token", self.admin_token.clone().map(Into::into)),
         ];
-        for (key, value) in overrides.into_iter().chain(more) {
+        for (key, value) in overrides {
             if let Some(value) = value {
                 fig = fig.merge(Serialized::default(key, value));
             }
