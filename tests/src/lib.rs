@@ -61,15 +61,21 @@ pub fn fixture_plugins() -> &'static Path {
 /// sidecars) from `from`.
 pub fn plugin_dir(from: &Path, names: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    copy_plugins(from, names, dir.path());
+    dir
+}
+
+/// Copies the named plugins (with their sidecars) from `from` into `to`,
+/// e.g. example plugins beside fixtures in one directory.
+pub fn copy_plugins(from: &Path, names: &[&str], to: &Path) {
     for name in names {
         for ext in ["wasm", "toml"] {
             let src = from.join(format!("{name}.{ext}"));
             if src.exists() {
-                std::fs::copy(&src, dir.path().join(format!("{name}.{ext}"))).unwrap();
+                std::fs::copy(&src, to.join(format!("{name}.{ext}"))).unwrap();
             }
         }
     }
-    dir
 }
 
 fn wsgate_bin() -> PathBuf {
@@ -342,6 +348,12 @@ pub async fn expect_close(ws: &mut Client) -> (u16, String) {
             _ => continue,
         }
     }
+}
+
+/// Sends a text message and returns the text reply.
+pub async fn ask(ws: &mut Client, cmd: &str) -> String {
+    send_text(ws, cmd).await;
+    next_text(ws).await
 }
 
 pub async fn send_text(ws: &mut Client, text: &str) {

@@ -84,11 +84,7 @@ async fn chat_broadcasts_within_a_channel_only() {
 
 async fn fixtures(args: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = plugin_dir(fixture_plugins(), &["trap", "spin", "lifecycle"]);
-    std::fs::copy(
-        example_plugins().join("echo.wasm"),
-        dir.path().join("echo.wasm"),
-    )
-    .unwrap();
+    copy_plugins(example_plugins(), &["echo"], dir.path());
     let server = Server::start(dir.path(), args).await;
     (dir, server)
 }

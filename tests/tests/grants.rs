@@ -3,11 +3,6 @@
 
 use wsgate_tests::*;
 
-async fn ask(ws: &mut Client, cmd: &str) -> String {
-    send_text(ws, cmd).await;
-    next_text(ws).await
-}
-
 #[tokio::test]
 async fn plugins_see_only_what_their_sidecar_grants() {
     let data = tempfile::tempdir().unwrap();

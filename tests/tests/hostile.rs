@@ -12,11 +12,7 @@ use wsgate_tests::*;
 /// and a server on it; the dir path is unique, so it also finds the process.
 async fn start(args: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = plugin_dir(fixture_plugins(), &["hostile", "inspect"]);
-    std::fs::copy(
-        example_plugins().join("echo.wasm"),
-        dir.path().join("echo.wasm"),
-    )
-    .unwrap();
+    copy_plugins(example_plugins(), &["echo"], dir.path());
     let server = Server::start(dir.path(), args).await;
     (dir, server)
 }

@@ -278,11 +278,7 @@ async fn admin_needs_the_token_and_health_is_public() {
 #[tokio::test]
 async fn metrics_and_info_reflect_a_scenario() {
     let dir = plugin_dir(example_plugins(), &["echo", "chat"]);
-    std::fs::copy(
-        fixture_plugins().join("trap.wasm"),
-        dir.path().join("trap.wasm"),
-    )
-    .unwrap();
+    copy_plugins(fixture_plugins(), &["trap"], dir.path());
     let server = Server::start(dir.path(), &[]).await;
 
     const N: usize = 3;

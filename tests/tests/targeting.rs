@@ -7,21 +7,9 @@ use wsgate_tests::*;
 
 async fn server_with(names: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = plugin_dir(fixture_plugins(), &["inspect", "trap"]);
-    for name in names {
-        for ext in ["wasm", "toml"] {
-            let src = example_plugins().join(format!("{name}.{ext}"));
-            if src.exists() {
-                std::fs::copy(&src, dir.path().join(format!("{name}.{ext}"))).unwrap();
-            }
-        }
-    }
+    copy_plugins(example_plugins(), names, dir.path());
     let server = Server::start(dir.path(), &[]).await;
     (dir, server)
-}
-
-async fn ask(ws: &mut Client, cmd: &str) -> String {
-    send_text(ws, cmd).await;
-    next_text(ws).await
 }
 
 fn pair<'a>(pairs: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
