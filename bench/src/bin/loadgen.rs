@@ -326,6 +326,29 @@ impl Target {
         Ok(ws)
     }
 
+    /// [`Self::connect_many`] for a measurement that needs connections:
+    /// fails when none opened, reports partial failures on stderr, and
+    /// returns the connections, the failure count and the seconds taken.
+    async fn connect_at_least_one(
+        &self,
+        n: usize,
+        concurrency: usize,
+        what: &str,
+    ) -> Result<(Vec<Ws>, usize, f64)> {
+        let start = Instant::now();
+        let (conns, failed, err) = self.connect_many(n, concurrency, client_config()).await;
+        if conns.is_empty() {
+            bail!("no {what} connected: {}", err.unwrap_or_default());
+        }
+        if failed > 0 {
+            eprintln!(
+                "loadgen: {failed} {what} failed to connect: {}",
+                err.unwrap_or_default()
+            );
+        }
+        Ok((conns, failed, start.elapsed().as_secs_f64()))
+    }
+
     /// Opens `n` connections, `concurrency` handshakes at a time.
     async fn connect_many(
         &self,
@@ -553,20 +576,9 @@ async fn echo(a: EchoArgs) -> Result<()> {
     if a.size < if a.text { 18 } else { 10 } {
         bail!("--size must be at least 18 (text) or 10 (binary)");
     }
-    let t_conn = Instant::now();
-    let (conns, failed, err) = target
-        .connect_many(a.connections, c.connect_concurrency, client_config())
-        .await;
-    if conns.is_empty() {
-        bail!("no connection succeeded: {}", err.unwrap_or_default());
-    }
-    if failed > 0 {
-        eprintln!(
-            "loadgen: {failed} connections failed: {}",
-            err.clone().unwrap_or_default()
-        );
-    }
-    let connect_s = t_conn.elapsed().as_secs_f64();
+    let (conns, failed, connect_s) = target
+        .connect_at_least_one(a.connections, c.connect_concurrency, "connections")
+        .await?;
     let base = Instant::now() + Duration::from_millis(50);
     let sh = Arc::new(EchoShared {
         base,
@@ -668,21 +680,10 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         .unwrap_or_else(|| c.url.replace("{i}", "pub"));
     resolve_loopback(&pub_url).await?;
 
-    let t_conn = Instant::now();
-    let (subs, failed, err) = target
-        .connect_many(a.subscribers, c.connect_concurrency, client_config())
-        .await;
-    if subs.is_empty() {
-        bail!("no subscriber connected: {}", err.unwrap_or_default());
-    }
-    if failed > 0 {
-        eprintln!(
-            "loadgen: {failed} subscribers failed to connect: {}",
-            err.clone().unwrap_or_default()
-        );
-    }
+    let (subs, failed, connect_s) = target
+        .connect_at_least_one(a.subscribers, c.connect_concurrency, "subscribers")
+        .await?;
     let m = subs.len();
-    let connect_s = t_conn.elapsed().as_secs_f64();
 
     let base = Instant::now();
     let last_msg = Arc::new(AtomicU64::new(0));
