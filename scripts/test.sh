@@ -14,6 +14,7 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "toolchain"
 "$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup-redis.sh"
 
 step "format and lints"
 cargo fmt --all --check

@@ -35,6 +35,44 @@ pub struct Config {
     pub log_format: LogFormat,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Scale-out: several nodes as one, over Redis.
+    pub cluster: Cluster,
+}
+
+/// Several wsgate nodes behind a load balancer, sharing deliveries and
+/// counts over Redis pub/sub. Off unless `url` is set: a single node needs
+/// no Redis at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`; unset keeps everything in-process.
+    pub url: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    pub prefix: String,
+    /// How often a node reports itself (and its counts) to the others.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node not heard from for this long drops out of the cluster's
+    /// counts and presence (so a dead node is gone within
+    /// `node_ttl + heartbeat`).
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// Deliveries waiting to be forwarded to Redis; beyond it new ones are
+    /// dropped (counted and logged) rather than letting memory grow during
+    /// an outage.
+    pub queue: usize,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            url: None,
+            prefix: "wsgate".into(),
+            heartbeat: Duration::from_secs(2),
+            node_ttl: Duration::from_secs(6),
+            queue: 65_536,
+        }
+    }
 }
 
 /// The token-protected admin listener.
@@ -151,6 +189,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            cluster: Cluster::default(),
         }
     }
 }
@@ -258,6 +297,9 @@ pub struct Cli {
     /// Do not serve the admin API.
     #[arg(long)]
     pub no_admin: bool,
+    /// Join a cluster over Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
 }
 
 impl Cli {
@@ -280,7 +322,7 @@ impl Cli {
             let top = key.as_str().split('.').next().unwrap_or_default();
             sections.iter().any(|s| s.eq_ignore_ascii_case(top))
         }));
-        let overrides: [(&str, Option<figment::value::Value>); 17] = [
+        let overrides: [(&str, Option<figment::value::Value>); 18] = [
             ("listen", self.listen.map(|v| v.to_string().into())),
             ("plugin_dir", path_value(&self.plugin_dir)),
             ("static_dir", path_value(&self.static_dir)),
@@ -325,6 +367,7 @@ impl Cli {
                 self.admin_listen.map(|v| v.to_string().into()),
             ),
             ("admin.token", self.admin_token.clone().map(Into::into)),
+            ("cluster.url", self.cluster.clone().map(Into::into)),
         ];
         for (key, value) in overrides {
             if let Some(value) = value {
@@ -391,6 +434,19 @@ impl Config {
             (
                 t.ping_interval.is_zero(),
                 "timeouts.ping_interval must be > 0",
+            ),
+            (
+                self.cluster.heartbeat.is_zero(),
+                "cluster.heartbeat must be > 0",
+            ),
+            (
+                self.cluster.node_ttl <= self.cluster.heartbeat,
+                "cluster.node_ttl must be longer than cluster.heartbeat",
+            ),
+            (self.cluster.queue == 0, "cluster.queue must be > 0"),
+            (
+                self.cluster.prefix.is_empty(),
+                "cluster.prefix must not be empty",
             ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {

@@ -6,9 +6,10 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::deploy::Deployment;
-use crate::registry::Registry;
+use crate::registry::{Registry, Relay};
 use crate::runtime::Runtime;
 
 pub struct Gateway {
@@ -24,10 +25,16 @@ pub struct Gateway {
     pub deployer: crate::deploy::Deployer,
     /// Origin allow-list and connection limits for handshakes.
     pub admission: Arc<crate::http::admission::Admission>,
+    /// The cluster this node belongs to, if any.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Gateway {
-    pub fn new(config: Config, runtime: Arc<Runtime>) -> Arc<Gateway> {
+    pub fn new(
+        config: Config,
+        runtime: Arc<Runtime>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Gateway> {
         let limits = &config.limits;
         let admission = crate::http::admission::Admission::new(
             limits.max_connections,
@@ -38,7 +45,11 @@ impl Gateway {
             admission,
             config,
             runtime,
-            registry: Registry::new(),
+            registry: match &cluster {
+                Some(c) => Registry::for_node(c.node, Some(c.clone() as Arc<dyn Relay>)),
+                None => Registry::new(),
+            },
+            cluster,
             deployment: ArcSwap::from_pointee(Deployment::default()),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

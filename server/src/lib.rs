@@ -8,6 +8,7 @@
 //! directory into routes.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod gateway;

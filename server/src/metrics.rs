@@ -41,6 +41,8 @@ pub struct Metrics {
     connections: IntGaugeVec,
     channels: IntGaugeVec,
     plugins: IntGaugeVec,
+    cluster_frames: IntCounterVec,
+    cluster_nodes: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -134,6 +136,18 @@ impl Metrics {
                 "Plugins by status (loaded, failed, stopped)",
                 &["status"],
             ),
+            cluster_frames: counter(
+                &r,
+                "cluster_frames_total",
+                "Cluster bus frames by event: forwarded, received, dropped (not relayed), undecodable",
+                &["event"],
+            ),
+            cluster_nodes: gauge(
+                &r,
+                "cluster_nodes",
+                "Nodes in the cluster as last heard (this one included), by Redis link state",
+                &["redis"],
+            ),
             registry: r,
         }
     }
@@ -197,6 +211,14 @@ impl PluginMetrics {
 }
 
 /// The Prometheus text exposition of every metric, gauges refreshed now.
+/// Counts cluster bus frames (see `cluster_frames_total`).
+pub fn cluster_frames(event: &str, n: u64) {
+    metrics()
+        .cluster_frames
+        .with_label_values(&[event])
+        .inc_by(n);
+}
+
 pub fn render(gw: &Gateway) -> String {
     let m = metrics();
     m.connections.reset();
@@ -208,6 +230,17 @@ pub fn render(gw: &Gateway) -> String {
         m.channels
             .with_label_values(&[&scope.name])
             .set(scope.channel_names().len() as i64);
+    }
+    m.cluster_nodes.reset();
+    if let Some(cluster) = &gw.cluster {
+        let link = if cluster.is_connected() {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        m.cluster_nodes
+            .with_label_values(&[link])
+            .set(cluster.node_count() as i64);
     }
     m.plugins.reset();
     for (status, n) in gw.deployer.status_counts() {

@@ -26,7 +26,12 @@ pub async fn serve(config: Config) -> Result<()> {
         ),
         false => None,
     };
-    let gw = Gateway::new(config, Arc::new(runtime));
+    let cluster = crate::cluster::join(&config).await?;
+    let gw = Gateway::new(config, Arc::new(runtime), cluster);
+    let cluster_leave = gw
+        .cluster
+        .as_ref()
+        .map(|c| c.start(gw.registry.clone(), gw.shutdown.clone()));
     gw.load_plugins().await;
     if gw.config.watch {
         crate::deploy::watch::spawn(gw.clone());
@@ -80,6 +85,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let _ = tokio::time::timeout(bound, server).await;
     if let Some(admin) = admin {
         let _ = tokio::time::timeout(bound, admin).await;
+    }
+    if let Some(leave) = cluster_leave {
+        let _ = tokio::time::timeout(bound, leave).await;
     }
     Ok(())
 }

@@ -14,14 +14,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 export DEBIAN_FRONTEND=noninteractive CI=${CI:-true}
 exec </dev/null
 
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
-
-apt_install() {
-  # Try the current package lists first; refresh them only if that fails.
-  $SUDO apt-get install -y --no-install-recommends "$@" \
-    || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "$@"; }
-}
+. "$(dirname "$0")/../../scripts/lib/apt.sh"
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$CHROMIUM" ]; then

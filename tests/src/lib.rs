@@ -96,7 +96,9 @@ fn wsgate_bin() -> PathBuf {
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-fn free_port() -> u16 {
+pub mod redis;
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -246,6 +248,30 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit status.
+    /// A request to the publish API on the admin listener; a JSON body is
+    /// parsed, anything else comes back as a string.
+    pub async fn publish(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        let (status, body) = http_request(self.admin_port, "POST", path, &all, body)
+            .await
+            .unwrap_or_else(|e| panic!("publish {path}: {e}\n{}", self.logs()));
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        (status, json)
+    }
+
+    /// Kills the process without warning, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")

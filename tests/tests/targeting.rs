@@ -205,23 +205,6 @@ async fn ticker_pushes_while_connected_and_stops_at_last_close() {
     );
 }
 
-/// A request to the publish API on the admin listener.
-async fn publish(
-    server: &Server,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let mut all = vec![("Authorization", auth.as_str())];
-    all.extend_from_slice(headers);
-    let (status, body) = http_request(server.admin_port, "POST", path, &all, body)
-        .await
-        .unwrap();
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (status, json)
-}
-
 #[tokio::test]
 async fn the_publish_api_targets_channels_tags_connections_and_routes() {
     let (_dir, server) = server_with(&["chat"]).await;
@@ -229,16 +212,20 @@ async fn the_publish_api_targets_channels_tags_connections_and_routes() {
     let mut kitchen = server.connect("/ws/chat/kitchen?username=ben").await;
     next_json(&mut lobby).await;
     next_json(&mut kitchen).await;
-    let (status, body) = publish(&server, "/publish/chat/channel/lobby", &[], "from outside").await;
+    let (status, body) = server
+        .publish("/publish/chat/channel/lobby", &[], "from outside")
+        .await;
     assert_eq!((status, body["delivered"].as_u64()), (200, Some(1)));
     assert_eq!(next_text(&mut lobby).await, "from outside");
     assert_silent(&mut kitchen, Duration::from_millis(200)).await;
 
-    let (status, body) = publish(&server, "/publish/chat/all", &[], "everyone").await;
+    let (status, body) = server.publish("/publish/chat/all", &[], "everyone").await;
     assert_eq!((status, body["delivered"].as_u64()), (200, Some(2)));
     assert_eq!(next_text(&mut lobby).await, "everyone");
     assert_eq!(next_text(&mut kitchen).await, "everyone");
-    let (_, body) = publish(&server, "/publish/chat/all?route=/ws/nope", &[], "x").await;
+    let (_, body) = server
+        .publish("/publish/chat/all?route=/ws/nope", &[], "x")
+        .await;
     assert_eq!(body["delivered"], 0);
 
     // Tags and connection ids, with the privacy property: only the target hears.
@@ -247,16 +234,18 @@ async fn the_publish_api_targets_channels_tags_connections_and_routes() {
     let a_id = next_json(&mut a).await["id"].as_u64().unwrap();
     next_json(&mut b).await;
     assert_eq!(ask(&mut a, "tag user:7").await, "Ok(())");
-    let (_, body) = publish(&server, "/publish/inspect/tag/user:7", &[], "for seven").await;
+    let (_, body) = server
+        .publish("/publish/inspect/tag/user:7", &[], "for seven")
+        .await;
     assert_eq!(body["delivered"], 1);
     assert_eq!(next_text(&mut a).await, "for seven");
-    let (_, body) = publish(
-        &server,
-        &format!("/publish/inspect/connections?ids={a_id}"),
-        &[],
-        "just you",
-    )
-    .await;
+    let (_, body) = server
+        .publish(
+            &format!("/publish/inspect/connections?ids={a_id}"),
+            &[],
+            "just you",
+        )
+        .await;
     assert_eq!(body["delivered"], 1);
     assert_eq!(next_text(&mut a).await, "just you");
     assert_silent(&mut b, Duration::from_millis(200)).await;
@@ -264,23 +253,19 @@ async fn the_publish_api_targets_channels_tags_connections_and_routes() {
         assert_silent(ws, Duration::from_millis(100)).await;
     }
     // A chat connection's id is not the inspect plugin's to reach.
-    let (_, body) = publish(
-        &server,
-        &format!("/publish/chat/connections?ids={a_id}"),
-        &[],
-        "no",
-    )
-    .await;
+    let (_, body) = server
+        .publish(&format!("/publish/chat/connections?ids={a_id}"), &[], "no")
+        .await;
     assert_eq!(body["delivered"], 0);
 
     // Binary bodies, and on-push letting the plugin decide.
-    let (status, _) = publish(
-        &server,
-        "/publish/inspect/all",
-        &[("Content-Type", "application/octet-stream")],
-        "raw",
-    )
-    .await;
+    let (status, _) = server
+        .publish(
+            "/publish/inspect/all",
+            &[("Content-Type", "application/octet-stream")],
+            "raw",
+        )
+        .await;
     assert_eq!(status, 200);
     for ws in [&mut a, &mut b] {
         assert_eq!(
@@ -288,7 +273,7 @@ async fn the_publish_api_targets_channels_tags_connections_and_routes() {
             tungstenite::Message::binary(b"raw".to_vec())
         );
     }
-    let (status, body) = publish(&server, "/publish/inspect/push", &[], "news").await;
+    let (status, body) = server.publish("/publish/inspect/push", &[], "news").await;
     assert_eq!((status, body["pushed"].as_bool()), (200, Some(true)));
     assert_eq!(next_text(&mut b).await, "pushed: news");
 }
@@ -300,15 +285,19 @@ async fn the_publish_api_refuses_bad_requests_clearly() {
         .await
         .unwrap();
     assert_eq!(status, 401);
-    let (status, body) = publish(&server, "/publish/nope/all", &[], "x").await;
+    let (status, body) = server.publish("/publish/nope/all", &[], "x").await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nope"));
-    let (status, _) = publish(&server, "/publish/inspect/connections?ids=1,x", &[], "x").await;
+    let (status, _) = server
+        .publish("/publish/inspect/connections?ids=1,x", &[], "x")
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = publish(&server, "/publish/inspect/connections", &[], "x").await;
+    let (status, _) = server
+        .publish("/publish/inspect/connections", &[], "x")
+        .await;
     assert_eq!(status, 400);
     let big = "x".repeat(1_100_000);
-    let (status, _) = publish(&server, "/publish/inspect/all", &[], &big).await;
+    let (status, _) = server.publish("/publish/inspect/all", &[], &big).await;
     assert_eq!(status, 413);
     // The public listener does not serve the publish API.
     let (status, _) = http_request(server.port, "POST", "/publish/chat/all", &[], "x")

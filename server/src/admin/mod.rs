@@ -129,6 +129,9 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
     if let Some(admin) = config.get_mut("admin").and_then(Value::as_object_mut) {
         admin.insert("token".into(), json!("<redacted>"));
     }
+    if let Some(url) = &gw.config.cluster.url {
+        config["cluster"]["url"] = json!(crate::cluster::redact(url));
+    }
     config["effective_cache_dir"] = json!(gw.config.effective_cache_dir());
 
     let scopes: BTreeMap<String, _> = gw
@@ -187,6 +190,9 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
             "per_plugin": per_plugin,
         },
     });
+    if let Some(cluster) = &gw.cluster {
+        out["cluster"] = cluster.info(&gw.registry);
+    }
     if with_connections {
         let mut list: Vec<Value> = scopes
             .values()

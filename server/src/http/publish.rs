@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::gateway::Gateway;
-use crate::registry::{ConnId, Scope, fan_out};
+use crate::registry::{ConnId, Scope, Target};
 use crate::runtime::bindings::Message;
 use crate::runtime::{Listener, to_ws};
 
@@ -156,9 +156,9 @@ async fn to_connections(
     let scope = scope(&gw, &plugin)?;
     let ids = parse_ids(&ids)?;
     let msg = to_ws(message(&gw, &headers, body)?);
-    // Ids of other plugins' connections are simply not found here.
-    let targets = ids.iter().filter_map(|id| scope.get(*id)).collect();
-    Ok(delivered(fan_out(targets, &msg, None)))
+    // Ids of other plugins' connections are simply not found here (nor on
+    // any other node).
+    Ok(delivered(scope.send(Target::Connections(&ids), &msg, None)))
 }
 
 #[derive(Deserialize)]
@@ -176,18 +176,11 @@ async fn to_all(
 ) -> Reply {
     let scope = scope(&gw, &plugin)?;
     let msg = to_ws(message(&gw, &headers, body)?);
-    let sent = match &filter.route {
-        None => scope.broadcast(&msg, None),
-        Some(route) => {
-            let on_route = scope.connections().into_iter();
-            fan_out(
-                on_route.filter(|c| *c.route == **route).collect(),
-                &msg,
-                None,
-            )
-        }
+    let target = match &filter.route {
+        None => Target::All,
+        Some(route) => Target::Route(route),
     };
-    Ok(delivered(sent))
+    Ok(delivered(scope.send(target, &msg, None)))
 }
 
 async fn push(

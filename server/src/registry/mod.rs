@@ -5,8 +5,13 @@
 //! only ever see their own plugin's scope, which is what makes one plugin
 //! unable to reach another's connections. Fan-out collects recipients under
 //! a short lock and queues to them after releasing it.
+//!
+//! In a cluster, every delivery is also handed to the [`Relay`], which
+//! carries it to the other nodes; they deliver it with [`Scope::deliver`],
+//! which never relays again.
 
 mod connection;
+mod relay;
 mod state;
 
 use std::collections::HashMap;
@@ -15,24 +20,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Message;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
 pub use connection::{ConnId, Connection, Outbound, SLOW_CONSUMER, SendError};
+pub use relay::{GroupKind, Relay, Target};
 pub use state::{StateError, StateStore};
 
 type Members = HashMap<ConnId, Arc<Connection>>;
 
+/// Connection ids carry their node's number above this bit, so ids are
+/// unique across a cluster and stay below 2^53 (exact in JavaScript).
+pub const NODE_SHIFT: u32 = 40;
+/// The largest node number that keeps ids below 2^53.
+pub const MAX_NODE: u64 = (1 << (53 - NODE_SHIFT)) - 1;
+
 /// All plugins' scopes, and the source of connection ids.
-#[derive(Default)]
 pub struct Registry {
     scopes: DashMap<Arc<str>, Arc<Scope>>,
     next_id: AtomicU64,
+    relay: Option<Arc<dyn Relay>>,
 }
 
 impl Registry {
+    /// A registry for a single node: no relay, ids from 1.
     pub fn new() -> Arc<Registry> {
+        Registry::for_node(0, None)
+    }
+
+    /// A registry for node `node` of a cluster, relaying through `relay`.
+    pub fn for_node(node: u64, relay: Option<Arc<dyn Relay>>) -> Arc<Registry> {
+        debug_assert!(node <= MAX_NODE);
         Arc::new(Registry {
             scopes: DashMap::new(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new((node << NODE_SHIFT) | 1),
+            relay,
         })
     }
 
@@ -48,8 +69,15 @@ impl Registry {
         }
         self.scopes
             .entry(Arc::from(name))
-            .or_insert_with(|| Arc::new(Scope::new(Arc::from(name), state_limit)))
+            .or_insert_with(|| {
+                Arc::new(Scope::new(Arc::from(name), state_limit, self.relay.clone()))
+            })
             .clone()
+    }
+
+    /// The scope of plugin `name` if it has one on this node.
+    pub fn existing_scope(&self, name: &str) -> Option<Arc<Scope>> {
+        self.scopes.get(name).map(|s| s.clone())
     }
 
     pub fn scopes(&self) -> Vec<Arc<Scope>> {
@@ -68,17 +96,57 @@ pub struct Scope {
     channels: DashMap<String, Members>,
     tags: DashMap<String, Members>,
     pub state: StateStore,
+    relay: Option<Arc<dyn Relay>>,
 }
 
 impl Scope {
-    fn new(name: Arc<str>, state_limit: usize) -> Scope {
+    fn new(name: Arc<str>, state_limit: usize, relay: Option<Arc<dyn Relay>>) -> Scope {
         Scope {
             name,
             connections: DashMap::new(),
             channels: DashMap::new(),
             tags: DashMap::new(),
             state: StateStore::new(state_limit),
+            relay,
         }
+    }
+
+    fn groups(&self, kind: GroupKind) -> &DashMap<String, Members> {
+        match kind {
+            GroupKind::Channel => &self.channels,
+            GroupKind::Tag => &self.tags,
+        }
+    }
+
+    fn join(&self, kind: GroupKind, conn: &Arc<Connection>, name: &str) {
+        match self.groups(kind).entry(name.to_owned()) {
+            Entry::Occupied(mut members) => {
+                members.get_mut().insert(conn.id, conn.clone());
+            }
+            Entry::Vacant(slot) => {
+                // Announced while the entry is locked, so announcements of
+                // one group are queued in the order the group changed.
+                if let Some(relay) = &self.relay {
+                    relay.presence(&self.name, kind, name, true);
+                }
+                slot.insert(HashMap::from([(conn.id, conn.clone())]));
+            }
+        }
+    }
+
+    /// Returns whether the connection was a member.
+    fn leave(&self, kind: GroupKind, name: &str, id: ConnId) -> bool {
+        let Entry::Occupied(mut members) = self.groups(kind).entry(name.to_owned()) else {
+            return false;
+        };
+        let removed = members.get_mut().remove(&id).is_some();
+        if members.get().is_empty() {
+            if let Some(relay) = &self.relay {
+                relay.presence(&self.name, kind, name, false);
+            }
+            members.remove();
+        }
+        removed
     }
 
     pub fn insert(&self, conn: Arc<Connection>) {
@@ -89,12 +157,17 @@ impl Scope {
     pub fn remove(&self, id: ConnId) -> Option<Arc<Connection>> {
         let (_, conn) = self.connections.remove(&id)?;
         for channel in conn.channel_names() {
-            remove_member(&self.channels, &channel, id);
+            self.leave(GroupKind::Channel, &channel, id);
         }
         for tag in conn.tag_names() {
-            remove_member(&self.tags, &tag, id);
+            self.leave(GroupKind::Tag, &tag, id);
         }
         Some(conn)
+    }
+
+    /// Whether `id` belongs to another node of the cluster.
+    pub fn is_remote(&self, id: ConnId) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.is_remote(id))
     }
 
     /// A connection of this plugin that is still open.
@@ -116,29 +189,23 @@ impl Scope {
 
     pub fn subscribe(&self, conn: &Arc<Connection>, channel: &str) {
         conn.channels.lock().unwrap().insert(channel.to_owned());
-        self.channels
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(conn.id, conn.clone());
+        self.join(GroupKind::Channel, conn, channel);
     }
 
     /// Returns whether the connection was subscribed.
     pub fn unsubscribe(&self, conn: &Connection, channel: &str) -> bool {
         conn.channels.lock().unwrap().remove(channel);
-        remove_member(&self.channels, channel, conn.id)
+        self.leave(GroupKind::Channel, channel, conn.id)
     }
 
     pub fn tag(&self, conn: &Arc<Connection>, tag: &str) {
         conn.tags.lock().unwrap().insert(tag.to_owned());
-        self.tags
-            .entry(tag.to_owned())
-            .or_default()
-            .insert(conn.id, conn.clone());
+        self.join(GroupKind::Tag, conn, tag);
     }
 
     pub fn untag(&self, conn: &Connection, tag: &str) -> bool {
         conn.tags.lock().unwrap().remove(tag);
-        remove_member(&self.tags, tag, conn.id)
+        self.leave(GroupKind::Tag, tag, conn.id)
     }
 
     pub fn channel_names(&self) -> Vec<String> {
@@ -161,28 +228,75 @@ impl Scope {
         member_ids(&self.tags, tag)
     }
 
+    /// Tag names with their member counts.
+    pub fn tag_counts(&self) -> Vec<(String, usize)> {
+        self.tags
+            .iter()
+            .map(|t| (t.key().clone(), t.value().len()))
+            .collect()
+    }
+
+    /// Every group with members on this node, for a cluster's presence
+    /// snapshot.
+    pub fn groups_present(&self) -> Vec<(GroupKind, String)> {
+        let channels = self
+            .channels
+            .iter()
+            .map(|c| (GroupKind::Channel, c.key().clone()));
+        let tags = self.tags.iter().map(|t| (GroupKind::Tag, t.key().clone()));
+        channels.chain(tags).collect()
+    }
+
     /// Queues `msg` to every subscriber of `channel` but `except`.
     pub fn publish(&self, channel: &str, msg: &Message, except: Option<ConnId>) -> u32 {
-        fan_out(collect(&self.channels, channel), msg, except)
+        self.send(Target::Channel(channel), msg, except)
     }
 
     pub fn send_to_tag(&self, tag: &str, msg: &Message, except: Option<ConnId>) -> u32 {
-        fan_out(collect(&self.tags, tag), msg, except)
+        self.send(Target::Tag(tag), msg, except)
     }
 
     /// Queues `msg` to every connection of the plugin but `except`.
     pub fn broadcast(&self, msg: &Message, except: Option<ConnId>) -> u32 {
-        fan_out(self.connections(), msg, except)
+        self.send(Target::All, msg, except)
     }
-}
 
-fn remove_member(groups: &DashMap<String, Members>, name: &str, id: ConnId) -> bool {
-    let removed = match groups.get_mut(name) {
-        Some(mut members) => members.remove(&id).is_some(),
-        None => return false,
-    };
-    groups.remove_if(name, |_, members| members.is_empty());
-    removed
+    /// Delivers here and, in a cluster, on every other node. The count is
+    /// this node's recipients plus one for each other node with members
+    /// in the group: remote deliveries happen later and are not counted
+    /// exactly, but a count of 0 still means nobody anywhere.
+    pub fn send(&self, target: Target<'_>, msg: &Message, except: Option<ConnId>) -> u32 {
+        let local = self.deliver(target, msg, except);
+        let Some(relay) = &self.relay else {
+            return local;
+        };
+        if let Target::Connections(ids) = target
+            && !ids.iter().any(|id| relay.is_remote(*id))
+        {
+            return local;
+        }
+        relay.forward(&self.name, target, msg, except);
+        let remote = target
+            .group()
+            .map_or(0, |(kind, name)| relay.remote_nodes(&self.name, kind, name));
+        local + remote
+    }
+
+    /// Delivers on this node only: what a delivery relayed from another
+    /// node does here.
+    pub fn deliver(&self, target: Target<'_>, msg: &Message, except: Option<ConnId>) -> u32 {
+        let targets = match target {
+            Target::Channel(name) => collect(&self.channels, name),
+            Target::Tag(name) => collect(&self.tags, name),
+            Target::All => self.connections(),
+            Target::Route(route) => {
+                let on_route = self.connections.iter().filter(|c| *c.route == *route);
+                on_route.map(|c| c.value().clone()).collect()
+            }
+            Target::Connections(ids) => ids.iter().filter_map(|id| self.get(*id)).collect(),
+        };
+        fan_out(targets, msg, except)
+    }
 }
 
 fn member_ids(groups: &DashMap<String, Members>, name: &str) -> Vec<ConnId> {
@@ -202,7 +316,7 @@ fn collect(groups: &DashMap<String, Members>, name: &str) -> Vec<Arc<Connection>
 /// Queues one shared message to many connections. The message's bytes are
 /// reference-counted, so each recipient costs a pointer copy; a slow or
 /// closing recipient is skipped, never waited for.
-pub fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
+fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
     let mut sent = 0;
     for conn in targets {
         if Some(conn.id) != except && conn.send(msg.clone()).is_ok() {
@@ -250,6 +364,69 @@ mod tests {
         assert!(a.get(c2.id).is_none(), "a cannot see b's connection");
         a.remove(c1.id);
         assert!(a.channel_names().is_empty());
+    }
+
+    /// Records what a cluster would be told.
+    #[derive(Default)]
+    struct Recorder {
+        events: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Relay for Recorder {
+        fn forward(&self, plugin: &str, target: Target<'_>, _: &Message, _: Option<ConnId>) {
+            let event = format!("forward {plugin} {target:?}");
+            self.events.lock().unwrap().push(event);
+        }
+        fn presence(&self, plugin: &str, kind: GroupKind, name: &str, present: bool) {
+            let event = format!("presence {plugin} {kind:?} {name} {present}");
+            self.events.lock().unwrap().push(event);
+        }
+        fn remote_nodes(&self, _: &str, _: GroupKind, name: &str) -> u32 {
+            u32::from(name == "elsewhere")
+        }
+        fn is_remote(&self, id: ConnId) -> bool {
+            id >> NODE_SHIFT != 5
+        }
+    }
+
+    #[test]
+    fn a_cluster_hears_first_joins_last_leaves_and_every_delivery() {
+        let recorder = Arc::new(Recorder::default());
+        let reg = Registry::for_node(5, Some(recorder.clone()));
+        let s = reg.scope("a", 1024);
+        let (c1, _rx1) = conn(&reg, "a");
+        let (c2, _rx2) = conn(&reg, "a");
+        assert_eq!(c1.id >> NODE_SHIFT, 5, "ids carry the node number");
+        s.insert(c1.clone());
+        s.insert(c2.clone());
+        s.subscribe(&c1, "lobby");
+        s.subscribe(&c2, "lobby");
+        s.tag(&c1, "user:x");
+        assert_eq!(s.publish("lobby", &Message::text("hi"), None), 2);
+        assert_eq!(s.publish("elsewhere", &Message::text("hi"), None), 1);
+        // Local ids stay local; another node's id is relayed.
+        s.send(Target::Connections(&[c1.id]), &Message::text("x"), None);
+        s.send(
+            Target::Connections(&[1 << NODE_SHIFT]),
+            &Message::text("x"),
+            None,
+        );
+        s.unsubscribe(&c1, "lobby");
+        s.remove(c2.id);
+        s.remove(c1.id);
+        let events = recorder.events.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [
+                "presence a Channel lobby true",
+                "presence a Tag user:x true",
+                "forward a Channel(\"lobby\")",
+                "forward a Channel(\"elsewhere\")",
+                "forward a Connections([1099511627776])",
+                "presence a Channel lobby false",
+                "presence a Tag user:x false",
+            ]
+        );
     }
 
     #[test]

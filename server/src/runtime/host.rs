@@ -14,7 +14,7 @@ use super::bindings::{Error, LogLevel, Message};
 use super::timers::Timers;
 use crate::config::Limits;
 use crate::protocol::close;
-use crate::registry::{ConnId, Connection, Scope, SendError, StateError};
+use crate::registry::{ConnId, Connection, Scope, SendError, StateError, Target};
 
 /// What every instance of one plugin version shares.
 pub struct PluginEnv {
@@ -120,7 +120,17 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, conn: ConnId, msg: Message) -> Result<(), Error> {
-        self.conn(conn)?.send(to_ws(msg)).map_err(send_error)
+        let scope = &self.env.scope;
+        match scope.get(conn) {
+            Some(local) => local.send(to_ws(msg)).map_err(send_error),
+            // Another node's connection: relayed there, where it is
+            // delivered only if it is this plugin's and still open.
+            None if scope.is_remote(conn) => {
+                scope.send(Target::Connections(&[conn]), &to_ws(msg), None);
+                Ok(())
+            }
+            None => Err(Error::UnknownConnection),
+        }
     }
 
     fn broadcast(&mut self, msg: Message, except: Option<ConnId>) -> u32 {

@@ -1,0 +1,189 @@
+//! What nodes say to each other on the bus: a JSON header line, then (for
+//! deliveries) the message payload as raw bytes, so payloads are never
+//! re-encoded (no base64, no escaping).
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{ConnId, GroupKind, Target};
+
+/// One frame on the bus. `node` is the sender, so a node can skip its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Header {
+    /// A delivery made on `node`, to be repeated on every other node.
+    Deliver {
+        node: u64,
+        plugin: String,
+        target: WireTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<ConnId>,
+        binary: bool,
+    },
+    /// A group on `node` gained its first or lost its last member.
+    Presence {
+        node: u64,
+        plugin: String,
+        kind: GroupKind,
+        name: String,
+        present: bool,
+    },
+    /// Every group with members on `node`, replacing what was known of it.
+    /// `reply` asks every other node to answer with its own snapshot (a
+    /// node sends it when it (re)joins the bus).
+    Snapshot {
+        node: u64,
+        reply: bool,
+        groups: Vec<(String, GroupKind, String)>,
+    },
+}
+
+/// [`Target`] with owned names, as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum WireTarget {
+    Channel(String),
+    Tag(String),
+    All,
+    Route(String),
+    Connections(Vec<ConnId>),
+}
+
+impl WireTarget {
+    pub fn from_target(target: Target<'_>) -> WireTarget {
+        match target {
+            Target::Channel(n) => WireTarget::Channel(n.to_owned()),
+            Target::Tag(n) => WireTarget::Tag(n.to_owned()),
+            Target::All => WireTarget::All,
+            Target::Route(r) => WireTarget::Route(r.to_owned()),
+            Target::Connections(ids) => WireTarget::Connections(ids.to_vec()),
+        }
+    }
+
+    pub fn as_target(&self) -> Target<'_> {
+        match self {
+            WireTarget::Channel(n) => Target::Channel(n),
+            WireTarget::Tag(n) => Target::Tag(n),
+            WireTarget::All => Target::All,
+            WireTarget::Route(r) => Target::Route(r),
+            WireTarget::Connections(ids) => Target::Connections(ids),
+        }
+    }
+}
+
+/// Why a frame from the bus was not understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("no header line")]
+    NoHeader,
+    #[error("bad header: {0}")]
+    Header(String),
+    #[error("text payload is not UTF-8")]
+    NotUtf8,
+}
+
+/// A delivery's payload: whether it is binary, and its bytes. Control
+/// frames are never delivered, so they have none.
+pub fn payload(msg: &Message) -> Option<(bool, &[u8])> {
+    match msg {
+        Message::Text(text) => Some((false, text.as_bytes())),
+        Message::Binary(bytes) => Some((true, bytes)),
+        _ => None,
+    }
+}
+
+pub fn encode(header: &Header, payload: &[u8]) -> Bytes {
+    let json = serde_json::to_vec(header).expect("headers always serialize");
+    let mut out = BytesMut::with_capacity(json.len() + 1 + payload.len());
+    out.put_slice(&json);
+    out.put_u8(b'\n');
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A header and, for deliveries, the message it carries.
+pub fn decode(frame: Bytes) -> Result<(Header, Option<Message>), DecodeError> {
+    // serde_json escapes newlines inside strings, so the first one ends
+    // the header.
+    let split = frame
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(DecodeError::NoHeader)?;
+    let header: Header =
+        serde_json::from_slice(&frame[..split]).map_err(|e| DecodeError::Header(e.to_string()))?;
+    let body = frame.slice(split + 1..);
+    let msg = match &header {
+        Header::Deliver { binary: true, .. } => Some(Message::Binary(body)),
+        Header::Deliver { binary: false, .. } => Some(Message::Text(
+            Utf8Bytes::try_from(body).map_err(|_| DecodeError::NotUtf8)?,
+        )),
+        _ => None,
+    };
+    Ok((header, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(target: WireTarget, binary: bool) -> Header {
+        Header::Deliver {
+            node: 3,
+            plugin: "chat".into(),
+            target,
+            except: Some(7),
+            binary,
+        }
+    }
+
+    #[test]
+    fn deliveries_round_trip_with_raw_payloads() {
+        let cases = [
+            (
+                WireTarget::Channel("lobby\nx".into()),
+                false,
+                "hi\n{\"x\":1}".as_bytes(),
+            ),
+            (WireTarget::Tag("user:a@b".into()), false, "".as_bytes()),
+            (WireTarget::All, true, &[0u8, 10, 255][..]),
+            (
+                WireTarget::Route("/ws/chat/{channel}".into()),
+                true,
+                &[][..],
+            ),
+            (
+                WireTarget::Connections(vec![1, 1 << 52]),
+                false,
+                "ü".as_bytes(),
+            ),
+        ];
+        for (target, binary, body) in cases {
+            let header = deliver(target, binary);
+            let (back, msg) = decode(encode(&header, body)).unwrap();
+            assert_eq!(back, header);
+            let msg = msg.unwrap();
+            assert_eq!(payload(&msg), Some((binary, body)));
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert_eq!(
+            decode(Bytes::from_static(b"{}")),
+            Err(DecodeError::NoHeader)
+        );
+        assert!(matches!(
+            decode(Bytes::from_static(b"{\"t\":\"nope\"}\n")),
+            Err(DecodeError::Header(_))
+        ));
+        let text = encode(&deliver(WireTarget::All, false), &[0xff, 0xfe]);
+        assert_eq!(decode(text).unwrap_err(), DecodeError::NotUtf8);
+        let snapshot = Header::Snapshot {
+            node: 1,
+            reply: true,
+            groups: vec![("chat".into(), GroupKind::Tag, "user:x@y".into())],
+        };
+        assert_eq!(decode(encode(&snapshot, b"")).unwrap(), (snapshot, None));
+    }
+}

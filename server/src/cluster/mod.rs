@@ -1,0 +1,352 @@
+//! Scale-out: several wsgate nodes behind a load balancer acting as one.
+//!
+//! Each node keeps its own connections. What one node delivers (publish,
+//! send to a tag, broadcast, the HTTP publish API) is relayed over a Redis
+//! pub/sub channel and repeated by every other node for its own members;
+//! connection ids carry their node's number, so they are unique cluster-wide
+//! and a send to another node's connection finds its way there. Nodes also
+//! announce which groups they have members in (so a delivery count of 0
+//! means nobody anywhere) and report their counts with heartbeats (so admin
+//! info can count the whole cluster and forget a dead node).
+//!
+//! Redis being away never stops a node: local delivery goes on, what could
+//! not be relayed meanwhile is dropped and counted (deliveries are not
+//! replayed late), and the node reconnects by itself and re-exchanges
+//! presence with the others.
+
+mod envelope;
+mod presence;
+mod redis;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::registry::{ConnId, GroupKind, MAX_NODE, NODE_SHIFT, Registry, Relay, Target};
+use envelope::{Header, WireTarget};
+use presence::Presence;
+
+/// One node's counts, as its heartbeat reports them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: u64,
+    pub listen: String,
+    pub started_ms: u64,
+    pub plugins: BTreeMap<String, PluginCounts>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PluginCounts {
+    pub connections: usize,
+    /// Channel name -> subscribers on the node.
+    pub channels: BTreeMap<String, usize>,
+    /// Distinct tags with members on the node.
+    pub tags: usize,
+}
+
+pub struct Cluster {
+    /// This node's number, the high bits of its connection ids.
+    pub node: u64,
+    settings: crate::config::Cluster,
+    client: ::redis::Client,
+    outbox: mpsc::Sender<Bytes>,
+    /// The other end of `outbox`, until the publisher task takes it.
+    outbox_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    presence: Presence,
+    /// The latest heartbeat reports of the other live nodes.
+    peers: RwLock<Vec<NodeReport>>,
+    /// Whether the bus subscription is up.
+    connected: AtomicBool,
+    /// Deliveries not relayed since the last time this was logged.
+    lost: AtomicU64,
+    listen: String,
+    started_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `url` without its password, for logs and admin info.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+/// Connects to the cluster named by `cluster.url`, if any. Only a
+/// malformed URL fails: an unreachable Redis is logged and retried, so a
+/// node can start (and serve locally) before Redis does.
+pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
+    let Some(url) = &config.cluster.url else {
+        return Ok(None);
+    };
+    let client = ::redis::Client::open(url.as_str())
+        .with_context(|| format!("cluster.url {} is not a Redis URL", redact(url)))?;
+    let settings = config.cluster.clone();
+    let node = match redis::next_node_number(&client, &settings.prefix).await {
+        Ok(n) => n,
+        Err(e) => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).expect("the OS random number generator");
+            let n = u64::from_le_bytes(bytes) % MAX_NODE + 1;
+            tracing::error!(
+                "cluster: Redis at {} unreachable at start ({e}); serving locally, retrying; picked node number {n} at random",
+                redact(url)
+            );
+            n
+        }
+    };
+    tracing::info!("cluster: node {node} via {}", redact(url));
+    let (outbox, rx) = mpsc::channel(settings.queue);
+    Ok(Some(Arc::new(Cluster {
+        node,
+        settings,
+        client,
+        outbox,
+        outbox_rx: Mutex::new(Some(rx)),
+        presence: Presence::default(),
+        peers: RwLock::new(Vec::new()),
+        connected: AtomicBool::new(false),
+        lost: AtomicU64::new(0),
+        listen: config.listen.to_string(),
+        started_ms: now_ms(),
+    })))
+}
+
+impl Cluster {
+    /// Starts relaying for `registry`: the publisher, the bus subscriber
+    /// and the heartbeat. The returned task finishes once `stop` is
+    /// cancelled and the node has signed off.
+    pub fn start(
+        self: &Arc<Self>,
+        registry: Arc<Registry>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let rx = self.outbox_rx.lock().unwrap().take();
+        let rx = rx.expect("a cluster is started once");
+        tokio::spawn(redis::publish_loop(self.clone(), rx));
+        tokio::spawn(redis::subscribe_loop(
+            self.clone(),
+            registry.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(redis::heartbeat_loop(self.clone(), registry, stop))
+    }
+
+    fn bus(&self) -> String {
+        format!("{}:bus", self.settings.prefix)
+    }
+
+    fn enqueue(&self, frame: Bytes) {
+        if self.outbox.try_send(frame).is_err() {
+            self.count_lost(1);
+        }
+    }
+
+    fn count_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::cluster_frames("dropped", n);
+    }
+
+    /// Handles one frame from the bus.
+    fn receive(&self, registry: &Registry, frame: Bytes) {
+        let (header, msg) = match envelope::decode(frame) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                crate::metrics::cluster_frames("undecodable", 1);
+                tracing::warn!("cluster: ignored a frame from the bus: {e}");
+                return;
+            }
+        };
+        match header {
+            Header::Deliver { node, .. }
+            | Header::Presence { node, .. }
+            | Header::Snapshot { node, .. }
+                if node == self.node => {}
+            Header::Deliver {
+                plugin,
+                target,
+                except,
+                ..
+            } => {
+                crate::metrics::cluster_frames("received", 1);
+                let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
+                    return;
+                };
+                scope.deliver(target.as_target(), &msg, except);
+            }
+            Header::Presence {
+                node,
+                plugin,
+                kind,
+                name,
+                present,
+            } => self.presence.set(node, &plugin, kind, &name, present),
+            Header::Snapshot {
+                node,
+                reply,
+                groups,
+            } => {
+                self.presence.replace_node(node, &groups);
+                if reply {
+                    self.send_snapshot(registry, false);
+                }
+            }
+        }
+    }
+
+    /// Tells the other nodes every group this node has members in.
+    fn send_snapshot(&self, registry: &Registry, reply: bool) {
+        let groups = registry
+            .scopes()
+            .iter()
+            .flat_map(|s| {
+                s.groups_present()
+                    .into_iter()
+                    .map(|(kind, name)| (s.name.to_string(), kind, name))
+            })
+            .collect();
+        let header = Header::Snapshot {
+            node: self.node,
+            reply,
+            groups,
+        };
+        self.enqueue(envelope::encode(&header, b""));
+    }
+
+    fn report(&self, registry: &Registry) -> NodeReport {
+        let plugins = registry
+            .scopes()
+            .iter()
+            .map(|s| {
+                let counts = PluginCounts {
+                    connections: s.connection_count(),
+                    channels: s.channel_counts().into_iter().collect(),
+                    tags: s.tag_counts().len(),
+                };
+                (s.name.to_string(), counts)
+            })
+            .collect();
+        NodeReport {
+            node: self.node,
+            listen: self.listen.clone(),
+            started_ms: self.started_ms,
+            plugins,
+        }
+    }
+
+    /// What `/admin/info` reports as `cluster`: this node's live counts
+    /// plus the other nodes' latest heartbeats.
+    pub fn info(&self, registry: &Registry) -> Value {
+        let mut reports = vec![self.report(registry)];
+        reports.extend(self.peers.read().unwrap().iter().cloned());
+        let mut per_plugin: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut channels: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+        for report in &reports {
+            for (plugin, counts) in &report.plugins {
+                *per_plugin.entry(plugin).or_default() += counts.connections;
+                let plugin_channels = channels.entry(plugin).or_default();
+                for (name, n) in &counts.channels {
+                    *plugin_channels.entry(name).or_default() += n;
+                }
+            }
+        }
+        let tags: BTreeMap<&str, usize> = per_plugin
+            .keys()
+            .map(|plugin| {
+                let mut names: BTreeSet<String> = self
+                    .presence
+                    .names(plugin, GroupKind::Tag)
+                    .into_iter()
+                    .collect();
+                if let Some(scope) = registry.existing_scope(plugin) {
+                    names.extend(scope.tag_counts().into_iter().map(|(n, _)| n));
+                }
+                (*plugin, names.len())
+            })
+            .collect();
+        let nodes: Vec<Value> = reports
+            .iter()
+            .map(|r| {
+                json!({
+                    "node": r.node,
+                    "listen": r.listen,
+                    "started_ms": r.started_ms,
+                    "connections": r.plugins.values().map(|p| p.connections).sum::<usize>(),
+                })
+            })
+            .collect();
+        json!({
+            "node": self.node,
+            "redis": if self.connected.load(Ordering::Relaxed) { "connected" } else { "disconnected" },
+            "nodes": nodes,
+            "connections": {
+                "total": per_plugin.values().sum::<usize>(),
+                "per_plugin": per_plugin,
+            },
+            "channels": channels,
+            "tags": tags,
+        })
+    }
+
+    /// Nodes in the cluster as last heard, this one included.
+    pub fn node_count(&self) -> usize {
+        self.peers.read().unwrap().len() + 1
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+impl Relay for Cluster {
+    fn forward(&self, plugin: &str, target: Target<'_>, msg: &Message, except: Option<ConnId>) {
+        let Some((binary, body)) = envelope::payload(msg) else {
+            return;
+        };
+        let header = Header::Deliver {
+            node: self.node,
+            plugin: plugin.to_owned(),
+            target: WireTarget::from_target(target),
+            except,
+            binary,
+        };
+        self.enqueue(envelope::encode(&header, body));
+    }
+
+    fn presence(&self, plugin: &str, kind: GroupKind, name: &str, present: bool) {
+        let header = Header::Presence {
+            node: self.node,
+            plugin: plugin.to_owned(),
+            kind,
+            name: name.to_owned(),
+            present,
+        };
+        self.enqueue(envelope::encode(&header, b""));
+    }
+
+    fn remote_nodes(&self, plugin: &str, kind: GroupKind, name: &str) -> u32 {
+        self.presence.nodes_with(plugin, kind, name)
+    }
+
+    fn is_remote(&self, id: ConnId) -> bool {
+        id >> NODE_SHIFT != self.node
+    }
+}

@@ -1,0 +1,253 @@
+//! The Redis side of the cluster: one pub/sub channel (`PREFIX:bus`) that
+//! every node publishes to and subscribes to, and per-node heartbeat keys
+//! (`PREFIX:node:N`, expiring after `node_ttl`) listed in `PREFIX:nodes`.
+//!
+//! Each loop reconnects by itself with backoff; none of them ever stops
+//! the node. Errors are logged once per outage, not once per message.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::{Cluster, NodeReport, now_ms};
+use crate::registry::{MAX_NODE, Registry};
+
+/// Deliveries sent to Redis in one pipelined round trip.
+const MAX_BATCH: usize = 512;
+/// How long one connection attempt or command may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A node number no live node holds: numbers are handed out by a Redis
+/// counter, wrapping after [`MAX_NODE`].
+pub async fn next_node_number(client: &redis::Client, prefix: &str) -> anyhow::Result<u64> {
+    let mut conn = connect(client).await?;
+    let n: u64 = timeout(IO_TIMEOUT, conn.incr(format!("{prefix}:node-seq"), 1))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))??;
+    Ok((n - 1) % MAX_NODE + 1)
+}
+
+async fn connect(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+fn backoff(current: Duration) -> Duration {
+    (current * 2).min(MAX_BACKOFF)
+}
+
+/// Sends queued frames to the bus in pipelined batches. While Redis is
+/// away, frames are dropped and counted: replaying them minutes later
+/// would deliver stale messages out of order with live ones.
+pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) {
+    let bus = cluster.bus();
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut next_attempt = Instant::now();
+    let mut wait = MIN_BACKOFF;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if conn.is_none() && Instant::now() >= next_attempt {
+            match connect(&cluster.client).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    wait = MIN_BACKOFF;
+                }
+                Err(_) => {
+                    next_attempt = Instant::now() + wait;
+                    wait = backoff(wait);
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        let Some(c) = conn.as_mut() else {
+            cluster.count_lost(n);
+            batch.clear();
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for frame in batch.drain(..) {
+            pipe.publish(&bus, frame.as_ref()).ignore();
+        }
+        match pipe.query_async::<()>(c).await {
+            Ok(()) => {
+                crate::metrics::cluster_frames("forwarded", n);
+                let lost = cluster.lost.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    tracing::warn!(
+                        "cluster: {lost} deliveries and presence updates were not relayed to other nodes while Redis was unavailable"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cluster: publishing to Redis failed ({e}); relaying paused until it is back"
+                );
+                conn = None;
+                cluster.count_lost(n);
+            }
+        }
+    }
+}
+
+/// Keeps this node subscribed to the bus and hands every frame to
+/// [`Cluster::receive`]. On every (re)subscription it sends a presence
+/// snapshot asking for everyone else's, which repairs what an outage lost.
+pub async fn subscribe_loop(
+    cluster: Arc<Cluster>,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) {
+    let bus = cluster.bus();
+    let mut wait = MIN_BACKOFF;
+    let mut failing = false;
+    loop {
+        let subscribed = async {
+            let mut pubsub = timeout(IO_TIMEOUT, cluster.client.get_async_pubsub()).await??;
+            timeout(IO_TIMEOUT, pubsub.subscribe(&bus)).await??;
+            anyhow::Ok(pubsub)
+        };
+        match tokio::select! { r = subscribed => r, _ = stop.cancelled() => return } {
+            Ok(pubsub) => {
+                if failing {
+                    tracing::info!("cluster: Redis is back; relaying resumed");
+                }
+                wait = MIN_BACKOFF;
+                cluster.connected.store(true, Ordering::Relaxed);
+                cluster.send_snapshot(&registry, true);
+                let (mut sink, mut stream) = pubsub.split();
+                let mut ping = tokio::time::interval(cluster.settings.heartbeat);
+                loop {
+                    tokio::select! {
+                        frame = stream.next() => match frame {
+                            Some(msg) => cluster.receive(&registry, Bytes::copy_from_slice(msg.get_payload_bytes())),
+                            None => break,
+                        },
+                        // A dead peer without a FIN only shows when a ping goes unanswered.
+                        _ = ping.tick() => {
+                            // A subscribed connection answers PING with an array, not "PONG".
+                            let pong = timeout(IO_TIMEOUT, sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                cluster.connected.store(false, Ordering::Relaxed);
+                tracing::error!(
+                    "cluster: lost the Redis subscription; serving locally and reconnecting (deliveries from other nodes are missed meanwhile)"
+                );
+                failing = true;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!("cluster: cannot subscribe to Redis ({e}); retrying");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = backoff(wait);
+    }
+}
+
+/// Every `heartbeat`: writes this node's report (expiring after
+/// `node_ttl`), reads the other live nodes' reports, and forgets the
+/// presence of nodes whose report expired. On stop, signs off at once so
+/// the others need not wait for the expiry.
+pub async fn heartbeat_loop(
+    cluster: Arc<Cluster>,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) {
+    let prefix = cluster.settings.prefix.clone();
+    let nodes_key = format!("{prefix}:nodes");
+    let node_key = |n: u64| format!("{prefix}:node:{n}");
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut tick = tokio::time::interval(cluster.settings.heartbeat);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        if conn.is_none() {
+            conn = connect(&cluster.client).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let report = cluster.report(&registry);
+        let beat = timeout(
+            IO_TIMEOUT,
+            beat(c, &cluster, &report, &nodes_key, &node_key),
+        )
+        .await;
+        match beat {
+            Ok(Ok(peers)) => {
+                let alive: HashSet<u64> = peers.iter().map(|p| p.node).collect();
+                cluster.presence.keep_only(&alive);
+                *cluster.peers.write().unwrap() = peers;
+            }
+            _ => conn = None,
+        }
+    }
+    if let Some(c) = conn.as_mut() {
+        let mut pipe = redis::pipe();
+        pipe.del(node_key(cluster.node))
+            .ignore()
+            .zrem(&nodes_key, cluster.node)
+            .ignore();
+        let _ = timeout(IO_TIMEOUT, pipe.query_async::<()>(c)).await;
+    }
+}
+
+/// One heartbeat round trip; returns the other live nodes' reports.
+async fn beat(
+    c: &mut MultiplexedConnection,
+    cluster: &Cluster,
+    report: &NodeReport,
+    nodes_key: &str,
+    node_key: &impl Fn(u64) -> String,
+) -> anyhow::Result<Vec<NodeReport>> {
+    let ttl = cluster.settings.node_ttl.as_millis() as u64;
+    let now = now_ms();
+    let (ids,): (Vec<u64>,) = redis::pipe()
+        .pset_ex(node_key(cluster.node), serde_json::to_string(report)?, ttl)
+        .ignore()
+        .zadd(nodes_key, cluster.node, now)
+        .ignore()
+        // The list only says whom to look up; an expired report is what
+        // marks a node dead. Old entries are pruned so the list stays small.
+        .zrembyscore(nodes_key, 0, now.saturating_sub(ttl * 10))
+        .ignore()
+        .zrange(nodes_key, 0, -1)
+        .query_async(c)
+        .await?;
+    let others: Vec<u64> = ids.into_iter().filter(|n| *n != cluster.node).collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = others.iter().map(|n| node_key(*n)).collect();
+    let reports: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    Ok(reports
+        .into_iter()
+        .flatten()
+        .filter_map(|r| serde_json::from_str(&r).ok())
+        .collect())
+}

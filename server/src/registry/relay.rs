@@ -1,0 +1,60 @@
+//! The seam between one node's registry and the rest of a cluster.
+//!
+//! Every delivery the registry makes (publish, send to a tag, broadcast,
+//! send to given connections) is described by a [`Target`], so the same
+//! description can be carried to other nodes and delivered there. Without a
+//! cluster there is no [`Relay`] and everything stays in-process.
+
+use axum::extract::ws::Message;
+
+use super::ConnId;
+
+/// Who a delivery is for, within one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Channel(&'a str),
+    Tag(&'a str),
+    /// Every connection of the plugin.
+    All,
+    /// Every connection that came in on this route pattern.
+    Route(&'a str),
+    /// These connections (ids are unique across the cluster).
+    Connections(&'a [ConnId]),
+}
+
+/// The kinds of named group a connection can be a member of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupKind {
+    Channel,
+    Tag,
+}
+
+impl Target<'_> {
+    /// The named group the target is, if it is one.
+    pub fn group(&self) -> Option<(GroupKind, &str)> {
+        match *self {
+            Target::Channel(name) => Some((GroupKind::Channel, name)),
+            Target::Tag(name) => Some((GroupKind::Tag, name)),
+            _ => None,
+        }
+    }
+}
+
+/// Carries deliveries to the other nodes of a cluster. Implementations
+/// never block: they are called from inside plugin hooks.
+pub trait Relay: Send + Sync {
+    /// Hands a delivery made on this node to every other node.
+    fn forward(&self, plugin: &str, target: Target<'_>, msg: &Message, except: Option<ConnId>);
+
+    /// A group on this node gained its first member (`present`) or lost
+    /// its last one, so other nodes know whether to count it.
+    fn presence(&self, plugin: &str, kind: GroupKind, name: &str, present: bool);
+
+    /// How many other nodes have members in the group: what a delivery's
+    /// count adds for them, since their exact counts are not known here.
+    fn remote_nodes(&self, plugin: &str, kind: GroupKind, name: &str) -> u32;
+
+    /// Whether a connection id belongs to another node.
+    fn is_remote(&self, id: ConnId) -> bool;
+}
