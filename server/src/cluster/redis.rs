@@ -55,35 +55,24 @@ fn backoff(current: Duration) -> Duration {
 /// away, frames are dropped and counted: replaying them minutes later
 /// would deliver stale messages out of order with live ones.
 pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) {
-    let bus = cluster.bus();
-    let mut conn: Option<MultiplexedConnection> = None;
-    let mut next_attempt = Instant::now();
-    let mut wait = MIN_BACKOFF;
+    let mut link = Publisher {
+        bus: cluster.bus(),
+        conn: None,
+        next_attempt: Instant::now(),
+        wait: MIN_BACKOFF,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if conn.is_none() && Instant::now() >= next_attempt {
-            match connect(&cluster.client).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    wait = MIN_BACKOFF;
-                }
-                Err(_) => {
-                    next_attempt = Instant::now() + wait;
-                    wait = backoff(wait);
-                }
-            }
-        }
         let n = batch.len() as u64;
-        let Some(c) = conn.as_mut() else {
-            cluster.count_lost(n);
-            batch.clear();
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        for frame in batch.drain(..) {
-            pipe.publish(&bus, frame.as_ref()).ignore();
+        // A connection that broke while idle only shows when used: one
+        // immediate retry on a fresh connection, so a Redis restart does
+        // not cost the first batch after it.
+        let mut sent = link.send(&cluster, &batch, false).await;
+        if sent.is_err() {
+            sent = link.send(&cluster, &batch, true).await;
         }
-        match pipe.query_async::<()>(c).await {
+        batch.clear();
+        match sent {
             Ok(()) => {
                 crate::metrics::cluster_frames("forwarded", n);
                 let lost = cluster.lost.swap(0, Ordering::Relaxed);
@@ -94,13 +83,60 @@ pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) 
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    "cluster: publishing to Redis failed ({e}); relaying paused until it is back"
-                );
-                conn = None;
+                if cluster.lost.load(Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "cluster: publishing to Redis failed ({e}); relaying paused until it is back"
+                    );
+                }
                 cluster.count_lost(n);
             }
         }
+    }
+}
+
+/// The publishing connection, reconnected with backoff.
+struct Publisher {
+    bus: String,
+    conn: Option<MultiplexedConnection>,
+    next_attempt: Instant,
+    wait: Duration,
+}
+
+impl Publisher {
+    async fn send(
+        &mut self,
+        cluster: &Cluster,
+        frames: &[Bytes],
+        retry: bool,
+    ) -> anyhow::Result<()> {
+        // The subscriber getting through means Redis is back: try at once,
+        // or the presence snapshot it just queued would be dropped.
+        let redis_back = cluster.connected.load(Ordering::Relaxed);
+        if self.conn.is_none() && (retry || redis_back || Instant::now() >= self.next_attempt) {
+            match connect(&cluster.client).await {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.wait = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    self.next_attempt = Instant::now() + self.wait;
+                    self.wait = backoff(self.wait);
+                    return Err(e);
+                }
+            }
+        }
+        let Some(c) = self.conn.as_mut() else {
+            anyhow::bail!("waiting to reconnect");
+        };
+        let mut pipe = redis::pipe();
+        for frame in frames {
+            pipe.publish(&self.bus, frame.as_ref()).ignore();
+        }
+        let sent = pipe.query_async::<()>(c).await;
+        if sent.is_err() {
+            self.conn = None;
+        }
+        Ok(sent?)
     }
 }
 
