@@ -60,15 +60,12 @@ pub async fn serve(config: Config) -> Result<()> {
         // Bounds a fresh connection that sends nothing or half a request
         // head; later request heads on a kept-alive connection get the same.
         .first_request_timeout(handshake);
-    public
-        .http_builder()
-        .http1()
-        .header_read_timeout(handshake);
+    public.http_builder().http1().header_read_timeout(handshake);
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = match tls {
         Some(tls) => {
-            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls))
-                .handshake_timeout(handshake);
+            let acceptor =
+                RustlsAcceptor::new(RustlsConfig::from_config(tls)).handshake_timeout(handshake);
             tokio::spawn(public.acceptor(acceptor).serve(make_service))
         }
         None => tokio::spawn(public.serve(make_service)),

@@ -21,7 +21,12 @@ pub fn server_config(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
     let key_pem = read("tls.key", key_path)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.cert {}: not a PEM certificate: {e}", cert_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "tls.cert {}: not a PEM certificate: {e}",
+                cert_path.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "tls.cert {}: no PEM certificate in the file",
