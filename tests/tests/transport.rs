@@ -164,3 +164,30 @@ async fn a_stalled_tls_handshake_is_dropped() {
     }
     assert_eq!(ask(&mut ws, "fine").await, "fine");
 }
+
+#[tokio::test]
+async fn sigterm_over_tls_closes_with_1001_without_waiting_on_silent_sockets() {
+    let plugins = plugin_dir(example_plugins(), &["echo"]);
+    let cert = TestCert::generate();
+    let mut server = Server::start_tls(plugins.path(), &cert, &[]).await;
+    let mut ws = server.connect("/ws/echo").await;
+    assert_eq!(ask(&mut ws, "x").await, "x");
+    // Mid-handshake sockets must not hold up the exit (the default
+    // handshake timeout is 10 s).
+    let _silent = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let client = tokio::spawn(async move { expect_close(&mut ws).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.await.unwrap().0, 1001);
+}
