@@ -97,7 +97,7 @@ fn wsgate_bin() -> PathBuf {
 
 /// Raises this process's soft open-file limit to the hard one (servers
 /// spawned afterwards inherit it) and returns the soft limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub fn raise_fd_limit() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -117,7 +117,7 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The admin token every test server is started with.
