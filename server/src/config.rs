@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: Limits,
     /// Scale-out: several nodes as one, over Redis.
     pub cluster: Cluster,
+    /// TLS for the public listener (wss:// and https://).
+    pub tls: Tls,
 }
 
 /// Several wsgate nodes behind a load balancer, sharing deliveries and
@@ -72,6 +74,24 @@ impl Default for Cluster {
             node_ttl: Duration::from_secs(6),
             queue: 65_536,
         }
+    }
+}
+
+/// `[tls]`: with both set, the public listener speaks TLS only. The admin
+/// listener stays plain HTTP: it is meant for loopback or a private network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the leaf certificate.
+    pub key: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Whether TLS is on; `validate` has made sure both paths or neither are set.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
     }
 }
 
@@ -123,6 +143,11 @@ pub struct Timeouts {
     /// applied, so a file still being written is never loaded.
     #[serde(with = "humantime_serde")]
     pub watch_debounce: Duration,
+    /// How long a new connection may take to finish its TLS handshake and,
+    /// separately, to send its complete HTTP request head, so a client that
+    /// connects and then trickles bytes (slowloris) cannot pin a socket.
+    #[serde(with = "humantime_serde")]
+    pub handshake: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +215,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -203,6 +229,7 @@ impl Default for Timeouts {
             close: Duration::from_secs(5),
             shutdown: Duration::from_secs(10),
             watch_debounce: Duration::from_millis(300),
+            handshake: Duration::from_secs(10),
         }
     }
 }
@@ -300,6 +327,15 @@ pub struct Cli {
     /// Join a cluster over Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key the listener speaks TLS only.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for the TLS handshake and the HTTP request head, e.g. 10s.
+    #[arg(long)]
+    pub handshake_timeout: Option<String>,
 }
 
 impl Cli {
@@ -322,7 +358,7 @@ impl Cli {
             let top = key.as_str().split('.').next().unwrap_or_default();
             sections.iter().any(|s| s.eq_ignore_ascii_case(top))
         }));
-        let overrides: [(&str, Option<figment::value::Value>); 18] = [
+        let overrides: [(&str, Option<figment::value::Value>); 21] = [
             ("listen", self.listen.map(|v| v.to_string().into())),
             ("plugin_dir", path_value(&self.plugin_dir)),
             ("static_dir", path_value(&self.static_dir)),
@@ -368,6 +404,12 @@ impl Cli {
             ),
             ("admin.token", self.admin_token.clone().map(Into::into)),
             ("cluster.url", self.cluster.clone().map(Into::into)),
+            ("tls.cert", path_value(&self.tls_cert)),
+            ("tls.key", path_value(&self.tls_key)),
+            (
+                "timeouts.handshake",
+                self.handshake_timeout.clone().map(Into::into),
+            ),
         ];
         for (key, value) in overrides {
             if let Some(value) = value {
@@ -448,6 +490,15 @@ impl Config {
                 self.cluster.prefix.is_empty(),
                 "cluster.prefix must not be empty",
             ),
+            (t.handshake.is_zero(), "timeouts.handshake must be > 0"),
+            (
+                self.tls.cert.is_some() && self.tls.key.is_none(),
+                "tls.cert is set but tls.key is not: set both, or neither for plain HTTP",
+            ),
+            (
+                self.tls.key.is_some() && self.tls.cert.is_none(),
+                "tls.key is set but tls.cert is not: set both, or neither for plain HTTP",
+            ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, msg)) => Err((*msg).to_owned()),
@@ -503,5 +554,20 @@ mod tests {
         std::fs::write(&file, "[limits]\nsend_queue = 0\n").unwrap();
         let err = cli(&["-c", file.to_str().unwrap()]).load().unwrap_err();
         assert!(err.to_string().contains("send_queue"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_paths() {
+        let config = cli(&["--tls-cert", "/c.pem", "--handshake-timeout", "2s"]).load();
+        let err = config.unwrap_err();
+        assert!(err.contains("tls.key"), "{err}");
+        let err = cli(&["--tls-key", "/k.pem"]).load().unwrap_err();
+        assert!(err.contains("tls.cert"), "{err}");
+        let config = cli(&["--tls-cert", "/c.pem", "--tls-key", "/k.pem"])
+            .load()
+            .unwrap();
+        assert!(config.tls.enabled());
+        assert_eq!(config.timeouts.handshake, Duration::from_secs(10));
+        assert!(!Config::default().tls.enabled());
     }
 }

@@ -19,5 +19,6 @@ pub mod registry;
 pub mod routing;
 pub mod runtime;
 mod server;
+mod tls;
 
 pub use server::serve;

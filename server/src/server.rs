@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -14,6 +15,8 @@ use crate::runtime::Runtime;
 /// Runs the server until SIGINT or SIGTERM, then closes every connection
 /// with 1001 and waits (bounded) for the sessions to end.
 pub async fn serve(config: Config) -> Result<()> {
+    // Certificate trouble is a startup error, before any port is taken.
+    let tls = crate::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
     let runtime = Runtime::new(config.limits.instance_memory, config.effective_cache_dir())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -48,23 +51,37 @@ pub async fn serve(config: Config) -> Result<()> {
         })
     });
     tracing::info!(
-        "wsgate listening on http://{} (plugins from {})",
+        "wsgate listening on {}://{} (plugins from {})",
+        if tls.is_some() { "https" } else { "http" },
         gw.config.listen,
         gw.config.plugin_dir.display()
     );
 
     let app = crate::http::app(gw.clone());
-    let stop = gw.shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let handshake = gw.config.timeouts.handshake;
+    let mut public = axum_server::Server::from_listener(listener)
+        .handle(handle.clone())
+        // Bounds a fresh connection that sends nothing or half a request
+        // head; later request heads on a kept-alive connection get the same.
+        .first_request_timeout(handshake);
+    public.http_builder().http1().header_read_timeout(handshake);
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = match tls {
+        Some(tls) => {
+            let acceptor =
+                RustlsAcceptor::new(RustlsConfig::from_config(tls)).handshake_timeout(handshake);
+            tokio::spawn(public.acceptor(acceptor).serve(make_service))
+        }
+        None => tokio::spawn(public.serve(make_service)),
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down: closing connections with 1001");
     gw.shutdown.cancel();
+    // Stop accepting; plain HTTP requests in flight get the same bound as
+    // the WebSocket sessions below.
+    handle.graceful_shutdown(Some(gw.config.timeouts.shutdown));
     for scope in gw.registry.scopes() {
         for conn in scope.connections() {
             let _ = conn.close(close::GOING_AWAY, "server shutting down");

@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub use tokio_tungstenite::tungstenite;
 
@@ -93,6 +95,31 @@ fn wsgate_bin() -> PathBuf {
     bin
 }
 
+/// Raises this process's soft open-file limit to the hard one (servers
+/// spawned afterwards inherit it) and returns the soft limit now in force.
+pub fn raise_fd_limit() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -106,12 +133,99 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made at test
+/// time and written as PEM files, with a client config trusting only it.
+pub struct TestCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client: Arc<rustls::ClientConfig>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCert {
+    pub fn generate() -> TestCert {
+        let made = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("self-signed certificate");
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TestCert {
+            cert,
+            key,
+            client: Arc::new(client),
+            _dir: dir,
+        }
+    }
+}
+
+/// The `wsgate` command line every test server runs with, before its own
+/// flags: loopback ports, the plugin directory and the test admin token.
+fn wsgate_command(plugins: &Path, port: u16, admin_port: u16, log: &Path) -> Command {
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(wsgate_bin());
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--plugins")
+        .arg(plugins)
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .env("WSGATE_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "info,wsgate=debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    cmd
+}
+
+/// Runs `wsgate` with `args`, expecting it to refuse to start; returns
+/// everything it printed. Panics if it is still running after 60 s.
+pub fn start_fails(plugins: &Path, args: &[&str]) -> String {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("wsgate.log");
+    let mut child = wsgate_command(plugins, free_port(), free_port(), &log)
+        .args(args)
+        .spawn()
+        .expect("spawn wsgate");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "wsgate kept running:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "wsgate started:\n{output}");
+    output
+}
+
 /// A running `wsgate` process, killed on drop.
 pub struct Server {
     child: Child,
     pub port: u16,
     /// The admin API's port; its token is [`ADMIN_TOKEN`].
     pub admin_port: u16,
+    /// Set when the public listener speaks TLS: the client side trusting it.
+    tls: Option<Arc<rustls::ClientConfig>>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -120,30 +234,40 @@ impl Server {
     /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
     /// until it answers `/healthz`.
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
+        Server::spawn(plugins, args, None).await
+    }
+
+    /// Like [`Server::start`], with the public listener on TLS with `cert`;
+    /// the URLs, `connect*` and `http_get` then use wss:// and https://.
+    pub async fn start_tls(plugins: &Path, cert: &TestCert, args: &[&str]) -> Server {
+        let mut all = vec![
+            "--tls-cert",
+            cert.cert.to_str().unwrap(),
+            "--tls-key",
+            cert.key.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        Server::spawn(plugins, &all, Some(cert.client.clone())).await
+    }
+
+    async fn spawn(
+        plugins: &Path,
+        args: &[&str],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Server {
         let port = free_port();
         let admin_port = free_port();
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("wsgate.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(wsgate_bin())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--plugins")
-            .arg(plugins)
-            .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin_port}"))
+        let child = wsgate_command(plugins, port, admin_port, &log)
             .args(args)
-            .env("WSGATE_ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info,wsgate=debug")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
             .spawn()
             .expect("spawn wsgate");
         let mut server = Server {
             child,
             port,
             admin_port,
+            tls,
             log,
             _log_dir: log_dir,
         };
@@ -170,7 +294,17 @@ impl Server {
     }
 
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A WebSocket handshake over TLS when the server speaks it.
+    async fn handshake(
+        &self,
+        req: tungstenite::handshake::client::Request,
+    ) -> Result<(Client, tungstenite::handshake::client::Response), tungstenite::Error> {
+        let connector = self.tls.clone().map(Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await
     }
 
     /// Everything the server has logged so far.
@@ -180,7 +314,9 @@ impl Server {
 
     /// Connects a WebSocket client to `path`.
     pub async fn connect(&self, path: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(path))
+        let req = self.ws_url(path).into_client_request().unwrap();
+        let (ws, _) = self
+            .handshake(req)
             .await
             .unwrap_or_else(|e| panic!("connect {path}: {e}\n{}", self.logs()));
         ws
@@ -192,7 +328,6 @@ impl Server {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (Client, tungstenite::handshake::client::Response) {
-        use tungstenite::client::IntoClientRequest;
         let mut req = self.ws_url(path).into_client_request().unwrap();
         for (k, v) in headers {
             req.headers_mut().append(
@@ -200,14 +335,15 @@ impl Server {
                 v.parse().unwrap(),
             );
         }
-        tokio_tungstenite::connect_async(req)
+        self.handshake(req)
             .await
             .unwrap_or_else(|e| panic!("connect {path}: {e}\n{}", self.logs()))
     }
 
     /// Tries a handshake and returns the HTTP status and body of a refusal.
     pub async fn handshake_error(&self, path: &str) -> (u16, String) {
-        match tokio_tungstenite::connect_async(self.ws_url(path)).await {
+        let req = self.ws_url(path).into_client_request().unwrap();
+        match self.handshake(req).await {
             Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
             Err(tungstenite::Error::Http(resp)) => {
                 let body = resp
@@ -221,9 +357,18 @@ impl Server {
         }
     }
 
-    /// A minimal HTTP/1.1 GET: status and body.
+    /// A minimal HTTP/1.1 GET (over TLS when the server speaks it): status
+    /// and body.
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_request(self.port, "GET", path, &[], "").await
+        let Some(tls) = &self.tls else {
+            return http_request(self.port, "GET", path, &[], "").await;
+        };
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await?;
+        http_exchange(stream, self.port, "GET", path, &[], "").await
     }
 
     /// An admin API request with the test token: status and body.
@@ -296,8 +441,18 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    http_exchange(stream, port, method, path, headers, body).await
+}
+
+async fn http_exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()

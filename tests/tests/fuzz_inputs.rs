@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use wsgate::config::Cli;
 use wsgate::deploy::valid_name;
 use wsgate::protocol::close::{MAX_REASON_BYTES, is_sendable, validate};
-use wsgate::routing::Sidecar;
+use wsgate::routing::{MAX_PATTERN_LEN, PatternError, Sidecar, check_pattern};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -88,6 +88,7 @@ proptest! {
         flag in prop::sample::select(vec![
             "--hook-timeout", "--idle-timeout", "--ping-interval", "--max-message-size",
             "--instances", "--instance-memory", "--listen", "--admin-listen", "--log-format",
+            "--handshake-timeout", "--tls-cert", "--tls-key",
         ]),
         value in prop_oneof![
             any::<String>(),
@@ -111,6 +112,112 @@ proptest! {
         {
             let _ = config.validate();
             let _ = config.limits.instances();
+        }
+    }
+}
+
+/// A valid route pattern and a path it must match, with the parameter
+/// values that match should yield, in order.
+fn pattern_and_path() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
+    let segment = prop_oneof![
+        "[a-z0-9_.~-]{1,8}".prop_map(|s| (s, None)),
+        "[a-zA-Z0-9_~-]{1,8}".prop_map(|v| (String::new(), Some(v))),
+    ];
+    let catch_all = proptest::option::of("[a-z0-9]{1,5}(/[a-z0-9]{1,5}){0,3}");
+    (prop::collection::vec(segment, 0..5), catch_all).prop_map(|(segments, rest)| {
+        let (mut pattern, mut path) = ("/ws".to_owned(), "/ws".to_owned());
+        let mut params = Vec::new();
+        for (i, (literal, value)) in segments.into_iter().enumerate() {
+            match value {
+                Some(value) => {
+                    let name = format!("p{i}");
+                    pattern.push_str(&format!("/{{{name}}}"));
+                    path.push_str(&format!("/{value}"));
+                    params.push((name, value));
+                }
+                None => {
+                    pattern.push_str(&format!("/{literal}"));
+                    path.push_str(&format!("/{literal}"));
+                }
+            }
+        }
+        if let Some(rest) = rest {
+            pattern.push_str("/{*rest}");
+            path.push_str(&format!("/{rest}"));
+            params.push(("rest".to_owned(), rest));
+        }
+        (pattern, path, params)
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn route_patterns_never_panic(pattern in prop_oneof![
+        any::<String>(),
+        "/[a-z{}*/ .\u{0}-]{0,30}",
+        "(/admin|/healthz|/readyz|/metrics|/publish|/ws)[a-z{}*/]{0,10}",
+    ]) {
+        match check_pattern(&pattern) {
+            Ok(()) => {
+                prop_assert!(pattern.starts_with('/') && pattern != "/");
+                prop_assert!(pattern.len() <= MAX_PATTERN_LEN);
+                prop_assert!(!pattern.chars().any(|c| c.is_control() || c == ' '));
+                // Whatever is accepted can be routed.
+                prop_assert!(matchit::Router::new().insert(pattern.as_str(), ()).is_ok());
+            }
+            Err(e) => {
+                // Errors quote the pattern, so an operator can find it.
+                prop_assert!(e.to_string().contains(&format!("{pattern:?}")), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_route_patterns_match_their_paths((pattern, path, params) in pattern_and_path()) {
+        prop_assert_eq!(check_pattern(&pattern), Ok(()));
+        let mut router = matchit::Router::new();
+        router.insert(pattern.as_str(), ()).unwrap();
+        let matched = router.at(&path).unwrap();
+        let got: Vec<(String, String)> = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        prop_assert_eq!(got, params.clone());
+        // One more segment matches only through a catch-all.
+        let longer = format!("{path}/extra");
+        let has_rest = params.last().is_some_and(|(name, _)| name == "rest");
+        prop_assert_eq!(router.at(&longer).is_ok(), has_rest);
+    }
+
+    #[test]
+    fn invalid_route_patterns_get_typed_errors(
+        (pattern, _, _) in pattern_and_path(),
+        name in "[a-z]{1,6}",
+        reserved in prop::sample::select(vec!["/admin", "/healthz", "/readyz", "/metrics", "/publish"]),
+        control in prop::char::range('\u{0}', '\u{1f}'),
+    ) {
+        let relative = pattern.trim_start_matches('/').to_owned();
+        prop_assert!(matches!(check_pattern(&relative), Err(PatternError::NoLeadingSlash(_))));
+        let long = format!("{pattern}/{}", "a".repeat(MAX_PATTERN_LEN));
+        prop_assert!(matches!(check_pattern(&long), Err(PatternError::TooLong(_))));
+        let spaced = format!("{pattern}/a{control}b");
+        prop_assert!(matches!(check_pattern(&spaced), Err(PatternError::InvalidCharacters(_))));
+        prop_assert!(matches!(check_pattern(reserved), Err(PatternError::Reserved { .. })), "{}", reserved);
+        let under = format!("{reserved}{}", &pattern[3..]);
+        if under.len() > reserved.len() {
+            prop_assert!(matches!(check_pattern(&under), Err(PatternError::Reserved { .. })), "{}", under);
+        }
+        for bad in [
+            format!("{pattern}/{{{name}"),
+            format!("{pattern}/{{}}"),
+            format!("{pattern}/{{{name}}}{{{name}x}}"),
+            format!("/ws/{{*{name}}}{pattern}"),
+        ] {
+            let result = check_pattern(&bad);
+            prop_assert!(matches!(result, Err(PatternError::Syntax { .. })), "{} -> {:?}", bad, result);
         }
     }
 }

@@ -66,7 +66,7 @@ impl RouteTable {
         let mut trial = self.router.clone();
         let mut added = Vec::new();
         for pattern in patterns {
-            check_pattern(pattern)?;
+            check_pattern(pattern).map_err(|e| e.to_string())?;
             let route = Arc::new(Route {
                 pattern: Arc::from(pattern.as_str()),
                 listener: listener.clone(),
@@ -100,20 +100,63 @@ impl RouteTable {
     }
 }
 
-fn check_pattern(pattern: &str) -> Result<(), String> {
+/// The longest route pattern accepted, in bytes.
+pub const MAX_PATTERN_LEN: usize = 512;
+
+/// Why a route pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("route {0:?} must start with /")]
+    NoLeadingSlash(String),
+    #[error("route {0:?} is longer than {MAX_PATTERN_LEN} bytes")]
+    TooLong(String),
+    #[error("route {0:?} has invalid characters")]
+    InvalidCharacters(String),
+    #[error("route {0:?} would hide the static files at /")]
+    Root(String),
+    #[error("route {pattern:?} overlaps the server's own {reserved}")]
+    Reserved {
+        pattern: String,
+        reserved: &'static str,
+    },
+    /// Malformed parameters: unbalanced or empty braces, two parameters in
+    /// one segment, a catch-all before the end.
+    #[error("route {pattern:?}: {reason}")]
+    Syntax { pattern: String, reason: String },
+}
+
+/// Checks one pattern on its own, without a plugin or the other routes, so
+/// sidecars and tests can validate patterns before anything is loaded.
+/// Conflicts between patterns are found by [`RouteTable::add`].
+pub fn check_pattern(pattern: &str) -> Result<(), PatternError> {
+    let owned = || pattern.to_owned();
     if !pattern.starts_with('/') {
-        return Err(format!("route {pattern:?} must start with /"));
+        return Err(PatternError::NoLeadingSlash(owned()));
     }
-    if pattern.len() > 512 || pattern.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("route {pattern:?} has invalid characters"));
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Err(PatternError::TooLong(owned()));
+    }
+    if pattern.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(PatternError::InvalidCharacters(owned()));
+    }
+    if pattern == "/" {
+        return Err(PatternError::Root(owned()));
     }
     let reserved = RESERVED
         .iter()
-        .find(|r| pattern == **r || pattern.starts_with(&format!("{r}/")) || pattern == "/");
-    if let Some(r) = reserved {
-        return Err(format!("route {pattern:?} overlaps the server's own {r}"));
+        .find(|r| pattern == **r || pattern.starts_with(&format!("{r}/")));
+    if let Some(reserved) = reserved {
+        return Err(PatternError::Reserved {
+            pattern: owned(),
+            reserved,
+        });
     }
-    Ok(())
+    matchit::Router::new()
+        .insert(pattern, ())
+        .map_err(|e| PatternError::Syntax {
+            pattern: owned(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -129,5 +172,10 @@ mod tests {
         assert!(check_pattern("/").is_err());
         assert!(check_pattern("/ws/a b").is_err());
         assert!(check_pattern("/administrator").is_ok());
+        assert!(matches!(check_pattern("/"), Err(PatternError::Root(_))));
+        assert!(matches!(
+            check_pattern("/ws/{a"),
+            Err(PatternError::Syntax { .. })
+        ));
     }
 }
