@@ -25,6 +25,10 @@ use crate::registry::{MAX_NODE, Registry};
 const MAX_BATCH: usize = 512;
 /// How long one connection attempt or command may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every this many heartbeats a node re-sends its whole presence, so an
+/// announcement lost on the way (deliveries to a group are only relayed to
+/// nodes known to have members) heals by itself.
+const SNAPSHOT_EVERY: u64 = 10;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -219,10 +223,15 @@ pub async fn heartbeat_loop(
     let node_key = |n: u64| format!("{prefix}:node:{n}");
     let mut conn: Option<MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(cluster.settings.heartbeat);
+    let mut beats = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
+        }
+        beats += 1;
+        if beats.is_multiple_of(SNAPSHOT_EVERY) {
+            cluster.send_snapshot(&registry, false);
         }
         if conn.is_none() {
             conn = connect(&cluster.client).await.ok();
