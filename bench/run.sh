@@ -175,6 +175,8 @@ start_server() {
   SERVER_PORT=$("$LOADGEN" free-port)
   local args=() a
   for a in "$@"; do args+=("${a//PORT/$SERVER_PORT}"); done
+  # Every load comes from loopback: lift wsgate's per-IP limit (default 1000).
+  WSGATE_LIMITS__MAX_CONNECTIONS_PER_IP=1000000 \
   RUST_LOG=${BENCH_RUST_LOG:-warn} "${SERVER_PIN[@]}" "${args[@]}" > "$OUT/logs/$name.log" 2>&1 &
   SERVER_PID=$!
   if ! "$LOADGEN" wait "ws://127.0.0.1:$SERVER_PORT$path" --timeout "$wait_s" 2>>"$OUT/logs/$name.log"; then

@@ -7,6 +7,10 @@
 //! Modes:
 //! - `echo`: N connections, K messages in flight on each (pipelined), for D
 //!   seconds after a warm-up; reports msg/s and round-trip latency p50/p99.
+//! - `relay`: N sender/receiver pairs: sender i (on URL) and receiver i (on
+//!   `--receiver-url`, e.g. another node of a cluster) share a channel; the
+//!   sender keeps K stamped messages in flight (one more per message the
+//!   receiver gets), like `echo`; reports msg/s and sender-to-receiver latency.
 //! - `broadcast`: M subscribers on a URL (`{i}` in it is replaced by the
 //!   subscriber's index), plus a publisher connection that sends one text
 //!   message per round; reports the time until all M have it (p50/p99 over R
@@ -53,6 +57,8 @@ struct Cli {
 enum Cmd {
     /// Pipelined echo throughput and latency.
     Echo(EchoArgs),
+    /// Pipelined relay throughput and latency: sender i on URL, receiver i elsewhere.
+    Relay(RelayArgs),
     /// Broadcast fan-out latency: one publish, time until all subscribers have it.
     Broadcast(BroadcastArgs),
     /// Connection (handshake) rate.
@@ -113,9 +119,23 @@ struct EchoArgs {
     #[arg(long)]
     text: bool,
     /// PID of the server: its CPU use over the measured window is reported
-    /// (read from /proc), next to the load generator's own.
+    /// (read from /proc), next to the load generator's own. Repeat it for
+    /// several processes (e.g. two nodes and Redis): each is reported, and
+    /// their sum as the server's.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// URL is the senders' (`{i}` = pair index, e.g. a channel per pair);
+    /// `-c` is the number of pairs, `-k` the messages in flight per pair.
+    #[command(flatten)]
+    echo: EchoArgs,
+    /// The receivers' URL (`{i}` = pair index); the server must relay what
+    /// sender i sends to receiver i, and nothing back to the sender.
+    #[arg(long)]
+    receiver_url: String,
 }
 
 #[derive(Args)]
@@ -206,7 +226,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Echo(a) => {
             watchdog(a.common.max_time);
-            runtime(a.common.threads)?.block_on(echo(a))
+            runtime(a.common.threads)?.block_on(echo(a, None))
+        }
+        Cmd::Relay(a) => {
+            watchdog(a.echo.common.max_time);
+            runtime(a.echo.common.threads)?.block_on(echo(a.echo, Some(&a.receiver_url)))
         }
         Cmd::Broadcast(a) => {
             watchdog(a.common.max_time);
@@ -337,15 +361,7 @@ impl Target {
     ) -> Result<(Vec<Ws>, usize, f64)> {
         let start = Instant::now();
         let (conns, failed, err) = self.connect_many(n, concurrency, client_config()).await;
-        if conns.is_empty() {
-            bail!("no {what} connected: {}", err.unwrap_or_default());
-        }
-        if failed > 0 {
-            eprintln!(
-                "loadgen: {failed} {what} failed to connect: {}",
-                err.unwrap_or_default()
-            );
-        }
+        check_connected(conns.len(), failed, err, what)?;
         Ok((conns, failed, start.elapsed().as_secs_f64()))
     }
 
@@ -374,6 +390,58 @@ impl Target {
         }
         (out, failed, first_err)
     }
+}
+
+/// Fails when none of the connections opened; reports partial failures.
+fn check_connected(opened: usize, failed: usize, err: Option<String>, what: &str) -> Result<()> {
+    if opened == 0 {
+        bail!("no {what} connected: {}", err.unwrap_or_default());
+    }
+    if failed > 0 {
+        eprintln!(
+            "loadgen: {failed} {what} failed to connect: {}",
+            err.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Opens `n` relay lanes: receiver i on `receivers`, then (so that it is
+/// subscribed first) sender i on `senders`. Returns the lanes, how many
+/// pairs failed and the seconds taken.
+async fn connect_pairs(
+    senders: &Target,
+    receivers: &Target,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Vec<Lane>, usize, f64)> {
+    let start = Instant::now();
+    let pair = |i| async move {
+        let rx = receivers
+            .connect(i, client_config())
+            .await
+            .context("receiver")?;
+        let tx = senders
+            .connect(i, client_config())
+            .await
+            .context("sender")?;
+        anyhow::Ok(Lane { rx, tx: Some(tx) })
+    };
+    let mut lanes = Vec::with_capacity(n);
+    let (mut failed, mut err) = (0, None);
+    let mut futs =
+        futures_util::stream::iter((0..n).map(pair)).buffer_unordered(concurrency.max(1));
+    while let Some(r) = futs.next().await {
+        match r {
+            Ok(lane) => lanes.push(lane),
+            Err(e) => {
+                failed += 1;
+                err.get_or_insert(format!("{e:#}"));
+            }
+        }
+    }
+    check_connected(lanes.len(), failed, err, "pairs")?;
+    Ok((lanes, failed, start.elapsed().as_secs_f64()))
 }
 
 async fn resolve_loopback(url: &str) -> Result<SocketAddr> {
@@ -422,15 +490,20 @@ fn self_cpu_s() -> f64 {
     }
 }
 
-/// (server CPU s, own CPU s) at the start and end of the measured window.
-async fn cpu_window(server: Option<u32>, start: Instant, end: Instant) -> (Option<f64>, f64) {
+/// CPU use (%) over the measured window of each of `servers` (`None` where
+/// /proc could not tell) and of this process.
+async fn cpu_window(servers: Vec<u32>, start: Instant, end: Instant) -> (Vec<Option<f64>>, f64) {
+    let read = |servers: &[u32]| -> Vec<Option<f64>> {
+        servers.iter().map(|&pid| proc_cpu_s(pid)).collect()
+    };
     tokio::time::sleep_until(start.into()).await;
-    let (s0, l0) = (server.and_then(proc_cpu_s), self_cpu_s());
+    let (s0, l0) = (read(&servers), self_cpu_s());
     tokio::time::sleep_until(end.into()).await;
-    let (s1, l1) = (server.and_then(proc_cpu_s), self_cpu_s());
+    let (s1, l1) = (read(&servers), self_cpu_s());
     let secs = (end - start).as_secs_f64();
+    let pct = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| 100.0 * (b - a) / secs);
     (
-        s0.zip(s1).map(|(a, b)| 100.0 * (b - a) / secs),
+        s0.into_iter().zip(s1).map(|(a, b)| pct(a, b)).collect(),
         100.0 * (l1 - l0) / secs,
     )
 }
@@ -511,23 +584,63 @@ struct EchoStats {
     error: Option<String>,
 }
 
-async fn echo_conn(mut ws: Ws, sh: Arc<EchoShared>) -> EchoStats {
+/// One closed loop: messages are written to `tx` and come back on `rx`,
+/// the same connection for `echo` (`tx` is `None`), a sender and its
+/// receiver for `relay`.
+struct Lane {
+    rx: Ws,
+    tx: Option<Ws>,
+}
+
+impl Lane {
+    fn tx(&mut self) -> &mut Ws {
+        match &mut self.tx {
+            Some(tx) => tx,
+            None => &mut self.rx,
+        }
+    }
+
+    /// A separate sender gets nothing back but pings: read (and so answer)
+    /// those without waiting.
+    fn drain_sender(&mut self, sh: &EchoShared) -> Result<()> {
+        let Some(tx) = &mut self.tx else {
+            return Ok(());
+        };
+        while let Some(r) = tx.next().now_or_never() {
+            match r {
+                None => bail!("server closed the sender"),
+                Some(m) => {
+                    if sh.stamp(&m?).is_some() {
+                        bail!("the sender got its message back");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn echo_conn(mut lane: Lane, sh: Arc<EchoShared>) -> EchoStats {
     let mut st = EchoStats::default();
-    if let Err(e) = echo_loop(&mut ws, &sh, &mut st).await {
+    if let Err(e) = echo_loop(&mut lane, &sh, &mut st).await {
         st.error = Some(format!("{e:#}"));
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
+    let close = Duration::from_millis(500);
+    if let Some(tx) = &mut lane.tx {
+        let _ = tokio::time::timeout(close, tx.close(None)).await;
+    }
+    let _ = tokio::time::timeout(close, lane.rx.close(None)).await;
     st
 }
 
-async fn echo_loop(ws: &mut Ws, sh: &EchoShared, st: &mut EchoStats) -> Result<()> {
+async fn echo_loop(lane: &mut Lane, sh: &EchoShared, st: &mut EchoStats) -> Result<()> {
     tokio::time::sleep_until(sh.base.into()).await;
     let mut inflight = 0usize;
     for _ in 0..sh.inflight {
-        ws.feed(sh.make()).await?;
+        lane.tx().feed(sh.make()).await?;
         inflight += 1;
     }
-    ws.flush().await?;
+    lane.tx().flush().await?;
     let grace_end = sh.end + Duration::from_secs(2);
     let mut on_msg = |m: Message, ws_feed: &mut Vec<Message>, inflight: &mut usize| {
         let Some(t) = sh.stamp(&m) else { return };
@@ -546,7 +659,7 @@ async fn echo_loop(ws: &mut Ws, sh: &EchoShared, st: &mut EchoStats) -> Result<(
     };
     let mut out = Vec::with_capacity(sh.inflight);
     while inflight > 0 {
-        let m = match tokio::time::timeout_at(grace_end.into(), ws.next()).await {
+        let m = match tokio::time::timeout_at(grace_end.into(), lane.rx.next()).await {
             Err(_) => {
                 st.lost += inflight as u64;
                 break;
@@ -556,29 +669,43 @@ async fn echo_loop(ws: &mut Ws, sh: &EchoShared, st: &mut EchoStats) -> Result<(
         };
         on_msg(m, &mut out, &mut inflight);
         // Drain whatever else is already here before writing: one flush per batch.
-        while let Some(r) = ws.next().now_or_never() {
+        while let Some(r) = lane.rx.next().now_or_never() {
             match r {
                 None => bail!("server closed the connection"),
                 Some(m) => on_msg(m?, &mut out, &mut inflight),
             }
         }
+        lane.drain_sender(sh)?;
+        let tx = lane.tx();
         for m in out.drain(..) {
-            ws.feed(m).await?;
+            tx.feed(m).await?;
         }
-        ws.flush().await?;
+        tx.flush().await?;
     }
     Ok(())
 }
 
-async fn echo(a: EchoArgs) -> Result<()> {
+/// `echo`, or with `receiver` (the receivers' URL) `relay`.
+async fn echo(a: EchoArgs, receiver: Option<&str>) -> Result<()> {
     let c = &a.common;
     let target = Target::new(&c.url, c.sources).await?;
     if a.size < if a.text { 18 } else { 10 } {
         bail!("--size must be at least 18 (text) or 10 (binary)");
     }
-    let (conns, failed, connect_s) = target
-        .connect_at_least_one(a.connections, c.connect_concurrency, "connections")
-        .await?;
+    let (lanes, failed, connect_s) = match receiver {
+        None => {
+            let (conns, failed, connect_s) = target
+                .connect_at_least_one(a.connections, c.connect_concurrency, "connections")
+                .await?;
+            let lanes = conns.into_iter().map(|rx| Lane { rx, tx: None });
+            (lanes.collect(), failed, connect_s)
+        }
+        Some(url) => {
+            let receivers = Target::new(url, c.sources).await?;
+            connect_pairs(&target, &receivers, a.connections, c.connect_concurrency).await?
+        }
+    };
+    let mode = if receiver.is_some() { "relay" } else { "echo" };
     let base = Instant::now() + Duration::from_millis(50);
     let sh = Arc::new(EchoShared {
         base,
@@ -588,10 +715,10 @@ async fn echo(a: EchoArgs) -> Result<()> {
         size: a.size,
         text: a.text,
     });
-    let cpu = tokio::spawn(cpu_window(a.server_pid, sh.warm_end, sh.end));
-    let handles: Vec<_> = conns
+    let cpu = tokio::spawn(cpu_window(a.server_pid.clone(), sh.warm_end, sh.end));
+    let handles: Vec<_> = lanes
         .into_iter()
-        .map(|ws| tokio::spawn(echo_conn(ws, sh.clone())))
+        .map(|lane| tokio::spawn(echo_conn(lane, sh.clone())))
         .collect();
     let mut lat = Vec::new();
     let (mut in_window, mut received, mut lost, mut errors) = (0u64, 0u64, 0u64, 0usize);
@@ -607,7 +734,12 @@ async fn echo(a: EchoArgs) -> Result<()> {
             first_error.get_or_insert(e);
         }
     }
-    let (server_cpu, loadgen_cpu) = cpu.await?;
+    let (server_cpu_each, loadgen_cpu) = cpu.await?;
+    let server_cpu: Option<f64> = if server_cpu_each.is_empty() {
+        None
+    } else {
+        server_cpu_each.iter().copied().sum()
+    };
     lat.sort_unstable();
     let rate = in_window as f64 / a.duration;
     let (p50, p99, p999) = (
@@ -616,9 +748,11 @@ async fn echo(a: EchoArgs) -> Result<()> {
         percentile(&lat, 0.999),
     );
     eprintln!(
-        "echo {}: {} conns x {} in flight, {} B {}: {:.0} msg/s, latency p50 {:.1} us p99 {:.1} us p99.9 {:.1} us \
+        "{mode} {}{}: {} {} x {} in flight, {} B {}: {:.0} msg/s, latency p50 {:.1} us p99 {:.1} us p99.9 {:.1} us \
          cpu: server {} loadgen {:.0}% (connect {:.2} s, failed {failed}, lost {lost}, errors {errors}{})",
         c.url,
+        receiver.map(|r| format!(" -> {r}")).unwrap_or_default(),
+        if receiver.is_some() { "pairs" } else { "conns" },
         a.connections - failed,
         a.inflight,
         a.size,
@@ -627,9 +761,15 @@ async fn echo(a: EchoArgs) -> Result<()> {
         us(p50),
         us(p99),
         us(p999),
-        server_cpu
-            .map(|c| format!("{c:.0}%"))
-            .unwrap_or_else(|| "?".into()),
+        if server_cpu_each.is_empty() {
+            "?".into()
+        } else {
+            server_cpu_each
+                .iter()
+                .map(|c| c.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "?".into()))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        },
         loadgen_cpu,
         connect_s,
         first_error
@@ -640,18 +780,19 @@ async fn echo(a: EchoArgs) -> Result<()> {
     emit(
         c.json,
         json!({
-            "mode": "echo", "label": c.label, "url": c.url,
+            "mode": mode, "label": c.label, "url": c.url, "receiver_url": receiver,
             "connections": a.connections - failed, "connect_failed": failed,
             "inflight": a.inflight, "size": a.size, "text": a.text,
             "duration_s": a.duration, "warmup_s": a.warmup,
             "messages": in_window, "received_total": received,
             "msg_per_s": rate, "p50_us": us(p50), "p99_us": us(p99), "p999_us": us(p999),
             "lost": lost, "errors": errors, "first_error": first_error, "connect_s": connect_s,
-            "server_cpu_pct": server_cpu, "loadgen_cpu_pct": loadgen_cpu,
+            "server_cpu_pct": server_cpu, "server_cpu_pct_each": server_cpu_each,
+            "loadgen_cpu_pct": loadgen_cpu,
         }),
     );
     if in_window == 0 {
-        bail!("no echo received in the measured window");
+        bail!("no message came back in the measured window");
     }
     Ok(())
 }
