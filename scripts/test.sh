@@ -39,10 +39,11 @@ if [ -x "$ROOT/../shared/autobahn/run.sh" ]; then
   "$ROOT/scripts/autobahn.sh" "$TARGET_DIR/autobahn"
 fi
 
-for extra in tests/browser/run.sh bench/run.sh; do
+for extra in tests/browser/run.sh bench/run.sh bench/cluster.sh; do
   if [ -x "$ROOT/$extra" ]; then
     step "$extra"
     case $extra in
+      bench/cluster.sh) "$ROOT/$extra" --quick --dev ;;
       bench/*) "$ROOT/$extra" --quick ;;
       *) "$ROOT/$extra" ;;
     esac
