@@ -5,17 +5,20 @@
 //! plugin. The writer batches: it feeds every queued frame and flushes once
 //! the queue is empty, so a burst costs one syscall, not one per frame.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use yawc::{Frame, HttpWebSocket, OpCode, WebSocketError};
 
-use super::close;
+use super::{CloseFrame, Message as WsMessage, close};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
 use crate::registry::{Connection, Outbound};
@@ -38,7 +41,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn run(self, socket: WebSocket) {
+    pub async fn run(self, socket: HttpWebSocket) {
         let Session {
             conn,
             queue,
@@ -47,7 +50,7 @@ impl Session {
             timeouts,
             message_rate,
         } = self;
-        let (sink, stream) = socket.split();
+        let (sink, stream) = Socket::new(socket).split();
         let finished = CancellationToken::new();
         let metrics = route.listener.metrics.clone();
         metrics.connections_opened.inc();
@@ -76,7 +79,7 @@ impl Session {
 /// Reads until the connection is over and returns the close code and reason
 /// the plugin's `on-close` should see.
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    mut stream: SplitStream<Socket>,
     conn: &Arc<Connection>,
     route: &Route,
     timeouts: &Timeouts,
@@ -121,20 +124,29 @@ async fn read_loop(
             Some(Err(e)) => return read_error(conn, e),
             Some(Ok(frame)) => frame,
         };
-        if let WsMessage::Text(_) | WsMessage::Binary(_) = &frame {
-            listener.metrics.received(payload_len(&frame));
-        }
-        let msg = match frame {
-            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
-            WsMessage::Binary(bytes) => Message::Binary(bytes.to_vec()),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            WsMessage::Close(frame) => {
-                let client = frame.map_or((close::NO_STATUS, String::new()), |f| {
-                    (f.code, f.reason.to_string())
-                });
+        let msg = match frame.opcode() {
+            OpCode::Text => match String::from_utf8(frame.into_payload().into()) {
+                Ok(text) => Message::Text(text),
+                // yawc validated it already.
+                Err(_) => continue,
+            },
+            OpCode::Binary => Message::Binary(frame.into_payload().into()),
+            OpCode::Close => {
+                let client = match frame.close_code() {
+                    Some(code) => (
+                        u16::from(code),
+                        frame.close_reason().ok().flatten().unwrap_or("").to_owned(),
+                    ),
+                    None => (close::NO_STATUS, String::new()),
+                };
                 return conn.close_reason().unwrap_or(client);
             }
+            OpCode::Ping | OpCode::Pong | OpCode::Continuation => continue,
         };
+        listener.metrics.received(match &msg {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        });
         if conn.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
             continue;
@@ -163,15 +175,14 @@ fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
     conn.close_reason().unwrap_or((default, String::new()))
 }
 
-fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
-    use tungstenite::Error as WsError;
-    let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<WsError>());
-    match inner {
-        Some(WsError::Capacity(_)) => {
+fn read_error(conn: &Connection, e: WebSocketError) -> (u16, String) {
+    // yawc has already queued the close frame that fits the error.
+    match e {
+        WebSocketError::FrameTooLarge => {
             conn.abort(close::TOO_BIG, "message too big");
             (close::TOO_BIG, "message too big".into())
         }
-        Some(WsError::Protocol(_)) | Some(WsError::Utf8(_)) => {
+        e if e.is_protocol_error() || e.is_data_error() => {
             tracing::debug!(conn = conn.id, "protocol error from client: {e}");
             server_reason(conn, close::ABNORMAL)
         }
@@ -180,7 +191,7 @@ fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
 }
 
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut sink: SplitSink<Socket, Frame>,
     mut queue: mpsc::Receiver<Outbound>,
     greeting: Option<WsMessage>,
     conn: Arc<Connection>,
@@ -189,8 +200,8 @@ async fn write_loop(
     metrics: Arc<PluginMetrics>,
 ) {
     if let Some(greeting) = greeting {
-        metrics.sent(payload_len(&greeting));
-        if sink.send(greeting).await.is_err() {
+        metrics.sent(greeting.len());
+        if sink.send(greeting.to_frame()).await.is_err() {
             return;
         }
     }
@@ -225,7 +236,7 @@ async fn write_loop(
                 }
             }
             _ = ping.tick(), if !close_sent => {
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if sink.send(Frame::ping(Bytes::new())).await.is_err() {
                     return;
                 }
             }
@@ -235,19 +246,12 @@ async fn write_loop(
     let _ = tokio::time::timeout(timeouts.close, sink.close()).await;
 }
 
-async fn send_close(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    conn: &Connection,
-    timeouts: &Timeouts,
-) {
+async fn send_close(sink: &mut SplitSink<Socket, Frame>, conn: &Connection, timeouts: &Timeouts) {
     let (code, reason) = conn
         .close_reason()
         .unwrap_or((close::GOING_AWAY, String::new()));
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(timeouts.close, sink.send(WsMessage::Close(Some(frame)))).await;
+    let frame = CloseFrame { code, reason }.to_frame();
+    let _ = tokio::time::timeout(timeouts.close, sink.send(frame)).await;
 }
 
 enum Batch {
@@ -257,21 +261,21 @@ enum Batch {
 
 /// Feeds `first` and whatever else is queued, then flushes once.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
+    sink: &mut SplitSink<Socket, Frame>,
     queue: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
     metrics: &PluginMetrics,
-) -> Result<Batch, axum::Error> {
+) -> Result<Batch, WebSocketError> {
     let mut item = Some(first);
     let mut written = 0;
     while let Some(next) = item.take() {
         match next {
             Outbound::Data(msg) => {
-                metrics.sent(payload_len(&msg));
-                sink.feed(msg).await?
+                metrics.sent(msg.len());
+                sink.feed(msg.to_frame()).await?
             }
             Outbound::Close(frame) => {
-                sink.send(WsMessage::Close(Some(frame))).await?;
+                sink.send(frame.to_frame()).await?;
                 return Ok(Batch::Closed);
             }
         }
@@ -330,12 +334,79 @@ pub async fn leave_route(route: &Route) {
     }
 }
 
-/// A data message's payload size, for the byte counters.
-fn payload_len(msg: &WsMessage) -> usize {
-    match msg {
-        WsMessage::Text(t) => t.len(),
-        WsMessage::Binary(b) => b.len(),
-        _ => 0,
+/// yawc's socket with the close bookkeeping yawc leaves to its user.
+///
+/// yawc answers a client's close, and closes on a protocol error, by
+/// queueing a close frame of its own; it does not stop anything being sent
+/// after one. This drops whatever follows a close (RFC 6455 §5.5.1), and
+/// reports errors instead of ending the stream, so the reader can tell a
+/// too-big message from a dropped connection.
+pub struct Socket {
+    ws: HttpWebSocket,
+    /// A close frame has been sent or queued.
+    closed: bool,
+    /// The close was ours, so yawc's echo of the client's reply to it must
+    /// never go out.
+    own_close: bool,
+}
+
+impl Socket {
+    fn new(ws: HttpWebSocket) -> Self {
+        Socket {
+            ws,
+            closed: false,
+            own_close: false,
+        }
+    }
+}
+
+impl Stream for Socket {
+    type Item = Result<Frame, WebSocketError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = ready!(this.ws.poll_next_frame(cx));
+        match &next {
+            Err(WebSocketError::ConnectionClosed) => return Poll::Ready(None),
+            Ok(frame) if frame.opcode() != OpCode::Close => {}
+            // A close from the client, or an error yawc closes for.
+            _ => this.closed = true,
+        }
+        Poll::Ready(Some(next))
+    }
+}
+
+impl Sink<Frame> for Socket {
+    type Error = WebSocketError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        if this.closed {
+            return Ok(());
+        }
+        if frame.opcode() == OpCode::Close {
+            this.closed = true;
+            this.own_close = true;
+        }
+        Pin::new(&mut this.ws).start_send(frame)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        if this.closed && !this.own_close {
+            // Readiness writes out the close yawc queued; closing alone
+            // would send a 1000 in its place.
+            ready!(Pin::new(&mut this.ws).poll_ready(cx))?;
+        }
+        Pin::new(&mut this.ws).poll_close(cx)
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::ws::Message;
+use crate::protocol::Message;
 use dashmap::DashMap;
 
 pub use connection::{ConnId, Connection, Outbound, SLOW_CONSUMER, SendError};
