@@ -117,6 +117,7 @@ pub async fn handle(
         route: route.clone(),
         timeouts: gw.config.timeouts.clone(),
         message_rate: limits.messages_per_second,
+        max_message_size: limits.max_message_size,
     };
     let options = socket_options(limits.max_message_size, gw.config.permessage_deflate);
     let (mut response, socket) = match upgrade.upgrade(options) {
@@ -180,11 +181,10 @@ fn select_protocol(headers: &HeaderMap, ours: &[String]) -> Option<String> {
 }
 
 fn socket_options(max_message_size: usize, permessage_deflate: bool) -> Options {
-    // yawc refuses a payload that reaches its limit; ours is inclusive.
-    let limit = max_message_size.saturating_add(1);
+    // yawc refuses a frame that reaches its limit; ours is inclusive. Whole
+    // messages are reassembled, and checked for UTF-8, by protocol::socket.
     let options = Options::default()
-        .with_utf8()
-        .with_limits(limit, limit)
+        .with_max_payload_read(max_message_size.saturating_add(1))
         .with_read_buffer_capacity(SOCKET_BUFFER)
         .with_write_buffer_capacity(SOCKET_BUFFER);
     if !permessage_deflate {

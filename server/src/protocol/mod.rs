@@ -4,5 +4,6 @@ pub mod close;
 mod message;
 mod rate;
 pub mod session;
+mod socket;
 
 pub use message::{CloseFrame, Message, Utf8Bytes};

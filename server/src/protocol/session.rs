@@ -5,19 +5,18 @@
 //! plugin. The writer batches: it feeds every queued frame and flushes once
 //! the queue is empty, so a burst costs one syscall, not one per frame.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use yawc::{Frame, HttpWebSocket, OpCode, WebSocketError};
+use yawc::{Frame, HttpWebSocket, WebSocketError};
 
+use super::socket::{Incoming, ReadError, Socket};
 use super::{CloseFrame, Message as WsMessage, close};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
@@ -38,6 +37,7 @@ pub struct Session {
     pub timeouts: Timeouts,
     /// Messages per second a client may send; 0 for no limit.
     pub message_rate: u32,
+    pub max_message_size: usize,
 }
 
 impl Session {
@@ -49,8 +49,9 @@ impl Session {
             route,
             timeouts,
             message_rate,
+            max_message_size,
         } = self;
-        let (sink, stream) = Socket::new(socket).split();
+        let (sink, stream) = Socket::new(socket, max_message_size).split();
         let finished = CancellationToken::new();
         let metrics = route.listener.metrics.clone();
         metrics.connections_opened.inc();
@@ -124,29 +125,21 @@ async fn read_loop(
             Some(Err(e)) => return read_error(conn, e),
             Some(Ok(frame)) => frame,
         };
-        let msg = match frame.opcode() {
-            OpCode::Text => match String::from_utf8(frame.into_payload().into()) {
-                Ok(text) => Message::Text(text),
-                // yawc validated it already.
-                Err(_) => continue,
-            },
-            OpCode::Binary => Message::Binary(frame.into_payload().into()),
-            OpCode::Close => {
-                let client = match frame.close_code() {
-                    Some(code) => (
-                        u16::from(code),
-                        frame.close_reason().ok().flatten().unwrap_or("").to_owned(),
-                    ),
-                    None => (close::NO_STATUS, String::new()),
-                };
+        let msg = match frame {
+            Incoming::Text(text) => {
+                listener.metrics.received(text.len());
+                Message::Text(text)
+            }
+            Incoming::Binary(bytes) => {
+                listener.metrics.received(bytes.len());
+                Message::Binary(bytes.into())
+            }
+            Incoming::Close(client) => {
+                let client = client.unwrap_or((close::NO_STATUS, String::new()));
                 return conn.close_reason().unwrap_or(client);
             }
-            OpCode::Ping | OpCode::Pong | OpCode::Continuation => continue,
+            Incoming::Control => continue,
         };
-        listener.metrics.received(match &msg {
-            Message::Text(text) => text.len(),
-            Message::Binary(bytes) => bytes.len(),
-        });
         if conn.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
             continue;
@@ -175,18 +168,23 @@ fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
     conn.close_reason().unwrap_or((default, String::new()))
 }
 
-fn read_error(conn: &Connection, e: WebSocketError) -> (u16, String) {
-    // yawc has already queued the close frame that fits the error.
+fn read_error(conn: &Connection, e: ReadError) -> (u16, String) {
     match e {
-        WebSocketError::FrameTooLarge => {
+        ReadError::TooBig => {
             conn.abort(close::TOO_BIG, "message too big");
             (close::TOO_BIG, "message too big".into())
         }
-        e if e.is_protocol_error() || e.is_data_error() => {
-            tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+        ReadError::Invalid { code, reason } => {
+            tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
+            conn.abort(code, reason);
+            (code, reason.into())
+        }
+        ReadError::Library(e) => {
+            if e.is_protocol_error() || e.is_data_error() {
+                tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+            }
             server_reason(conn, close::ABNORMAL)
         }
-        _ => server_reason(conn, close::ABNORMAL),
     }
 }
 
@@ -331,82 +329,6 @@ pub async fn leave_route(route: &Route) {
             .listener
             .on_last_close(route.pattern.to_string())
             .await;
-    }
-}
-
-/// yawc's socket with the close bookkeeping yawc leaves to its user.
-///
-/// yawc answers a client's close, and closes on a protocol error, by
-/// queueing a close frame of its own; it does not stop anything being sent
-/// after one. This drops whatever follows a close (RFC 6455 §5.5.1), and
-/// reports errors instead of ending the stream, so the reader can tell a
-/// too-big message from a dropped connection.
-pub struct Socket {
-    ws: HttpWebSocket,
-    /// A close frame has been sent or queued.
-    closed: bool,
-    /// The close was ours, so yawc's echo of the client's reply to it must
-    /// never go out.
-    own_close: bool,
-}
-
-impl Socket {
-    fn new(ws: HttpWebSocket) -> Self {
-        Socket {
-            ws,
-            closed: false,
-            own_close: false,
-        }
-    }
-}
-
-impl Stream for Socket {
-    type Item = Result<Frame, WebSocketError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let next = ready!(this.ws.poll_next_frame(cx));
-        match &next {
-            Err(WebSocketError::ConnectionClosed) => return Poll::Ready(None),
-            Ok(frame) if frame.opcode() != OpCode::Close => {}
-            // A close from the client, or an error yawc closes for.
-            _ => this.closed = true,
-        }
-        Poll::Ready(Some(next))
-    }
-}
-
-impl Sink<Frame> for Socket {
-    type Error = WebSocketError;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
-    }
-
-    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
-        let this = self.get_mut();
-        if this.closed {
-            return Ok(());
-        }
-        if frame.opcode() == OpCode::Close {
-            this.closed = true;
-            this.own_close = true;
-        }
-        Pin::new(&mut this.ws).start_send(frame)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
-        if this.closed && !this.own_close {
-            // Readiness writes out the close yawc queued; closing alone
-            // would send a 1000 in its place.
-            ready!(Pin::new(&mut this.ws).poll_ready(cx))?;
-        }
-        Pin::new(&mut this.ws).poll_close(cx)
     }
 }
 
