@@ -37,6 +37,9 @@ pub async fn handle(
     if let Err(refusal) = check_handshake(&parts) {
         return refusal.into_response();
     }
+    if gw.config.permessage_deflate {
+        pick_deflate_offer(&mut parts.headers);
+    }
     let upgrade = match IncomingUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(status) => return (status, "invalid WebSocket handshake").into_response(),
@@ -180,6 +183,37 @@ fn select_protocol(headers: &HeaderMap, ours: &[String]) -> Option<String> {
     ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
 }
 
+/// Leaves only the first permessage-deflate offer the server can honor:
+/// yawc reads only the first offer of one header line, and deflate cannot
+/// use a window under 9 bits (`server_max_window_bits=8`).
+fn pick_deflate_offer(headers: &mut HeaderMap) {
+    let honorable = |offer: &&str| {
+        let mut params = offer.split(';').map(str::trim);
+        params
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+            && params.all(|p| {
+                let (key, value) = p.split_once('=').unwrap_or((p, ""));
+                !key.trim().eq_ignore_ascii_case("server_max_window_bits")
+                    || value
+                        .trim()
+                        .parse()
+                        .is_ok_and(|bits: u8| (9..=15).contains(&bits))
+            })
+    };
+    let offer = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(honorable)
+        .and_then(|offer| HeaderValue::from_str(offer.trim()).ok());
+    match offer {
+        Some(offer) => headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, offer),
+        None => headers.remove(header::SEC_WEBSOCKET_EXTENSIONS),
+    };
+}
+
 fn socket_options(max_message_size: usize, permessage_deflate: bool) -> Options {
     // yawc refuses a frame that reaches its limit; ours is inclusive. Whole
     // messages are reassembled, and checked for UTF-8, by protocol::socket.
@@ -275,6 +309,39 @@ pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{HeaderMap, header};
+
+    fn picked(offers: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for offer in offers {
+            headers.append(header::SEC_WEBSOCKET_EXTENSIONS, offer.parse().unwrap());
+        }
+        super::pick_deflate_offer(&mut headers);
+        let value = headers.get(header::SEC_WEBSOCKET_EXTENSIONS)?;
+        Some(value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn deflate_offers() {
+        let first = picked(&[
+            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; client_max_window_bits, permessage-deflate",
+        ]);
+        assert_eq!(
+            first.as_deref(),
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        let full = picked(&["permessage-deflate; server_max_window_bits=15"]);
+        assert_eq!(
+            full.as_deref(),
+            Some("permessage-deflate; server_max_window_bits=15")
+        );
+        assert_eq!(
+            picked(&["permessage-deflate; server_max_window_bits=8"]),
+            None
+        );
+    }
+
     #[test]
     fn cookies() {
         let c = super::parse_cookies("a=1; b = \"two\" ;bad; =x; c=");
