@@ -59,7 +59,7 @@ pub async fn handle(
     }
     // Held for the connection's life; refused or failed handshakes drop it.
     let slot = match gw.admission.admit(remote.ip()) {
-        Ok(slot) => Arc::new(slot),
+        Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
     };
     let Matched { route, params } = matched;
