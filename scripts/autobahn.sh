@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs Autobahn|Testsuite (every case, RFC 6455 conformance) against
+# Runs Autobahn|Testsuite (every case: RFC 6455 conformance, and RFC 7692
+# permessage-deflate in 12.* and 13.*, so the server runs with it on) against
 # wsgate's /ws/echo and prints its closing "N passed, N failed" line.
 # Usage: scripts/autobahn.sh [OUT_DIR]
 # Needs ../shared/autobahn (beside this repository); its setup installs
@@ -30,7 +31,7 @@ PLUGINS=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Autobahn's 9.* cases send messages of up to 16 MiB.
 "$BIN" --listen "127.0.0.1:$PORT" --plugins "$PLUGINS" \
-  --max-message-size 67108864 --no-admin --no-watch >"$OUT/wsgate.log" 2>&1 &
+  --max-message-size 67108864 --permessage-deflate --no-admin --no-watch >"$OUT/wsgate.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

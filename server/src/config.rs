@@ -33,6 +33,12 @@ pub struct Config {
     pub admin: Admin,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it. Off by
+    /// default: each compressing connection costs CPU per message, and
+    /// compressing secrets next to attacker-chosen text in one message leaks
+    /// them through its length (CRIME/BREACH). Turn it on for bulky, repetitive
+    /// text such as JSON over slow links.
+    pub permessage_deflate: bool,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Scale-out: several nodes as one, over Redis.
@@ -212,6 +218,7 @@ impl Default for Config {
             watch: true,
             admin: Admin::default(),
             log_format: LogFormat::Text,
+            permessage_deflate: false,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
@@ -309,6 +316,9 @@ pub struct Cli {
     /// Memory cap per plugin instance in bytes.
     #[arg(long)]
     pub instance_memory: Option<usize>,
+    /// Offer permessage-deflate compression to clients.
+    #[arg(long)]
+    pub permessage_deflate: bool,
     /// Do not cache compiled plugins on disk.
     #[arg(long)]
     pub no_cache: bool,
@@ -358,7 +368,7 @@ impl Cli {
             let top = key.as_str().split('.').next().unwrap_or_default();
             sections.iter().any(|s| s.eq_ignore_ascii_case(top))
         }));
-        let overrides: [(&str, Option<figment::value::Value>); 21] = [
+        let overrides: [(&str, Option<figment::value::Value>); _] = [
             ("listen", self.listen.map(|v| v.to_string().into())),
             ("plugin_dir", path_value(&self.plugin_dir)),
             ("static_dir", path_value(&self.static_dir)),
@@ -394,6 +404,10 @@ impl Cli {
             (
                 "limits.messages_per_second",
                 self.messages_per_second.map(|v| u64::from(v).into()),
+            ),
+            (
+                "permessage_deflate",
+                self.permessage_deflate.then(|| true.into()),
             ),
             ("cache", self.no_cache.then(|| false.into())),
             ("watch", self.no_watch.then(|| false.into())),
@@ -542,6 +556,9 @@ mod tests {
         assert_eq!(config.limits.max_message_size, 200);
         let config = cli(&["-c", f, "--hook-timeout", "2s"]).load().unwrap();
         assert_eq!(config.timeouts.hook, Duration::from_secs(2));
+        assert!(!config.permessage_deflate);
+        let config = cli(&["-c", f, "--permessage-deflate"]).load().unwrap();
+        assert!(config.permessage_deflate);
     }
 
     #[test]

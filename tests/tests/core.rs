@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use wsgate_tests::tungstenite::Message;
 use wsgate_tests::tungstenite::protocol::CloseFrame;
+use wsgate_tests::tungstenite::protocol::frame::Frame;
+use wsgate_tests::tungstenite::protocol::frame::coding::{Data, OpCode};
 use wsgate_tests::*;
 
 async fn examples() -> (tempfile::TempDir, Server) {
@@ -236,6 +238,42 @@ async fn oversized_messages_close_with_1009() {
     assert_eq!(next_text(&mut ws).await.len(), 1000);
     send_text(&mut ws, &"y".repeat(1001)).await;
     assert_eq!(expect_close(&mut ws).await.0, 1009);
+
+    // Fragments count together.
+    let mut ws = server.connect("/ws/echo").await;
+    ws.send(fragment(OpCode::Data(Data::Text), b"y".repeat(600), false))
+        .await
+        .unwrap();
+    ws.send(fragment(
+        OpCode::Data(Data::Continue),
+        b"y".repeat(600),
+        true,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+}
+
+fn fragment(opcode: OpCode, payload: Vec<u8>, fin: bool) -> Message {
+    Message::Frame(Frame::message(payload, opcode, fin))
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_at_the_bad_fragment() {
+    let (_dir, server) = examples().await;
+    let mut ws = server.connect("/ws/echo").await;
+    ws.send(fragment(OpCode::Data(Data::Text), b"ok".to_vec(), false))
+        .await
+        .unwrap();
+    ws.send(fragment(
+        OpCode::Data(Data::Continue),
+        b"\xff".to_vec(),
+        false,
+    ))
+    .await
+    .unwrap();
+    // No last fragment: the server must not wait for one.
+    assert_eq!(expect_close(&mut ws).await.0, 1007);
 }
 
 #[tokio::test]

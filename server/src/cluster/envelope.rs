@@ -2,10 +2,10 @@
 //! deliveries) the message payload as raw bytes, so payloads are never
 //! re-encoded (no base64, no escaping).
 
-use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::{ConnId, GroupKind, Target};
 
 /// One frame on the bus. `node` is the sender, so a node can skip its own.
@@ -83,16 +83,6 @@ pub enum DecodeError {
     NotUtf8,
 }
 
-/// A delivery's payload: whether it is binary, and its bytes. Control
-/// frames are never delivered, so they have none.
-pub fn payload(msg: &Message) -> Option<(bool, &[u8])> {
-    match msg {
-        Message::Text(text) => Some((false, text.as_bytes())),
-        Message::Binary(bytes) => Some((true, bytes)),
-        _ => None,
-    }
-}
-
 pub fn encode(header: &Header, payload: &[u8]) -> Bytes {
     let json = serde_json::to_vec(header).expect("headers always serialize");
     let mut out = BytesMut::with_capacity(json.len() + 1 + payload.len());
@@ -163,7 +153,7 @@ mod tests {
             let (back, msg) = decode(encode(&header, body)).unwrap();
             assert_eq!(back, header);
             let msg = msg.unwrap();
-            assert_eq!(payload(&msg), Some((binary, body)));
+            assert_eq!(msg.payload(), (binary, body));
         }
     }
 

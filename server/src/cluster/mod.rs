@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::protocol::Message;
 use crate::registry::{ConnId, GroupKind, MAX_NODE, NODE_SHIFT, Registry, Relay, Target};
 use envelope::{Header, WireTarget};
 use presence::Presence;
@@ -318,9 +318,7 @@ impl Cluster {
 
 impl Relay for Cluster {
     fn forward(&self, plugin: &str, target: Target<'_>, msg: &Message, except: Option<ConnId>) {
-        let Some((binary, body)) = envelope::payload(msg) else {
-            return;
-        };
+        let (binary, body) = msg.payload();
         let header = Header::Deliver {
             node: self.node,
             plugin: plugin.to_owned(),

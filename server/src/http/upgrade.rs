@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 
 use crate::gateway::Gateway;
 use crate::protocol::close;
@@ -19,8 +19,13 @@ use crate::routing::{CHANNEL_PARAM, Matched};
 use crate::runtime::bindings::{OpenDecision, Request as HookRequest};
 use crate::runtime::to_ws;
 
-/// Initial read buffer per connection.
-const READ_BUFFER: usize = 4096;
+/// Initial read and write buffer per connection; large messages grow them
+/// for as long as they take, idle connections hold only this.
+const SOCKET_BUFFER: usize = 4096;
+
+/// Messages shorter than this go out uncompressed: deflate's framing would
+/// make them no smaller.
+const COMPRESSION_THRESHOLD: usize = 64;
 
 pub async fn handle(
     gw: Arc<Gateway>,
@@ -29,9 +34,15 @@ pub async fn handle(
     req: Request,
 ) -> Response {
     let (mut parts, _body) = req.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+    if let Err(refusal) = check_handshake(&parts) {
+        return refusal.into_response();
+    }
+    if gw.config.permessage_deflate {
+        pick_deflate_offer(&mut parts.headers);
+    }
+    let upgrade = match IncomingUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(status) => return (status, "invalid WebSocket handshake").into_response(),
     };
     if gw.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
@@ -48,19 +59,15 @@ pub async fn handle(
     }
     // Held for the connection's life; refused or failed handshakes drop it.
     let slot = match gw.admission.admit(remote.ip()) {
-        Ok(slot) => Arc::new(slot),
+        Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
     };
     let Matched { route, params } = matched;
     let listener = route.listener.clone();
     let scope = listener.env.scope.clone();
     let limits = &gw.config.limits;
-    let upgrade = upgrade.protocols(listener.env.subprotocols.clone());
-    let protocol = upgrade
-        .selected_protocol()
-        .and_then(|p| p.to_str().ok())
-        .map(str::to_owned);
-    let hook_request = hook_request(&parts, &route.pattern, params, remote, protocol);
+    let protocol = select_protocol(&parts.headers, &listener.env.subprotocols);
+    let hook_request = hook_request(&parts, &route.pattern, params, remote, protocol.clone());
     let channel = hook_request
         .params
         .iter()
@@ -113,30 +120,128 @@ pub async fn handle(
         route: route.clone(),
         timeouts: gw.config.timeouts.clone(),
         message_rate: limits.messages_per_second,
+        max_message_size: limits.max_message_size,
     };
-    let tracker = gw.sessions.clone();
-    upgrade
-        .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_message_size)
-        // tungstenite's 128 KiB default read buffer is zero-filled per read
-        // and held by every idle connection; large messages still grow it.
-        .read_buffer_size(READ_BUFFER)
-        .on_failed_upgrade({
-            let slot = slot.clone();
-            move |e| {
+    let options = socket_options(limits.max_message_size, gw.config.permessage_deflate);
+    let (mut response, socket) = match upgrade.upgrade(options) {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(conn = conn.id, "handshake refused: {e}");
+            session::end(&conn, &route, close::ABNORMAL, String::new()).await;
+            return (StatusCode::BAD_REQUEST, "invalid WebSocket handshake").into_response();
+        }
+    };
+    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    gw.sessions.spawn(async move {
+        match socket.await {
+            Ok(socket) => session.run(socket).await,
+            Err(e) => {
                 tracing::debug!(conn = conn.id, "upgrade failed: {e}");
-                tokio::spawn(async move {
-                    session::end(&conn, &route, close::ABNORMAL, String::new()).await;
-                    drop(slot);
-                });
+                session::end(&conn, &route, close::ABNORMAL, String::new()).await;
             }
+        }
+        drop(slot);
+    });
+    response.map(axum::body::Body::new)
+}
+
+/// What axum's own extractor checked and yawc's does not: a handshake is a
+/// GET asking to upgrade to websocket.
+fn check_handshake(parts: &Parts) -> Result<(), (StatusCode, &'static str)> {
+    if parts.method != Method::GET {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "WebSocket handshakes use GET",
+        ));
+    }
+    let has_token = |name, token: &str| {
+        parts.headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                session.run(socket).await;
-                drop(slot);
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err((StatusCode::BAD_REQUEST, "not a WebSocket handshake"));
+    }
+    Ok(())
+}
+
+/// The first of the server's subprotocols the client offered: the server's
+/// order is its preference.
+fn select_protocol(headers: &HeaderMap, ours: &[String]) -> Option<String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    ours.iter().find(|p| offered.contains(&p.as_str())).cloned()
+}
+
+/// Leaves only the first permessage-deflate offer the server can honor:
+/// yawc reads only the first offer of one header line, and deflate cannot
+/// use a window under 9 bits (`server_max_window_bits=8`).
+fn pick_deflate_offer(headers: &mut HeaderMap) {
+    let honorable = |offer: &&str| {
+        let mut params = offer.split(';').map(str::trim);
+        params
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+            && params.all(|p| {
+                let (key, value) = p.split_once('=').unwrap_or((p, ""));
+                !key.trim().eq_ignore_ascii_case("server_max_window_bits")
+                    || value
+                        .trim()
+                        .parse()
+                        .is_ok_and(|bits: u8| (9..=15).contains(&bits))
             })
-        })
+    };
+    let offer = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(honorable)
+        .and_then(|offer| HeaderValue::from_str(offer.trim()).ok());
+    match offer {
+        Some(offer) => headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, offer),
+        None => headers.remove(header::SEC_WEBSOCKET_EXTENSIONS),
+    };
+}
+
+fn socket_options(max_message_size: usize, permessage_deflate: bool) -> Options {
+    // yawc refuses a frame that reaches its limit; ours is inclusive. Whole
+    // messages are reassembled, and checked for UTF-8, by protocol::socket.
+    let options = Options::default()
+        .with_max_payload_read(max_message_size.saturating_add(1))
+        .with_read_buffer_capacity(SOCKET_BUFFER)
+        .with_write_buffer_capacity(SOCKET_BUFFER);
+    if !permessage_deflate {
+        return options;
+    }
+    // No context takeover either way lets connections share deflate state
+    // between messages: an idle connection then holds a few KiB instead of
+    // ~370 KiB of its own windows, for a somewhat lower ratio.
+    options
+        .with_compression_level(CompressionLevel::fast())
+        .server_no_context_takeover()
+        .client_no_context_takeover()
+        .with_deflate_pool(deflate_pool().clone())
+        .with_compression_threshold(COMPRESSION_THRESHOLD)
+}
+
+/// One pool for the process, sized for the messages compressed at once.
+fn deflate_pool() -> &'static DeflatePool {
+    static POOL: std::sync::OnceLock<DeflatePool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        DeflatePool::new(workers * 2)
+    })
 }
 
 fn hook_request(
@@ -204,6 +309,39 @@ pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{HeaderMap, header};
+
+    fn picked(offers: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for offer in offers {
+            headers.append(header::SEC_WEBSOCKET_EXTENSIONS, offer.parse().unwrap());
+        }
+        super::pick_deflate_offer(&mut headers);
+        let value = headers.get(header::SEC_WEBSOCKET_EXTENSIONS)?;
+        Some(value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn deflate_offers() {
+        let first = picked(&[
+            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; client_max_window_bits, permessage-deflate",
+        ]);
+        assert_eq!(
+            first.as_deref(),
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        let full = picked(&["permessage-deflate; server_max_window_bits=15"]);
+        assert_eq!(
+            full.as_deref(),
+            Some("permessage-deflate; server_max_window_bits=15")
+        );
+        assert_eq!(
+            picked(&["permessage-deflate; server_max_window_bits=8"]),
+            None
+        );
+    }
+
     #[test]
     fn cookies() {
         let c = super::parse_cookies("a=1; b = \"two\" ;bad; =x; c=");

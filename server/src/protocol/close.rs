@@ -4,10 +4,14 @@
 pub const NORMAL: u16 = 1000;
 /// Server going away (shutdown) or idle timeout.
 pub const GOING_AWAY: u16 = 1001;
+/// The client broke the protocol (a malformed message).
+pub const PROTOCOL_ERROR: u16 = 1002;
 /// No status code was present in the client's close frame.
 pub const NO_STATUS: u16 = 1005;
 /// The connection dropped without a close frame.
 pub const ABNORMAL: u16 = 1006;
+/// A text message that is not UTF-8.
+pub const INVALID_DATA: u16 = 1007;
 /// The client broke a policy (message rate).
 pub const POLICY: u16 = 1008;
 /// The client sent a message over the size limit.

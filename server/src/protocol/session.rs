@@ -8,14 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use yawc::{Frame, HttpWebSocket, WebSocketError};
 
-use super::close;
+use super::socket::{Incoming, ReadError, Socket};
+use super::{CloseFrame, Message as WsMessage, close};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
 use crate::registry::{Connection, Outbound};
@@ -35,10 +37,11 @@ pub struct Session {
     pub timeouts: Timeouts,
     /// Messages per second a client may send; 0 for no limit.
     pub message_rate: u32,
+    pub max_message_size: usize,
 }
 
 impl Session {
-    pub async fn run(self, socket: WebSocket) {
+    pub async fn run(self, socket: HttpWebSocket) {
         let Session {
             conn,
             queue,
@@ -46,8 +49,9 @@ impl Session {
             route,
             timeouts,
             message_rate,
+            max_message_size,
         } = self;
-        let (sink, stream) = socket.split();
+        let (sink, stream) = Socket::new(socket, max_message_size).split();
         let finished = CancellationToken::new();
         let metrics = route.listener.metrics.clone();
         metrics.connections_opened.inc();
@@ -76,7 +80,7 @@ impl Session {
 /// Reads until the connection is over and returns the close code and reason
 /// the plugin's `on-close` should see.
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    mut stream: SplitStream<Socket>,
     conn: &Arc<Connection>,
     route: &Route,
     timeouts: &Timeouts,
@@ -121,19 +125,20 @@ async fn read_loop(
             Some(Err(e)) => return read_error(conn, e),
             Some(Ok(frame)) => frame,
         };
-        if let WsMessage::Text(_) | WsMessage::Binary(_) = &frame {
-            listener.metrics.received(payload_len(&frame));
-        }
         let msg = match frame {
-            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
-            WsMessage::Binary(bytes) => Message::Binary(bytes.to_vec()),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            WsMessage::Close(frame) => {
-                let client = frame.map_or((close::NO_STATUS, String::new()), |f| {
-                    (f.code, f.reason.to_string())
-                });
+            Incoming::Text(text) => {
+                listener.metrics.received(text.len());
+                Message::Text(text)
+            }
+            Incoming::Binary(bytes) => {
+                listener.metrics.received(bytes.len());
+                Message::Binary(bytes.into())
+            }
+            Incoming::Close(client) => {
+                let client = client.unwrap_or((close::NO_STATUS, String::new()));
                 return conn.close_reason().unwrap_or(client);
             }
+            Incoming::Control => continue,
         };
         if conn.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
@@ -163,24 +168,28 @@ fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
     conn.close_reason().unwrap_or((default, String::new()))
 }
 
-fn read_error(conn: &Connection, e: axum::Error) -> (u16, String) {
-    use tungstenite::Error as WsError;
-    let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<WsError>());
-    match inner {
-        Some(WsError::Capacity(_)) => {
+fn read_error(conn: &Connection, e: ReadError) -> (u16, String) {
+    match e {
+        ReadError::TooBig => {
             conn.abort(close::TOO_BIG, "message too big");
             (close::TOO_BIG, "message too big".into())
         }
-        Some(WsError::Protocol(_)) | Some(WsError::Utf8(_)) => {
-            tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+        ReadError::Invalid { code, reason } => {
+            tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
+            conn.abort(code, reason);
+            (code, reason.into())
+        }
+        ReadError::Library(e) => {
+            if e.is_protocol_error() || e.is_data_error() {
+                tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+            }
             server_reason(conn, close::ABNORMAL)
         }
-        _ => server_reason(conn, close::ABNORMAL),
     }
 }
 
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut sink: SplitSink<Socket, Frame>,
     mut queue: mpsc::Receiver<Outbound>,
     greeting: Option<WsMessage>,
     conn: Arc<Connection>,
@@ -189,8 +198,8 @@ async fn write_loop(
     metrics: Arc<PluginMetrics>,
 ) {
     if let Some(greeting) = greeting {
-        metrics.sent(payload_len(&greeting));
-        if sink.send(greeting).await.is_err() {
+        metrics.sent(greeting.len());
+        if sink.send(greeting.to_frame()).await.is_err() {
             return;
         }
     }
@@ -225,7 +234,7 @@ async fn write_loop(
                 }
             }
             _ = ping.tick(), if !close_sent => {
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if sink.send(Frame::ping(Bytes::new())).await.is_err() {
                     return;
                 }
             }
@@ -235,19 +244,12 @@ async fn write_loop(
     let _ = tokio::time::timeout(timeouts.close, sink.close()).await;
 }
 
-async fn send_close(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    conn: &Connection,
-    timeouts: &Timeouts,
-) {
+async fn send_close(sink: &mut SplitSink<Socket, Frame>, conn: &Connection, timeouts: &Timeouts) {
     let (code, reason) = conn
         .close_reason()
         .unwrap_or((close::GOING_AWAY, String::new()));
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(timeouts.close, sink.send(WsMessage::Close(Some(frame)))).await;
+    let frame = CloseFrame { code, reason }.to_frame();
+    let _ = tokio::time::timeout(timeouts.close, sink.send(frame)).await;
 }
 
 enum Batch {
@@ -257,21 +259,21 @@ enum Batch {
 
 /// Feeds `first` and whatever else is queued, then flushes once.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
+    sink: &mut SplitSink<Socket, Frame>,
     queue: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
     metrics: &PluginMetrics,
-) -> Result<Batch, axum::Error> {
+) -> Result<Batch, WebSocketError> {
     let mut item = Some(first);
     let mut written = 0;
     while let Some(next) = item.take() {
         match next {
             Outbound::Data(msg) => {
-                metrics.sent(payload_len(&msg));
-                sink.feed(msg).await?
+                metrics.sent(msg.len());
+                sink.feed(msg.to_frame()).await?
             }
             Outbound::Close(frame) => {
-                sink.send(WsMessage::Close(Some(frame))).await?;
+                sink.send(frame.to_frame()).await?;
                 return Ok(Batch::Closed);
             }
         }
@@ -327,15 +329,6 @@ pub async fn leave_route(route: &Route) {
             .listener
             .on_last_close(route.pattern.to_string())
             .await;
-    }
-}
-
-/// A data message's payload size, for the byte counters.
-fn payload_len(msg: &WsMessage) -> usize {
-    match msg {
-        WsMessage::Text(t) => t.len(),
-        WsMessage::Binary(b) => b.len(),
-        _ => 0,
     }
 }
 

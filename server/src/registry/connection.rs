@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::extract::ws::{CloseFrame, Message};
+use crate::protocol::{CloseFrame, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

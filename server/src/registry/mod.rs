@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::ws::Message;
+use crate::protocol::Message;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
@@ -261,34 +261,30 @@ impl Scope {
         self.send(Target::All, msg, except)
     }
 
-    /// Delivers here and, in a cluster, on every other node that has
-    /// recipients. The count is this node's recipients plus one for each
-    /// other node with members in the group: remote deliveries happen later
-    /// and are not counted exactly, but a count of 0 still means nobody
-    /// anywhere.
+    /// Delivers here and, in a cluster, on every other node. The count is
+    /// this node's recipients plus one for each other node with members in
+    /// the group: remote deliveries happen later and are not counted
+    /// exactly, but a count of 0 still means nobody anywhere.
+    ///
+    /// Channel and tag deliveries go to every node even when presence says
+    /// no other node has members: presence travels the same bus, so a
+    /// member who joined elsewhere a moment ago would otherwise miss
+    /// messages sent right after joining.
     pub fn send(&self, target: Target<'_>, msg: &Message, except: Option<ConnId>) -> u32 {
         let local = self.deliver(target, msg, except);
         let Some(relay) = &self.relay else {
             return local;
         };
-        let remote = match target {
-            Target::Channel(_) | Target::Tag(_) => {
-                let (kind, name) = target.group().expect("channels and tags are groups");
-                relay.remote_nodes(&self.name, kind, name)
-            }
-            Target::Connections(ids) => u32::from(ids.iter().any(|id| relay.is_remote(*id))),
-            Target::All | Target::Route(_) => 1,
-        };
-        // A group no other node has members in stays off the bus: most
-        // rooms and user tags live on one node, and every node would
-        // otherwise decode every delivery of the cluster.
-        if remote > 0 {
-            relay.forward(&self.name, target, msg, except);
+        if let Target::Connections(ids) = target
+            && !ids.iter().any(|id| relay.is_remote(*id))
+        {
+            return local;
         }
-        match target {
-            Target::Channel(_) | Target::Tag(_) => local + remote,
-            _ => local,
-        }
+        relay.forward(&self.name, target, msg, except);
+        let remote = target
+            .group()
+            .map_or(0, |(kind, name)| relay.remote_nodes(&self.name, kind, name));
+        local + remote
     }
 
     /// Delivers on this node only: what a delivery relayed from another
@@ -429,6 +425,7 @@ mod tests {
             [
                 "presence a Channel lobby true",
                 "presence a Tag user:x true",
+                "forward a Channel(\"lobby\")",
                 "forward a Channel(\"elsewhere\")",
                 "forward a Connections([1099511627776])",
                 "presence a Channel lobby false",

@@ -5,7 +5,7 @@
 //! description can be carried to other nodes and delivered there. Without a
 //! cluster there is no [`Relay`] and everything stays in-process.
 
-use axum::extract::ws::Message;
+use crate::protocol::Message;
 
 use super::ConnId;
 

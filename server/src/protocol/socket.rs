@@ -1,0 +1,246 @@
+//! yawc's frame layer with the message layer wsgate needs on top.
+//!
+//! yawc's own message layer checks UTF-8 only once a message is complete and
+//! answers its errors with no close frame, so the server would close a bad
+//! stream late and with the wrong code. Here fragments are reassembled and
+//! checked as they arrive, and every failure ends in the close code RFC 6455
+//! asks for. yawc's frame layer still answers pings, echoes the client's
+//! close, inflates permessage-deflate and closes on framing errors itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, Stream};
+use yawc::streaming::Streaming;
+use yawc::{Frame, HttpStream, HttpWebSocket, OpCode, WebSocketError};
+
+use super::close;
+
+/// A whole message, or a sign of life.
+pub enum Incoming {
+    Text(String),
+    Binary(Bytes),
+    /// The client's close code and reason, if it gave any.
+    Close(Option<(u16, String)>),
+    /// A ping or a pong: the client is alive, nothing more.
+    Control,
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// A message over the size limit.
+    TooBig,
+    /// yawc failed the connection and has queued its close frame.
+    Library(WebSocketError),
+    /// A broken message, and the close it calls for.
+    Invalid { code: u16, reason: &'static str },
+}
+
+/// The connection, for one reader and one writer (after `split`).
+///
+/// yawc does not stop anything being sent after a close frame; this drops
+/// whatever would follow one (RFC 6455 §5.5.1).
+pub struct Socket {
+    ws: Streaming<HttpStream>,
+    max_message_size: usize,
+    /// The message being reassembled, if one is under way.
+    partial: Option<Partial>,
+    /// A close frame has been sent or queued.
+    closed: bool,
+    /// The close was ours, so yawc's echo of the client's reply to it must
+    /// never go out.
+    own_close: bool,
+}
+
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+    /// How much of `buf` is known to be valid UTF-8; the rest is at most the
+    /// start of one character split across fragments.
+    checked: usize,
+}
+
+impl Socket {
+    pub fn new(ws: HttpWebSocket, max_message_size: usize) -> Self {
+        Socket {
+            ws: ws.into_streaming(),
+            max_message_size,
+            partial: None,
+            closed: false,
+            own_close: false,
+        }
+    }
+
+    /// Adds one data frame to the message under way; a whole message once
+    /// its last fragment is in.
+    fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
+        let fin = frame.is_fin();
+        let (opcode, _, payload) = frame.into_parts();
+        let mut partial = match (opcode, self.partial.take()) {
+            (OpCode::Continuation, Some(partial)) => partial,
+            (OpCode::Continuation, None) => return Err(protocol_error("unexpected continuation")),
+            (_, Some(_)) => return Err(protocol_error("message interrupted")),
+            (OpCode::Text, None) if fin => return whole_text(payload).map(Some),
+            (OpCode::Binary, None) if fin => return Ok(Some(Incoming::Binary(payload))),
+            (opcode, None) => Partial {
+                text: opcode == OpCode::Text,
+                buf: BytesMut::new(),
+                checked: 0,
+            },
+        };
+        if partial.buf.len() + payload.len() > self.max_message_size {
+            return Err(ReadError::TooBig);
+        }
+        partial.buf.extend_from_slice(&payload);
+        if partial.text {
+            partial.check_utf8(fin)?;
+        }
+        if !fin {
+            self.partial = Some(partial);
+            return Ok(None);
+        }
+        let bytes = partial.buf.freeze();
+        Ok(Some(if partial.text {
+            whole_text(bytes)?
+        } else {
+            Incoming::Binary(bytes)
+        }))
+    }
+}
+
+impl Partial {
+    /// Fails a text message at the first bad byte rather than at its end.
+    fn check_utf8(&mut self, fin: bool) -> Result<(), ReadError> {
+        match std::str::from_utf8(&self.buf[self.checked..]) {
+            Ok(_) => self.checked = self.buf.len(),
+            Err(e) if e.error_len().is_none() && !fin => self.checked += e.valid_up_to(),
+            Err(_) => return Err(invalid_utf8()),
+        }
+        Ok(())
+    }
+}
+
+fn whole_text(bytes: Bytes) -> Result<Incoming, ReadError> {
+    String::from_utf8(bytes.into())
+        .map(Incoming::Text)
+        .map_err(|_| invalid_utf8())
+}
+
+fn invalid_utf8() -> ReadError {
+    ReadError::Invalid {
+        code: close::INVALID_DATA,
+        reason: "invalid UTF-8",
+    }
+}
+
+fn protocol_error(reason: &'static str) -> ReadError {
+    ReadError::Invalid {
+        code: close::PROTOCOL_ERROR,
+        reason,
+    }
+}
+
+impl Stream for Socket {
+    type Item = Result<Incoming, ReadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let frame = match ready!(this.ws.poll_next_frame(cx)) {
+                Ok(frame) => frame,
+                Err(WebSocketError::ConnectionClosed) => return Poll::Ready(None),
+                Err(WebSocketError::FrameTooLarge) => {
+                    this.closed = true;
+                    return Poll::Ready(Some(Err(ReadError::TooBig)));
+                }
+                Err(e) => {
+                    this.closed = true;
+                    return Poll::Ready(Some(Err(ReadError::Library(e))));
+                }
+            };
+            let incoming = match frame.opcode() {
+                OpCode::Close => {
+                    // yawc has queued the echo.
+                    this.closed = true;
+                    let reason = frame.close_reason().ok().flatten().unwrap_or("");
+                    let close = frame
+                        .close_code()
+                        .map(|code| (u16::from(code), reason.to_owned()));
+                    Incoming::Close(close)
+                }
+                OpCode::Ping | OpCode::Pong => Incoming::Control,
+                _ => match this.assemble(frame) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+            };
+            return Poll::Ready(Some(Ok(incoming)));
+        }
+    }
+}
+
+impl Sink<Frame> for Socket {
+    type Error = WebSocketError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        if this.closed {
+            return Ok(());
+        }
+        if frame.opcode() == OpCode::Close {
+            this.closed = true;
+            this.own_close = true;
+        }
+        Pin::new(&mut this.ws).start_send(frame)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        if this.closed && !this.own_close {
+            // Readiness writes out the close yawc queued; closing alone
+            // would send a 1000 in its place.
+            ready!(Pin::new(&mut this.ws).poll_ready(cx))?;
+        }
+        Pin::new(&mut this.ws).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(fragments: &[&[u8]]) -> Result<(), ReadError> {
+        let mut partial = Partial {
+            text: true,
+            buf: BytesMut::new(),
+            checked: 0,
+        };
+        for (i, fragment) in fragments.iter().enumerate() {
+            partial.buf.extend_from_slice(fragment);
+            partial.check_utf8(i + 1 == fragments.len())?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn utf8_is_checked_across_fragments() {
+        let euro = "€".as_bytes();
+        assert!(check(&[b"a", &euro[..1], &euro[1..2], &euro[2..], b"b"]).is_ok());
+        // A character cut off by the last fragment is an error.
+        assert!(check(&[b"a", &euro[..2]]).is_err());
+        // A bad byte fails the fragment it arrives in, not the message's end.
+        assert!(check(&[b"a", b"\xff"]).is_err());
+        assert!(check(&[b"\xc0\xaf", b"ok"]).is_err());
+    }
+}
