@@ -6,11 +6,12 @@
 //! the queue is empty, so a burst costs one syscall, not one per frame.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,28 @@ use crate::runtime::to_ws;
 /// Frames written before a flush, so one busy connection cannot starve the
 /// flush of what it already queued.
 const MAX_BATCH: usize = 256;
+
+/// How long the writer holds written replies for a busy reader before
+/// flushing anyway, so a slow hook delays earlier replies only so much.
+const MAX_HOLD: Duration = Duration::from_millis(1);
+
+/// What the writer knows of the reader: whether it has ended, whether it
+/// is in the middle of a burst of client frames (already read, not yet
+/// answered), and a signal for when that burst runs dry.
+#[derive(Default)]
+struct Reader {
+    finished: CancellationToken,
+    active: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+impl Reader {
+    fn end(&self) {
+        if self.active.swap(false, Ordering::AcqRel) {
+            self.idle.notify_one();
+        }
+    }
+}
 
 pub struct Session {
     pub conn: Arc<Connection>,
@@ -52,7 +75,7 @@ impl Session {
             max_message_size,
         } = self;
         let (sink, stream) = Socket::new(socket, max_message_size).split();
-        let finished = CancellationToken::new();
+        let reader = Arc::new(Reader::default());
         let metrics = route.listener.metrics.clone();
         metrics.connections_opened.inc();
         let mut writer = tokio::spawn(write_loop(
@@ -60,13 +83,14 @@ impl Session {
             queue,
             greeting,
             conn.clone(),
-            finished.clone(),
             timeouts.clone(),
             metrics,
+            reader.clone(),
         ));
-        let (code, reason) = read_loop(stream, &conn, &route, &timeouts, message_rate).await;
+        let (code, reason) =
+            read_loop(stream, &conn, &route, &timeouts, message_rate, &reader).await;
         conn.mark_closing();
-        finished.cancel();
+        reader.finished.cancel();
         if tokio::time::timeout(timeouts.close, &mut writer)
             .await
             .is_err()
@@ -85,6 +109,7 @@ async fn read_loop(
     route: &Route,
     timeouts: &Timeouts,
     message_rate: u32,
+    burst: &Reader,
 ) -> (u16, String) {
     let mut rate = super::rate::RateLimit::new(message_rate);
     let listener = &route.listener;
@@ -97,7 +122,14 @@ async fn read_loop(
     let mut last_frame = Instant::now();
     let mut closing = false;
     loop {
-        let next = tokio::select! {
+        // A frame already buffered is handled at once; only when none is
+        // does the reader wait (and the writer may flush).
+        let ready = stream.next().now_or_never();
+        let next = if let Some(next) = ready {
+            next
+        } else {
+            burst.end();
+            tokio::select! {
             biased;
             _ = &mut shutdown, if !closing => {
                 closing = true;
@@ -118,7 +150,9 @@ async fn read_loop(
                 continue;
             }
             next = stream.next() => next,
+            }
         };
+        burst.active.store(true, Ordering::Release);
         last_frame = Instant::now();
         let frame = match next {
             None => return server_reason(conn, close::ABNORMAL),
@@ -193,9 +227,9 @@ async fn write_loop(
     mut queue: mpsc::Receiver<Outbound>,
     greeting: Option<WsMessage>,
     conn: Arc<Connection>,
-    finished: CancellationToken,
     timeouts: Timeouts,
     metrics: Arc<PluginMetrics>,
+    reader: Arc<Reader>,
 ) {
     if let Some(greeting) = greeting {
         metrics.sent(greeting.len());
@@ -209,7 +243,7 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
-            _ = finished.cancelled() => {
+            _ = reader.finished.cancelled() => {
                 // The reader ended first (e.g. an oversized message): the
                 // client still deserves the server's close code.
                 if !close_sent && conn.close_reason().is_some() {
@@ -224,7 +258,7 @@ async fn write_loop(
             }
             item = queue.recv(), if !close_sent => {
                 let Some(item) = item else { break };
-                match write_batch(&mut sink, &mut queue, item, &metrics).await {
+                match write_batch(&mut sink, &mut queue, item, &metrics, &reader).await {
                     Ok(Batch::Data) => {}
                     Ok(Batch::Closed) => {
                         close_sent = true;
@@ -263,9 +297,11 @@ async fn write_batch(
     queue: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
     metrics: &PluginMetrics,
+    burst: &Reader,
 ) -> Result<Batch, WebSocketError> {
     let mut item = Some(first);
     let mut written = 0;
+    let mut hold_until = None;
     while let Some(next) = item.take() {
         match next {
             Outbound::Data(msg) => {
@@ -280,11 +316,18 @@ async fn write_batch(
         written += 1;
         if written < MAX_BATCH {
             item = queue.try_recv().ok();
-            if item.is_none() && written == 1 {
-                // Replies to a pipelining client arrive one hook call apart:
-                // let the reader run once so they share a flush (a syscall).
-                tokio::task::yield_now().await;
-                item = queue.try_recv().ok();
+            // Replies to a pipelining client arrive one hook call apart:
+            // while the reader still has frames in hand, wait for its next
+            // reply (or for it to run dry) so they share a flush (a
+            // syscall) instead of one each.
+            if item.is_none() && burst.active.load(Ordering::Acquire) {
+                let until = *hold_until.get_or_insert_with(|| Instant::now() + MAX_HOLD);
+                tokio::select! {
+                    biased;
+                    next = queue.recv() => item = next,
+                    _ = burst.idle.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
             }
         }
     }
