@@ -19,9 +19,13 @@ use crate::routing::{CHANNEL_PARAM, Matched};
 use crate::runtime::bindings::{OpenDecision, Request as HookRequest};
 use crate::runtime::to_ws;
 
-/// Initial read and write buffer per connection; large messages grow them
-/// for as long as they take, idle connections hold only this.
-const SOCKET_BUFFER: usize = 4096;
+/// Initial read buffer per connection; large messages grow it for as long
+/// as they take, idle connections hold only this.
+const READ_BUFFER: usize = 4096;
+
+/// Initial write buffer: most connections are idle most of the time, and
+/// the buffer grows with the first burst written to it.
+const WRITE_BUFFER: usize = 256;
 
 /// Messages shorter than this go out uncompressed: deflate's framing would
 /// make them no smaller.
@@ -219,8 +223,8 @@ fn socket_options(max_message_size: usize, permessage_deflate: bool) -> Options 
     // messages are reassembled, and checked for UTF-8, by protocol::socket.
     let options = Options::default()
         .with_max_payload_read(max_message_size.saturating_add(1))
-        .with_read_buffer_capacity(SOCKET_BUFFER)
-        .with_write_buffer_capacity(SOCKET_BUFFER);
+        .with_read_buffer_capacity(READ_BUFFER)
+        .with_write_buffer_capacity(WRITE_BUFFER);
     if !permessage_deflate {
         return options;
     }
