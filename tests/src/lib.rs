@@ -428,8 +428,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -535,6 +534,33 @@ pub async fn expect_close(ws: &mut Client) -> (u16, String) {
 pub async fn ask(ws: &mut Client, cmd: &str) -> String {
     send_text(ws, cmd).await;
     next_text(ws).await
+}
+
+/// Polls `check` until it returns `Some`, for at most `within`; on timeout
+/// the server's log is shown.
+pub async fn eventually<T, F, Fut>(what: &str, server: &Server, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads and discards messages (join notices and the like) until the
+/// socket has been quiet for `quiet`.
+pub async fn drain(ws: &mut Client, quiet: Duration) {
+    while tokio::time::timeout(quiet, next_msg(ws)).await.is_ok() {}
 }
 
 pub async fn send_text(ws: &mut Client, text: &str) {

@@ -11,6 +11,8 @@ use wsgate_tests::*;
 /// Short heartbeats so node death shows within a test's patience.
 const HEARTBEAT_MS: u64 = 200;
 const NODE_TTL_MS: u64 = 1000;
+/// Join notices are past once a socket has been quiet this long.
+const QUIET: Duration = Duration::from_millis(300);
 
 struct Node {
     server: Server,
@@ -35,29 +37,17 @@ async fn node(plugins: &std::path::Path, redis: &Redis) -> Node {
     }
 }
 
-/// Waits until `check` holds for the admin info of `server`.
+/// Waits (at most 10 s) until `check` holds for the admin info of `server`.
 async fn until_info(server: &Server, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(what, server, Duration::from_secs(10), || async {
         let info = server.admin_info("").await;
-        if check(&info) {
-            return info;
-        }
-        assert!(Instant::now() < deadline, "never saw {what}: {info:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        check(&info).then_some(info)
+    })
+    .await
 }
 
 fn join(name: &str, channel: &str) -> String {
     format!("/ws/chat/{channel}?username={name}")
-}
-
-/// Reads past join notices until the socket has been quiet a moment.
-async fn drain(ws: &mut Client) {
-    while tokio::time::timeout(Duration::from_millis(300), next_msg(ws))
-        .await
-        .is_ok()
-    {}
 }
 
 /// Two nodes with the chat plugin, both seeing each other.
@@ -85,9 +75,9 @@ async fn chat_and_whispers_cross_nodes() {
         let msg = next_json(&mut alice).await;
         heard_bob = msg["message"] == "bob connected";
     }
-    drain(&mut alice).await;
-    drain(&mut bob).await;
-    drain(&mut carol).await;
+    drain(&mut alice, QUIET).await;
+    drain(&mut bob, QUIET).await;
+    drain(&mut carol, QUIET).await;
 
     send_text(&mut alice, "hello from A").await;
     let msg = next_json(&mut bob).await;
@@ -134,9 +124,9 @@ async fn publish_api_and_counts_reach_the_whole_cluster_and_a_dead_node_drops_ou
         info["connections"]["total"], 1,
         "node-local count stays local"
     );
-    drain(&mut alice).await;
-    drain(&mut bob).await;
-    drain(&mut dave).await;
+    drain(&mut alice, QUIET).await;
+    drain(&mut bob, QUIET).await;
+    drain(&mut dave, QUIET).await;
 
     // Every publish API target, sent to node A, reaches node B's clients.
     let (status, body) = a
@@ -209,9 +199,9 @@ async fn a_redis_restart_costs_only_cross_node_delivery_while_it_lasts() {
         i["cluster"]["connections"]["total"] == 3
     })
     .await;
-    drain(&mut alice).await;
-    drain(&mut ann).await;
-    drain(&mut bob).await;
+    drain(&mut alice, QUIET).await;
+    drain(&mut ann, QUIET).await;
+    drain(&mut bob, QUIET).await;
 
     redis.stop();
     until_info(&a.server, "redis disconnected", |i| {
@@ -250,8 +240,8 @@ async fn a_redis_restart_costs_only_cross_node_delivery_while_it_lasts() {
         );
     }
     // Presence was re-exchanged: a whisper from the new node reaches bob.
-    drain(&mut cy).await;
-    drain(&mut bob).await;
+    drain(&mut cy, QUIET).await;
+    drain(&mut bob, QUIET).await;
     send_text(&mut cy, r#"{"to":"bob","message":"welcome back"}"#).await;
     assert_eq!(next_json(&mut bob).await["message"], "welcome back");
     assert_eq!(next_json(&mut cy).await["message"], "welcome back");

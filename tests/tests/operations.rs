@@ -2,12 +2,14 @@
 //! under live connections), the admin API (token, info, stop/start/reload),
 //! Prometheus metrics, readiness and the compile cache.
 
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wsgate_tests::*;
+
+/// How long a change in the plugin directory may take to show.
+const PATIENCE: Duration = Duration::from_secs(15);
 
 /// Installs `src` as `dir/NAME.wasm` the safe way: copy to a dot-file, then
 /// rename, so the watcher never sees a half-written file.
@@ -15,26 +17,6 @@ fn install(dir: &Path, name: &str, src: &Path) {
     let tmp = dir.join(format!(".{name}.wasm.tmp"));
     std::fs::copy(src, &tmp).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-/// Polls `check` until it returns `Some`, for at most 15 s.
-async fn eventually<T, F, Fut>(what: &str, server: &Server, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The reply to one message on a fresh connection to `path`.
@@ -88,7 +70,7 @@ async fn replaced_plugin_serves_new_connections_while_old_ones_keep_their_versio
     assert_eq!(next_text(&mut old).await, "a");
 
     install(dir.path(), "echo", &fixture_plugins().join("echo-v2.wasm"));
-    eventually("the new version", &server, || async {
+    eventually("the new version", &server, PATIENCE, || async {
         (one_reply(&server, "/ws/echo", "b").await == "v2:b").then_some(())
     })
     .await;
@@ -140,7 +122,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
     // A brand-new plugin that never worked is reported as failed.
     install(dir.path(), "broken", &junk);
 
-    let info = eventually("the failure report", &server, || async {
+    let info = eventually("the failure report", &server, PATIENCE, || async {
         let info = server.admin_info("").await;
         let reported = plugin(&info, "echo")["error"].is_string()
             && info["plugins"]
@@ -182,7 +164,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
 
     // Fixing the file puts the fix in service.
     install(dir.path(), "echo", &fixture_plugins().join("echo-v2.wasm"));
-    eventually("the fixed version", &server, || async {
+    eventually("the fixed version", &server, PATIENCE, || async {
         (one_reply(&server, "/ws/echo", "x").await == "v2:x").then_some(())
     })
     .await;
@@ -196,7 +178,7 @@ async fn added_and_removed_plugins_take_effect_without_restart() {
     let server = Server::start(dir.path(), &[]).await;
     assert_eq!(server.handshake_error("/ws/trap").await.0, 404);
     install(dir.path(), "trap", &fixture_plugins().join("trap.wasm"));
-    eventually("the added plugin", &server, || async {
+    eventually("the added plugin", &server, PATIENCE, || async {
         let ok = tokio_tungstenite::connect_async(server.ws_url("/ws/trap"))
             .await
             .is_ok();
@@ -207,7 +189,7 @@ async fn added_and_removed_plugins_take_effect_without_restart() {
 
     // A sidecar change alone is a new deployment of the plugin.
     std::fs::write(dir.path().join("trap.toml"), "routes = [\"/ws/trap2\"]\n").unwrap();
-    eventually("the new route", &server, || async {
+    eventually("the new route", &server, PATIENCE, || async {
         let ok = tokio_tungstenite::connect_async(server.ws_url("/ws/trap2"))
             .await
             .is_ok();
@@ -218,7 +200,7 @@ async fn added_and_removed_plugins_take_effect_without_restart() {
 
     let mut live = server.connect("/ws/echo").await;
     std::fs::remove_file(dir.path().join("echo.wasm")).unwrap();
-    eventually("the removal", &server, || async {
+    eventually("the removal", &server, PATIENCE, || async {
         let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/echo"))
             .await
             .is_err();

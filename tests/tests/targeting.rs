@@ -123,10 +123,7 @@ async fn whispers_reach_exactly_one_user_and_all_their_devices() {
         &mut carol,
         &mut other_bob,
     ] {
-        while tokio::time::timeout(Duration::from_millis(100), next_msg(ws))
-            .await
-            .is_ok()
-        {}
+        drain(ws, Duration::from_millis(100)).await;
     }
 
     send_text(&mut alice_phone, r#"{"to":"bob","message":"psst"}"#).await;
