@@ -211,12 +211,26 @@ impl PluginMetrics {
 }
 
 /// The Prometheus text exposition of every metric, gauges refreshed now.
-/// Counts cluster bus frames (see `cluster_frames_total`).
-pub fn cluster_frames(event: &str, n: u64) {
-    metrics()
-        .cluster_frames
-        .with_label_values(&[event])
-        .inc_by(n);
+/// The counters of `cluster_frames_total`, one per event, resolved once:
+/// `received` is bumped for every frame a node relays.
+pub struct ClusterFrames {
+    pub forwarded: IntCounter,
+    pub received: IntCounter,
+    pub dropped: IntCounter,
+    pub undecodable: IntCounter,
+}
+
+pub fn cluster_frames() -> &'static ClusterFrames {
+    static FRAMES: LazyLock<ClusterFrames> = LazyLock::new(|| {
+        let events = &metrics().cluster_frames;
+        ClusterFrames {
+            forwarded: events.with_label_values(&["forwarded"]),
+            received: events.with_label_values(&["received"]),
+            dropped: events.with_label_values(&["dropped"]),
+            undecodable: events.with_label_values(&["undecodable"]),
+        }
+    });
+    &FRAMES
 }
 
 pub fn render(gw: &Gateway) -> String {

@@ -162,7 +162,7 @@ impl Cluster {
 
     fn count_lost(&self, n: u64) {
         self.lost.fetch_add(n, Ordering::Relaxed);
-        crate::metrics::cluster_frames("dropped", n);
+        crate::metrics::cluster_frames().dropped.inc_by(n);
     }
 
     /// Handles one frame from the bus.
@@ -170,7 +170,7 @@ impl Cluster {
         let (header, msg) = match envelope::decode(frame) {
             Ok(decoded) => decoded,
             Err(e) => {
-                crate::metrics::cluster_frames("undecodable", 1);
+                crate::metrics::cluster_frames().undecodable.inc();
                 tracing::warn!("cluster: ignored a frame from the bus: {e}");
                 return;
             }
@@ -186,7 +186,7 @@ impl Cluster {
                 except,
                 ..
             } => {
-                crate::metrics::cluster_frames("received", 1);
+                crate::metrics::cluster_frames().received.inc();
                 let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
                     return;
                 };

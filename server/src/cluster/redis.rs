@@ -78,7 +78,7 @@ pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) 
         batch.clear();
         match sent {
             Ok(()) => {
-                crate::metrics::cluster_frames("forwarded", n);
+                crate::metrics::cluster_frames().forwarded.inc_by(n);
                 let lost = cluster.lost.swap(0, Ordering::Relaxed);
                 if lost > 0 {
                     tracing::warn!(
