@@ -3,7 +3,8 @@
 //!
 //! Frames the host can answer itself (ping, pong, close) never reach the
 //! plugin. The writer batches: it feeds every queued frame and flushes once
-//! the queue is empty, so a burst costs one syscall, not one per frame.
+//! the queue is empty and the reader has no client frames left in hand, so
+//! a burst costs one syscall, not one per frame.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +110,7 @@ async fn read_loop(
     route: &Route,
     timeouts: &Timeouts,
     message_rate: u32,
-    burst: &Reader,
+    reader: &Reader,
 ) -> (u16, String) {
     let mut rate = super::rate::RateLimit::new(message_rate);
     let listener = &route.listener;
@@ -128,7 +129,7 @@ async fn read_loop(
         let next = if let Some(next) = ready {
             next
         } else {
-            burst.end();
+            reader.end();
             tokio::select! {
             biased;
             _ = &mut shutdown, if !closing => {
@@ -152,7 +153,7 @@ async fn read_loop(
             next = stream.next() => next,
             }
         };
-        burst.active.store(true, Ordering::Release);
+        reader.active.store(true, Ordering::Release);
         last_frame = Instant::now();
         let frame = match next {
             None => return server_reason(conn, close::ABNORMAL),
@@ -297,7 +298,7 @@ async fn write_batch(
     queue: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
     metrics: &PluginMetrics,
-    burst: &Reader,
+    reader: &Reader,
 ) -> Result<Batch, WebSocketError> {
     let mut item = Some(first);
     let mut written = 0;
@@ -320,12 +321,12 @@ async fn write_batch(
             // while the reader still has frames in hand, wait for its next
             // reply (or for it to run dry) so they share a flush (a
             // syscall) instead of one each.
-            if item.is_none() && burst.active.load(Ordering::Acquire) {
+            if item.is_none() && reader.active.load(Ordering::Acquire) {
                 let until = *hold_until.get_or_insert_with(|| Instant::now() + MAX_HOLD);
                 tokio::select! {
                     biased;
                     next = queue.recv() => item = next,
-                    _ = burst.idle.notified() => {}
+                    _ = reader.idle.notified() => {}
                     _ = tokio::time::sleep_until(until) => {}
                 }
             }
