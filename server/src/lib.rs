@@ -22,3 +22,10 @@ mod server;
 mod tls;
 
 pub use server::serve;
+
+/// Milliseconds since the Unix epoch, as admin info and node reports give
+/// times (0 for a clock set before 1970).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -209,9 +209,7 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
                     "route": &*c.route,
                     "path": &c.path,
                     "remote": c.remote.to_string(),
-                    "opened_at_ms": c.opened_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    "opened_at_ms": crate::unix_ms(c.opened_at),
                     "closing": c.is_closing(),
                     "attributes": attributes,
                     "channels": channels,

@@ -21,7 +21,7 @@ mod redis;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -73,9 +73,7 @@ pub struct Cluster {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::unix_ms(SystemTime::now())
 }
 
 /// `url` without its password, for logs and admin info.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -29,6 +29,7 @@ use crate::protocol::close;
 use crate::registry::Connection;
 use crate::routing::{OnReload, OpenCounters};
 use crate::runtime::{Listener, Timers, content_hash};
+use crate::unix_ms;
 
 /// Close code for connections closed because their plugin was replaced.
 pub const SERVICE_RESTART: u16 = 1012;
@@ -116,11 +117,6 @@ pub struct PluginInfo {
 #[derive(Debug)]
 pub enum AdminError {
     UnknownPlugin,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The sidecar beside `wasm`: `None` when there is none; an error when it
