@@ -1,23 +1,32 @@
-//! One upgraded connection: a reader that feeds the plugin, a writer that
-//! drains the connection's queue, and the close handshake between them.
+//! One upgraded connection, served by a single task: it reads the client's
+//! frames, calls the plugin, writes replies and whatever the connection's
+//! queue holds, and runs the close handshake.
 //!
-//! Frames the host can answer itself (ping, pong, close) never reach the
-//! plugin. The writer batches: it feeds every queued frame and flushes once
-//! the queue is empty and the reader has no client frames left in hand, so
-//! a burst costs one syscall, not one per frame.
+//! One task rather than a reader and a writer: a reply goes straight into
+//! the socket's write buffer instead of through a queue and a task wake-up,
+//! and every frame already read is answered before one flush, so a
+//! pipelining client costs one write syscall per burst. Frames the host can
+//! answer itself (ping, pong, close) never reach the plugin.
+//!
+//! A client that stops reading blocks writes, never the rest of the server:
+//! others' messages pile up in its queue until it is full and the connection
+//! is aborted (1008), and a blocked write gives way to that abort and to the
+//! idle and close deadlines.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Interval, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use yawc::{Frame, HttpWebSocket, WebSocketError};
 
+use super::rate::RateLimit;
 use super::socket::{Incoming, ReadError, Socket};
 use super::{CloseFrame, Message as WsMessage, close};
 use crate::config::Timeouts;
@@ -27,31 +36,9 @@ use crate::routing::Route;
 use crate::runtime::bindings::Message;
 use crate::runtime::to_ws;
 
-/// Frames written before a flush, so one busy connection cannot starve the
-/// flush of what it already queued.
+/// Frames read, or queued frames written, before the next flush, so one
+/// busy connection cannot hold back what it already produced.
 const MAX_BATCH: usize = 256;
-
-/// How long the writer holds written replies for a busy reader before
-/// flushing anyway, so a slow hook delays earlier replies only so much.
-const MAX_HOLD: Duration = Duration::from_millis(1);
-
-/// What the writer knows of the reader: whether it has ended, whether it
-/// is in the middle of a burst of client frames (already read, not yet
-/// answered), and a signal for when that burst runs dry.
-#[derive(Default)]
-struct Reader {
-    finished: CancellationToken,
-    active: AtomicBool,
-    idle: tokio::sync::Notify,
-}
-
-impl Reader {
-    fn end(&self) {
-        if self.active.swap(false, Ordering::AcqRel) {
-            self.idle.notify_one();
-        }
-    }
-}
 
 pub struct Session {
     pub conn: Arc<Connection>,
@@ -66,274 +53,382 @@ pub struct Session {
 
 impl Session {
     pub async fn run(self, socket: HttpWebSocket) {
-        let Session {
-            conn,
-            queue,
-            greeting,
-            route,
-            timeouts,
-            message_rate,
-            max_message_size,
-        } = self;
-        let (sink, stream) = Socket::new(socket, max_message_size).split();
-        let reader = Arc::new(Reader::default());
-        let metrics = route.listener.metrics.clone();
+        let metrics = self.route.listener.metrics.clone();
         metrics.connections_opened.inc();
-        let mut writer = tokio::spawn(write_loop(
-            sink,
-            queue,
-            greeting,
-            conn.clone(),
-            timeouts.clone(),
-            metrics,
-            reader.clone(),
-        ));
-        let (code, reason) =
-            read_loop(stream, &conn, &route, &timeouts, message_rate, &reader).await;
-        conn.mark_closing();
-        reader.finished.cancel();
-        if tokio::time::timeout(timeouts.close, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
-        end(&conn, &route, code, reason).await;
+        let now = Instant::now();
+        let mut talk = Conversation {
+            wire: Wire {
+                socket: Socket::new(socket, self.max_message_size),
+                queue: self.queue,
+                shutdown: Box::pin(self.conn.shutdown.clone().cancelled_owned()),
+                deadline: Box::pin(tokio::time::sleep(self.timeouts.idle)),
+                ping: tokio::time::interval_at(
+                    now + self.timeouts.ping_interval,
+                    self.timeouts.ping_interval,
+                ),
+                close_sent: false,
+                unflushed: false,
+                last_frame: now,
+                conn: self.conn.clone(),
+                timeouts: self.timeouts,
+                metrics,
+            },
+            rate: RateLimit::new(self.message_rate),
+            route: self.route,
+        };
+        let over = talk.run(self.greeting).await;
+        talk.wire.finish().await;
+        end(&self.conn, &talk.route, over.code, over.reason).await;
     }
 }
 
-/// Reads until the connection is over and returns the close code and reason
-/// the plugin's `on-close` should see.
-async fn read_loop(
-    mut stream: SplitStream<Socket>,
-    conn: &Arc<Connection>,
-    route: &Route,
-    timeouts: &Timeouts,
-    message_rate: u32,
-    reader: &Reader,
-) -> (u16, String) {
-    let mut rate = super::rate::RateLimit::new(message_rate);
-    let listener = &route.listener;
-    // Both futures live across iterations: registering a waiter or a timer
-    // per frame showed up in profiles.
-    let shutdown = conn.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let timer = tokio::time::sleep(timeouts.idle);
-    tokio::pin!(timer);
-    let mut last_frame = Instant::now();
-    let mut closing = false;
-    loop {
-        // A frame already buffered is handled at once; only when none is
-        // does the reader wait (and the writer may flush).
-        let ready = stream.next().now_or_never();
-        let next = if let Some(next) = ready {
-            next
-        } else {
-            reader.end();
-            tokio::select! {
+/// The conversation is over: the close code and reason `on-close` reports.
+struct Over {
+    code: u16,
+    reason: String,
+}
+
+/// What woke the conversation up.
+enum Event {
+    Abort,
+    Frame(Option<Result<Incoming, ReadError>>),
+    Queued(Option<Outbound>),
+    Ping,
+    Deadline,
+}
+
+struct Conversation {
+    wire: Wire,
+    route: Arc<Route>,
+    rate: Option<RateLimit>,
+}
+
+/// The socket and everything that decides what is written to it and when.
+struct Wire {
+    socket: Socket,
+    queue: mpsc::Receiver<Outbound>,
+    /// Fires when the connection must close now, ahead of its queue
+    /// (slow consumer, bad input, shutdown).
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The idle deadline until a close frame of ours is out, then the
+    /// deadline for the client's reply to it.
+    deadline: Pin<Box<Sleep>>,
+    ping: Interval,
+    /// Our close frame is written: nothing else will be, and only the
+    /// client's reply (or the deadline) is awaited.
+    close_sent: bool,
+    /// Frames were written since the last flush.
+    unflushed: bool,
+    /// When the current burst of client frames arrived (one clock read per
+    /// burst, not per frame).
+    last_frame: Instant,
+    conn: Arc<Connection>,
+    timeouts: Timeouts,
+    metrics: Arc<PluginMetrics>,
+}
+
+impl Conversation {
+    async fn run(&mut self, greeting: Option<WsMessage>) -> Over {
+        if let Some(greeting) = greeting
+            && let Err(over) = self.wire.write(Outbound::Data(greeting)).await
+        {
+            return over;
+        }
+        loop {
+            if let Err(over) = self.step().await {
+                return over;
+            }
+        }
+    }
+
+    /// Flushes what the last step wrote, then waits for and handles one event.
+    async fn step(&mut self) -> Result<(), Over> {
+        let wire = &mut self.wire;
+        if wire.unflushed {
+            wire.flush().await?;
+        }
+        let event = tokio::select! {
             biased;
-            _ = &mut shutdown, if !closing => {
-                closing = true;
-                timer.as_mut().reset(Instant::now() + timeouts.close);
-                continue;
-            }
-            _ = &mut timer => {
-                if closing {
-                    return server_reason(conn, close::ABNORMAL);
-                }
-                let due = last_frame + timeouts.idle;
-                if due <= Instant::now() {
-                    let _ = conn.close(close::GOING_AWAY, "idle timeout");
-                    timer.as_mut().reset(Instant::now() + timeouts.close);
-                } else {
-                    timer.as_mut().reset(due);
-                }
-                continue;
-            }
-            next = stream.next() => next,
-            }
+            _ = wire.shutdown.as_mut(), if !wire.close_sent => Event::Abort,
+            next = wire.socket.next() => Event::Frame(next),
+            item = wire.queue.recv(), if !wire.close_sent => Event::Queued(item),
+            _ = wire.ping.tick(), if !wire.close_sent => Event::Ping,
+            _ = wire.deadline.as_mut() => Event::Deadline,
         };
-        reader.active.store(true, Ordering::Release);
-        last_frame = Instant::now();
-        let frame = match next {
-            None => return server_reason(conn, close::ABNORMAL),
-            Some(Err(e)) => return read_error(conn, e),
-            Some(Ok(frame)) => frame,
-        };
-        let msg = match frame {
-            Incoming::Text(text) => {
-                listener.metrics.received(text.len());
+        match event {
+            Event::Abort => self.wire.abort().await,
+            Event::Frame(next) => {
+                self.wire.last_frame = Instant::now();
+                self.on_frame(next).await?;
+                // Everything that has already arrived is answered before
+                // the flush.
+                for _ in 1..MAX_BATCH {
+                    let Some(next) = self.wire.socket.next().now_or_never() else {
+                        break;
+                    };
+                    self.on_frame(next).await?;
+                }
+                self.wire.write_queued().await
+            }
+            Event::Queued(Some(item)) => {
+                self.wire.write(item).await?;
+                self.wire.write_queued().await
+            }
+            Event::Queued(None) => Err(self.wire.over(close::ABNORMAL)),
+            Event::Ping => self.wire.feed(Frame::ping(Bytes::new())).await,
+            Event::Deadline => self.wire.on_deadline(),
+        }
+    }
+
+    async fn on_frame(&mut self, next: Option<Result<Incoming, ReadError>>) -> Result<(), Over> {
+        let metrics = &self.wire.metrics;
+        let msg = match next {
+            None => return Err(self.wire.over(close::ABNORMAL)),
+            Some(Err(e)) => return Err(self.wire.read_error(e)),
+            Some(Ok(Incoming::Text(text))) => {
+                metrics.received(text.len());
                 Message::Text(text)
             }
-            Incoming::Binary(bytes) => {
-                listener.metrics.received(bytes.len());
+            Some(Ok(Incoming::Binary(bytes))) => {
+                metrics.received(bytes.len());
                 Message::Binary(bytes.into())
             }
-            Incoming::Close(client) => {
-                let client = client.unwrap_or((close::NO_STATUS, String::new()));
-                return conn.close_reason().unwrap_or(client);
+            Some(Ok(Incoming::Close(client))) => {
+                let (code, reason) = client.unwrap_or((close::NO_STATUS, String::new()));
+                return Err(self
+                    .wire
+                    .conn
+                    .close_reason()
+                    .map_or(Over { code, reason }, Over::from));
             }
-            Incoming::Control => continue,
+            Some(Ok(Incoming::Control)) => return Ok(()),
         };
+        let conn = &self.wire.conn;
         if conn.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
-            continue;
+            return Ok(());
         }
-        if let Some(rate) = rate.as_mut()
-            && !rate.allow(last_frame)
+        if let Some(rate) = self.rate.as_mut()
+            && !rate.allow(self.wire.last_frame)
         {
             let _ = conn.close(close::POLICY, "message rate limit exceeded");
-            continue;
+            return Ok(());
         }
-        match listener.on_message(conn.id, msg).await {
+        let id = conn.id;
+        let hook = self.route.listener.on_message(id, msg);
+        match self.wire.while_running(hook).await? {
             Ok(Some(reply)) => {
-                let _ = conn.send(to_ws(reply));
+                // What the hook queued for this connection goes first, in order.
+                self.wire.write_queued().await?;
+                if !self.wire.conn.is_closing() {
+                    self.wire.write(Outbound::Data(to_ws(reply))).await?;
+                }
             }
             Ok(None) => {}
             Err(_) => {
                 // Details are logged by the hook call; the client learns
                 // only that the server failed.
-                let _ = conn.close(close::INTERNAL_ERROR, "internal error");
+                let _ = self
+                    .wire
+                    .conn
+                    .close(close::INTERNAL_ERROR, "internal error");
             }
         }
+        Ok(())
     }
 }
 
-fn server_reason(conn: &Connection, default: u16) -> (u16, String) {
-    conn.close_reason().unwrap_or((default, String::new()))
+impl From<(u16, String)> for Over {
+    fn from((code, reason): (u16, String)) -> Self {
+        Over { code, reason }
+    }
 }
 
-fn read_error(conn: &Connection, e: ReadError) -> (u16, String) {
-    match e {
-        ReadError::TooBig => {
-            conn.abort(close::TOO_BIG, "message too big");
-            (close::TOO_BIG, "message too big".into())
-        }
-        ReadError::Invalid { code, reason } => {
-            tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
-            conn.abort(code, reason);
-            (code, reason.into())
-        }
-        ReadError::Library(e) => {
-            if e.is_protocol_error() || e.is_data_error() {
-                tracing::debug!(conn = conn.id, "protocol error from client: {e}");
+impl Wire {
+    /// Writes one queued item (or a reply) for the next flush.
+    async fn write(&mut self, item: Outbound) -> Result<(), Over> {
+        match item {
+            Outbound::Data(msg) => {
+                self.metrics.sent(msg.len());
+                self.feed(msg.to_frame()).await
             }
-            server_reason(conn, close::ABNORMAL)
+            Outbound::Close(frame) => self.send_close(frame).await,
         }
     }
-}
 
-async fn write_loop(
-    mut sink: SplitSink<Socket, Frame>,
-    mut queue: mpsc::Receiver<Outbound>,
-    greeting: Option<WsMessage>,
-    conn: Arc<Connection>,
-    timeouts: Timeouts,
-    metrics: Arc<PluginMetrics>,
-    reader: Arc<Reader>,
-) {
-    if let Some(greeting) = greeting {
-        metrics.sent(greeting.len());
-        if sink.send(greeting.to_frame()).await.is_err() {
-            return;
-        }
-    }
-    let start = Instant::now() + timeouts.ping_interval;
-    let mut ping = tokio::time::interval_at(start, timeouts.ping_interval);
-    let mut close_sent = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = reader.finished.cancelled() => {
-                // The reader ended first (e.g. an oversized message): the
-                // client still deserves the server's close code.
-                if !close_sent && conn.close_reason().is_some() {
-                    send_close(&mut sink, &conn, &timeouts).await;
-                }
+    /// Writes what is queued now, up to a batch, unless a close is out.
+    async fn write_queued(&mut self) -> Result<(), Over> {
+        for _ in 0..MAX_BATCH {
+            if self.close_sent {
                 break;
             }
-            _ = conn.shutdown.cancelled(), if !close_sent => {
-                // An abort: close now, ahead of anything still queued.
-                send_close(&mut sink, &conn, &timeouts).await;
-                close_sent = true;
-            }
-            item = queue.recv(), if !close_sent => {
-                let Some(item) = item else { break };
-                match write_batch(&mut sink, &mut queue, item, &metrics, &reader).await {
-                    Ok(Batch::Data) => {}
-                    Ok(Batch::Closed) => {
-                        close_sent = true;
-                        conn.shutdown.cancel();
-                    }
-                    Err(_) => return,
+            let Ok(item) = self.queue.try_recv() else {
+                break;
+            };
+            self.write(item).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes now, ahead of anything still queued.
+    async fn abort(&mut self) -> Result<(), Over> {
+        let (code, reason) = self
+            .conn
+            .close_reason()
+            .unwrap_or((close::GOING_AWAY, String::new()));
+        self.send_close(CloseFrame { code, reason }).await
+    }
+
+    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), Over> {
+        self.close_sent = true;
+        self.deadline
+            .as_mut()
+            .reset(Instant::now() + self.timeouts.close);
+        self.conn.shutdown.cancel();
+        self.feed(frame.to_frame()).await
+    }
+
+    async fn feed(&mut self, frame: Frame) -> Result<(), Over> {
+        self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
+        if Pin::new(&mut self.socket).start_send(frame).is_err() {
+            return Err(self.over(close::ABNORMAL));
+        }
+        self.unflushed = true;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Over> {
+        self.blocked(|socket, cx| socket.poll_flush(cx)).await?;
+        self.unflushed = false;
+        Ok(())
+    }
+
+    /// Waits for the socket, e.g. for room in its write buffer. A client
+    /// that does not read can keep this waiting, so an abort ends the
+    /// conversation (`finish` still tries to send the close frame) and the
+    /// deadlines still apply.
+    async fn blocked(
+        &mut self,
+        mut poll: impl FnMut(Pin<&mut Socket>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
+    ) -> Result<(), Over> {
+        enum Woken {
+            Done(Result<(), WebSocketError>),
+            Abort,
+            Deadline,
+        }
+        loop {
+            let woken = poll_fn(|cx| {
+                if let Poll::Ready(done) = poll(Pin::new(&mut self.socket), cx) {
+                    return Poll::Ready(Woken::Done(done));
                 }
+                if !self.close_sent && self.shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Abort);
+                }
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Deadline);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woken {
+                Woken::Done(Ok(())) => return Ok(()),
+                Woken::Done(Err(_)) => return Err(self.over(close::ABNORMAL)),
+                Woken::Abort => return Err(self.over(close::GOING_AWAY)),
+                Woken::Deadline => self.on_deadline()?,
             }
-            _ = ping.tick(), if !close_sent => {
-                if sink.send(Frame::ping(Bytes::new())).await.is_err() {
-                    return;
+        }
+    }
+
+    /// The idle deadline re-arms itself while frames keep coming; past it,
+    /// or past the wait for the client's close reply, the conversation ends.
+    fn on_deadline(&mut self) -> Result<(), Over> {
+        if self.close_sent || self.conn.is_closing() {
+            return Err(self.over(close::ABNORMAL));
+        }
+        let now = Instant::now();
+        let due = self.last_frame + self.timeouts.idle;
+        if due <= now {
+            // Queues the close frame; the deadline becomes the wait for
+            // the reply once it is out, or ends a socket too stuck to take it.
+            let _ = self.conn.close(close::GOING_AWAY, "idle timeout");
+            self.deadline.as_mut().reset(now + self.timeouts.close);
+        } else {
+            self.deadline.as_mut().reset(due);
+        }
+        Ok(())
+    }
+
+    /// Runs a hook call. A slow one (it yielded) does not hold up what
+    /// others queue for this connection: that is written meanwhile.
+    async fn while_running<R>(&mut self, hook: impl Future<Output = R>) -> Result<R, Over> {
+        let mut hook = std::pin::pin!(hook);
+        // Most hook calls finish without ever yielding.
+        if let Some(result) = hook.as_mut().now_or_never() {
+            return Ok(result);
+        }
+        // A failed write ends the conversation, but only once the hook is
+        // done: dropping a call midway would waste its instance.
+        let mut over = None;
+        loop {
+            tokio::select! {
+                biased;
+                result = hook.as_mut() => return over.map_or(Ok(result), Err),
+                item = self.queue.recv(), if !self.close_sent && over.is_none() => {
+                    let Some(item) = item else { continue };
+                    let written = async {
+                        self.write(item).await?;
+                        self.write_queued().await?;
+                        self.flush().await
+                    };
+                    over = written.await.err();
                 }
             }
         }
     }
-    // Flushes a pending close reply to the client's close frame.
-    let _ = tokio::time::timeout(timeouts.close, sink.close()).await;
-}
 
-async fn send_close(sink: &mut SplitSink<Socket, Frame>, conn: &Connection, timeouts: &Timeouts) {
-    let (code, reason) = conn
-        .close_reason()
-        .unwrap_or((close::GOING_AWAY, String::new()));
-    let frame = CloseFrame { code, reason }.to_frame();
-    let _ = tokio::time::timeout(timeouts.close, sink.send(frame)).await;
-}
+    /// The close code and reason the server chose, else `default`.
+    fn over(&self, default: u16) -> Over {
+        self.conn
+            .close_reason()
+            .unwrap_or((default, String::new()))
+            .into()
+    }
 
-enum Batch {
-    Data,
-    Closed,
-}
-
-/// Feeds `first` and whatever else is queued, then flushes once.
-async fn write_batch(
-    sink: &mut SplitSink<Socket, Frame>,
-    queue: &mut mpsc::Receiver<Outbound>,
-    first: Outbound,
-    metrics: &PluginMetrics,
-    reader: &Reader,
-) -> Result<Batch, WebSocketError> {
-    let mut item = Some(first);
-    let mut written = 0;
-    let mut hold_until = None;
-    while let Some(next) = item.take() {
-        match next {
-            Outbound::Data(msg) => {
-                metrics.sent(msg.len());
-                sink.feed(msg.to_frame()).await?
+    fn read_error(&self, e: ReadError) -> Over {
+        let conn = &self.conn;
+        match e {
+            ReadError::TooBig => {
+                conn.abort(close::TOO_BIG, "message too big");
+                (close::TOO_BIG, "message too big".to_owned()).into()
             }
-            Outbound::Close(frame) => {
-                sink.send(frame.to_frame()).await?;
-                return Ok(Batch::Closed);
+            ReadError::Invalid { code, reason } => {
+                tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
+                conn.abort(code, reason);
+                (code, reason.to_owned()).into()
             }
-        }
-        written += 1;
-        if written < MAX_BATCH {
-            item = queue.try_recv().ok();
-            // Replies to a pipelining client arrive one hook call apart:
-            // while the reader still has frames in hand, wait for its next
-            // reply (or for it to run dry) so they share a flush (a
-            // syscall) instead of one each.
-            if item.is_none() && reader.active.load(Ordering::Acquire) {
-                let until = *hold_until.get_or_insert_with(|| Instant::now() + MAX_HOLD);
-                tokio::select! {
-                    biased;
-                    next = queue.recv() => item = next,
-                    _ = reader.idle.notified() => {}
-                    _ = tokio::time::sleep_until(until) => {}
+            ReadError::Library(e) => {
+                if e.is_protocol_error() || e.is_data_error() {
+                    tracing::debug!(conn = conn.id, "protocol error from client: {e}");
                 }
+                self.over(close::ABNORMAL)
             }
         }
     }
-    sink.flush().await?;
-    Ok(Batch::Data)
+
+    /// Ends the close handshake: the server's close frame if it chose to
+    /// close but could not send it yet (bad input, a stuck socket), then
+    /// the echo of the client's close that yawc queued.
+    async fn finish(&mut self) {
+        self.conn.mark_closing();
+        let close = self.timeouts.close;
+        if !self.close_sent
+            && let Some((code, reason)) = self.conn.close_reason()
+        {
+            let frame = CloseFrame { code, reason }.to_frame();
+            let _ = tokio::time::timeout(close, self.socket.send(frame)).await;
+        }
+        let _ = tokio::time::timeout(close, self.socket.close()).await;
+    }
 }
 
 /// The connection is over: tell the plugin, forget the connection, and
