@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 
 use crate::gateway::Gateway;
@@ -140,15 +141,20 @@ pub async fn handle(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    // The conversation gets a task of its own once the upgrade is done:
+    // inside this one it would also keep room for the upgrade's state, and
+    // a task's size is paid for as long as its connection is open.
+    let sessions = gw.sessions.clone();
     gw.sessions.spawn(async move {
         match socket.await {
-            Ok(socket) => session.run(socket).await,
+            Ok(socket) => {
+                sessions.spawn(session.run(socket).map(move |()| drop(slot)));
+            }
             Err(e) => {
                 tracing::debug!(conn = conn.id, "upgrade failed: {e}");
                 session::end(&conn, &route, close::ABNORMAL, String::new()).await;
             }
         }
-        drop(slot);
     });
     response.map(axum::body::Body::new)
 }

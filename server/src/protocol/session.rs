@@ -52,7 +52,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn run(self, socket: HttpWebSocket) {
+    /// Not an `async fn`: the conversation is set up before the future
+    /// exists, so the future (a connection's whole task, held for as long
+    /// as the connection is open) does not also keep room for the upgraded
+    /// socket it was built from.
+    pub fn run(self, socket: HttpWebSocket) -> impl Future<Output = ()> + Send {
         let metrics = self.route.listener.metrics.clone();
         metrics.connections_opened.inc();
         let now = Instant::now();
@@ -76,9 +80,17 @@ impl Session {
             rate: RateLimit::new(self.message_rate),
             route: self.route,
         };
-        let over = talk.run(self.greeting).await;
-        talk.wire.finish().await;
-        end(&self.conn, &talk.route, over.code, over.reason).await;
+        let (greeting, conn) = (self.greeting, self.conn);
+        async move {
+            let over = talk.run(greeting).await;
+            // Boxed: it runs once, and inline it would add to the size of
+            // every connection's task for as long as the connection lives.
+            Box::pin(async {
+                talk.wire.finish().await;
+                end(&conn, &talk.route, over.code, over.reason).await;
+            })
+            .await
+        }
     }
 }
 
@@ -215,8 +227,10 @@ impl Conversation {
             return Ok(());
         }
         let id = conn.id;
-        let hook = self.route.listener.on_message(id, msg);
-        match self.wire.while_running(hook).await? {
+        // Boxed, so the call's state takes room only while a call runs,
+        // not in every idle connection's task.
+        let mut hook = Box::pin(self.route.listener.on_message(id, msg));
+        match self.wire.while_running(hook.as_mut()).await? {
             Ok(Some(reply)) => {
                 // What the hook queued for this connection goes first, in order.
                 self.wire.write_queued().await?;
@@ -360,12 +374,23 @@ impl Wire {
 
     /// Runs a hook call. A slow one (it yielded) does not hold up what
     /// others queue for this connection: that is written meanwhile.
-    async fn while_running<R>(&mut self, hook: impl Future<Output = R>) -> Result<R, Over> {
-        let mut hook = std::pin::pin!(hook);
+    async fn while_running<R>(
+        &mut self,
+        mut hook: Pin<&mut impl Future<Output = R>>,
+    ) -> Result<R, Over> {
         // Most hook calls finish without ever yielding.
         if let Some(result) = hook.as_mut().now_or_never() {
             return Ok(result);
         }
+        // Boxed: this is the rare case, and inline its state would add to
+        // every connection's task.
+        Box::pin(self.write_alongside(hook)).await
+    }
+
+    async fn write_alongside<R>(
+        &mut self,
+        mut hook: Pin<&mut impl Future<Output = R>>,
+    ) -> Result<R, Over> {
         // A failed write ends the conversation, but only once the hook is
         // done: dropping a call midway would waste its instance.
         let mut over = None;

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::future::BoxFuture;
 use wasmtime::Trap;
 
 use super::bindings::{Message, OpenDecision, Request};
@@ -39,8 +38,6 @@ pub struct Listener {
     pool: InstancePool,
     hook_timeout: Duration,
 }
-
-type HookCall<'a, R> = BoxFuture<'a, wasmtime::Result<R>>;
 
 impl Listener {
     pub fn new(
@@ -88,7 +85,7 @@ impl Listener {
     async fn call<R>(
         &self,
         hook: &'static str,
-        f: impl for<'a> FnOnce(&'a mut Instance) -> HookCall<'a, R>,
+        f: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, HookError> {
         let mut loan = self.pool.borrow().await.map_err(|e| {
             tracing::error!(plugin = %self.name, "cannot instantiate: {e:#}");
@@ -135,11 +132,9 @@ impl Listener {
     }
 
     pub async fn on_open(&self, conn: ConnId, req: Request) -> Result<OpenDecision, HookError> {
-        self.call("on-open", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_open(&mut i.store, conn, &req).await
-            })
+        self.call("on-open", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_open(&mut i.store, conn, &req).await
         })
         .await
     }
@@ -149,61 +144,49 @@ impl Listener {
         conn: ConnId,
         msg: Message,
     ) -> Result<Option<Message>, HookError> {
-        self.call("on-message", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_message(&mut i.store, conn, &msg).await
-            })
+        self.call("on-message", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_message(&mut i.store, conn, &msg).await
         })
         .await
     }
 
     pub async fn on_close(&self, conn: ConnId, code: u16, reason: String) -> Result<(), HookError> {
-        self.call("on-close", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_close(&mut i.store, conn, code, &reason).await
-            })
+        self.call("on-close", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_close(&mut i.store, conn, code, &reason).await
         })
         .await
     }
 
     pub async fn on_first_open(&self, route: String) -> Result<(), HookError> {
-        self.call("on-first-open", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_first_open(&mut i.store, &route).await
-            })
+        self.call("on-first-open", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_first_open(&mut i.store, &route).await
         })
         .await
     }
 
     pub async fn on_last_close(&self, route: String) -> Result<(), HookError> {
-        self.call("on-last-close", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_last_close(&mut i.store, &route).await
-            })
+        self.call("on-last-close", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_last_close(&mut i.store, &route).await
         })
         .await
     }
 
     pub async fn on_push(&self, payload: Message) -> Result<(), HookError> {
-        self.call("on-push", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_push(&mut i.store, &payload).await
-            })
+        self.call("on-push", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_push(&mut i.store, &payload).await
         })
         .await
     }
 
     pub async fn on_timer(&self, id: u64) -> Result<(), HookError> {
-        self.call("on-timer", move |i| {
-            Box::pin(async move {
-                let hooks = i.guest.wsgate_plugin_listener();
-                hooks.call_on_timer(&mut i.store, id).await
-            })
+        self.call("on-timer", async move |i: &mut Instance| {
+            let hooks = i.guest.wsgate_plugin_listener();
+            hooks.call_on_timer(&mut i.store, id).await
         })
         .await
     }

@@ -75,7 +75,9 @@ impl InstancePool {
         let idle = self.idle.lock().unwrap().pop();
         let instance = match idle {
             Some(instance) => instance,
-            None => self.instantiate().await?,
+            // Boxed: the future is big, and inline it would be part of
+            // every hook call's future, hence of every connection's task.
+            None => Box::pin(self.instantiate()).await?,
         };
         Ok(Loan {
             instance,
