@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use yawc::{Frame, HttpWebSocket, WebSocketError};
@@ -31,7 +30,7 @@ use super::socket::{Incoming, ReadError, Socket};
 use super::{CloseFrame, Message as WsMessage, close};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
-use crate::registry::{Connection, Outbound};
+use crate::registry::{Connection, Outbound, Queue};
 use crate::routing::Route;
 use crate::runtime::bindings::Message;
 use crate::runtime::to_ws;
@@ -42,7 +41,7 @@ const MAX_BATCH: usize = 256;
 
 pub struct Session {
     pub conn: Arc<Connection>,
-    pub queue: mpsc::Receiver<Outbound>,
+    pub queue: Queue,
     pub greeting: Option<WsMessage>,
     pub route: Arc<Route>,
     pub timeouts: Timeouts,
@@ -118,7 +117,7 @@ struct Conversation {
 /// The socket and everything that decides what is written to it and when.
 struct Wire {
     socket: Socket,
-    queue: mpsc::Receiver<Outbound>,
+    queue: Queue,
     /// Fires when the connection must close now, ahead of its queue
     /// (slow consumer, bad input, shutdown).
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -276,7 +275,7 @@ impl Wire {
             if self.close_sent {
                 break;
             }
-            let Ok(item) = self.queue.try_recv() else {
+            let Some(item) = self.queue.try_recv() else {
                 break;
             };
             self.write(item).await?;

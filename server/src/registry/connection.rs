@@ -4,12 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::protocol::{CloseFrame, Message};
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub type ConnId = u64;
@@ -20,6 +21,36 @@ pub enum Outbound {
     Data(Message),
     /// Send a close frame after everything queued before it.
     Close(CloseFrame),
+}
+
+/// The receiving end of a connection's queue, read by its session only.
+///
+/// A count bounds the queue, over a channel that allocates per item and
+/// holds no buffer while empty: a bounded channel would keep a block of
+/// slots per connection, the largest thing an idle connection owned.
+#[derive(Debug)]
+pub struct Queue {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next item; `None` once every sender is gone. Cancel-safe: an
+    /// item is counted out in the same poll that takes it.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.next().await;
+        if item.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        item
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
+    }
 }
 
 /// Why a message was not queued.
@@ -44,7 +75,10 @@ pub struct Connection {
     pub path: String,
     pub remote: SocketAddr,
     pub opened_at: SystemTime,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::UnboundedSender<Outbound>,
+    /// Items in the queue now, and the most it may hold.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     /// Set once the server has decided to close: nothing more is queued.
     closing: AtomicBool,
     /// Cancelled when the close must happen now, ahead of queued data
@@ -65,8 +99,9 @@ impl Connection {
         path: String,
         remote: SocketAddr,
         queue: usize,
-    ) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue);
+    ) -> (Arc<Connection>, Queue) {
+        let (tx, rx) = mpsc::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
         let conn = Connection {
             id,
             plugin,
@@ -75,6 +110,8 @@ impl Connection {
             remote,
             opened_at: SystemTime::now(),
             tx,
+            queued: queued.clone(),
+            capacity: queue,
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -82,7 +119,7 @@ impl Connection {
             channels: Mutex::default(),
             tags: Mutex::default(),
         };
-        (Arc::new(conn), rx)
+        (Arc::new(conn), Queue { rx, queued })
     }
 
     /// Queues a message without waiting. A full queue means the client has
@@ -91,14 +128,23 @@ impl Connection {
         if self.is_closing() {
             return Err(SendError::Closed);
         }
-        match self.tx.try_send(Outbound::Data(msg)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.abort(SLOW_CONSUMER, "send queue full");
-                Err(SendError::QueueFull)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        let queued = self.push(Outbound::Data(msg));
+        if queued == Err(SendError::QueueFull) {
+            self.abort(SLOW_CONSUMER, "send queue full");
         }
+        queued
+    }
+
+    /// Queues an item if the queue has room.
+    fn push(&self, item: Outbound) -> Result<(), SendError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::QueueFull);
+        }
+        self.tx.unbounded_send(item).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            SendError::Closed
+        })
     }
 
     /// Starts an orderly close: messages already queued go out first.
@@ -111,7 +157,7 @@ impl Connection {
             code,
             reason: reason.into(),
         };
-        if self.tx.try_send(Outbound::Close(frame)).is_err() {
+        if self.push(Outbound::Close(frame)).is_err() {
             self.shutdown.cancel();
         }
         Ok(())
@@ -155,5 +201,50 @@ impl Connection {
 
     pub fn tag_names(&self) -> Vec<String> {
         self.tags.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(capacity: usize) -> (Arc<Connection>, Queue) {
+        let remote = "127.0.0.1:1".parse().unwrap();
+        Connection::new(1, "p".into(), "/ws".into(), "/ws".into(), remote, capacity)
+    }
+
+    #[test]
+    fn the_queue_is_bounded_by_what_is_in_it_now() {
+        let (c, mut queue) = conn(2);
+        assert_eq!(c.send(Message::text("1")), Ok(()));
+        assert_eq!(c.send(Message::text("2")), Ok(()));
+        // Taking one out makes room for one more.
+        assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("1")));
+        assert_eq!(c.send(Message::text("3")), Ok(()));
+        assert!(!c.shutdown.is_cancelled());
+        // A full queue closes the connection as a slow consumer.
+        assert_eq!(c.send(Message::text("4")), Err(SendError::QueueFull));
+        assert!(c.shutdown.is_cancelled());
+        assert_eq!(
+            c.close_reason(),
+            Some((SLOW_CONSUMER, "send queue full".into()))
+        );
+        assert_eq!(c.send(Message::text("5")), Err(SendError::Closed));
+        assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("2")));
+        assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("3")));
+        assert!(queue.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_close_goes_after_the_queued_data() {
+        let (c, mut queue) = conn(4);
+        c.send(Message::text("bye")).unwrap();
+        c.close(1000, "done").unwrap();
+        assert!(matches!(queue.try_recv(), Some(Outbound::Data(_))));
+        assert!(matches!(queue.try_recv(), Some(Outbound::Close(f)) if f.code == 1000));
+        assert!(
+            !c.shutdown.is_cancelled(),
+            "an orderly close does not skip the queue"
+        );
     }
 }
