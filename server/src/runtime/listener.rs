@@ -92,9 +92,9 @@ impl Listener {
             HookError::Instantiate(format!("{e:#}"))
         })?;
         let start = Instant::now();
-        loan.instance.store.data_mut().deadline = start + self.hook_timeout;
-        loan.instance.store.set_epoch_deadline(1);
-        let result = f(&mut loan.instance).await;
+        loan.instance().store.data_mut().deadline = start + self.hook_timeout;
+        loan.instance().store.set_epoch_deadline(1);
+        let result = f(loan.instance()).await;
         let took = start.elapsed();
         self.metrics.observe_hook(hook, took.as_secs_f64());
         match result {

@@ -4,10 +4,11 @@
 //! costs microseconds) and returns it afterwards. An instance that trapped
 //! is dropped, never reused, since its memory may be inconsistent.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Notify;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Plugin as Guest, PluginPre};
@@ -18,20 +19,45 @@ pub struct Instance {
     pub guest: Guest,
 }
 
+/// Not a semaphore: a hook call is the hot path of every message, and the
+/// common case (an idle instance is there) should cost one uncontended
+/// lock, not a permit acquired and released as well.
 pub struct InstancePool {
     pre: PluginPre<HostState>,
     env: Arc<PluginEnv>,
     idle: Mutex<Vec<Instance>>,
-    /// At most this many hook calls of the plugin run at once.
-    permits: Semaphore,
+    /// Instances that exist, idle or on loan; at most `size`, so at most
+    /// that many hook calls of the plugin run at once.
+    live: AtomicUsize,
+    size: usize,
+    /// Signalled whenever an instance is given back or thrown away.
+    returned: Notify,
     /// Instantiation runs guest code too, so it gets the hook deadline.
     deadline: Duration,
 }
 
-/// An instance on loan; it goes back to the pool only through `give_back`.
+/// An instance on loan. It goes back to the pool only through
+/// `give_back`; dropped otherwise (a trapped instance), it frees its place.
 pub struct Loan<'a> {
-    pub instance: Instance,
-    _permit: SemaphorePermit<'a>,
+    instance: Option<Instance>,
+    pool: &'a InstancePool,
+}
+
+impl Loan<'_> {
+    pub fn instance(&mut self) -> &mut Instance {
+        self.instance
+            .as_mut()
+            .expect("a loan holds its instance until dropped")
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if self.instance.is_some() {
+            self.pool.live.fetch_sub(1, Ordering::AcqRel);
+            self.pool.returned.notify_one();
+        }
+    }
 }
 
 impl InstancePool {
@@ -45,7 +71,9 @@ impl InstancePool {
             pre,
             env,
             idle: Mutex::new(Vec::with_capacity(size)),
-            permits: Semaphore::new(size),
+            live: AtomicUsize::new(0),
+            size,
+            returned: Notify::new(),
             deadline,
         }
     }
@@ -66,26 +94,58 @@ impl InstancePool {
         Ok(Instance { store, guest })
     }
 
+    /// An idle instance, else a new one while fewer than `size` exist,
+    /// else the next one given back.
     pub async fn borrow(&self) -> wasmtime::Result<Loan<'_>> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the pool's semaphore is never closed");
-        let idle = self.idle.lock().unwrap().pop();
-        let instance = match idle {
-            Some(instance) => instance,
-            // Boxed: the future is big, and inline it would be part of
-            // every hook call's future, hence of every connection's task.
-            None => Box::pin(self.instantiate()).await?,
-        };
-        Ok(Loan {
-            instance,
-            _permit: permit,
-        })
+        loop {
+            if let Some(instance) = self.idle.lock().unwrap().pop() {
+                return Ok(self.lend(instance));
+            }
+            if self.reserve() {
+                // Boxed: the future is big, and inline it would be part of
+                // every hook call's future.
+                return match Box::pin(self.instantiate()).await {
+                    Ok(instance) => Ok(self.lend(instance)),
+                    Err(e) => {
+                        self.live.fetch_sub(1, Ordering::AcqRel);
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            // All instances are busy. Register, then look again, so an
+            // instance given back in between is not missed.
+            let returned = self.returned.notified();
+            let mut returned = std::pin::pin!(returned);
+            returned.as_mut().enable();
+            if self.idle.lock().unwrap().is_empty()
+                && self.live.load(Ordering::Acquire) >= self.size
+            {
+                returned.await;
+            }
+        }
     }
 
-    pub fn give_back(&self, loan: Loan<'_>) {
-        self.idle.lock().unwrap().push(loan.instance);
+    fn lend(&self, instance: Instance) -> Loan<'_> {
+        Loan {
+            instance: Some(instance),
+            pool: self,
+        }
+    }
+
+    /// Counts in one more instance if there is room for it.
+    fn reserve(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.size).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn give_back(&self, mut loan: Loan<'_>) {
+        if let Some(instance) = loan.instance.take() {
+            self.idle.lock().unwrap().push(instance);
+            self.returned.notify_one();
+        }
     }
 }
