@@ -2,7 +2,8 @@
 # wsgate benchmark driver.
 #
 #   bench/run.sh            full run (several minutes): echo sweep, latency,
-#                           broadcast to 1k/10k, connect rate, idle RSS at 1k/10k/50k
+#                           broadcast to 1k/10k, connect rate, idle RSS at 1k/10k/50k,
+#                           hook call cost and instantiation (cargo bench)
 #   bench/run.sh --quick    the same at tiny sizes, seconds each (CI smoke check):
 #                           Rust plugins only, the dev profile (so it reuses what
 #                           `cargo build`/`cargo test` built), results in
@@ -12,7 +13,7 @@
 #          --release / --dev (the cargo profile; default: release, dev with --quick),
 #          --no-wsgate (only the baselines: bare-echo and Node ws),
 #          --no-plots, --out DIR,
-#          --only LIST (comma-separated sections to run: echo,broadcast,idle;
+#          --only LIST (comma-separated sections to run: echo,broadcast,idle,calls;
 #                       the other sections' results of an earlier run are kept).
 #
 # Every server runs on a free loopback port, pinned to CPU 0; the load
@@ -22,7 +23,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
-QUICK=0 BUILD=1 WSGATE=1 PLOTS=1 OUT= PROFILE= ONLY=echo,broadcast,idle
+QUICK=0 BUILD=1 WSGATE=1 PLOTS=1 OUT= PROFILE= ONLY=echo,broadcast,idle,calls
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -297,6 +298,21 @@ want idle && for spec in "${SERVERS[@]}"; do
     stop_server
   done
 done
+
+# ------------------------------------------------------------------ hook calls, instantiation
+# In-process, no network: what one on-message call costs (direct, and
+# through the Listener a session uses), and instantiation from PluginPre per
+# plugin. cargo bench builds with the release settings; the quick check
+# skips this (it would be a second optimized build of the server).
+if want calls && [ $QUICK = 0 ] && [ $WSGATE = 1 ]; then
+  rm -f "$OUT/calls.jsonl"
+  log "cargo bench: hook_call and instantiate"
+  bench_plugins=()
+  for p in echo chat echo-py echo-js; do [ -f "$PLUGINS/all/$p.wasm" ] && bench_plugins+=("$PLUGINS/all/$p.wasm"); done
+  (cd "$ROOT" && "${SERVER_PIN[@]}" cargo bench --quiet -p wsgate --bench hook_call -- "$PLUGINS/all/echo.wasm" --json \
+     && "${SERVER_PIN[@]}" cargo bench --quiet -p wsgate --bench instantiate -- "${bench_plugins[@]}" --json) \
+    2>> "$OUT/logs/cargo-bench.log" | grep '^{' >> "$OUT/calls.jsonl" || fail "cargo bench (log: $OUT/logs/cargo-bench.log)"
+fi
 
 # ------------------------------------------------------------------ report
 META=$OUT/meta.json

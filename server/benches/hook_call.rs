@@ -4,9 +4,10 @@
 //! - `listener`: `Listener::on_message`, the path a session takes (instance
 //!   pool, deadline, hook metrics, error mapping).
 //!
-//!   cargo bench -p wsgate --bench hook_call -- $PWD/PLUGIN.wasm [--calls N]
+//!   cargo bench -p wsgate --bench hook_call -- $PWD/PLUGIN.wasm [--calls N] [--json]
 //!
-//! Prints the mean cost per call of each. Not a test: nothing is asserted.
+//! Prints the mean cost per call of each (with `--json`, one JSON object,
+//! for bench/run.sh). Not a test: nothing is asserted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let json = args.iter().any(|a| a == "--json");
+    args.retain(|a| a != "--json");
     let mut calls = 200_000;
     if let Some(i) = args.iter().position(|a| a == "--calls") {
         calls = args
@@ -33,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         args.drain(i..(i + 2).min(args.len()));
     }
     let [path] = args.as_slice() else {
-        anyhow::bail!("usage: hook_call PLUGIN.wasm [--calls N]");
+        anyhow::bail!("usage: hook_call PLUGIN.wasm [--calls N] [--json]");
     };
     let limits = Limits::default();
     let runtime = Runtime::new(limits.instance_memory, None)?;
@@ -61,7 +64,6 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(reply.expect("no trap"));
     })
     .await;
-    println!("direct:   {:.3} us per call", direct * 1e6);
 
     let listener = Listener::new(
         "bench".into(),
@@ -75,11 +77,21 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(reply.expect("no trap"));
     })
     .await;
-    println!(
-        "listener: {:.3} us per call (+{:.3} us over direct)",
-        full * 1e6,
-        (full - direct) * 1e6
-    );
+    if json {
+        let plugin = std::path::Path::new(path).file_stem().unwrap_or_default();
+        let line = serde_json::json!({
+            "mode": "hook_call", "plugin": plugin.to_string_lossy(), "calls": calls,
+            "direct_us": direct * 1e6, "listener_us": full * 1e6,
+        });
+        println!("{line}");
+    } else {
+        println!("direct:   {:.3} us per call", direct * 1e6);
+        println!(
+            "listener: {:.3} us per call (+{:.3} us over direct)",
+            full * 1e6,
+            (full - direct) * 1e6
+        );
+    }
     Ok(())
 }
 

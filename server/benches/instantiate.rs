@@ -3,10 +3,11 @@
 //! memory, the plugin's own start-up code), against creating an empty store
 //! in the same run as the floor.
 //!
-//!   cargo bench -p wsgate --bench instantiate -- $PWD/PLUGIN.wasm... [--iterations N]
+//!   cargo bench -p wsgate --bench instantiate -- $PWD/PLUGIN.wasm... [--iterations N] [--json]
 //!
 //! (cargo runs benches in `server/`, so give absolute paths.)
-//! Prints one line per plugin with p50/p99 and the ratio to the floor.
+//! Prints one line per plugin with p50/p99 and the ratio to the floor
+//! (with `--json`, one JSON object per plugin, for bench/run.sh).
 //! Not a test: nothing is asserted (issue #7's target is < 100 µs).
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let json = args.iter().any(|a| a == "--json");
+    args.retain(|a| a != "--json");
     let mut iterations = 2000;
     if let Some(i) = args.iter().position(|a| a == "--iterations") {
         iterations = args
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         !args.is_empty(),
-        "usage: instantiate PLUGIN.wasm... [--iterations N]"
+        "usage: instantiate PLUGIN.wasm... [--iterations N] [--json]"
     );
     let limits = Limits::default();
     let runtime = Runtime::new(limits.instance_memory, None)?;
@@ -72,11 +75,13 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(store);
     })
     .await;
-    println!(
-        "empty store (floor): p50 {:.1} us  p99 {:.1} us  ({iterations} iterations)",
-        micros(floor50),
-        micros(floor99)
-    );
+    if !json {
+        println!(
+            "empty store (floor): p50 {:.1} us  p99 {:.1} us  ({iterations} iterations)",
+            micros(floor50),
+            micros(floor99)
+        );
+    }
 
     for path in &args {
         let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
@@ -93,13 +98,24 @@ async fn main() -> anyhow::Result<()> {
             std::hint::black_box(instance);
         })
         .await;
-        println!(
-            "{path}: p50 {:.1} us  p99 {:.1} us  ({:.1}x the floor at p50, {} KiB)",
-            micros(p50),
-            micros(p99),
-            p50.as_secs_f64() / floor50.as_secs_f64(),
-            bytes.len() / 1024
-        );
+        if json {
+            let plugin = std::path::Path::new(path).file_stem().unwrap_or_default();
+            let line = serde_json::json!({
+                "mode": "instantiate", "plugin": plugin.to_string_lossy(),
+                "p50_us": micros(p50), "p99_us": micros(p99),
+                "floor_p50_us": micros(floor50), "kib": bytes.len() / 1024,
+                "iterations": iterations,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{path}: p50 {:.1} us  p99 {:.1} us  ({:.1}x the floor at p50, {} KiB)",
+                micros(p50),
+                micros(p99),
+                p50.as_secs_f64() / floor50.as_secs_f64(),
+                bytes.len() / 1024
+            );
+        }
     }
     Ok(())
 }
