@@ -37,11 +37,13 @@ impl Message {
         }
     }
 
-    /// The frame that carries it; a refcount clone, not a copy.
-    pub(crate) fn to_frame(&self) -> yawc::Frame {
+    /// The frame that carries it. It takes the payload over: even a
+    /// refcount clone costs, since cloning a `Bytes` made from a `Vec` (a
+    /// plugin's reply) first allocates a shared header for it.
+    pub(crate) fn into_frame(self) -> yawc::Frame {
         match self {
-            Message::Text(text) => yawc::Frame::text(text.0.clone()),
-            Message::Binary(bytes) => yawc::Frame::binary(bytes.clone()),
+            Message::Text(text) => yawc::Frame::text(text.0),
+            Message::Binary(bytes) => yawc::Frame::binary(bytes),
         }
     }
 }

@@ -263,7 +263,7 @@ impl Wire {
         match item {
             Outbound::Data(msg) => {
                 self.metrics.sent(msg.len());
-                self.feed(msg.to_frame()).await
+                self.feed(msg.into_frame()).await
             }
             Outbound::Close(frame) => self.send_close(frame).await,
         }
