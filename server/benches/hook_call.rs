@@ -9,49 +9,42 @@
 //! Prints the mean cost per call of each (with `--json`, one JSON object,
 //! for bench/run.sh). Not a test: nothing is asserted.
 
-use std::sync::Arc;
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use clap::Parser;
 
-use wsgate::config::Limits;
-use wsgate::registry::Registry;
-use wsgate::runtime::bindings::{Message, PluginPre};
-use wsgate::runtime::{InstancePool, Listener, PluginEnv, Runtime, Timers, content_hash};
+use wsgate::runtime::bindings::Message;
+use wsgate::runtime::{InstancePool, Listener};
+
+#[derive(Parser)]
+struct Cli {
+    /// The plugin (an absolute path: cargo runs benches in `server/`).
+    plugin: PathBuf,
+    /// Calls measured per path, after a tenth as many to warm up.
+    #[arg(long, default_value_t = 200_000)]
+    calls: usize,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let json = args.iter().any(|a| a == "--json");
-    args.retain(|a| a != "--json");
-    let mut calls = 200_000;
-    if let Some(i) = args.iter().position(|a| a == "--calls") {
-        calls = args
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(calls);
-        args.drain(i..(i + 2).min(args.len()));
-    }
-    let [path] = args.as_slice() else {
-        anyhow::bail!("usage: hook_call PLUGIN.wasm [--calls N] [--json]");
-    };
-    let limits = Limits::default();
-    let runtime = Runtime::new(limits.instance_memory, None)?;
-    let registry = Registry::new();
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let compiled = runtime.compile(&bytes, content_hash(&bytes))?;
-    let pre = PluginPre::new(runtime.linker.instantiate_pre(&compiled.component)?)?;
-    let env = Arc::new(PluginEnv {
-        name: Arc::from("bench"),
-        scope: registry.scope("bench", limits.state_bytes),
-        limits: limits.clone(),
-        timers: Arc::new(Timers::default()),
-        subprotocols: Vec::new(),
-        grants: Default::default(),
-    });
+    let Cli {
+        plugin: path,
+        calls,
+        json,
+        ..
+    } = Cli::parse();
+    let bench = common::Bench::new()?;
+    let (pre, _) = bench.prelink(&path)?;
+    let env = bench.env("bench");
     let payload = vec![7u8; 32];
     let timeout = Duration::from_secs(5);
 
@@ -78,9 +71,8 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     if json {
-        let plugin = std::path::Path::new(path).file_stem().unwrap_or_default();
         let line = serde_json::json!({
-            "mode": "hook_call", "plugin": plugin.to_string_lossy(), "calls": calls,
+            "mode": "hook_call", "plugin": common::plugin_name(&path), "calls": calls,
             "direct_us": direct * 1e6, "listener_us": full * 1e6,
         });
         println!("{line}");

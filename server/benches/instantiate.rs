@@ -10,16 +10,31 @@
 //! (with `--json`, one JSON object per plugin, for bench/run.sh).
 //! Not a test: nothing is asserted (issue #7's target is < 100 µs).
 
-use std::sync::Arc;
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use clap::Parser;
 
-use wsgate::config::Limits;
-use wsgate::registry::Registry;
-use wsgate::runtime::bindings::PluginPre;
+use wsgate::runtime::InstancePool;
 use wsgate::runtime::host::HostState;
-use wsgate::runtime::{InstancePool, PluginEnv, Runtime, Timers, content_hash};
+
+#[derive(Parser)]
+struct Cli {
+    /// The plugins (absolute paths: cargo runs benches in `server/`).
+    #[arg(required = true)]
+    plugins: Vec<PathBuf>,
+    /// Instantiations timed per plugin, after a tenth as many to warm up.
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+    /// One JSON object per plugin instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
@@ -47,29 +62,16 @@ async fn time<F: AsyncFnMut()>(iterations: usize, mut step: F) -> (Duration, Dur
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let json = args.iter().any(|a| a == "--json");
-    args.retain(|a| a != "--json");
-    let mut iterations = 2000;
-    if let Some(i) = args.iter().position(|a| a == "--iterations") {
-        iterations = args
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(iterations);
-        args.drain(i..(i + 2).min(args.len()));
-    }
-    anyhow::ensure!(
-        !args.is_empty(),
-        "usage: instantiate PLUGIN.wasm... [--iterations N] [--json]"
-    );
-    let limits = Limits::default();
-    let runtime = Runtime::new(limits.instance_memory, None)?;
-    let registry = Registry::new();
+    let Cli {
+        plugins,
+        iterations,
+        json,
+        ..
+    } = Cli::parse();
+    let bench = common::Bench::new()?;
+    let runtime = &bench.runtime;
 
-    let floor_env = env(&registry, &limits, "floor");
+    let floor_env = bench.env("floor");
     let (floor50, floor99) = time(iterations, async || {
         let store = wasmtime::Store::new(&runtime.engine, HostState::new(floor_env.clone()));
         std::hint::black_box(store);
@@ -83,13 +85,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    for path in &args {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-        let compiled = runtime.compile(&bytes, content_hash(&bytes))?;
-        let pre = PluginPre::new(runtime.linker.instantiate_pre(&compiled.component)?)?;
+    for path in &plugins {
+        let (pre, size) = bench.prelink(path)?;
         let pool = InstancePool::new(
             pre,
-            env(&registry, &limits, path),
+            bench.env(&common::plugin_name(path)),
             1,
             Duration::from_secs(5),
         );
@@ -99,34 +99,23 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
         if json {
-            let plugin = std::path::Path::new(path).file_stem().unwrap_or_default();
             let line = serde_json::json!({
-                "mode": "instantiate", "plugin": plugin.to_string_lossy(),
+                "mode": "instantiate", "plugin": common::plugin_name(path),
                 "p50_us": micros(p50), "p99_us": micros(p99),
-                "floor_p50_us": micros(floor50), "kib": bytes.len() / 1024,
+                "floor_p50_us": micros(floor50), "kib": size / 1024,
                 "iterations": iterations,
             });
             println!("{line}");
         } else {
             println!(
-                "{path}: p50 {:.1} us  p99 {:.1} us  ({:.1}x the floor at p50, {} KiB)",
+                "{}: p50 {:.1} us  p99 {:.1} us  ({:.1}x the floor at p50, {} KiB)",
+                path.display(),
                 micros(p50),
                 micros(p99),
                 p50.as_secs_f64() / floor50.as_secs_f64(),
-                bytes.len() / 1024
+                size / 1024
             );
         }
     }
     Ok(())
-}
-
-fn env(registry: &Registry, limits: &Limits, name: &str) -> Arc<PluginEnv> {
-    Arc::new(PluginEnv {
-        name: Arc::from(name),
-        scope: registry.scope(name, limits.state_bytes),
-        limits: limits.clone(),
-        timers: Arc::new(Timers::default()),
-        subprotocols: Vec::new(),
-        grants: Default::default(),
-    })
 }
