@@ -39,6 +39,13 @@ pub struct Config {
     /// them through its length (CRIME/BREACH). Turn it on for bulky, repetitive
     /// text such as JSON over slow links.
     pub permessage_deflate: bool,
+    /// Bind the public port with SO_REUSEPORT, so several wsgate processes
+    /// on one host can share it (the kernel spreads new connections over
+    /// them). For more connections than one process may hold open files,
+    /// or a restart without a gap; run them as a cluster so deliveries
+    /// reach every process. Off by default: a second process on a port in
+    /// use is usually a mistake, and then it should fail to start.
+    pub reuse_port: bool,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Scale-out: several nodes as one, over Redis.
@@ -219,6 +226,7 @@ impl Default for Config {
             admin: Admin::default(),
             log_format: LogFormat::Text,
             permessage_deflate: false,
+            reuse_port: false,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
@@ -319,6 +327,9 @@ pub struct Cli {
     /// Offer permessage-deflate compression to clients.
     #[arg(long)]
     pub permessage_deflate: bool,
+    /// Share the public port with other wsgate processes (SO_REUSEPORT).
+    #[arg(long)]
+    pub reuse_port: bool,
     /// Do not cache compiled plugins on disk.
     #[arg(long)]
     pub no_cache: bool,
@@ -409,6 +420,7 @@ impl Cli {
                 "permessage_deflate",
                 self.permessage_deflate.then(|| true.into()),
             ),
+            ("reuse_port", self.reuse_port.then(|| true.into())),
             ("cache", self.no_cache.then(|| false.into())),
             ("watch", self.no_watch.then(|| false.into())),
             ("admin.enabled", self.no_admin.then(|| false.into())),
@@ -557,8 +569,12 @@ mod tests {
         let config = cli(&["-c", f, "--hook-timeout", "2s"]).load().unwrap();
         assert_eq!(config.timeouts.hook, Duration::from_secs(2));
         assert!(!config.permessage_deflate);
-        let config = cli(&["-c", f, "--permessage-deflate"]).load().unwrap();
+        assert!(!config.reuse_port);
+        let config = cli(&["-c", f, "--permessage-deflate", "--reuse-port"])
+            .load()
+            .unwrap();
         assert!(config.permessage_deflate);
+        assert!(config.reuse_port);
     }
 
     #[test]

@@ -12,14 +12,28 @@ use crate::protocol::close;
 use crate::protocol::session::wind_down;
 use crate::runtime::Runtime;
 
+/// The public listener: what `TcpListener::bind` does (SO_REUSEADDR, a
+/// backlog of 1024), plus SO_REUSEPORT when asked.
+fn bind_public(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Runs the server until SIGINT or SIGTERM, then closes every connection
 /// with 1001 and waits (bounded) for the sessions to end.
 pub async fn serve(config: Config) -> Result<()> {
     // Certificate trouble is a startup error, before any port is taken.
     let tls = crate::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
     let runtime = Runtime::new(config.limits.instance_memory, config.effective_cache_dir())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = bind_public(config.listen, config.reuse_port)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let admin_listener = match config.admin.enabled {
         true => Some(

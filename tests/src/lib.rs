@@ -193,9 +193,14 @@ fn wsgate_command(plugins: &Path, port: u16, admin_port: u16, log: &Path) -> Com
 /// Runs `wsgate` with `args`, expecting it to refuse to start; returns
 /// everything it printed. Panics if it is still running after 60 s.
 pub fn start_fails(plugins: &Path, args: &[&str]) -> String {
+    start_fails_on(plugins, free_port(), args)
+}
+
+/// Like [`start_fails`], with the public listener on `port`.
+pub fn start_fails_on(plugins: &Path, port: u16, args: &[&str]) -> String {
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("wsgate.log");
-    let mut child = wsgate_command(plugins, free_port(), free_port(), &log)
+    let mut child = wsgate_command(plugins, port, free_port(), &log)
         .args(args)
         .spawn()
         .expect("spawn wsgate");
@@ -234,7 +239,12 @@ impl Server {
     /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
     /// until it answers `/healthz`.
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
-        Server::spawn(plugins, args, None).await
+        Server::spawn(plugins, free_port(), args, None).await
+    }
+
+    /// Like [`Server::start`], with the public listener on `port`.
+    pub async fn start_on(plugins: &Path, port: u16, args: &[&str]) -> Server {
+        Server::spawn(plugins, port, args, None).await
     }
 
     /// Like [`Server::start`], with the public listener on TLS with `cert`;
@@ -247,15 +257,15 @@ impl Server {
             cert.key.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        Server::spawn(plugins, &all, Some(cert.client.clone())).await
+        Server::spawn(plugins, free_port(), &all, Some(cert.client.clone())).await
     }
 
     async fn spawn(
         plugins: &Path,
+        port: u16,
         args: &[&str],
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Server {
-        let port = free_port();
         let admin_port = free_port();
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("wsgate.log");

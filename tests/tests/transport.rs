@@ -1,6 +1,6 @@
 //! The public listener's transport: wss:// with a certificate made at test
-//! time, and the handshake timeout that keeps slow or silent clients from
-//! pinning sockets.
+//! time, the handshake timeout that keeps slow or silent clients from
+//! pinning sockets, and a port shared by several processes.
 
 use std::time::{Duration, Instant};
 
@@ -190,4 +190,32 @@ async fn sigterm_over_tls_closes_with_1001_without_waiting_on_silent_sockets() {
         started.elapsed()
     );
     assert_eq!(client.await.unwrap().0, 1001);
+}
+
+#[tokio::test]
+async fn processes_share_a_port_only_with_reuse_port() {
+    let plugins = plugin_dir(example_plugins(), &["echo"]);
+    let a = Server::start_on(plugins.path(), free_port(), &["--reuse-port"]).await;
+    let refused = start_fails_on(plugins.path(), a.port, &[]);
+    assert!(refused.contains("cannot listen on"), "{refused}");
+    let b = Server::start_on(plugins.path(), a.port, &["--reuse-port"]).await;
+
+    // The kernel spreads new connections over both; each one is served.
+    const N: usize = 40;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let mut ws = a.connect("/ws/echo").await;
+        assert_eq!(
+            ask(&mut ws, &format!("hello {i}")).await,
+            format!("hello {i}")
+        );
+        clients.push(ws);
+    }
+    let open = |info: serde_json::Value| info["connections"]["total"].as_u64().unwrap();
+    let (on_a, on_b) = (open(a.admin_info("").await), open(b.admin_info("").await));
+    assert_eq!(on_a + on_b, N as u64);
+    assert!(
+        on_a > 0 && on_b > 0,
+        "one process got them all: {on_a} + {on_b}"
+    );
 }
