@@ -113,7 +113,7 @@ write_csv("connect", conn, ["label", "concurrency", "connections", "conn_per_s",
 BORDER = ["wsgate-chat", "wsgate-fanout", "bare-broadcast"]
 bcast.sort(key=lambda r: (r["subscribers"], BORDER.index(r["label"]) if r["label"] in BORDER else 9))
 write_csv("broadcast", bcast, ["label", "subscribers", "rounds", "complete_rounds", "complete_p50_ms", "complete_p99_ms", "complete_max_ms", "delivery_p50_ms", "delivery_p99_ms", "missing", "connect_s", "settle_s", "messages_before_rounds"])
-write_csv("idle", idle, ["label", "connections", "rss_before_kib", "rss_after_kib", "kib_per_conn"])
+write_csv("idle", idle, ["label", "processes", "connections", "rss_before_kib", "rss_after_kib", "kib_per_conn"])
 json.dump({"meta": meta, "echo": echo, "latency": lat, "connect": conn, "broadcast": bcast, "idle": idle,
            "hook_calls": hook_calls, "instantiations": instantiations},
           open(os.path.join(out, "results.json"), "w"), indent=1)
@@ -164,10 +164,14 @@ if bcast:
     p()
 if idle:
     p("### Memory: server RSS with idle connections\n")
-    p("| server | connections | RSS before MiB | RSS after MiB | KiB per connection |")
-    p("|---|---:|---:|---:|---:|")
+    p("| server | processes | connections | RSS before MiB | RSS after MiB | KiB per connection |")
+    p("|---|---:|---:|---:|---:|---:|")
     for r in idle:
-        p(f"| {r['label']} | {r['connections']} | {fmt(r['rss_before_kib'] / 1024, 1)} | {fmt(r['rss_after_kib'] / 1024, 1)} | {fmt(r['kib_per_conn'], 2)} |")
+        p(f"| {r['label']} | {r.get('processes', 1)} | {r['connections']} | {fmt(r['rss_before_kib'] / 1024, 1)} | "
+          f"{fmt(r['rss_after_kib'] / 1024, 1)} | {fmt(r['kib_per_conn'], 2)} |")
+    if any(r.get("processes", 1) > 1 for r in idle):
+        p("\n(more than one process: wsgate processes sharing one port with --reuse-port, because one process")
+        p("may not hold that many open files here; RSS is their sum.)")
     p()
 
 if hook_calls or instantiations:
@@ -219,7 +223,12 @@ for n in (10000, 50000):
 r50 = next((r for r in idle if r["label"] == "wsgate-rust" and r["connections"] >= 50000), None)
 big = max((r["connections"] for r in idle if r["label"] == "wsgate-rust"), default=0)
 if big >= 10000:
-    checks.append(("50k concurrent connections", r50 is not None, f"{r50['connections']} held" if r50 else f"not tried in this run (largest: {big})"))
+    held = None
+    if r50:
+        held = f"{r50['connections']} held"
+        if r50.get("processes", 1) > 1:
+            held += f" by {r50['processes']} processes sharing the port (open-files limit per process)"
+    checks.append(("50k concurrent connections", r50 is not None, held or f"not tried in this run (largest: {big})"))
 b10 = next((r for r in bcast if r["subscribers"] >= 10000 and r["label"] == "wsgate-chat"), None) or \
     next((r for r in bcast if r["subscribers"] >= 10000 and r["label"] == "wsgate-fanout"), None)
 if b10:

@@ -79,19 +79,20 @@ if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $want_fds ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FDS=$(ulimit -n)
-# One process can hold at most FDS sockets; larger idle sizes are capped (and
-# reported): e.g. a container without CAP_SYS_RESOURCE may be stuck at 20000.
+# One process can hold at most FDS sockets. Idle sizes above that are run by
+# wsgate as several processes sharing the port (--reuse-port, the kernel
+# spreads the connections) with as many load generators; the baselines cannot
+# share a port and are capped instead (both reported). E.g. a container
+# without CAP_SYS_RESOURCE may be stuck at 20000 open files.
 NOTES=()
+IDLE_CAP=
 if [ "$FDS" != unlimited ]; then
-  cap=$((FDS - 500)) sizes=
+  IDLE_CAP=$((FDS - 500))
   for n in $IDLE_SIZES; do
-    if [ "$n" -gt "$cap" ]; then
-      NOTES+=("idle size $n capped to $cap: the open-files hard limit here is $FDS per process")
-      n=$cap
+    if [ "$n" -gt "$IDLE_CAP" ]; then
+      NOTES+=("idle size $n: over the open-files limit of $FDS per process, so wsgate runs it as $(( (n + IDLE_CAP - 1) / IDLE_CAP )) processes sharing the port (--reuse-port) and the baselines are capped to $IDLE_CAP")
     fi
-    sizes="$sizes $n"
   done
-  IDLE_SIZES=$(echo $sizes | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ')
 fi
 
 NCPU=$(nproc)
@@ -267,33 +268,98 @@ want broadcast && for m in $BCAST_SUBS; do
 done
 
 # ------------------------------------------------------------------ idle RSS
+# idle_record LABEL CONNECTED BEFORE_KIB AFTER_KIB [PROCESSES]
+idle_record() {
+  printf '{"mode":"idle","label":"%s","connections":%s,"rss_before_kib":%s,"rss_after_kib":%s,"kib_per_conn":%s,"processes":%s}\n' \
+    "$1" "$2" "$3" "$4" "$(awk -v a="$4" -v b="$3" -v n="$2" 'BEGIN{printf "%.2f", (a-b)/n}')" "${5:-1}" >> "$OUT/idle.jsonl"
+  log "idle $1: $2 connections in ${5:-1} process(es): RSS $3 -> $4 KiB"
+}
+
+# idle_loadgens URL N K READY_PREFIX: K load generators holding N connections
+# in all; waits until every one is READY (returns 1 if one fails first).
+idle_loadgens() {
+  local url=$1 n=$2 k=$3 ready=$4 i share
+  LPIDS=()
+  for i in $(seq "$k"); do
+    share=$(( n / k )); [ "$i" = 1 ] && share=$(( n - (k - 1) * (n / k) ))
+    : > "$ready.$i"
+    # The same source addresses for all K: the kernel picks ports per
+    # connection, so they share each address's port range.
+    "${LOAD_PIN[@]}" "$LOADGEN" idle "$url" -n "$share" --hold $IDLE_HOLD \
+      --sources $(( n / 20000 + 1 )) --connect-concurrency 256 --max-time 180 \
+      > "$ready.$i" 2>>"$OUT/logs/loadgen.log" &
+    LPIDS+=($!)
+  done
+  for _ in $(seq 1800); do
+    local all=1
+    for i in $(seq "$k"); do grep -q READY "$ready.$i" || all=0; done
+    [ $all = 1 ] && return 0
+    for i in "${LPIDS[@]}"; do kill -0 "$i" 2>/dev/null || return 1; done
+    sleep 0.1
+  done
+  return 1
+}
+
 want idle && for spec in "${SERVERS[@]}"; do
   IFS='|' read -r name path wait_s cmd <<< "$spec"
   for n in $IDLE_SIZES; do
+    ready=$OUT/logs/idle-ready
+    if [ -n "$IDLE_CAP" ] && [ "$n" -gt "$IDLE_CAP" ]; then
+      if [ "$name" != wsgate-rust ]; then n=$IDLE_CAP; fi
+    fi
+    if [ -n "$IDLE_CAP" ] && [ "$n" -gt "$IDLE_CAP" ]; then
+      # Several wsgate processes on one port (see the note above).
+      k=$(( (n + IDLE_CAP - 1) / IDLE_CAP ))
+      port=$("$LOADGEN" free-port) pids=()
+      for i in $(seq $k); do
+        WSGATE_LIMITS__MAX_CONNECTIONS_PER_IP=1000000 RUST_LOG=warn,wsgate::server=info "${SERVER_PIN[@]}" \
+          "$REL/wsgate" --listen "127.0.0.1:$port" --plugins "$PLUGINS/rust" --reuse-port --no-admin --no-watch \
+          > "$OUT/logs/$name-idle-$n-$i.log" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 600); do
+          grep -q "wsgate listening" "$OUT/logs/$name-idle-$n-$i.log" && break
+          kill -0 "${pids[-1]}" 2>/dev/null || break
+          sleep 0.1
+        done
+      done
+      sleep 0.3
+      before=0; for p in "${pids[@]}"; do before=$(( before + $(rss_kib "$p") )); done
+      alive=1; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || alive=0; done
+      if [ $alive = 1 ] && idle_loadgens "ws://127.0.0.1:$port$path" "$n" "$k" "$ready"; then
+        sleep 0.5
+        after=0; for p in "${pids[@]}"; do after=$(( after + $(rss_kib "$p") )); done
+        connected=0
+        for i in $(seq $k); do connected=$(( connected + $(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready.$i") )); done
+        wait "${LPIDS[@]}" || true
+        if [ "$connected" -gt 0 ]; then
+          idle_record "$name" "$connected" "$before" "$after" "$k"
+        else
+          fail "idle $name $n ($k processes): no connection held"
+        fi
+      else
+        fail "idle $name $n ($k processes; logs: $OUT/logs/$name-idle-$n-*.log)"; tail -n 2 "$OUT/logs/loadgen.log" >&2
+        kill "${LPIDS[@]}" 2>/dev/null || true; wait "${LPIDS[@]}" 2>/dev/null || true
+      fi
+      kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
+      continue
+    fi
     # shellcheck disable=SC2086
     start_server "$name-idle-$n" "$path" "$wait_s" $cmd || continue
     sleep 0.3
     before=$(rss_kib "$SERVER_PID")
-    sources=$(( n / 20000 + 1 ))
-    ready=$OUT/logs/idle-ready.txt; : > "$ready"
-    "${LOAD_PIN[@]}" "$LOADGEN" idle "ws://127.0.0.1:$SERVER_PORT$path" -n "$n" --hold $IDLE_HOLD \
-      --sources $sources --connect-concurrency 256 --label "$name" --max-time 120 \
-      > "$ready" 2>>"$OUT/logs/loadgen.log" &
-    lpid=$!
-    after=
-    for _ in $(seq 1200); do
-      if grep -q READY "$ready"; then sleep 0.5; after=$(rss_kib "$SERVER_PID"); break; fi
-      kill -0 $lpid 2>/dev/null || break
-      sleep 0.1
-    done
-    if wait $lpid && [ -n "$after" ]; then
-      connected=$(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready")
-      printf '{"mode":"idle","label":"%s","connections":%s,"rss_before_kib":%s,"rss_after_kib":%s,"kib_per_conn":%s}\n' \
-        "$name" "$connected" "$before" "$after" \
-        "$(awk -v a="$after" -v b="$before" -v n="$connected" 'BEGIN{printf "%.2f", (a-b)/n}')" >> "$OUT/idle.jsonl"
-      log "idle $name: $connected connections: RSS $before -> $after KiB"
+    if idle_loadgens "ws://127.0.0.1:$SERVER_PORT$path" "$n" 1 "$ready"; then
+      sleep 0.5
+      after=$(rss_kib "$SERVER_PID")
+      connected=$(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready.1")
+      wait "${LPIDS[@]}" || true
+      if [ "$connected" -gt 0 ]; then
+        idle_record "$name" "$connected" "$before" "$after"
+      else
+        fail "idle $name $n: no connection held"
+      fi
     else
       fail "idle $name $n"; tail -n 2 "$OUT/logs/loadgen.log" >&2
+      kill "${LPIDS[@]}" 2>/dev/null || true; wait "${LPIDS[@]}" 2>/dev/null || true
     fi
     stop_server
   done
