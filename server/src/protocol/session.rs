@@ -285,10 +285,7 @@ impl Wire {
 
     /// Closes now, ahead of anything still queued.
     async fn abort(&mut self) -> Result<(), Over> {
-        let (code, reason) = self
-            .conn
-            .close_reason()
-            .unwrap_or((close::GOING_AWAY, String::new()));
+        let Over { code, reason } = self.over(close::GOING_AWAY);
         self.send_close(CloseFrame { code, reason }).await
     }
 

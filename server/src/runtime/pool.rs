@@ -54,8 +54,7 @@ impl Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if self.instance.is_some() {
-            self.pool.live.fetch_sub(1, Ordering::AcqRel);
-            self.pool.returned.notify_one();
+            self.pool.release();
         }
     }
 }
@@ -107,8 +106,7 @@ impl InstancePool {
                 return match Box::pin(self.instantiate()).await {
                     Ok(instance) => Ok(self.lend(instance)),
                     Err(e) => {
-                        self.live.fetch_sub(1, Ordering::AcqRel);
-                        self.returned.notify_one();
+                        self.release();
                         Err(e)
                     }
                 };
@@ -140,6 +138,13 @@ impl InstancePool {
                 (n < self.size).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Counts out an instance that no longer exists (it trapped, or never
+    /// came to be), so a waiting caller may create another.
+    fn release(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.returned.notify_one();
     }
 
     pub fn give_back(&self, mut loan: Loan<'_>) {
