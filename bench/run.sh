@@ -300,12 +300,40 @@ idle_loadgens() {
   return 1
 }
 
+# idle_measure NAME N URL PID...: N idle connections against the server
+# processes PID... (one load generator each); records their summed RSS
+# before and while the connections are held.
+idle_measure() {
+  local name=$1 n=$2 url=$3; shift 3
+  local pids=("$@") k=$# ready=$OUT/logs/idle-ready before=0 after=0 connected=0 p i
+  sleep 0.3
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { fail "idle $name $n: server process $p is not running"; return; }
+    before=$(( before + $(rss_kib "$p") ))
+  done
+  if ! idle_loadgens "$url" "$n" "$k" "$ready"; then
+    fail "idle $name $n ($k process(es))"; tail -n 2 "$OUT/logs/loadgen.log" >&2
+    kill "${LPIDS[@]}" 2>/dev/null || true; wait "${LPIDS[@]}" 2>/dev/null || true
+    return
+  fi
+  sleep 0.5
+  for p in "${pids[@]}"; do after=$(( after + $(rss_kib "$p") )); done
+  for i in $(seq "$k"); do
+    connected=$(( connected + $(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready.$i") ))
+  done
+  wait "${LPIDS[@]}" || true
+  if [ "$connected" -gt 0 ]; then
+    idle_record "$name" "$connected" "$before" "$after" "$k"
+  else
+    fail "idle $name $n: no connection held"
+  fi
+}
+
 want idle && for spec in "${SERVERS[@]}"; do
   IFS='|' read -r name path wait_s cmd <<< "$spec"
   for n in $IDLE_SIZES; do
-    ready=$OUT/logs/idle-ready
-    if [ -n "$IDLE_CAP" ] && [ "$n" -gt "$IDLE_CAP" ]; then
-      if [ "$name" != wsgate-rust ]; then n=$IDLE_CAP; fi
+    if [ -n "$IDLE_CAP" ] && [ "$n" -gt "$IDLE_CAP" ] && [ "$name" != wsgate-rust ]; then
+      n=$IDLE_CAP
     fi
     if [ -n "$IDLE_CAP" ] && [ "$n" -gt "$IDLE_CAP" ]; then
       # Several wsgate processes on one port (see the note above).
@@ -322,45 +350,13 @@ want idle && for spec in "${SERVERS[@]}"; do
           sleep 0.1
         done
       done
-      sleep 0.3
-      before=0; for p in "${pids[@]}"; do before=$(( before + $(rss_kib "$p") )); done
-      alive=1; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || alive=0; done
-      if [ $alive = 1 ] && idle_loadgens "ws://127.0.0.1:$port$path" "$n" "$k" "$ready"; then
-        sleep 0.5
-        after=0; for p in "${pids[@]}"; do after=$(( after + $(rss_kib "$p") )); done
-        connected=0
-        for i in $(seq $k); do connected=$(( connected + $(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready.$i") )); done
-        wait "${LPIDS[@]}" || true
-        if [ "$connected" -gt 0 ]; then
-          idle_record "$name" "$connected" "$before" "$after" "$k"
-        else
-          fail "idle $name $n ($k processes): no connection held"
-        fi
-      else
-        fail "idle $name $n ($k processes; logs: $OUT/logs/$name-idle-$n-*.log)"; tail -n 2 "$OUT/logs/loadgen.log" >&2
-        kill "${LPIDS[@]}" 2>/dev/null || true; wait "${LPIDS[@]}" 2>/dev/null || true
-      fi
+      idle_measure "$name" "$n" "ws://127.0.0.1:$port$path" "${pids[@]}"
       kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
       continue
     fi
     # shellcheck disable=SC2086
     start_server "$name-idle-$n" "$path" "$wait_s" $cmd || continue
-    sleep 0.3
-    before=$(rss_kib "$SERVER_PID")
-    if idle_loadgens "ws://127.0.0.1:$SERVER_PORT$path" "$n" 1 "$ready"; then
-      sleep 0.5
-      after=$(rss_kib "$SERVER_PID")
-      connected=$(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$ready.1")
-      wait "${LPIDS[@]}" || true
-      if [ "$connected" -gt 0 ]; then
-        idle_record "$name" "$connected" "$before" "$after"
-      else
-        fail "idle $name $n: no connection held"
-      fi
-    else
-      fail "idle $name $n"; tail -n 2 "$OUT/logs/loadgen.log" >&2
-      kill "${LPIDS[@]}" 2>/dev/null || true; wait "${LPIDS[@]}" 2>/dev/null || true
-    fi
+    idle_measure "$name" "$n" "ws://127.0.0.1:$SERVER_PORT$path" "$SERVER_PID"
     stop_server
   done
 done
