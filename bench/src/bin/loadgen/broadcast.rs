@@ -1,0 +1,217 @@
+//! The `broadcast` mode: fan-out latency from one publisher to M subscribers.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::Common;
+use crate::stats::{emit, percentile};
+use crate::target::{Target, client_config, resolve_loopback};
+
+#[derive(Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscriber connections.
+    #[arg(short = 'm', long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publish rounds.
+    #[arg(short = 'r', long, default_value_t = 20)]
+    rounds: usize,
+    /// Payload size of the published message, bytes.
+    #[arg(short = 's', long, default_value_t = 32)]
+    size: usize,
+    /// URL of the publisher connection (default: the subscriber URL with `{i}` = "pub").
+    #[arg(long)]
+    publisher_url: Option<String>,
+    /// The subscribers must have been quiet this long (ms) before the first round
+    /// (join notices etc. drained).
+    #[arg(long, default_value_t = 300)]
+    settle_ms: u64,
+    /// ... but start the rounds after at most this many seconds of settling.
+    #[arg(long, default_value_t = 120.0)]
+    settle_max: f64,
+    /// Give up on a round after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    round_timeout: f64,
+    /// Pause between rounds, ms.
+    #[arg(long, default_value_t = 20)]
+    gap_ms: u64,
+}
+
+fn round_marker(m: &Message) -> Option<u64> {
+    let data: &[u8] = match m {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) => b,
+        _ => return None,
+    };
+    const TAG: &[u8] = b"BCAST#";
+    let pos = data.windows(TAG.len()).position(|w| w == TAG)?;
+    let rest = &data[pos + TAG.len()..];
+    let end = rest.iter().position(|&b| b == b'#')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
+    let c = &a.common;
+    let target = Target::new(&c.url, c.sources).await?;
+    let pub_url = a
+        .publisher_url
+        .clone()
+        .unwrap_or_else(|| c.url.replace("{i}", "pub"));
+    resolve_loopback(&pub_url).await?;
+
+    let (subs, failed, connect_s) = target
+        .connect_at_least_one(a.subscribers, c.connect_concurrency, "subscribers")
+        .await?;
+    let m = subs.len();
+
+    let base = Instant::now();
+    let last_msg = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::with_capacity(m);
+    for mut ws in subs {
+        let (tx, last_msg, received, closed) = (
+            tx.clone(),
+            last_msg.clone(),
+            received.clone(),
+            closed.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let now = Instant::now();
+                received.fetch_add(1, Ordering::Relaxed);
+                last_msg.store((now - base).as_nanos() as u64, Ordering::Relaxed);
+                if let Some(r) = round_marker(&msg) {
+                    let _ = tx.send((r, now));
+                }
+            }
+            closed.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    drop(tx);
+
+    // The publisher (for the chat plugin it is one more member of the channel).
+    let mut publisher = target
+        .connect_url(usize::MAX, &pub_url, client_config())
+        .await
+        .context("publisher")?;
+    let (ptx, mut prx) = mpsc::unbounded_channel::<Message>();
+    let pub_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = prx.recv() => match m {
+                    Some(msg) => if publisher.send(msg).await.is_err() { break },
+                    None => break,
+                },
+                r = publisher.next() => if !matches!(r, Some(Ok(_))) { break },
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), publisher.close(None)).await;
+    });
+
+    // Let join notices and the like drain: wait until the subscribers are quiet.
+    let settle = Duration::from_millis(a.settle_ms);
+    let settle_start = Instant::now();
+    let settle_limit = settle_start + Duration::from_secs_f64(a.settle_max);
+    loop {
+        tokio::time::sleep(settle / 4).await;
+        let last = base + Duration::from_nanos(last_msg.load(Ordering::Relaxed));
+        let now = Instant::now();
+        if now.saturating_duration_since(last) >= settle || now > settle_limit {
+            break;
+        }
+    }
+    let settle_s = settle_start.elapsed().as_secs_f64();
+    let pre_received = received.load(Ordering::Relaxed);
+
+    let mut complete_ns: Vec<u32> = Vec::with_capacity(a.rounds);
+    let mut deliveries_ns: Vec<u32> = Vec::with_capacity(a.rounds * m);
+    let mut missing = 0usize;
+    let pad = "x".repeat(a.size.saturating_sub(16));
+    for round in 0..a.rounds as u64 {
+        if closed.load(Ordering::Relaxed) > 0 {
+            bail!(
+                "{} subscribers were disconnected",
+                closed.load(Ordering::Relaxed)
+            );
+        }
+        let t0 = Instant::now();
+        ptx.send(Message::Text(format!("BCAST#{round}#{pad}").into()))
+            .map_err(|_| anyhow!("publisher is gone"))?;
+        let deadline = t0 + Duration::from_secs_f64(a.round_timeout);
+        let mut got = 0usize;
+        let mut last = t0;
+        while got < m {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some((r, at))) if r == round => {
+                    got += 1;
+                    last = last.max(at);
+                    deliveries_ns.push(((at - t0).as_nanos() as u64).min(u32::MAX as u64) as u32);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if got < m {
+            missing += m - got;
+            eprintln!("broadcast: round {round}: only {got} of {m} subscribers got the message");
+        } else {
+            complete_ns.push(((last - t0).as_nanos() as u64).min(u32::MAX as u64) as u32);
+        }
+        tokio::time::sleep(Duration::from_millis(a.gap_ms)).await;
+    }
+    drop(ptx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), pub_task).await;
+    for r in &readers {
+        r.abort();
+    }
+    complete_ns.sort_unstable();
+    deliveries_ns.sort_unstable();
+    let ms = |ns: f64| ns / 1e6;
+    let (c50, c99, cmax) = (
+        percentile(&complete_ns, 0.5),
+        percentile(&complete_ns, 0.99),
+        complete_ns.last().map(|&v| v as f64).unwrap_or(f64::NAN),
+    );
+    let (d50, d99) = (
+        percentile(&deliveries_ns, 0.5),
+        percentile(&deliveries_ns, 0.99),
+    );
+    eprintln!(
+        "broadcast {}: {m} subscribers, {} rounds: all-delivered p50 {:.2} ms p99 {:.2} ms max {:.2} ms; \
+         per-delivery p50 {:.2} ms p99 {:.2} ms; missing {missing} (connect {:.2} s, settle {:.2} s, {} msgs before rounds)",
+        c.url,
+        a.rounds,
+        ms(c50),
+        ms(c99),
+        ms(cmax),
+        ms(d50),
+        ms(d99),
+        connect_s,
+        settle_s,
+        pre_received
+    );
+    emit(
+        c.json,
+        json!({
+            "mode": "broadcast", "label": c.label, "url": c.url, "subscribers": m,
+            "connect_failed": failed, "rounds": a.rounds, "complete_rounds": complete_ns.len(),
+            "size": a.size, "complete_p50_ms": ms(c50), "complete_p99_ms": ms(c99), "complete_max_ms": ms(cmax),
+            "delivery_p50_ms": ms(d50), "delivery_p99_ms": ms(d99), "missing": missing,
+            "connect_s": connect_s, "settle_s": settle_s, "messages_before_rounds": pre_received,
+        }),
+    );
+    if missing > 0 {
+        bail!("{missing} deliveries missing");
+    }
+    Ok(())
+}
