@@ -27,7 +27,13 @@ if [ -z "$BIN" ]; then
   BIN=$TARGET_DIR/release/wsgate
 fi
 PLUGINS=$(mktemp -d)
-"$ROOT/scripts/build-rust-plugins.sh" "$PLUGINS" echo >/dev/null
+# WSGATE_TEST_PLUGINS holds the example plugins already built (the test
+# script passes its own); otherwise the echo plugin is built here.
+if [ -f "${WSGATE_TEST_PLUGINS:-/nonexistent}/echo.wasm" ]; then
+  cp "$WSGATE_TEST_PLUGINS/echo.wasm" "$PLUGINS/"
+else
+  "$ROOT/scripts/build-rust-plugins.sh" "$PLUGINS" echo >/dev/null
+fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Autobahn's 9.* cases send messages of up to 16 MiB.
 "$BIN" --listen "127.0.0.1:$PORT" --plugins "$PLUGINS" \
