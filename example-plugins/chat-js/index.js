@@ -20,7 +20,11 @@ function render(from, message, channel, to) {
 }
 
 /** The tag for one user's connections in one channel. */
-const userTag = (name, channel) => `user:${name}@${channel}`;
+// The tag for one user's connections in one channel: user:NAME@CHANNEL, with
+// % and @ escaped in both, so no other name and channel can make the same tag
+// (user a in b@c and user a@b in c would).
+const escapeTag = (s) => s.replaceAll('%', '%25').replaceAll('@', '%40');
+const userTag = (name, channel) => `user:${escapeTag(name)}@${escapeTag(channel)}`;
 
 function parseWhisper(text) {
   try {
@@ -71,6 +75,7 @@ function identity(conn) {
 export function onOpen(conn, req) {
   const name = (req.queryParam('username') ?? '').trim();
   if (!name) return OpenDecision.reject(403, 'a username query parameter is required');
+  if (name === SERVER) return OpenDecision.reject(403, 'that username is reserved');
   const channel = req.param('channel');
   if (channel === undefined) return OpenDecision.reject(404, 'no channel in the path');
   try {

@@ -26,8 +26,14 @@ def render(sender, message, channel, to=None):
 
 
 def user_tag(name, channel):
-    """The tag for one user's connections in one channel."""
-    return f"user:{name}@{channel}"
+    """The tag for one user's connections in one channel: ``user:NAME@CHANNEL``,
+    with ``%`` and ``@`` escaped in both, so no other name and channel can
+    make the same tag (user ``a`` in ``b@c`` and user ``a@b`` in ``c`` would)."""
+
+    def escape(s):
+        return s.replace("%", "%25").replace("@", "%40")
+
+    return f"user:{escape(name)}@{escape(channel)}"
 
 
 def parse_whisper(text):
@@ -81,6 +87,8 @@ class Listener(wsgate.Listener):
         name = (req.query_param("username") or "").strip()
         if not name:
             return OpenDecision.reject(403, "a username query parameter is required")
+        if name == SERVER:
+            return OpenDecision.reject(403, "that username is reserved")
         channel = req.param("channel")
         if channel is None:
             return OpenDecision.reject(404, "no channel in the path")

@@ -50,14 +50,35 @@ async fn chat_scenario(name: &str) {
     let server = Server::start(dir.path(), &[]).await;
     let url = |channel: &str, user: &str| format!("/ws/{name}/{channel}?username={user}");
 
-    // No, or a blank, username: refused before the upgrade.
+    // No, or a blank, username: refused before the upgrade; and nobody
+    // may speak as the announcer.
     for path in [
         format!("/ws/{name}/lobby"),
         url("lobby", ""),
         url("lobby", "%20"),
+        url("lobby", "%3Cserver%3E"),
+        url("lobby", "%20%3Cserver%3E%20"),
     ] {
         let (status, _) = server.handshake_error(&path).await;
         assert_eq!(status, 403, "{path}");
+    }
+
+    // User tags cannot collide: user `a` in `b@c` and user `a@b` in `c`
+    // are different people, and a whisper reaches only the one meant.
+    let mut a_in_bc = server.connect(&url("b@c", "a")).await;
+    expect_chat(&mut a_in_bc, "<server>", "a connected", "b@c").await;
+    let mut ab_in_c = server.connect(&url("c", "a%40b")).await;
+    expect_chat(&mut ab_in_c, "<server>", "a@b connected", "c").await;
+    let mut x_in_c = server.connect(&url("c", "x")).await;
+    expect_chat(&mut x_in_c, "<server>", "x connected", "c").await;
+    expect_chat(&mut ab_in_c, "<server>", "x connected", "c").await;
+    send_text(&mut x_in_c, r#"{"to":"a@b","message":"for a@b"}"#).await;
+    for ws in [&mut ab_in_c, &mut x_in_c] {
+        assert_eq!(next_json(ws).await["message"], "for a@b");
+    }
+    assert_silent(&mut a_in_bc, QUIET).await;
+    for ws in [a_in_bc, ab_in_c, x_in_c] {
+        drop(ws);
     }
 
     let mut alice = server.connect(&url("lobby", "alice")).await;

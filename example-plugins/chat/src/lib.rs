@@ -65,9 +65,12 @@ fn announce(channel: &str, from: &str, message: &str) {
     }
 }
 
-/// The tag for one user's connections in one channel.
+/// The tag for one user's connections in one channel: `user:NAME@CHANNEL`,
+/// with `%` and `@` escaped in both, so no other name and channel can make
+/// the same tag (user `a` in `b@c` and user `a@b` in `c` would).
 fn user_tag(name: &str, channel: &str) -> String {
-    format!("user:{name}@{channel}")
+    let escape = |s: &str| s.replace('%', "%25").replace('@', "%40");
+    format!("user:{}@{}", escape(name), escape(channel))
 }
 
 /// The username and channel remembered for a connection at open time.
@@ -101,6 +104,9 @@ impl Listener for Chat {
             return OpenDecision::reject(404, "no channel in the path");
         };
         let name = name.trim().to_owned();
+        if name == SERVER {
+            return OpenDecision::reject(403, "that username is reserved");
+        }
         let channel = channel.to_owned();
         let remembered = host::set_attribute(conn, "username", Some(&name))
             .and_then(|()| host::set_attribute(conn, "channel", Some(&channel)))
