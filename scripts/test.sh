@@ -45,6 +45,8 @@ services() {
 guest_plugins() {
   "$ROOT/scripts/build-python-plugins.sh" "$WSGATE_TEST_PLUGINS"
   "$ROOT/scripts/build-js-plugins.sh" "$WSGATE_TEST_PLUGINS"
+  # The JavaScript SDK's TypeScript types must be what the WIT says now.
+  "$ROOT/scripts/check-js-types.sh"
 }
 
 # clippy-driver as the workspace members' compiler: every later cargo

@@ -52,8 +52,9 @@ declare module 'wsgate:plugin/types@0.1.0' {
      */
     subprotocols: Array<string>,
     /**
-     * The subprotocol the server chose: the first one the client
-     * offered that the plugin's sidecar lists in `subprotocols`.
+     * The subprotocol the server chose: the first one in the plugin's
+     * sidecar `subprotocols` list (its order of preference) that the
+     * client offered; `none` if there is no match.
      */
     protocol?: string,
   }
