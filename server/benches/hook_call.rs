@@ -1,6 +1,7 @@
 //! What one `on-message` call costs the host, layer by layer, so a change
 //! to the call path can be judged without a network in the way:
-//! - `direct`: the generated binding's call on an instance already in hand;
+//! - `direct`: the hook called on an instance already in hand (the
+//!   generated binding's call, with the message converted at the edge);
 //! - `listener`: `Listener::on_message`, the path a session takes (instance
 //!   pool, deadline, hook metrics, error mapping).
 //!
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use wsgate::runtime::bindings::Message;
+use bytes::Bytes;
+use wsgate::protocol::Message;
 use wsgate::runtime::{InstancePool, Listener};
 
 #[derive(Parser)]
@@ -51,9 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let pool = InstancePool::new(pre.clone(), env.clone(), 1, timeout);
     let mut instance = pool.instantiate().await?;
     let direct = per_call(calls, async || {
-        let hooks = instance.guest.wsgate_plugin_listener();
-        let msg = Message::Binary(payload.clone());
-        let reply = hooks.call_on_message(&mut instance.store, 1, &msg).await;
+        let msg = Message::Binary(Bytes::from(payload.clone()));
+        let reply = instance.on_message(1, msg).await;
         std::hint::black_box(reply.expect("no trap"));
     })
     .await;
@@ -65,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         timeout,
     );
     let full = per_call(calls, async || {
-        let msg = Message::Binary(payload.clone());
+        let msg = Message::Binary(Bytes::from(payload.clone()));
         let reply = listener.on_message(1, msg).await;
         std::hint::black_box(reply.expect("no trap"));
     })

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use wsgate::runtime::InstancePool;
-use wsgate::runtime::host::HostState;
 
 #[derive(Parser)]
 struct Cli {
@@ -69,14 +68,19 @@ async fn main() -> anyhow::Result<()> {
         ..
     } = Cli::parse();
     let bench = common::Bench::new()?;
-    let runtime = &bench.runtime;
+    let timeout = Duration::from_secs(5);
 
-    let floor_env = bench.env("floor");
-    let (floor50, floor99) = time(iterations, async || {
-        let store = wasmtime::Store::new(&runtime.engine, HostState::new(floor_env.clone()));
-        std::hint::black_box(store);
-    })
-    .await;
+    let (floor50, floor99) = match plugins.first() {
+        Some(first) => {
+            let (pre, _) = bench.prelink(first)?;
+            let floor = InstancePool::new(pre, bench.env("floor"), 1, timeout);
+            time(iterations, async || {
+                std::hint::black_box(floor.empty_store());
+            })
+            .await
+        }
+        None => (Duration::ZERO, Duration::ZERO),
+    };
     if !json {
         println!(
             "empty store (floor): p50 {:.1} us  p99 {:.1} us  ({iterations} iterations)",
@@ -87,12 +91,7 @@ async fn main() -> anyhow::Result<()> {
 
     for path in &plugins {
         let (pre, size) = bench.prelink(path)?;
-        let pool = InstancePool::new(
-            pre,
-            bench.env(&common::plugin_name(path)),
-            1,
-            Duration::from_secs(5),
-        );
+        let pool = InstancePool::new(pre, bench.env(&common::plugin_name(path)), 1, timeout);
         let (p50, p99) = time(iterations, async || {
             let instance = pool.instantiate().await.expect("instantiates");
             std::hint::black_box(instance);

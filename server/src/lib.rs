@@ -2,23 +2,29 @@
 //! WebAssembly component plugins.
 //!
 //! The layout follows the architecture: `http` accepts requests and
-//! performs handshakes, `routing` maps paths to plugins, `protocol` runs
-//! each connection, `registry` holds connections, channels and tags,
-//! `runtime` runs plugin code in the sandbox, and `deploy` turns the plugin
-//! directory into routes.
+//! answers handshakes, `routing` maps paths to plugins, `lifecycle` owns a
+//! connection from admission to its last hook, `protocol` speaks WebSocket
+//! on each connection, `registry` holds connections, channels and tags,
+//! `runtime` runs plugin code in the sandbox, `deploy` turns the plugin
+//! directory into routes, `admin` and `metrics` report, and `cluster`
+//! joins several nodes over Redis.
 
+mod accept;
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod protocol;
+mod rate;
 pub mod registry;
 pub mod routing;
 pub mod runtime;
 mod server;
+mod text;
 mod tls;
 
 pub use server::serve;

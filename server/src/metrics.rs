@@ -1,30 +1,20 @@
-//! Prometheus metrics, served at `GET /metrics` on the admin listener.
+//! Prometheus metrics, served at `GET /metrics` on the admin listener
+//! (rendered by `admin::metrics`).
 //!
 //! Counters live in one process-wide registry. Hot paths never look a
 //! label up: each plugin version resolves its label children once
 //! ([`PluginMetrics`]) and sessions and hook calls bump those directly.
-//! Gauges that describe the present (connections, loaded plugins) are
-//! computed when scraped, from the registry and the deployment.
+//! Gauges that describe the present (connections, loaded plugins) are set
+//! when scraped. This module depends on nothing else in the server, so
+//! anything may count.
 
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
-use crate::gateway::Gateway;
-
-/// The hooks a histogram is kept for, in a fixed order.
-pub const HOOKS: [&str; 7] = [
-    "on-open",
-    "on-message",
-    "on-close",
-    "on-first-open",
-    "on-last-close",
-    "on-push",
-    "on-timer",
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -36,13 +26,15 @@ pub struct Metrics {
     pub hook_seconds: HistogramVec,
     pub traps: IntCounterVec,
     pub deadline_overruns: IntCounterVec,
+    pub quarantines: IntCounterVec,
     pub reloads: IntCounterVec,
     pub load_failures: IntCounterVec,
-    connections: IntGaugeVec,
-    channels: IntGaugeVec,
-    plugins: IntGaugeVec,
+    pub connections: IntGaugeVec,
+    pub channels: IntGaugeVec,
+    pub plugins: IntGaugeVec,
+    pub quarantined: IntGaugeVec,
     cluster_frames: IntCounterVec,
-    cluster_nodes: IntGaugeVec,
+    pub cluster_nodes: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,6 +108,18 @@ impl Metrics {
                 "Hook calls interrupted at their deadline",
                 p,
             ),
+            quarantines: counter(
+                &r,
+                "plugin_quarantines_total",
+                "Quarantines started after repeated crashes",
+                p,
+            ),
+            quarantined: gauge(
+                &r,
+                "plugin_quarantined",
+                "1 while a plugin refuses new connections after repeated crashes",
+                p,
+            ),
             reloads: counter(
                 &r,
                 "plugin_reloads_total",
@@ -139,7 +143,7 @@ impl Metrics {
             cluster_frames: counter(
                 &r,
                 "cluster_frames_total",
-                "Cluster bus frames by event: forwarded, received, dropped (not relayed), undecodable",
+                "Cluster bus frames by event: forwarded, received, dropped (not relayed), undecodable (or unsealed), refused (over the size limit)",
                 &["event"],
             ),
             cluster_nodes: gauge(
@@ -168,11 +172,13 @@ pub struct PluginMetrics {
     pub connections_opened: IntCounter,
     pub traps: IntCounter,
     pub deadline_overruns: IntCounter,
+    pub quarantines: IntCounter,
     hooks: Vec<Histogram>,
 }
 
 impl PluginMetrics {
-    pub fn new(plugin: &str) -> Arc<PluginMetrics> {
+    /// `hooks` names the hooks timed, in the order `observe_hook` indexes them.
+    pub fn new(plugin: &str, hooks: &[&str]) -> Arc<PluginMetrics> {
         let m = metrics();
         let l = &[plugin];
         Arc::new(PluginMetrics {
@@ -183,17 +189,18 @@ impl PluginMetrics {
             connections_opened: m.connections_opened.with_label_values(l),
             traps: m.traps.with_label_values(l),
             deadline_overruns: m.deadline_overruns.with_label_values(l),
-            hooks: HOOKS
+            quarantines: m.quarantines.with_label_values(l),
+            hooks: hooks
                 .iter()
                 .map(|h| m.hook_seconds.with_label_values(&[plugin, h]))
                 .collect(),
         })
     }
 
-    /// Records one hook call's duration.
-    pub fn observe_hook(&self, hook: &str, seconds: f64) {
-        if let Some(i) = HOOKS.iter().position(|h| *h == hook) {
-            self.hooks[i].observe(seconds);
+    /// Records one call of the hook at `index` (of those given to `new`).
+    pub fn observe_hook(&self, index: usize, took: Duration) {
+        if let Some(histogram) = self.hooks.get(index) {
+            histogram.observe(took.as_secs_f64());
         }
     }
 
@@ -210,7 +217,6 @@ impl PluginMetrics {
     }
 }
 
-/// The Prometheus text exposition of every metric, gauges refreshed now.
 /// The counters of `cluster_frames_total`, one per event, resolved once:
 /// `received` is bumped for every frame a node relays.
 pub struct ClusterFrames {
@@ -218,6 +224,7 @@ pub struct ClusterFrames {
     pub received: IntCounter,
     pub dropped: IntCounter,
     pub undecodable: IntCounter,
+    pub refused: IntCounter,
 }
 
 pub fn cluster_frames() -> &'static ClusterFrames {
@@ -228,41 +235,20 @@ pub fn cluster_frames() -> &'static ClusterFrames {
             received: events.with_label_values(&["received"]),
             dropped: events.with_label_values(&["dropped"]),
             undecodable: events.with_label_values(&["undecodable"]),
+            refused: events.with_label_values(&["refused"]),
         }
     });
     &FRAMES
 }
 
-pub fn render(gw: &Gateway) -> String {
-    let m = metrics();
-    m.connections.reset();
-    m.channels.reset();
-    for scope in gw.registry.scopes() {
-        m.connections
-            .with_label_values(&[&scope.name])
-            .set(scope.connection_count() as i64);
-        m.channels
-            .with_label_values(&[&scope.name])
-            .set(scope.channel_names().len() as i64);
+impl Metrics {
+    /// The Prometheus text exposition of every metric; the caller sets the
+    /// gauges first.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
-    m.cluster_nodes.reset();
-    if let Some(cluster) = &gw.cluster {
-        let link = if cluster.is_connected() {
-            "connected"
-        } else {
-            "disconnected"
-        };
-        m.cluster_nodes
-            .with_label_values(&[link])
-            .set(cluster.node_count() as i64);
-    }
-    m.plugins.reset();
-    for (status, n) in gw.deployer.status_counts() {
-        m.plugins.with_label_values(&[status]).set(n as i64);
-    }
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&m.registry.gather(), &mut out)
-        .expect("text encoding cannot fail");
-    String::from_utf8(out).expect("the text format is UTF-8")
 }

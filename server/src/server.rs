@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
+use crate::accept::{ConnectionCap, Http1Only};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::protocol::close;
+use crate::protocol::CloseCode;
 use crate::protocol::session::wind_down;
 use crate::runtime::Runtime;
 
@@ -49,20 +51,28 @@ pub async fn serve(config: Config) -> Result<()> {
         .cluster
         .as_ref()
         .map(|c| c.start(gw.registry.clone(), gw.shutdown.clone()));
-    gw.load_plugins().await;
+    // Plugins load while the server already listens: each one serves as
+    // soon as it is ready, and `/readyz` says when all of them are.
+    let deployer = gw.deployer.clone();
+    tokio::spawn(async move { deployer.reconcile(None).await });
     if gw.config.watch {
         crate::deploy::watch::spawn(gw.clone());
     }
+    let handshake = gw.config.timeouts.handshake;
+    let admin_handle = axum_server::Handle::<SocketAddr>::new();
     let admin = admin_listener.map(|listener| {
         let token = crate::admin::token(gw.config.admin.token.as_deref());
         let app = crate::admin::router(gw.clone(), &token);
         tracing::info!("admin API on http://{}", gw.config.admin.listen);
-        let stop = gw.shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        // The public listener's bounds, and a cap on connections: the
+        // admin API serves a few operators and scrapers, never a crowd.
+        let mut server = axum_server::Server::from_listener(listener)
+            .acceptor(ConnectionCap::new(gw.config.admin.max_connections))
+            .handle(admin_handle.clone())
+            .first_request_timeout(handshake)
+            .http1_only();
+        server.http_builder().http1().header_read_timeout(handshake);
+        tokio::spawn(server.serve(app.into_make_service()))
     });
     tracing::info!(
         "wsgate listening on {}://{} (plugins from {})",
@@ -73,7 +83,6 @@ pub async fn serve(config: Config) -> Result<()> {
 
     let app = crate::http::app(gw.clone());
     let handle = axum_server::Handle::<SocketAddr>::new();
-    let handshake = gw.config.timeouts.handshake;
     let mut public = axum_server::Server::from_listener(listener)
         .handle(handle.clone())
         // Bounds a fresh connection that sends nothing or half a request
@@ -85,9 +94,13 @@ pub async fn serve(config: Config) -> Result<()> {
         Some(tls) => {
             let acceptor =
                 RustlsAcceptor::new(RustlsConfig::from_config(tls)).handshake_timeout(handshake);
-            tokio::spawn(public.acceptor(acceptor).serve(make_service))
+            tokio::spawn(public.acceptor(Http1Only(acceptor)).serve(make_service))
         }
-        None => tokio::spawn(public.serve(make_service)),
+        None => tokio::spawn(
+            public
+                .acceptor(Http1Only(DefaultAcceptor::new()))
+                .serve(make_service),
+        ),
     };
 
     shutdown_signal().await;
@@ -98,23 +111,22 @@ pub async fn serve(config: Config) -> Result<()> {
     handle.graceful_shutdown(Some(gw.config.timeouts.shutdown));
     for scope in gw.registry.scopes() {
         for conn in scope.connections() {
-            let _ = conn.close(close::GOING_AWAY, "server shutting down");
+            let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
         }
     }
-    gw.sessions.close();
+    let tasks = gw.lifecycle.tasks();
+    tasks.close();
     let bound = gw
         .config
         .timeouts
         .shutdown
         .max(wind_down(&gw.config.timeouts));
-    if tokio::time::timeout(bound, gw.sessions.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
         tracing::warn!("some connections did not close within {bound:?}");
     }
     let _ = tokio::time::timeout(bound, server).await;
     if let Some(admin) = admin {
+        admin_handle.graceful_shutdown(Some(bound));
         let _ = tokio::time::timeout(bound, admin).await;
     }
     if let Some(leave) = cluster_leave {

@@ -123,6 +123,7 @@ pub fn raise_fd_limit() -> libc::rlim_t {
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+pub mod raw;
 pub mod redis;
 
 pub fn free_port() -> u16 {
@@ -237,7 +238,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
-    /// until it answers `/healthz`.
+    /// until it is ready: every plugin loaded or failed (`/readyz`).
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
         Server::spawn(plugins, free_port(), args, None).await
     }
@@ -291,7 +292,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("wsgate exited with {status}:\n{}", self.logs());
             }
-            if let Ok((200, _)) = self.http_get("/healthz").await {
+            if let Ok((200, _)) = self.http_get("/readyz").await {
                 return;
             }
             assert!(
@@ -352,16 +353,40 @@ impl Server {
 
     /// Tries a handshake and returns the HTTP status and body of a refusal.
     pub async fn handshake_error(&self, path: &str) -> (u16, String) {
-        let req = self.ws_url(path).into_client_request().unwrap();
-        match self.handshake(req).await {
+        match self.try_handshake(path).await {
             Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// A handshake that may be refused: the client, or the HTTP status and
+    /// body of the refusal.
+    pub async fn try_handshake(&self, path: &str) -> Result<Client, (u16, String)> {
+        self.try_handshake_with(path, &[]).await
+    }
+
+    /// Like [`Server::try_handshake`], with extra handshake headers.
+    pub async fn try_handshake_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        let mut req = self.ws_url(path).into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match self.handshake(req).await {
+            Ok((ws, _)) => Ok(ws),
             Err(tungstenite::Error::Http(resp)) => {
                 let body = resp
                     .body()
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                (resp.status().as_u16(), body)
+                Err((resp.status().as_u16(), body))
             }
             Err(e) => panic!("handshake to {path}: unexpected error {e}"),
         }
@@ -421,6 +446,15 @@ impl Server {
         (status, json)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).0
+    }
+
     /// Kills the process without warning, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -440,6 +474,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A process's (VmRSS, VmHWM) in KiB: resident memory now, and its peak.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// A plain HTTP/1.1 request over a fresh connection (`Connection: close`).

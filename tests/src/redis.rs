@@ -47,6 +47,43 @@ impl Redis {
         }
     }
 
+    /// Runs one command (RESP over a fresh connection) and returns the
+    /// reply's first line, e.g. `:3` or `+OK`.
+    pub async fn command(&self, args: &[&[u8]]) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            req.extend_from_slice(arg);
+            req.extend_from_slice(b"\r\n");
+        }
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        tcp.write_all(&req).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(tcp).read_line(&mut line).await.unwrap();
+        line.trim_end().to_owned()
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is
+    /// answered, as with a Redis that hangs.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills the server, as an outage would (all data is lost).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -20,12 +20,17 @@ struct Node {
 }
 
 async fn node(plugins: &std::path::Path, redis: &Redis) -> Node {
+    node_with(plugins, redis, "").await
+}
+
+/// A node with extra `[cluster]` settings.
+async fn node_with(plugins: &std::path::Path, redis: &Redis, extra: &str) -> Node {
     let config = tempfile::tempdir().unwrap();
     let file = config.path().join("wsgate.toml");
     std::fs::write(
         &file,
         format!(
-            "[cluster]\nurl = \"{}\"\nheartbeat = \"{HEARTBEAT_MS}ms\"\nnode_ttl = \"{NODE_TTL_MS}ms\"\n",
+            "[cluster]\nurl = \"{}\"\nheartbeat = \"{HEARTBEAT_MS}ms\"\nnode_ttl = \"{NODE_TTL_MS}ms\"\n{extra}",
             redis.url()
         ),
     )
@@ -249,4 +254,122 @@ async fn a_redis_restart_costs_only_cross_node_delivery_while_it_lasts() {
     let logs = a.server.logs();
     assert!(logs.contains("lost the Redis subscription"), "{logs}");
     assert!(logs.contains("Redis is back"), "{logs}");
+}
+
+/// Alice on node `a` and bob on node `b`, both in the lobby, each known to
+/// the other node, the join notices read.
+async fn alice_and_bob(a: &Node, b: &Node) -> (Client, Client) {
+    let mut alice = a.server.connect(&join("alice", "lobby")).await;
+    let mut bob = b.server.connect(&join("bob", "lobby")).await;
+    until_info(&a.server, "both nodes", |i| {
+        i["cluster"]["connections"]["total"] == 2
+    })
+    .await;
+    drain(&mut alice, QUIET).await;
+    drain(&mut bob, QUIET).await;
+    (alice, bob)
+}
+
+/// Node numbers are leased: when the counter comes round to a number a
+/// live node holds (after thousands of starts), the next one is taken.
+#[tokio::test]
+async fn a_live_nodes_number_is_never_handed_out_again() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let a = node(dir.path(), &redis).await;
+    let info = a.server.admin_info("").await;
+    let taken = info["cluster"]["node"].as_u64().unwrap();
+    // The counter wraps round to the number node A holds.
+    let before = (taken - 1).to_string();
+    assert_eq!(
+        redis
+            .command(&[b"SET", b"wsgate:node-seq", before.as_bytes()])
+            .await,
+        "+OK"
+    );
+    let b = node(dir.path(), &redis).await;
+    let other = b.server.admin_info("").await["cluster"]["node"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(other, taken, "two live nodes share a number");
+    // And they still talk.
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
+    send_text(&mut alice, "hi").await;
+    assert_eq!(next_json(&mut bob).await["message"], "hi");
+}
+
+/// What arrives on the bus is held to the node's own rules: nothing over
+/// the message size is delivered, and with `cluster.secret` nothing that
+/// is not sealed with it.
+#[tokio::test]
+async fn the_bus_delivers_only_what_a_node_itself_would() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let a = node(dir.path(), &redis).await;
+    let mut alice = a.server.connect(&join("alice", "lobby")).await;
+    drain(&mut alice, QUIET).await;
+    let header = br#"{"t":"deliver","node":8000,"plugin":"chat","target":{"kind":"channel","name":"lobby"},"binary":false}"#;
+    let mut huge = header.to_vec();
+    huge.push(b'\n');
+    huge.extend(std::iter::repeat_n(b'x', 2 << 20));
+    redis.command(&[b"PUBLISH", b"wsgate:bus", &huge]).await;
+    let mut small = header.to_vec();
+    small.extend_from_slice(b"\nforged but small");
+    redis.command(&[b"PUBLISH", b"wsgate:bus", &small]).await;
+    // The small one is delivered (no secret set), the huge one is not.
+    assert_eq!(next_text(&mut alice).await, "forged but small");
+    assert_silent(&mut alice, QUIET).await;
+    let (_, metrics) = a.server.admin("GET", "/metrics").await;
+    assert!(
+        metrics.contains("wsgate_cluster_frames_total{event=\"refused\"} 1"),
+        "{metrics}"
+    );
+
+    // With a secret: nodes that share it talk; a frame without it is ignored.
+    let redis = Redis::start().await;
+    let secret = "secret = \"shared between the nodes\"\n";
+    let a = node_with(dir.path(), &redis, secret).await;
+    let b = node_with(dir.path(), &redis, secret).await;
+    let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
+    redis.command(&[b"PUBLISH", b"wsgate:bus", &small]).await;
+    assert_silent(&mut alice, QUIET).await;
+    send_text(&mut bob, "sealed").await;
+    assert_eq!(next_json(&mut alice).await["message"], "sealed");
+    let info = a.server.admin_info("").await;
+    assert_eq!(info["config"]["cluster"]["secret"], "<redacted>");
+}
+
+/// Redis hanging (not gone: connections stay open, nothing answers) while
+/// a node keeps delivering: what waits for the bus is bounded in bytes.
+#[tokio::test]
+async fn a_hanging_redis_does_not_grow_the_outbox_without_bound() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let a = node_with(dir.path(), &redis, "outbox_bytes = 8388608\n").await;
+    let mut alice = a.server.connect(&join("alice", "lobby")).await;
+    drain(&mut alice, QUIET).await;
+    redis.pause();
+    let base = a.server.rss_kib();
+    let body = "n".repeat(512 << 10);
+    for _ in 0..100 {
+        let (status, _) = a
+            .server
+            .publish("/publish/chat/channel/lobby", &[], &body)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            next_text(&mut alice).await.len(),
+            body.len(),
+            "local delivery goes on"
+        );
+    }
+    let grown = a.server.rss_kib().saturating_sub(base);
+    eprintln!("OUTBOX: +{grown} KiB after 50 MiB of deliveries with Redis hanging (bound 8 MiB)");
+    redis.resume();
+    assert!(grown < 40 << 10, "+{grown} KiB");
+    let (_, metrics) = a.server.admin("GET", "/metrics").await;
+    assert!(
+        !metrics.contains("wsgate_cluster_frames_total{event=\"dropped\"} 0"),
+        "{metrics}"
+    );
 }

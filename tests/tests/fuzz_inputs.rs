@@ -35,7 +35,8 @@ proptest! {
     fn close_codes_and_reasons(code in any::<u16>(), reason in ".{0,200}") {
         let sendable = is_sendable(code);
         match validate(code, &reason) {
-            Ok(()) => {
+            Ok(checked) => {
+                prop_assert_eq!(checked.get(), code);
                 prop_assert!(sendable);
                 prop_assert!(matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999), "{}", code);
                 prop_assert!(reason.len() <= MAX_REASON_BYTES);
@@ -162,6 +163,8 @@ proptest! {
         match check_pattern(&pattern) {
             Ok(()) => {
                 prop_assert!(pattern.starts_with('/') && pattern != "/");
+                // Nothing that would answer for every static file.
+                prop_assert!(!pattern.starts_with("/{"), "{}", pattern);
                 prop_assert!(pattern.len() <= MAX_PATTERN_LEN);
                 prop_assert!(!pattern.chars().any(|c| c.is_control() || c == ' '));
                 // Whatever is accepted can be routed.

@@ -1,7 +1,28 @@
 //! Capability grants: nothing by default, exactly what the sidecar lists
-//! otherwise, read-only.
+//! otherwise, read-only, and only within what the operator allows.
+
+use std::path::Path;
 
 use wsgate_tests::*;
+
+/// A config file allowing plugins the environment variable HOME and the
+/// directory `dir`.
+fn policy(dir: &Path) -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("wsgate.toml"),
+        format!(
+            "[grants]\nenv = [\"HOME\"]\ndirs = [{:?}]\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn config_arg(config: &tempfile::TempDir) -> String {
+    config.path().join("wsgate.toml").display().to_string()
+}
 
 #[tokio::test]
 async fn plugins_see_only_what_their_sidecar_grants() {
@@ -33,7 +54,8 @@ async fn plugins_see_only_what_their_sidecar_grants() {
         ),
     )
     .unwrap();
-    let server = Server::start(granted.path(), &[]).await;
+    let config = policy(data.path());
+    let server = Server::start(granted.path(), &["--config", &config_arg(&config)]).await;
     let mut ws = server.connect("/ws/inspect").await;
     next_json(&mut ws).await;
     assert_eq!(
@@ -53,6 +75,35 @@ async fn plugins_see_only_what_their_sidecar_grants() {
     assert!(escape.starts_with("Err("), "{escape}");
     assert_eq!(ask(&mut ws, "env HOME").await, format!("Ok({home:?})"));
     assert_eq!(ask(&mut ws, "env PATH").await, "Err(NotPresent)");
+}
+
+/// A sidecar cannot grant what the operator did not allow: not `/`, not
+/// an unlisted variable, never the server's own `WSGATE_*` settings.
+#[tokio::test]
+async fn grants_outside_the_operators_allow_list_refuse_the_plugin() {
+    let data = tempfile::tempdir().unwrap();
+    let config = policy(data.path());
+    for grants in [
+        "[grants]\ndirs = { \"/root\" = \"/\" }\n",
+        "[grants]\nenv = [\"PATH\"]\n",
+        "[grants]\nenv = [\"WSGATE_ADMIN__TOKEN\"]\n",
+    ] {
+        let dir = plugin_dir(fixture_plugins(), &["inspect"]);
+        std::fs::write(dir.path().join("inspect.toml"), grants).unwrap();
+        let server = Server::start(dir.path(), &["--config", &config_arg(&config)]).await;
+        let (status, _) = server.handshake_error("/ws/inspect").await;
+        assert_eq!(status, 404, "{grants}");
+        let info = server.admin_info("").await;
+        let error = info["plugins"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.contains("allow-list") || error.contains("never granted"),
+            "{error}"
+        );
+        assert!(!error.contains(ADMIN_TOKEN), "{error}");
+    }
 }
 
 #[tokio::test]

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use wsgate::config::Limits;
 use wsgate::registry::Registry;
-use wsgate::runtime::bindings::PluginPre;
-use wsgate::runtime::{InstancePool, PluginEnv, Runtime, Timers, content_hash};
+use wsgate::runtime::{InstancePool, PluginEnv, Runtime, content_hash};
 use wsgate_tests::example_plugins;
 
 fn pool(size: usize) -> InstancePool {
@@ -16,16 +15,8 @@ fn pool(size: usize) -> InstancePool {
     let runtime = Runtime::new(limits.instance_memory, None).unwrap();
     let bytes = std::fs::read(example_plugins().join("echo.wasm")).unwrap();
     let compiled = runtime.compile(&bytes, content_hash(&bytes)).unwrap();
-    let pre = PluginPre::new(runtime.linker.instantiate_pre(&compiled.component).unwrap()).unwrap();
-    let registry = Registry::new();
-    let env = Arc::new(PluginEnv {
-        name: Arc::from("echo"),
-        scope: registry.scope("echo", limits.state_bytes),
-        limits: limits.clone(),
-        timers: Arc::new(Timers::default()),
-        subprotocols: Vec::new(),
-        grants: Default::default(),
-    });
+    let pre = runtime.prepare(&compiled).unwrap();
+    let env = Arc::new(PluginEnv::new("echo", &Registry::new(), limits));
     InstancePool::new(pre, env, size, Duration::from_secs(5))
 }
 

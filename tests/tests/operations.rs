@@ -483,3 +483,93 @@ async fn timers_survive_a_reload() {
         assert!(next_text(&mut new).await.contains("\"tick\""));
     }
 }
+
+/// A hot-deployed plugin whose routes collide with a running plugin's is
+/// refused, with an error naming the conflict, and the running plugin keeps
+/// serving. Once the conflict is gone, the newcomer is routed by itself.
+#[tokio::test]
+async fn a_route_conflict_refuses_the_newcomer_until_it_is_gone() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut live = server.connect("/ws/echo").await;
+    std::fs::write(dir.path().join("trap.toml"), "routes = [\"/ws/echo\"]\n").unwrap();
+    install(dir.path(), "trap", &fixture_plugins().join("trap.wasm"));
+    let info = eventually("the conflict to be reported", &server, PATIENCE, || async {
+        let info = server.admin_info("").await;
+        let reported = info["plugins"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "trap" && p["error"].is_string());
+        reported.then_some(info)
+    })
+    .await;
+    let trap = plugin(&info, "trap");
+    assert_eq!(trap["status"], "failed", "{trap}");
+    assert!(
+        trap["error"]
+            .as_str()
+            .unwrap()
+            .contains("route /ws/echo conflicts with route /ws/echo of plugin echo"),
+        "{trap}"
+    );
+    assert_eq!(plugin(&info, "echo")["status"], "loaded");
+    // The incumbent serves old and new connections.
+    assert_eq!(ask(&mut live, "still echo").await, "still echo");
+    assert_eq!(one_reply(&server, "/ws/echo", "new echo").await, "new echo");
+    // Remove the incumbent: the newcomer gets the route.
+    std::fs::remove_file(dir.path().join("echo.wasm")).unwrap();
+    eventually("the newcomer to be routed", &server, PATIENCE, || async {
+        let info = server.admin_info("").await;
+        (plugin(&info, "trap")["status"] == "loaded").then_some(())
+    })
+    .await;
+    assert_eq!(
+        plugin(&server.admin_info("").await, "trap")["error"],
+        Value::Null
+    );
+    let mut trap = server.connect("/ws/echo").await;
+    send_text(&mut trap, "trap").await;
+    assert_eq!(
+        expect_close(&mut trap).await.0,
+        1011,
+        "the trap plugin serves /ws/echo now"
+    );
+}
+
+/// A route at the root would answer for every static file: refused. A
+/// plugin file name is shown escaped in the logs, so it cannot forge lines.
+#[tokio::test]
+async fn a_root_catch_all_is_refused_and_file_names_cannot_forge_log_lines() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    std::fs::write(
+        dir.path().join("echo.toml"),
+        "routes = [\"/{*everything}\"]\n",
+    )
+    .unwrap();
+    let evil = "x\nINFO wsgate: forged";
+    std::fs::copy(
+        example_plugins().join("echo.wasm"),
+        dir.path().join(format!("{evil}.wasm")),
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let info = server.admin_info("").await;
+    let echo = plugin(&info, "echo");
+    assert_eq!(echo["status"], "failed", "{echo}");
+    assert!(
+        echo["error"]
+            .as_str()
+            .unwrap()
+            .contains("would hide the static files"),
+        "{echo}"
+    );
+    let (status, body) = server.http_get("/").await.unwrap();
+    assert_eq!(status, 200, "the demo page is still served");
+    assert!(body.contains("<html"), "{body}");
+    let logs = server.logs();
+    assert!(logs.contains("x\\nINFO wsgate: forged"), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("INFO wsgate: forged")),
+        "{logs}"
+    );
+}

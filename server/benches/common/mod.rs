@@ -8,8 +8,7 @@ use anyhow::Context;
 
 use wsgate::config::Limits;
 use wsgate::registry::Registry;
-use wsgate::runtime::bindings::PluginPre;
-use wsgate::runtime::{PluginEnv, Runtime, Timers, content_hash};
+use wsgate::runtime::{PluginEnv, Prepared, Runtime, content_hash};
 
 /// An engine with the server's default limits and no compile cache, so
 /// every run compiles what it measures.
@@ -32,25 +31,14 @@ impl Bench {
 
     /// A plugin's environment as the deployer builds it (no grants).
     pub fn env(&self, name: &str) -> Arc<PluginEnv> {
-        Arc::new(PluginEnv {
-            name: Arc::from(name),
-            scope: self.registry.scope(name, self.limits.state_bytes),
-            limits: self.limits.clone(),
-            timers: Arc::new(Timers::default()),
-            subprotocols: Vec::new(),
-            grants: Default::default(),
-        })
+        Arc::new(PluginEnv::new(name, &self.registry, self.limits.clone()))
     }
 
     /// Compiles and pre-links a plugin; also returns its size in bytes.
-    pub fn prelink(
-        &self,
-        path: &Path,
-    ) -> anyhow::Result<(PluginPre<wsgate::runtime::host::HostState>, usize)> {
+    pub fn prelink(&self, path: &Path) -> anyhow::Result<(Prepared, usize)> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let compiled = self.runtime.compile(&bytes, content_hash(&bytes))?;
-        let pre = PluginPre::new(self.runtime.linker.instantiate_pre(&compiled.component)?)?;
-        Ok((pre, bytes.len()))
+        Ok((self.runtime.prepare(&compiled)?, bytes.len()))
     }
 }
 

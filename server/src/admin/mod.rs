@@ -14,7 +14,9 @@
 //! (`WSGATE_ADMIN__TOKEN`, `--admin-token`); without one, a random token is
 //! generated at startup and logged once.
 
-use std::collections::BTreeMap;
+mod info;
+mod metrics;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,11 +26,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::deploy::AdminError;
 use crate::gateway::Gateway;
+pub use info::info_json;
 
 struct Admin {
     gw: Arc<Gateway>,
@@ -55,7 +58,10 @@ pub fn router(gw: Arc<Gateway>, token: &str) -> Router {
         gw,
         token_digest: Sha256::digest(token.as_bytes()).into(),
     });
-    let publish = crate::http::publish::router().with_state(admin.gw.clone());
+    let publish = crate::http::publish::router(admin.gw.clone());
+    // A request body gets as long as a request head: a client that trickles
+    // one does not hold its connection.
+    let body_timeout = admin.gw.config.timeouts.handshake;
     Router::new()
         .route("/admin/info", get(info))
         .route("/admin/plugins/{name}/{action}", post(plugin_action))
@@ -64,6 +70,9 @@ pub fn router(gw: Arc<Gateway>, token: &str) -> Router {
         .merge(publish)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(admin, authorize))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
 }
 
 /// Compares digests of the tokens in constant time, so neither the
@@ -104,7 +113,7 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&admin.gw),
+        metrics::render(&admin.gw),
     )
         .into_response()
 }
@@ -123,126 +132,48 @@ async fn info(State(admin): State<Arc<Admin>>, Query(q): Query<InfoQuery>) -> Re
     axum::Json(info_json(&admin.gw, truthy(&q.connections))).into_response()
 }
 
-/// Everything `/admin/info` reports.
-pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
-    let mut config = serde_json::to_value(&gw.config).unwrap_or(Value::Null);
-    if let Some(admin) = config.get_mut("admin").and_then(Value::as_object_mut) {
-        admin.insert("token".into(), json!("<redacted>"));
-    }
-    if let Some(url) = &gw.config.cluster.url {
-        config["cluster"]["url"] = json!(crate::cluster::redact(url));
-    }
-    config["effective_cache_dir"] = json!(gw.config.effective_cache_dir());
+/// What `POST /admin/plugins/{name}/{action}` can do to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum PluginAction {
+    Stop,
+    Start,
+    Reload,
+}
 
-    let scopes: BTreeMap<String, _> = gw
-        .registry
-        .scopes()
-        .into_iter()
-        .map(|s| (s.name.to_string(), s))
-        .collect();
-    let plugins: Vec<Value> = gw
-        .deployer
-        .plugins()
-        .into_iter()
-        .map(|p| {
-            let scope = scopes.get(&p.name);
-            let channels: BTreeMap<String, usize> = scope
-                .map(|s| s.channel_counts().into_iter().collect())
-                .unwrap_or_default();
-            let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
-            v["connections"] = json!(scope.map_or(0, |s| s.connection_count()));
-            v["channels"] = json!(channels);
-            v
-        })
-        .collect();
+impl std::str::FromStr for PluginAction {
+    type Err = ();
 
-    let deployment = gw.deployment();
-    let routes: Vec<Value> = deployment
-        .routes
-        .routes()
-        .iter()
-        .map(|r| {
-            json!({
-                "pattern": &*r.pattern,
-                "plugin": &*r.listener.name,
-                "version": &r.listener.hash,
-                "open": r.open.try_lock().map(|n| *n).ok(),
-            })
-        })
-        .collect();
-
-    let per_plugin: BTreeMap<&String, usize> = scopes
-        .iter()
-        .map(|(n, s)| (n, s.connection_count()))
-        .collect();
-    let mut out = json!({
-        "server": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": gw.deployer.started.elapsed().as_secs(),
-            "ready": gw.deployer.is_ready(),
-            "shutting_down": gw.shutdown.is_cancelled(),
-        },
-        "config": config,
-        "plugins": plugins,
-        "routes": routes,
-        "connections": {
-            "total": gw.registry.connection_count(),
-            "per_plugin": per_plugin,
-        },
-    });
-    if let Some(cluster) = &gw.cluster {
-        out["cluster"] = cluster.info(&gw.registry);
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "stop" => Ok(PluginAction::Stop),
+            "start" => Ok(PluginAction::Start),
+            "reload" => Ok(PluginAction::Reload),
+            _ => Err(()),
+        }
     }
-    if with_connections {
-        let mut list: Vec<Value> = scopes
-            .values()
-            .flat_map(|s| s.connections())
-            .map(|c| {
-                let mut channels = c.channel_names();
-                channels.sort();
-                let mut tags = c.tag_names();
-                tags.sort();
-                let attributes: BTreeMap<String, String> = c.attributes().into_iter().collect();
-                json!({
-                    "id": c.id,
-                    "plugin": &*c.plugin,
-                    "route": &*c.route,
-                    "path": &c.path,
-                    "remote": c.remote.to_string(),
-                    "opened_at_ms": crate::unix_ms(c.opened_at),
-                    "closing": c.is_closing(),
-                    "attributes": attributes,
-                    "channels": channels,
-                    "tags": tags,
-                })
-            })
-            .collect();
-        list.sort_by_key(|c| c["id"].as_u64());
-        out["connection_list"] = json!(list);
-    }
-    out
 }
 
 async fn plugin_action(
     State(admin): State<Arc<Admin>>,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    let gw = &admin.gw;
-    let result = match action.as_str() {
-        "stop" => gw.deployer.stop(gw, &name).await,
-        "start" => gw.deployer.start(gw, &name).await,
-        "reload" => gw.deployer.reload(gw, &name).await,
-        _ => {
-            return (
-                StatusCode::NOT_FOUND,
-                "unknown action: use stop, start or reload",
-            )
-                .into_response();
-        }
+    let Ok(action) = action.parse::<PluginAction>() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "unknown action: use stop, start or reload",
+        )
+            .into_response();
+    };
+    let deployer = &admin.gw.deployer;
+    let result = match action {
+        PluginAction::Stop => deployer.stop(&name).await,
+        PluginAction::Start => deployer.start(&name).await,
+        PluginAction::Reload => deployer.reload(&name).await,
     };
     match result {
         Ok(()) => {
-            let plugin = gw.deployer.plugins().into_iter().find(|p| p.name == name);
+            let plugin = deployer.plugins().into_iter().find(|p| p.name == name);
             axum::Json(json!({ "action": action, "plugin": plugin })).into_response()
         }
         Err(AdminError::UnknownPlugin) => {

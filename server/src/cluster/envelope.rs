@@ -1,9 +1,13 @@
 //! What nodes say to each other on the bus: a JSON header line, then (for
 //! deliveries) the message payload as raw bytes, so payloads are never
-//! re-encoded (no base64, no escaping).
+//! re-encoded (no base64, no escaping). With `cluster.secret`, every frame
+//! is sealed: an HMAC-SHA256 of the rest comes first, so other software
+//! sharing the Redis cannot publish to the bus in a node's name.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::{ConnId, GroupKind, Target};
@@ -81,11 +85,35 @@ pub enum DecodeError {
     Header(String),
     #[error("text payload is not UTF-8")]
     NotUtf8,
+    #[error("not sealed with this cluster's secret")]
+    Unsealed,
 }
 
-pub fn encode(header: &Header, payload: &[u8]) -> Bytes {
+const SEAL_LEN: usize = 32;
+
+/// The cluster's secret, if it has one: what seals and checks frames.
+#[derive(Clone)]
+pub struct Seal(Option<Hmac<Sha256>>);
+
+impl Seal {
+    pub fn new(secret: Option<&str>) -> Seal {
+        Seal(secret.map(|s| Hmac::new_from_slice(s.as_bytes()).expect("any key length")))
+    }
+
+    fn mac(&self) -> Option<Hmac<Sha256>> {
+        self.0.clone()
+    }
+}
+
+pub fn encode(seal: &Seal, header: &Header, payload: &[u8]) -> Bytes {
     let json = serde_json::to_vec(header).expect("headers always serialize");
-    let mut out = BytesMut::with_capacity(json.len() + 1 + payload.len());
+    let mut out = BytesMut::with_capacity(SEAL_LEN + json.len() + 1 + payload.len());
+    if let Some(mut mac) = seal.mac() {
+        mac.update(&json);
+        mac.update(b"\n");
+        mac.update(payload);
+        out.put_slice(&mac.finalize().into_bytes());
+    }
     out.put_slice(&json);
     out.put_u8(b'\n');
     out.put_slice(payload);
@@ -93,7 +121,16 @@ pub fn encode(header: &Header, payload: &[u8]) -> Bytes {
 }
 
 /// A header and, for deliveries, the message it carries.
-pub fn decode(frame: Bytes) -> Result<(Header, Option<Message>), DecodeError> {
+pub fn decode(seal: &Seal, mut frame: Bytes) -> Result<(Header, Option<Message>), DecodeError> {
+    if let Some(mut mac) = seal.mac() {
+        if frame.len() < SEAL_LEN {
+            return Err(DecodeError::Unsealed);
+        }
+        let sealed = frame.split_to(SEAL_LEN);
+        mac.update(&frame);
+        mac.verify_slice(&sealed)
+            .map_err(|_| DecodeError::Unsealed)?;
+    }
     // serde_json escapes newlines inside strings, so the first one ends
     // the header.
     let split = frame
@@ -150,7 +187,8 @@ mod tests {
         ];
         for (target, binary, body) in cases {
             let header = deliver(target, binary);
-            let (back, msg) = decode(encode(&header, body)).unwrap();
+            let (back, msg) =
+                decode(&Seal::new(None), encode(&Seal::new(None), &header, body)).unwrap();
             assert_eq!(back, header);
             let msg = msg.unwrap();
             assert_eq!(msg.payload(), (binary, body));
@@ -160,20 +198,48 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         assert_eq!(
-            decode(Bytes::from_static(b"{}")),
+            decode(&Seal::new(None), Bytes::from_static(b"{}")),
             Err(DecodeError::NoHeader)
         );
         assert!(matches!(
-            decode(Bytes::from_static(b"{\"t\":\"nope\"}\n")),
+            decode(&Seal::new(None), Bytes::from_static(b"{\"t\":\"nope\"}\n")),
             Err(DecodeError::Header(_))
         ));
-        let text = encode(&deliver(WireTarget::All, false), &[0xff, 0xfe]);
-        assert_eq!(decode(text).unwrap_err(), DecodeError::NotUtf8);
+        let text = encode(
+            &Seal::new(None),
+            &deliver(WireTarget::All, false),
+            &[0xff, 0xfe],
+        );
+        assert_eq!(
+            decode(&Seal::new(None), text).unwrap_err(),
+            DecodeError::NotUtf8
+        );
         let snapshot = Header::Snapshot {
             node: 1,
             reply: true,
             groups: vec![("chat".into(), GroupKind::Tag, "user:x@y".into())],
         };
-        assert_eq!(decode(encode(&snapshot, b"")).unwrap(), (snapshot, None));
+        assert_eq!(
+            decode(&Seal::new(None), encode(&Seal::new(None), &snapshot, b"")).unwrap(),
+            (snapshot, None)
+        );
+    }
+
+    #[test]
+    fn sealed_frames_need_the_secret() {
+        let seal = Seal::new(Some("s3cret"));
+        let header = deliver(WireTarget::Channel("lobby".into()), false);
+        let frame = encode(&seal, &header, b"hi");
+        let (back, msg) = decode(&seal, frame.clone()).unwrap();
+        assert_eq!((back, msg), (header.clone(), Some(Message::text("hi"))));
+        // Unsealed, sealed with another secret, or tampered with: refused.
+        let plain = encode(&Seal::new(None), &header, b"hi");
+        assert_eq!(decode(&seal, plain).unwrap_err(), DecodeError::Unsealed);
+        let other = encode(&Seal::new(Some("guess")), &header, b"hi");
+        assert_eq!(decode(&seal, other).unwrap_err(), DecodeError::Unsealed);
+        let mut tampered = frame.to_vec();
+        *tampered.last_mut().unwrap() = b'o';
+        let tampered = Bytes::from(tampered);
+        assert_eq!(decode(&seal, tampered).unwrap_err(), DecodeError::Unsealed);
     }
 }

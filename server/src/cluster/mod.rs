@@ -19,7 +19,7 @@ mod presence;
 mod redis;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::protocol::Message;
 use crate::registry::{ConnId, GroupKind, MAX_NODE, NODE_SHIFT, Registry, Relay, Target};
-use envelope::{Header, WireTarget};
+use envelope::{Header, Seal, WireTarget};
 use presence::Presence;
 
 /// One node's counts, as its heartbeat reports them.
@@ -58,9 +58,17 @@ pub struct Cluster {
     pub node: u64,
     settings: crate::config::Cluster,
     client: ::redis::Client,
+    /// Seals frames with `cluster.secret`, and checks them.
+    seal: Seal,
+    /// This node's claim on its number: the value of its lease key.
+    lease: String,
+    /// The largest message a node delivers from the bus, as from a client.
+    max_message_size: usize,
     outbox: mpsc::Sender<Bytes>,
     /// The other end of `outbox`, until the publisher task takes it.
     outbox_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    /// Bytes of the frames in `outbox` now (bounded by `outbox_bytes`).
+    outbox_held: AtomicUsize,
     presence: Presence,
     /// The latest heartbeat reports of the other live nodes.
     peers: RwLock<Vec<NodeReport>>,
@@ -98,7 +106,12 @@ pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
     let client = ::redis::Client::open(url.as_str())
         .with_context(|| format!("cluster.url {} is not a Redis URL", redact(url)))?;
     let settings = config.cluster.clone();
-    let node = match redis::next_node_number(&client, &settings.prefix).await {
+    let lease = {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS random number generator");
+        crate::runtime::hex(&bytes)
+    };
+    let node = match redis::lease_node_number(&client, &settings, &lease).await {
         Ok(n) => n,
         Err(e) => {
             let mut bytes = [0u8; 8];
@@ -115,10 +128,14 @@ pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
     let (outbox, rx) = mpsc::channel(settings.queue);
     Ok(Some(Arc::new(Cluster {
         node,
+        seal: Seal::new(settings.secret.as_deref()),
         settings,
         client,
+        lease,
+        max_message_size: config.limits.max_message_size,
         outbox,
         outbox_rx: Mutex::new(Some(rx)),
+        outbox_held: AtomicUsize::new(0),
         presence: Presence::default(),
         peers: RwLock::new(Vec::new()),
         connected: AtomicBool::new(false),
@@ -152,10 +169,20 @@ impl Cluster {
         format!("{}:bus", self.settings.prefix)
     }
 
+    /// Queues a frame for the bus, unless the outbox is full in frames or
+    /// in bytes (Redis is slow or away): then it is dropped and counted.
     fn enqueue(&self, frame: Bytes) {
-        if self.outbox.try_send(frame).is_err() {
+        let len = frame.len();
+        let held = self.outbox_held.fetch_add(len, Ordering::AcqRel);
+        if held + len > self.settings.outbox_bytes || self.outbox.try_send(frame).is_err() {
+            self.outbox_held.fetch_sub(len, Ordering::AcqRel);
             self.count_lost(1);
         }
+    }
+
+    /// Frames of `bytes` in all left the outbox.
+    fn dequeued(&self, bytes: usize) {
+        self.outbox_held.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     fn count_lost(&self, n: u64) {
@@ -165,7 +192,7 @@ impl Cluster {
 
     /// Handles one frame from the bus.
     fn receive(&self, registry: &Registry, frame: Bytes) {
-        let (header, msg) = match envelope::decode(frame) {
+        let (header, msg) = match envelope::decode(&self.seal, frame) {
             Ok(decoded) => decoded,
             Err(e) => {
                 crate::metrics::cluster_frames().undecodable.inc();
@@ -179,6 +206,7 @@ impl Cluster {
             | Header::Snapshot { node, .. }
                 if node == self.node => {}
             Header::Deliver {
+                node,
                 plugin,
                 target,
                 except,
@@ -188,6 +216,16 @@ impl Cluster {
                 let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
                     return;
                 };
+                // Nodes check sizes before relaying, so this is a node with
+                // other limits, or not a node.
+                if msg.len() > self.max_message_size {
+                    crate::metrics::cluster_frames().refused.inc();
+                    tracing::warn!(
+                        "cluster: refused a {}-byte delivery from node {node}: over limits.max_message_size",
+                        msg.len()
+                    );
+                    return;
+                }
                 scope.deliver(target.as_target(), &msg, except);
             }
             Header::Presence {
@@ -226,7 +264,7 @@ impl Cluster {
             reply,
             groups,
         };
-        self.enqueue(envelope::encode(&header, b""));
+        self.enqueue(envelope::encode(&self.seal, &header, b""));
     }
 
     fn report(&self, registry: &Registry) -> NodeReport {
@@ -324,7 +362,7 @@ impl Relay for Cluster {
             except,
             binary,
         };
-        self.enqueue(envelope::encode(&header, body));
+        self.enqueue(envelope::encode(&self.seal, &header, body));
     }
 
     fn presence(&self, plugin: &str, kind: GroupKind, name: &str, present: bool) {
@@ -335,7 +373,7 @@ impl Relay for Cluster {
             name: name.to_owned(),
             present,
         };
-        self.enqueue(envelope::encode(&header, b""));
+        self.enqueue(envelope::encode(&self.seal, &header, b""));
     }
 
     fn remote_nodes(&self, plugin: &str, kind: GroupKind, name: &str) -> u32 {

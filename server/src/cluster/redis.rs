@@ -1,6 +1,7 @@
 //! The Redis side of the cluster: one pub/sub channel (`PREFIX:bus`) that
-//! every node publishes to and subscribes to, and per-node heartbeat keys
-//! (`PREFIX:node:N`, expiring after `node_ttl`) listed in `PREFIX:nodes`.
+//! every node publishes to and subscribes to, per-node heartbeat keys
+//! (`PREFIX:node:N`, expiring after `node_ttl`) listed in `PREFIX:nodes`,
+//! and node-number leases (`PREFIX:lease:N`) that the heartbeat renews.
 //!
 //! Each loop reconnects by itself with backoff; none of them ever stops
 //! the node. Errors are logged once per outage, not once per message.
@@ -32,15 +33,57 @@ const SNAPSHOT_EVERY: u64 = 10;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// A node number no live node holds: numbers are handed out by a Redis
-/// counter, wrapping after [`MAX_NODE`].
-pub async fn next_node_number(client: &redis::Client, prefix: &str) -> anyhow::Result<u64> {
+/// A node number no live node holds. A counter suggests the next one
+/// (wrapping after [`MAX_NODE`]), and a lease (`SET NX` with the node's
+/// token, expiring after `node_ttl`, renewed by every heartbeat) makes it
+/// this node's: after thousands of restarts the counter comes round to
+/// numbers still in use, and those are skipped.
+pub async fn lease_node_number(
+    client: &redis::Client,
+    settings: &crate::config::Cluster,
+    token: &str,
+) -> anyhow::Result<u64> {
     let mut conn = connect(client).await?;
-    let n: u64 = timeout(IO_TIMEOUT, conn.incr(format!("{prefix}:node-seq"), 1))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))??;
-    Ok((n - 1) % MAX_NODE + 1)
+    let ttl = settings.node_ttl.as_millis() as u64;
+    for _ in 0..MAX_NODE {
+        let claimed = async {
+            let n: u64 = conn
+                .incr(format!("{}:node-seq", settings.prefix), 1)
+                .await?;
+            let n = (n - 1) % MAX_NODE + 1;
+            let lease: Option<String> = redis::cmd("SET")
+                .arg(lease_key(&settings.prefix, n))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut conn)
+                .await?;
+            anyhow::Ok(lease.map(|_| n))
+        };
+        let claimed = timeout(IO_TIMEOUT, claimed)
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))??;
+        if let Some(n) = claimed {
+            return Ok(n);
+        }
+    }
+    anyhow::bail!("all {MAX_NODE} node numbers are leased")
 }
+
+fn lease_key(prefix: &str, node: u64) -> String {
+    format!("{prefix}:lease:{node}")
+}
+
+/// Renews this node's lease, or takes it if it lapsed (Redis was away);
+/// 0 when another node holds the number.
+const RENEW_LEASE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
 
 async fn connect(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
@@ -75,6 +118,7 @@ pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) 
         if sent.is_err() {
             sent = link.send(&cluster, &batch, true).await;
         }
+        cluster.dequeued(batch.iter().map(Bytes::len).sum());
         batch.clear();
         match sent {
             Ok(()) => {
@@ -224,6 +268,7 @@ pub async fn heartbeat_loop(
     let mut conn: Option<MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(cluster.settings.heartbeat);
     let mut beats = 0u64;
+    let mut lease_lost = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -244,10 +289,17 @@ pub async fn heartbeat_loop(
         )
         .await;
         match beat {
-            Ok(Ok(peers)) => {
+            Ok(Ok((peers, leased))) => {
                 let alive: HashSet<u64> = peers.iter().map(|p| p.node).collect();
                 cluster.presence.keep_only(&alive);
                 *cluster.peers.write().unwrap() = peers;
+                if !leased && !lease_lost {
+                    tracing::error!(
+                        "cluster: node number {} is leased by another node; deliveries between the two are lost until one restarts",
+                        cluster.node
+                    );
+                }
+                lease_lost = !leased;
             }
             _ => conn = None,
         }
@@ -258,21 +310,31 @@ pub async fn heartbeat_loop(
             .ignore()
             .zrem(&nodes_key, cluster.node)
             .ignore();
+        if !lease_lost {
+            pipe.del(lease_key(&prefix, cluster.node)).ignore();
+        }
         let _ = timeout(IO_TIMEOUT, pipe.query_async::<()>(c)).await;
     }
 }
 
-/// One heartbeat round trip; returns the other live nodes' reports.
+/// One heartbeat round trip: renews the lease; returns the other live
+/// nodes' reports and whether this node still holds its number.
 async fn beat(
     c: &mut MultiplexedConnection,
     cluster: &Cluster,
     report: &NodeReport,
     nodes_key: &str,
     node_key: &impl Fn(u64) -> String,
-) -> anyhow::Result<Vec<NodeReport>> {
+) -> anyhow::Result<(Vec<NodeReport>, bool)> {
     let ttl = cluster.settings.node_ttl.as_millis() as u64;
     let now = now_ms();
-    let (ids,): (Vec<u64>,) = redis::pipe()
+    let (leased, ids): (i64, Vec<u64>) = redis::pipe()
+        .cmd("EVAL")
+        .arg(RENEW_LEASE)
+        .arg(1)
+        .arg(lease_key(&cluster.settings.prefix, cluster.node))
+        .arg(&cluster.lease)
+        .arg(ttl)
         .pset_ex(node_key(cluster.node), serde_json::to_string(report)?, ttl)
         .ignore()
         .zadd(nodes_key, cluster.node, now)
@@ -284,15 +346,17 @@ async fn beat(
         .zrange(nodes_key, 0, -1)
         .query_async(c)
         .await?;
+    let leased = leased == 1;
     let others: Vec<u64> = ids.into_iter().filter(|n| *n != cluster.node).collect();
     if others.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), leased));
     }
     let keys: Vec<String> = others.iter().map(|n| node_key(*n)).collect();
     let reports: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
-    Ok(reports
+    let reports = reports
         .into_iter()
         .flatten()
         .filter_map(|r| serde_json::from_str(&r).ok())
-        .collect())
+        .collect();
+    Ok((reports, leased))
 }

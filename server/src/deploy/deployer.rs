@@ -4,9 +4,16 @@
 //! Every change (a watch event, an admin command, startup) runs one
 //! *reconcile* under a lock: the directory is scanned, and only plugins
 //! whose `.wasm` or sidecar changed are compiled again; the others keep
-//! their running [`Listener`]. A new version that fails to compile, link or
-//! start is reported and the previous version keeps serving. The new route
-//! table is then swapped in atomically: new connections get the new
+//! their running [`Listener`]. Changed plugins load side by side (up to one
+//! per core, smallest first, so a Rust plugin that compiles in milliseconds
+//! never waits for a Python one that takes seconds), and each is put in
+//! service as soon as it is ready: until then the routes of a plugin with
+//! no version serving answer 503 (`starting`), while a plugin being
+//! replaced keeps serving its previous version. A new version that fails to
+//! compile, link or start is reported and the previous version keeps
+//! serving.
+//!
+//! Each route table is swapped in atomically: new connections get the new
 //! version at once, while open connections hold their `Arc<Route>` and so
 //! stay on the version they opened with until they close (or, with
 //! `on_reload = "close"` in the sidecar, are closed with 1012).
@@ -20,21 +27,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::{Deployment, Loaded, Source, load_one, plugin_files};
-use crate::gateway::Gateway;
+use super::load::{Loaded, Loader, Source};
+use super::{Deployment, plugin_files, valid_name};
+use crate::config::Config;
 use crate::metrics::metrics;
-use crate::protocol::close;
-use crate::registry::Connection;
-use crate::routing::{OnReload, OpenCounters};
-use crate::runtime::{Listener, Timers, content_hash};
+use crate::protocol::CloseCode;
+use crate::registry::{Connection, Registry};
+use crate::routing::{OnReload, OpenCounters, Sidecar};
+use crate::runtime::{Listener, Runtime, Timers, content_hash};
 use crate::unix_ms;
 
-/// Close code for connections closed because their plugin was replaced.
-pub const SERVICE_RESTART: u16 = 1012;
-
 pub struct Deployer {
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    config: Config,
+    /// The routes in effect; request handlers read it without waiting.
+    live: ArcSwap<Deployment>,
     state: tokio::sync::Mutex<State>,
     counters: OpenCounters,
     /// Each plugin's timers, shared by its versions.
@@ -45,15 +57,32 @@ pub struct Deployer {
     pub started: Instant,
 }
 
-impl Default for Deployer {
-    fn default() -> Self {
-        Deployer {
-            state: Default::default(),
-            counters: OpenCounters::default(),
-            timers: Default::default(),
-            ready: AtomicBool::new(false),
-            summary: Mutex::default(),
-            started: Instant::now(),
+/// Where a plugin stands, as the admin API and the metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginStatus {
+    /// Its first version is being compiled; its routes answer 503.
+    Loading,
+    Loaded,
+    Failed,
+    /// Taken out of service by the admin API.
+    Stopped,
+}
+
+impl PluginStatus {
+    pub const ALL: [PluginStatus; 4] = [
+        PluginStatus::Loading,
+        PluginStatus::Loaded,
+        PluginStatus::Failed,
+        PluginStatus::Stopped,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PluginStatus::Loading => "loading",
+            PluginStatus::Loaded => "loaded",
+            PluginStatus::Failed => "failed",
+            PluginStatus::Stopped => "stopped",
         }
     }
 }
@@ -64,16 +93,26 @@ struct State {
     stopped: BTreeSet<String>,
 }
 
+/// Size, modification time and sidecar text of a plugin's files.
+type Seen = (u64, Option<SystemTime>, Option<String>);
+
+/// Content hash and sidecar text: what makes a version a version.
+type Fingerprint = (String, Option<String>);
+
 #[derive(Default)]
 struct Slot {
     file: String,
-    /// Size, modification time and sidecar text last seen on disk: when
-    /// these are unchanged the file is not even read again.
-    seen: Option<(u64, Option<SystemTime>, Option<String>)>,
-    /// Content hash and sidecar of the last failed attempt, so an
-    /// unchanged broken file is reported once, not on every event.
-    failed: Option<(String, Option<String>)>,
+    /// What was last seen on disk: when it is unchanged the file is not
+    /// even read again.
+    seen: Option<Seen>,
+    /// The last failed attempt, so an unchanged broken file is reported
+    /// once, not on every event.
+    failed: Option<Fingerprint>,
     serving: Option<Serving>,
+    /// The routes of a version being loaded while none serves.
+    starting: Option<Vec<String>>,
+    /// Why the serving version has no routes: another plugin holds them.
+    conflict: Option<String>,
     error: Option<String>,
     error_at: Option<SystemTime>,
 }
@@ -81,10 +120,18 @@ struct Slot {
 struct Serving {
     listener: Arc<Listener>,
     patterns: Vec<String>,
+    /// Its routes are in the table: it keeps them against newcomers.
+    routed: bool,
     sidecar_text: Option<String>,
     on_reload: OnReload,
     compile_ms: f64,
     from_cache: bool,
+}
+
+/// One plugin version to load (its [`Source`] travels beside it).
+struct Job {
+    name: String,
+    fingerprint: Fingerprint,
 }
 
 /// One plugin as the admin API reports it.
@@ -92,8 +139,7 @@ struct Serving {
 pub struct PluginInfo {
     pub name: String,
     pub file: String,
-    /// `loaded`, `failed` or `stopped`.
-    pub status: &'static str,
+    pub status: PluginStatus,
     /// SHA-256 of the `.wasm` being served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -119,6 +165,12 @@ pub enum AdminError {
     UnknownPlugin,
 }
 
+/// A name from the plugin directory as logs show it: any file name can
+/// be there, newlines included.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::printable(name, 128)
+}
+
 /// The sidecar beside `wasm`: `None` when there is none; an error when it
 /// exists but cannot be read.
 fn read_sidecar(wasm: &Path) -> std::io::Result<Option<String>> {
@@ -130,7 +182,28 @@ fn read_sidecar(wasm: &Path) -> std::io::Result<Option<String>> {
 }
 
 impl Deployer {
-    /// Whether the first load has finished (`/readyz`).
+    pub fn new(config: Config, runtime: Arc<Runtime>, registry: Arc<Registry>) -> Deployer {
+        Deployer {
+            runtime,
+            registry,
+            config,
+            live: ArcSwap::from_pointee(Deployment::default()),
+            state: Default::default(),
+            counters: OpenCounters::default(),
+            timers: Default::default(),
+            ready: AtomicBool::new(false),
+            summary: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The deployment in effect; requests in flight keep the one they saw.
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.live.load_full()
+    }
+
+    /// Whether the first load has finished, every plugin in service or
+    /// failed (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -140,21 +213,32 @@ impl Deployer {
     }
 
     /// Plugins per status, for the `wsgate_plugins` gauge.
-    pub fn status_counts(&self) -> Vec<(&'static str, usize)> {
-        let mut counts = vec![("loaded", 0), ("failed", 0), ("stopped", 0)];
-        for p in self.summary.lock().unwrap().iter() {
-            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == p.status) {
-                c.1 += 1;
-            }
+    pub fn status_counts(&self) -> Vec<(PluginStatus, usize)> {
+        let summary = self.summary.lock().unwrap();
+        PluginStatus::ALL
+            .iter()
+            .map(|&status| {
+                (
+                    status,
+                    summary.iter().filter(|p| p.status == status).count(),
+                )
+            })
+            .collect()
+    }
+
+    fn loader(&self) -> Loader<'_> {
+        Loader {
+            runtime: &self.runtime,
+            registry: &self.registry,
+            config: &self.config,
         }
-        counts
     }
 
     /// Scans the plugin directory and applies what changed. `force` names a
     /// plugin to load again from disk even if its file is unchanged.
-    pub async fn reconcile(&self, gw: &Gateway, force: Option<&str>) {
+    pub async fn reconcile(&self, force: Option<&str>) {
         let mut state = self.state.lock().await;
-        let dir = &gw.config.plugin_dir;
+        let dir = &self.config.plugin_dir;
         let files = match plugin_files(dir) {
             Ok(files) => files,
             Err(e) => {
@@ -166,8 +250,8 @@ impl Deployer {
         if files.is_empty() && state.plugins.is_empty() {
             tracing::warn!(dir = %dir.display(), "no plugins (*.wasm) in the plugin directory");
         }
-        let mut to_close: Vec<(Arc<Connection>, &'static str)> = Vec::new();
         let present: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let mut jobs = Vec::new();
         for (name, path) in files {
             let forced = force == Some(name.as_str());
             if state.stopped.contains(&name) && !forced {
@@ -175,9 +259,7 @@ impl Deployer {
             }
             let slot = state.plugins.entry(name.clone()).or_default();
             slot.file = path.file_name().unwrap().to_string_lossy().into_owned();
-            if let Some(closing) = self.refresh(gw, slot, &name, &path, forced).await {
-                to_close.extend(closing);
-            }
+            jobs.extend(self.job(slot, &name, &path, forced));
         }
         let removed: Vec<String> = state
             .plugins
@@ -187,25 +269,34 @@ impl Deployer {
             .collect();
         for name in removed {
             state.plugins.remove(&name);
-            tracing::info!(plugin = %name, "removed; its open connections keep the old version until they close");
+            tracing::info!(plugin = %shown(&name), "removed; its open connections keep the old version until they close");
         }
-        self.publish(gw, &mut state);
-        drop(state);
-        for (conn, reason) in to_close {
-            let _ = conn.close(SERVICE_RESTART, reason);
+        self.publish(&mut state);
+
+        jobs.sort_by_key(|(_, source): &(Job, Source)| source.bytes.len());
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut loads = futures_util::stream::iter(jobs)
+            .map(|(job, source)| async move {
+                let timers = self.timers.entry(job.name.clone()).or_default().clone();
+                let loaded = self.loader().load(&job.name, source, timers).await;
+                (job, loaded)
+            })
+            .buffer_unordered(parallel);
+        while let Some((job, loaded)) = loads.next().await {
+            let Some(slot) = state.plugins.get_mut(&job.name) else {
+                continue;
+            };
+            let closing = self.apply(slot, job, loaded);
+            self.publish(&mut state);
+            for conn in closing {
+                let _ = conn.close(CloseCode::SERVICE_RESTART, "service restart");
+            }
         }
+        self.ready.store(true, Ordering::Release);
     }
 
-    /// Loads one plugin again if its files changed (or `forced`). Returns
-    /// the connections to close once the new version is in service.
-    async fn refresh(
-        &self,
-        gw: &Gateway,
-        slot: &mut Slot,
-        name: &str,
-        path: &Path,
-        forced: bool,
-    ) -> Option<Vec<(Arc<Connection>, &'static str)>> {
+    /// What to load for one plugin, if its files changed (or `forced`).
+    fn job(&self, slot: &mut Slot, name: &str, path: &Path, forced: bool) -> Option<(Job, Source)> {
         let meta = std::fs::metadata(path).ok()?;
         let sidecar_read = read_sidecar(path);
         let sidecar_text = sidecar_read.as_ref().ok().cloned().flatten();
@@ -216,13 +307,12 @@ impl Deployer {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::warn!(plugin = %name, "cannot read: {e}");
+                tracing::warn!(plugin = %shown(name), "cannot read: {e}");
                 return None;
             }
         };
         slot.seen = Some(seen);
-        let hash = content_hash(&bytes);
-        let fingerprint = (hash, sidecar_text.clone());
+        let fingerprint = (content_hash(&bytes), sidecar_text);
         if !forced
             && let Some(serving) = &slot.serving
             && serving.listener.hash == fingerprint.0
@@ -235,104 +325,159 @@ impl Deployer {
         if !forced && slot.failed.as_ref() == Some(&fingerprint) {
             return None;
         }
-        let timers = self.timers.entry(name.to_owned()).or_default().clone();
-        let loaded = match sidecar_read {
-            Ok(sidecar) => {
-                let source = Source {
-                    bytes,
-                    hash: fingerprint.0.clone(),
-                    sidecar,
-                };
-                load_one(&gw.runtime, &gw.registry, &gw.config, name, source, timers).await
+        let sidecar = match (valid_name(name), sidecar_read) {
+            (false, _) => {
+                Err("plugin names may use only letters, digits, - and _ (at most 64)".to_owned())
             }
-            Err(e) => Err(format!("{name}.toml: {e}")),
+            (true, Err(e)) => Err(format!("{name}.toml: {e}")),
+            (true, Ok(None)) => Ok(Sidecar::default()),
+            (true, Ok(Some(text))) => {
+                Sidecar::parse(&text).map_err(|e| format!("{name}.toml: {e}"))
+            }
         };
-        match loaded {
-            Ok(Loaded {
-                listener,
-                routes: patterns,
-                on_reload,
-                took,
-                from_cache,
-            }) => {
-                let previous = slot.serving.take();
-                let verb = if previous.is_some() {
-                    "reloaded"
-                } else {
-                    "loaded"
-                };
-                tracing::info!(
-                    plugin = %name, version = %&listener.hash[..12], routes = ?patterns,
-                    cached = from_cache, "{verb} in {:.1} ms", took.as_secs_f64() * 1e3
-                );
-                metrics().reloads.with_label_values(&[name]).inc();
-                // Connections of the old version, collected before the swap
-                // so none of the new version's is among them.
-                let closing = match (&previous, on_reload) {
-                    (Some(_), OnReload::Close) => listener
-                        .env
-                        .scope
-                        .connections()
-                        .into_iter()
-                        .map(|c| (c, "service restart"))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                slot.serving = Some(Serving {
-                    listener,
-                    patterns,
-                    sidecar_text,
-                    on_reload,
-                    compile_ms: took.as_secs_f64() * 1e3,
-                    from_cache,
-                });
-                slot.error = None;
-                slot.error_at = None;
-                slot.failed = None;
-                Some(closing)
-            }
+        let sidecar = match sidecar {
+            Ok(sidecar) => sidecar,
             Err(error) => {
-                metrics().load_failures.with_label_values(&[name]).inc();
-                if slot.serving.is_some() {
-                    tracing::error!(plugin = %name, file = %slot.file,
-                        "new version not loaded, the previous one keeps serving: {error}");
-                } else {
-                    tracing::error!(plugin = %name, file = %slot.file, "not loaded: {error}");
-                }
-                slot.error = Some(error);
-                slot.error_at = Some(SystemTime::now());
-                slot.failed = Some(fingerprint);
-                None
+                self.fail(slot, name, error, fingerprint);
+                return None;
             }
+        };
+        if slot.serving.is_none() {
+            slot.starting = Some(sidecar.routes_for(name));
         }
+        let source = Source {
+            bytes,
+            hash: fingerprint.0.clone(),
+            sidecar,
+        };
+        let job = Job {
+            name: name.to_owned(),
+            fingerprint,
+        };
+        Some((job, source))
     }
 
-    /// Builds the route table from the serving versions and swaps it in.
-    fn publish(&self, gw: &Gateway, state: &mut State) {
+    /// Puts a loaded version in service, or records why it failed. Returns
+    /// the connections of the previous version to close, if its sidecar
+    /// asks for that.
+    fn apply(
+        &self,
+        slot: &mut Slot,
+        job: Job,
+        loaded: Result<Loaded, String>,
+    ) -> Vec<Arc<Connection>> {
+        slot.starting = None;
+        let Job { name, fingerprint } = job;
+        let Loaded {
+            listener,
+            routes: patterns,
+            on_reload,
+            took,
+            from_cache,
+        } = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.fail(slot, &name, error, fingerprint);
+                return Vec::new();
+            }
+        };
+        let previous = slot.serving.take();
+        let verb = if previous.is_some() {
+            "reloaded"
+        } else {
+            "loaded"
+        };
+        tracing::info!(
+            plugin = %shown(&name), version = %&listener.hash[..12], routes = ?patterns,
+            cached = from_cache, "{verb} in {:.1} ms", took.as_secs_f64() * 1e3
+        );
+        metrics().reloads.with_label_values(&[&name]).inc();
+        // Connections of the old version, collected before the swap so none
+        // of the new version's is among them.
+        let closing = match (&previous, on_reload) {
+            (Some(_), OnReload::Close) => listener.env.scope.connections(),
+            _ => Vec::new(),
+        };
+        slot.serving = Some(Serving {
+            listener,
+            patterns,
+            routed: previous.as_ref().is_some_and(|p| p.routed),
+            sidecar_text: fingerprint.1,
+            on_reload,
+            compile_ms: took.as_secs_f64() * 1e3,
+            from_cache,
+        });
+        slot.error = None;
+        slot.error_at = None;
+        slot.failed = None;
+        closing
+    }
+
+    fn fail(&self, slot: &mut Slot, name: &str, error: String, fingerprint: Fingerprint) {
+        metrics().load_failures.with_label_values(&[name]).inc();
+        let error_text = crate::text::printable(&error, 4096);
+        if slot.serving.is_some() {
+            tracing::error!(plugin = %shown(name), file = %shown(&slot.file),
+                "new version not loaded, the previous one keeps serving: {error_text}");
+        } else {
+            tracing::error!(plugin = %shown(name), file = %shown(&slot.file), "not loaded: {error_text}");
+        }
+        slot.starting = None;
+        slot.error = Some(error);
+        slot.error_at = Some(SystemTime::now());
+        slot.failed = Some(fingerprint);
+    }
+
+    /// Builds the route table from the serving (and starting) versions and
+    /// swaps it in. Versions routed before go first and keep their routes:
+    /// a newcomer whose routes collide with theirs is refused, keeps its
+    /// loaded version unrouted, and is tried again at every change, so it
+    /// is routed once the conflict is gone.
+    fn publish(&self, state: &mut State) {
         let mut deployment = Deployment::default();
         let mut summary = Vec::new();
         let State { plugins, stopped } = state;
-        for (name, slot) in plugins.iter_mut() {
-            let is_stopped = stopped.contains(name);
-            if !is_stopped && let Some(serving) = &slot.serving {
-                let added =
-                    deployment
-                        .routes
-                        .add(&serving.patterns, &serving.listener, &self.counters);
-                if let Err(e) = added {
-                    tracing::error!(plugin = %name, "not routed: {e}");
-                    slot.error = Some(e);
-                    slot.error_at = Some(SystemTime::now());
-                    slot.serving = None;
+        for incumbents in [true, false] {
+            for (name, slot) in plugins.iter_mut() {
+                let Some(serving) = slot.serving.as_mut() else {
+                    continue;
+                };
+                if stopped.contains(name) || serving.routed != incumbents {
+                    continue;
+                }
+                let routes = &mut deployment.routes;
+                match routes.add(&serving.patterns, &serving.listener, &self.counters) {
+                    Ok(()) => {
+                        serving.routed = true;
+                        if slot.conflict.take().is_some() {
+                            tracing::info!(plugin = %shown(name), "routed now that its routes are free");
+                        }
+                    }
+                    Err(e) => {
+                        serving.routed = false;
+                        if slot.conflict.as_ref() != Some(&e) {
+                            tracing::error!(plugin = %shown(name), "not routed: {e}");
+                            slot.error_at = Some(SystemTime::now());
+                        }
+                        slot.conflict = Some(e);
+                    }
                 }
             }
-            let serving = slot.serving.as_ref();
+        }
+        for (name, slot) in plugins.iter_mut() {
+            let is_stopped = stopped.contains(name);
+            if !is_stopped && let Some(patterns) = &slot.starting {
+                deployment.routes.add_starting(patterns, name);
+            }
+            let serving = slot.serving.as_ref().filter(|s| s.routed);
             let status = if is_stopped {
-                "stopped"
+                PluginStatus::Stopped
             } else if serving.is_some() {
-                "loaded"
+                PluginStatus::Loaded
+            } else if slot.starting.is_some() {
+                PluginStatus::Loading
             } else {
-                "failed"
+                PluginStatus::Failed
             };
             let info = PluginInfo {
                 name: name.clone(),
@@ -344,75 +489,73 @@ impl Deployer {
                 from_cache: serving.map(|s| s.from_cache),
                 routes: serving.map(|s| s.patterns.clone()).unwrap_or_default(),
                 on_reload: serving.map(|s| s.on_reload).unwrap_or_default(),
-                error: slot.error.clone(),
+                error: slot.conflict.clone().or_else(|| slot.error.clone()),
                 error_at_ms: slot.error_at.map(unix_ms),
             };
             summary.push(info);
         }
-        gw.deploy(deployment);
+        self.live.store(Arc::new(deployment));
         *self.summary.lock().unwrap() = summary;
-        self.ready.store(true, Ordering::Release);
     }
 
-    fn known(state: &State, dir: &Path, name: &str) -> bool {
-        state.plugins.contains_key(name) || plugin_path(dir, name).is_some()
+    fn known(&self, state: &State, name: &str) -> bool {
+        state.plugins.contains_key(name) || self.plugin_path(name).is_some()
+    }
+
+    fn plugin_path(&self, name: &str) -> Option<PathBuf> {
+        if !valid_name(name) {
+            return None;
+        }
+        let path = self.config.plugin_dir.join(format!("{name}.wasm"));
+        path.is_file().then_some(path)
     }
 
     /// Takes a plugin out of service: its routes go (new connections get
     /// 404) and its open connections are closed with 1001. It stays
     /// stopped, whatever happens to its file, until started again.
-    pub async fn stop(&self, gw: &Gateway, name: &str) -> Result<(), AdminError> {
+    pub async fn stop(&self, name: &str) -> Result<(), AdminError> {
         let mut state = self.state.lock().await;
-        if !Self::known(&state, &gw.config.plugin_dir, name) {
+        if !self.known(&state, name) {
             return Err(AdminError::UnknownPlugin);
         }
         state.stopped.insert(name.to_owned());
         if let Some(slot) = state.plugins.get_mut(name) {
             slot.serving = None;
+            slot.conflict = None;
             slot.seen = None;
         }
-        self.publish(gw, &mut state);
+        self.publish(&mut state);
         drop(state);
-        tracing::info!(plugin = %name, "stopped by the admin API");
-        for scope in gw.registry.scopes() {
-            if &*scope.name == name {
-                for conn in scope.connections() {
-                    let _ = conn.close(close::GOING_AWAY, "plugin stopped");
-                }
+        tracing::info!(plugin = %shown(name), "stopped by the admin API");
+        if let Some(scope) = self.registry.existing_scope(name) {
+            for conn in scope.connections() {
+                let _ = conn.close(CloseCode::GOING_AWAY, "plugin stopped");
             }
         }
         Ok(())
     }
 
     /// Puts a stopped plugin back in service, loading it from disk.
-    pub async fn start(&self, gw: &Gateway, name: &str) -> Result<(), AdminError> {
+    pub async fn start(&self, name: &str) -> Result<(), AdminError> {
         {
             let mut state = self.state.lock().await;
-            if !Self::known(&state, &gw.config.plugin_dir, name) {
+            if !self.known(&state, name) {
                 return Err(AdminError::UnknownPlugin);
             }
             state.stopped.remove(name);
         }
-        tracing::info!(plugin = %name, "started by the admin API");
-        self.reconcile(gw, Some(name)).await;
+        tracing::info!(plugin = %shown(name), "started by the admin API");
+        self.reconcile(Some(name)).await;
         Ok(())
     }
 
     /// Loads a plugin again from disk, even if its file is unchanged.
-    pub async fn reload(&self, gw: &Gateway, name: &str) -> Result<(), AdminError> {
-        if plugin_path(&gw.config.plugin_dir, name).is_none() {
+    pub async fn reload(&self, name: &str) -> Result<(), AdminError> {
+        if self.plugin_path(name).is_none() {
             return Err(AdminError::UnknownPlugin);
         }
-        tracing::info!(plugin = %name, "reload requested by the admin API");
-        self.reconcile(gw, Some(name)).await;
+        tracing::info!(plugin = %shown(name), "reload requested by the admin API");
+        self.reconcile(Some(name)).await;
         Ok(())
     }
-}
-
-fn plugin_path(dir: &Path, name: &str) -> Option<PathBuf> {
-    if !super::valid_name(name) {
-        return None;
-    }
-    let path = dir.join(format!("{name}.wasm"));
-    path.is_file().then_some(path)
 }

@@ -77,7 +77,7 @@ pub fn spawn(gw: Arc<Gateway>) {
             if gw.shutdown.is_cancelled() {
                 return;
             }
-            gw.deployer.reconcile(&gw, None).await;
+            gw.deployer.reconcile(None).await;
         }
     });
 }

@@ -10,26 +10,60 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::gateway::Gateway;
-use crate::registry::{ConnId, Scope, Target};
-use crate::runtime::bindings::Message;
-use crate::runtime::{Listener, to_ws};
+use crate::protocol::Message;
+use crate::registry::{ConnId, GroupKind, Scope, Target};
+use crate::runtime::Listener;
 
 /// Routes under `/publish/{plugin}/...`; the caller adds authentication.
-pub fn router() -> Router<Arc<Gateway>> {
+pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/publish/{plugin}/{kind}/{name}", post(to_group))
         .route("/publish/{plugin}/connections", post(to_connections))
         .route("/publish/{plugin}/all", post(to_all))
         .route("/publish/{plugin}/push", post(push))
+        .layer(middleware::from_fn_with_state(gw.clone(), announced_size))
+        .with_state(gw)
+}
+
+/// A body announced as over the limit is refused before it is read, so a
+/// client cannot hold a request open for a body that may never come.
+async fn announced_size(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(len) if len > gw.config.limits.max_message_size as u64 => {
+            too_large(&gw).into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+fn too_large(gw: &Gateway) -> ApiError {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("message over {} bytes", gw.config.limits.max_message_size),
+    )
+}
+
+/// The body, read up to the size limit (a chunked one has no announced
+/// length to check first).
+async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, gw.config.limits.max_message_size)
+        .await
+        .map_err(|_| too_large(gw))
 }
 
 /// A refusal, answered as `{"error": "..."}` with its status.
@@ -53,7 +87,8 @@ fn delivered(n: u32) -> Response {
 
 /// The loaded plugin named `name`.
 fn listener(gw: &Gateway, name: &str) -> Result<Arc<Listener>, ApiError> {
-    gw.deployment()
+    gw.deployer
+        .deployment()
         .routes
         .routes()
         .iter()
@@ -72,21 +107,16 @@ fn scope(gw: &Gateway, name: &str) -> Result<Arc<Scope>, ApiError> {
 }
 
 /// The request body as a message, within the size limit.
-fn message(gw: &Gateway, headers: &HeaderMap, body: Bytes) -> Result<Message, ApiError> {
-    if body.len() > gw.config.limits.max_message_size {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("message over {} bytes", gw.config.limits.max_message_size),
-        ));
-    }
+async fn message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Message, ApiError> {
+    let body = read_body(gw, body).await?;
     let binary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
     if binary {
-        return Ok(Message::Binary(body.to_vec()));
+        return Ok(Message::Binary(body));
     }
-    String::from_utf8(body.to_vec())
+    crate::protocol::Utf8Bytes::from_utf8(body)
         .map(Message::Text)
         .map_err(|_| {
             error(
@@ -111,22 +141,22 @@ async fn to_group(
     State(gw): State<Arc<Gateway>>,
     Path((plugin, kind, name)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     let scope = scope(&gw, &plugin)?;
-    let send = match kind.as_str() {
-        "channel" => Scope::publish,
-        "tag" => Scope::send_to_tag,
-        _ => {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                "use /channel/NAME or /tag/NAME",
-            ));
-        }
+    let Ok(kind) = kind.parse::<GroupKind>() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "use /channel/NAME or /tag/NAME",
+        ));
     };
-    check_name(&gw, &kind, &name)?;
-    let msg = to_ws(message(&gw, &headers, body)?);
-    Ok(delivered(send(&scope, &name, &msg, None)))
+    check_name(&gw, kind.as_str(), &name)?;
+    let msg = message(&gw, &headers, body).await?;
+    let target = match kind {
+        GroupKind::Channel => Target::Channel(&name),
+        GroupKind::Tag => Target::Tag(&name),
+    };
+    Ok(delivered(scope.send(target, &msg, None)))
 }
 
 #[derive(Deserialize)]
@@ -151,11 +181,11 @@ async fn to_connections(
     Path(plugin): Path<String>,
     Query(Ids { ids }): Query<Ids>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     let scope = scope(&gw, &plugin)?;
     let ids = parse_ids(&ids)?;
-    let msg = to_ws(message(&gw, &headers, body)?);
+    let msg = message(&gw, &headers, body).await?;
     // Ids of other plugins' connections are simply not found here (nor on
     // any other node).
     Ok(delivered(scope.send(Target::Connections(&ids), &msg, None)))
@@ -172,10 +202,10 @@ async fn to_all(
     Path(plugin): Path<String>,
     Query(filter): Query<RouteFilter>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     let scope = scope(&gw, &plugin)?;
-    let msg = to_ws(message(&gw, &headers, body)?);
+    let msg = message(&gw, &headers, body).await?;
     let target = match &filter.route {
         None => Target::All,
         Some(route) => Target::Route(route),
@@ -187,10 +217,10 @@ async fn push(
     State(gw): State<Arc<Gateway>>,
     Path(plugin): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     let listener = listener(&gw, &plugin)?;
-    let payload = message(&gw, &headers, body)?;
+    let payload = message(&gw, &headers, body).await?;
     match listener.on_push(payload).await {
         Ok(()) => Ok(Json(json!({ "pushed": true })).into_response()),
         Err(_) => Err(error(

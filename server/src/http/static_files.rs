@@ -11,7 +11,9 @@
 //!
 //! Only `GET` and `HEAD` are answered (anything else is `405`). A missing file is a
 //! plain `404 Not Found`; errors never reveal filesystem paths (the cause is logged
-//! at debug level on the server instead).
+//! at debug level on the server instead). From a directory, names starting with `.`
+//! (`.env`, `.git/`) are never served, and neither is anything a symlink leads to
+//! outside the directory. No page may be framed by another site (clickjacking).
 
 use std::path::PathBuf;
 
@@ -39,14 +41,14 @@ pub struct StaticFiles {
 
 #[derive(Clone)]
 enum Source {
-    Dir(ServeDir),
+    Dir { root: PathBuf, files: ServeDir },
     Embedded,
 }
 
 impl std::fmt::Debug for StaticFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match self.source {
-            Source::Dir(_) => "directory",
+            Source::Dir { .. } => "directory",
             Source::Embedded => "embedded demo",
         };
         f.debug_struct("StaticFiles")
@@ -66,7 +68,8 @@ impl StaticFiles {
                 if !dir.is_dir() {
                     tracing::warn!(dir = %dir.display(), "static file directory does not exist or is not a directory");
                 }
-                Source::Dir(ServeDir::new(dir).append_index_html_on_directories(true))
+                let files = ServeDir::new(&dir).append_index_html_on_directories(true);
+                Source::Dir { root: dir, files }
             }
             None => Source::Embedded,
         };
@@ -78,11 +81,49 @@ impl StaticFiles {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed();
         }
-        match &self.source {
-            Source::Dir(dir) => serve_dir(dir.clone(), req).await,
+        let mut res = match &self.source {
+            Source::Dir { root, files } => match dir_path_allowed(root, req.uri().path()) {
+                true => serve_dir(files.clone(), req).await,
+                false => not_found(),
+            },
             Source::Embedded => serve_embedded(&req),
-        }
+        };
+        let headers = res.headers_mut();
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'self'"),
+        );
+        res
     }
+}
+
+/// Whether a request path may be served from `root`: no segment is a
+/// dotfile (or `.`/`..`), and what it names (or a directory's `index.html`)
+/// resolves, symlinks followed, to a place inside `root`. A path that names
+/// nothing is allowed through, for ServeDir to answer 404 (or redirect).
+fn dir_path_allowed(root: &std::path::Path, path: &str) -> bool {
+    let Some(decoded) = percent_decode(path) else {
+        return false;
+    };
+    let mut target = root.to_path_buf();
+    for segment in decoded.split('/').filter(|s| !s.is_empty()) {
+        if segment.starts_with('.') || segment.contains('\\') || segment.contains('\0') {
+            return false;
+        }
+        target.push(segment);
+    }
+    let Ok(root) = root.canonicalize() else {
+        return true;
+    };
+    let inside = |p: &std::path::Path| match p.canonicalize() {
+        Ok(real) => real.starts_with(&root),
+        Err(_) => true,
+    };
+    inside(&target) && (!target.is_dir() || inside(&target.join("index.html")))
 }
 
 async fn serve_dir(mut dir: ServeDir, req: Request) -> Response {
@@ -417,6 +458,61 @@ mod tests {
         // The embedded demo is not mixed in when a directory is configured.
         let (status, _, _) = get(&files, "/app.js").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn dotfiles_and_symlinks_out_of_the_root_are_never_served() {
+        let tmp = TempDir::new("dots");
+        let outside = TempDir::new("outside");
+        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        std::fs::write(tmp.path().join(".env"), "TOKEN=x").unwrap();
+        std::fs::create_dir(tmp.path().join(".git")).unwrap();
+        std::fs::write(tmp.path().join(".git/config"), "[core]").unwrap();
+        std::fs::write(tmp.path().join("ok.txt"), "ok").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.txt"),
+            tmp.path().join("leak.txt"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("ok.txt"), tmp.path().join("alias.txt"))
+            .unwrap();
+        let files = StaticFiles::new(Some(tmp.path().to_owned()));
+        for path in [
+            "/.env",
+            "/.git/config",
+            "/%2eenv",
+            "/leak.txt",
+            "/elsewhere/secret.txt",
+        ] {
+            let (status, _, body) = get(&files, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(
+                !body.contains("secret") && !body.contains("TOKEN"),
+                "{path}"
+            );
+        }
+        // A symlink that stays inside is fine.
+        let (status, _, body) = get(&files, "/alias.txt").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+
+    #[tokio::test]
+    async fn pages_cannot_be_framed_by_other_sites() {
+        let tmp = TempDir::new("frame");
+        std::fs::write(tmp.path().join("index.html"), "<p>x</p>").unwrap();
+        for files in [
+            StaticFiles::new(None),
+            StaticFiles::new(Some(tmp.path().to_owned())),
+        ] {
+            let (status, headers, _) = get(&files, "/").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "SAMEORIGIN");
+            assert_eq!(
+                headers[header::CONTENT_SECURITY_POLICY],
+                "frame-ancestors 'self'"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,9 @@
-//! The WebSocket handshake: the plugin's `on-open` decides before the
-//! upgrade, so a refusal is a real HTTP status with the plugin's reason,
-//! never an opaque 500.
+//! The WebSocket handshake, as far as HTTP goes: checking the request,
+//! negotiating subprotocol and compression, and answering with the 101 or
+//! a refusal. The connection's life (admission, `on-open` and everything
+//! after) belongs to [`lifecycle`](crate::lifecycle); the plugin decides
+//! before the upgrade, so a refusal is a real HTTP status with the
+//! plugin's reason, never an opaque 500.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +12,14 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
+use base64::Engine;
 use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 
+use super::origin;
 use crate::gateway::Gateway;
-use crate::protocol::close;
-use crate::protocol::session::{self, Session};
-use crate::registry::Connection;
-use crate::routing::{CHANNEL_PARAM, Matched};
-use crate::runtime::bindings::{OpenDecision, Request as HookRequest};
-use crate::runtime::to_ws;
+use crate::lifecycle::{Decision, Refusal};
+use crate::routing::Matched;
+use crate::runtime::OpenRequest;
 
 /// Initial read buffer per connection; large messages grow it for as long
 /// as they take, idle connections hold only this.
@@ -49,90 +50,27 @@ pub async fn handle(
         Ok(upgrade) => upgrade,
         Err(status) => return (status, "invalid WebSocket handshake").into_response(),
     };
-    if gw.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
-    }
-    if matched.route.listener.crashes.is_tripped() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this service is unavailable",
-        )
-            .into_response();
-    }
-    if let Err(refusal) = gw.admission.check_origin(&parts.headers) {
+    if let Err(refusal) = origin::check(&gw.config.limits.allowed_origins, &parts.headers) {
         return refusal.into_response();
     }
-    // Held for the connection's life; refused or failed handshakes drop it.
-    let slot = match gw.admission.admit(remote.ip()) {
-        Ok(slot) => slot,
-        Err(refusal) => return refusal.into_response(),
-    };
     let Matched { route, params } = matched;
-    let listener = route.listener.clone();
-    let scope = listener.env.scope.clone();
-    let limits = &gw.config.limits;
-    let protocol = select_protocol(&parts.headers, &listener.env.subprotocols);
-    let hook_request = hook_request(&parts, &route.pattern, params, remote, protocol.clone());
-    let channel = hook_request
-        .params
-        .iter()
-        .find(|(k, _)| k == CHANNEL_PARAM)
-        .map(|(_, v)| v.clone());
-
-    let (conn, queue) = Connection::new(
-        gw.registry.next_id(),
-        listener.name.clone(),
-        route.pattern.clone(),
-        hook_request.path.clone(),
-        remote,
-        limits.send_queue,
-    );
-    scope.insert(conn.clone());
-    session::enter_route(&route).await;
-    if let Some(channel) = channel.filter(|c| c.len() <= limits.max_name_len) {
-        scope.subscribe(&conn, &channel);
+    let protocol = select_protocol(&parts.headers, &route.listener.env.subprotocols);
+    let request = open_request(&parts, &route.pattern, params, remote, protocol.clone());
+    let mut opening = match gw.lifecycle.open(route, request, remote) {
+        Ok(opening) => opening,
+        Err(refusal) => return refused(refusal),
+    };
+    if let Decision::Refuse(refusal) = opening.decision().await {
+        return refused(refusal);
     }
-
-    let greeting = match listener.on_open(conn.id, hook_request).await {
-        Ok(OpenDecision::Accept) => None,
-        Ok(OpenDecision::Greet(msg)) => Some(to_ws(msg)),
-        Ok(OpenDecision::Reject(rejection)) => {
-            session::forget(&conn, &route).await;
-            let status = StatusCode::from_u16(rejection.status)
-                .ok()
-                .filter(|s| s.is_client_error() || s.is_server_error());
-            let Some(status) = status else {
-                tracing::warn!(plugin = %listener.name, status = rejection.status,
-                    "on-open rejected with a status outside 400-599; answering 500");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "connection refused").into_response();
-            };
-            return (status, rejection.reason).into_response();
-        }
-        Err(_) => {
-            session::forget(&conn, &route).await;
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the listener failed to open the connection",
-            )
-                .into_response();
-        }
-    };
-
-    let session = Session {
-        conn: conn.clone(),
-        queue,
-        greeting,
-        route: route.clone(),
-        timeouts: gw.config.timeouts.clone(),
-        message_rate: limits.messages_per_second,
-        max_message_size: limits.max_message_size,
-    };
-    let options = socket_options(limits.max_message_size, gw.config.permessage_deflate);
+    let limits = &gw.config.limits;
+    let options = socket_options(limits.max_message_size, gw.config.permessage_deflate)
+        .with_read_budget(gw.lifecycle.reassembly.clone());
+    // Dropping `opening` on failure lets the connection's task undo it.
     let (mut response, socket) = match upgrade.upgrade(options) {
         Ok(upgraded) => upgraded,
         Err(e) => {
-            tracing::debug!(conn = conn.id, "handshake refused: {e}");
-            session::end(&conn, &route, close::ABNORMAL, String::new()).await;
+            tracing::debug!("handshake refused: {e}");
             return (StatusCode::BAD_REQUEST, "invalid WebSocket handshake").into_response();
         }
     };
@@ -141,22 +79,12 @@ pub async fn handle(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
-    // The conversation gets a task of its own once the upgrade is done:
-    // inside this one it would also keep room for the upgrade's state, and
-    // a task's size is paid for as long as its connection is open.
-    let sessions = gw.sessions.clone();
-    gw.sessions.spawn(async move {
-        match socket.await {
-            Ok(socket) => {
-                sessions.spawn(session.run(socket).map(move |()| drop(slot)));
-            }
-            Err(e) => {
-                tracing::debug!(conn = conn.id, "upgrade failed: {e}");
-                session::end(&conn, &route, close::ABNORMAL, String::new()).await;
-            }
-        }
-    });
+    opening.upgraded(socket);
     response.map(axum::body::Body::new)
+}
+
+fn refused(refusal: Refusal) -> Response {
+    (refusal.status, refusal.reason.into_owned()).into_response()
 }
 
 /// What axum's own extractor checked and yawc's does not: a handshake is a
@@ -176,6 +104,15 @@ fn check_handshake(parts: &Parts) -> Result<(), (StatusCode, &'static str)> {
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         return Err((StatusCode::BAD_REQUEST, "not a WebSocket handshake"));
+    }
+    // RFC 6455 §4.1: a base64-encoded 16-byte nonce, sent once.
+    let mut keys = parts.headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let nonce = match (keys.next(), keys.next()) {
+        (Some(key), None) => base64::engine::general_purpose::STANDARD.decode(key.as_bytes()),
+        _ => return Err((StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key")),
+    };
+    if nonce.map_or(true, |n| n.len() != 16) {
+        return Err((StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"));
     }
     Ok(())
 }
@@ -254,13 +191,14 @@ fn deflate_pool() -> &'static DeflatePool {
     })
 }
 
-fn hook_request(
+/// The handshake as `on-open` sees it.
+fn open_request(
     parts: &Parts,
     pattern: &str,
     params: Vec<(String, String)>,
     remote: SocketAddr,
     protocol: Option<String>,
-) -> HookRequest {
+) -> OpenRequest {
     let query = parts
         .uri
         .query()
@@ -291,7 +229,7 @@ fn hook_request(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    HookRequest {
+    OpenRequest {
         path: parts.uri.path().to_owned(),
         route: pattern.to_owned(),
         params,

@@ -64,26 +64,32 @@ impl TryFrom<Bytes> for Utf8Bytes {
     type Error = std::str::Utf8Error;
 
     fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        Utf8Bytes::from_utf8(bytes)
+    }
+}
+
+impl Utf8Bytes {
+    /// Checks bytes received from a client (or another node) once.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
         std::str::from_utf8(&bytes)?;
         Ok(Utf8Bytes(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: only ever built from a `str`, a `String` or checked bytes.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The text as a `String`, without copying when these bytes are the
+    /// only reference to a buffer that came from a `Vec` (a plugin's reply).
+    pub fn into_string(self) -> String {
+        // SAFETY: as for `as_str`.
+        unsafe { String::from_utf8_unchecked(Vec::from(self.0)) }
     }
 }
 
 impl From<&str> for Utf8Bytes {
     fn from(text: &str) -> Self {
         Utf8Bytes(Bytes::copy_from_slice(text.as_bytes()))
-    }
-}
-
-/// A close frame the server sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseFrame {
-    pub code: u16,
-    pub reason: String,
-}
-
-impl CloseFrame {
-    pub(crate) fn to_frame(&self) -> yawc::Frame {
-        yawc::Frame::close(self.code.into(), self.reason.as_bytes())
     }
 }

@@ -2,8 +2,9 @@
 
 pub mod close;
 mod message;
-mod rate;
 pub mod session;
 mod socket;
 
-pub use message::{CloseFrame, Message, Utf8Bytes};
+pub use close::{CloseCode, CloseFrame};
+pub use message::{Message, Utf8Bytes};
+pub use socket::ReassemblyBudget;

@@ -25,15 +25,13 @@ use tokio::time::{Instant, Interval, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use yawc::{Frame, HttpWebSocket, WebSocketError};
 
-use super::rate::RateLimit;
 use super::socket::{Incoming, ReadError, Socket};
-use super::{CloseFrame, Message as WsMessage, close};
+use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
+use crate::rate::RateLimit;
 use crate::registry::{Connection, Outbound, Queue};
-use crate::routing::Route;
-use crate::runtime::bindings::Message;
-use crate::runtime::to_ws;
+use crate::runtime::Listener;
 
 /// Frames read, or queued frames written, before the next flush, so one
 /// busy connection cannot hold back what it already produced.
@@ -42,26 +40,28 @@ const MAX_BATCH: usize = 256;
 pub struct Session {
     pub conn: Arc<Connection>,
     pub queue: Queue,
-    pub greeting: Option<WsMessage>,
-    pub route: Arc<Route>,
+    pub greeting: Option<Message>,
+    pub listener: Arc<Listener>,
     pub timeouts: Timeouts,
     /// Messages per second a client may send; 0 for no limit.
     pub message_rate: u32,
     pub max_message_size: usize,
+    /// Shared by every connection: bytes of partly received messages.
+    pub reassembly: Arc<ReassemblyBudget>,
 }
 
 impl Session {
+    /// Runs the conversation to its end and says how it ended.
+    ///
     /// Not an `async fn`: the conversation is set up before the future
-    /// exists, so the future (a connection's whole task, held for as long
-    /// as the connection is open) does not also keep room for the upgraded
-    /// socket it was built from.
-    pub fn run(self, socket: HttpWebSocket) -> impl Future<Output = ()> + Send {
-        let metrics = self.route.listener.metrics.clone();
-        metrics.connections_opened.inc();
+    /// exists, so the future (held for as long as the connection is open)
+    /// does not also keep room for the upgraded socket it was built from.
+    pub fn run(self, socket: HttpWebSocket) -> impl Future<Output = CloseFrame> + Send {
+        let metrics = self.listener.metrics.clone();
         let now = Instant::now();
         let mut talk = Conversation {
             wire: Wire {
-                socket: Socket::new(socket, self.max_message_size),
+                socket: Socket::new(socket, self.max_message_size, self.reassembly),
                 queue: self.queue,
                 shutdown: Box::pin(self.conn.shutdown.clone().cancelled_owned()),
                 deadline: Box::pin(tokio::time::sleep(self.timeouts.idle)),
@@ -75,28 +75,20 @@ impl Session {
                 conn: self.conn.clone(),
                 timeouts: self.timeouts,
                 metrics,
+                max_message_size: self.max_message_size,
             },
             rate: RateLimit::new(self.message_rate),
-            route: self.route,
+            listener: self.listener,
         };
-        let (greeting, conn) = (self.greeting, self.conn);
+        let greeting = self.greeting;
         async move {
             let over = talk.run(greeting).await;
             // Boxed: it runs once, and inline it would add to the size of
             // every connection's task for as long as the connection lives.
-            Box::pin(async {
-                talk.wire.finish().await;
-                end(&conn, &talk.route, over.code, over.reason).await;
-            })
-            .await
+            Box::pin(talk.wire.finish()).await;
+            over
         }
     }
-}
-
-/// The conversation is over: the close code and reason `on-close` reports.
-struct Over {
-    code: u16,
-    reason: String,
 }
 
 /// What woke the conversation up.
@@ -110,7 +102,7 @@ enum Event {
 
 struct Conversation {
     wire: Wire,
-    route: Arc<Route>,
+    listener: Arc<Listener>,
     rate: Option<RateLimit>,
 }
 
@@ -136,10 +128,12 @@ struct Wire {
     conn: Arc<Connection>,
     timeouts: Timeouts,
     metrics: Arc<PluginMetrics>,
+    /// What a reply may weigh: no more than a client may send.
+    max_message_size: usize,
 }
 
 impl Conversation {
-    async fn run(&mut self, greeting: Option<WsMessage>) -> Over {
+    async fn run(&mut self, greeting: Option<Message>) -> CloseFrame {
         if let Some(greeting) = greeting
             && let Err(over) = self.wire.write(Outbound::Data(greeting)).await
         {
@@ -153,7 +147,7 @@ impl Conversation {
     }
 
     /// Flushes what the last step wrote, then waits for and handles one event.
-    async fn step(&mut self) -> Result<(), Over> {
+    async fn step(&mut self) -> Result<(), CloseFrame> {
         let wire = &mut self.wire;
         if wire.unflushed {
             wire.flush().await?;
@@ -185,32 +179,27 @@ impl Conversation {
                 self.wire.write(item).await?;
                 self.wire.write_queued().await
             }
-            Event::Queued(None) => Err(self.wire.over(close::ABNORMAL)),
+            Event::Queued(None) => Err(self.wire.over(CloseCode::ABNORMAL)),
             Event::Ping => self.wire.feed(Frame::ping(Bytes::new())).await,
             Event::Deadline => self.wire.on_deadline(),
         }
     }
 
-    async fn on_frame(&mut self, next: Option<Result<Incoming, ReadError>>) -> Result<(), Over> {
-        let metrics = &self.wire.metrics;
+    async fn on_frame(
+        &mut self,
+        next: Option<Result<Incoming, ReadError>>,
+    ) -> Result<(), CloseFrame> {
         let msg = match next {
-            None => return Err(self.wire.over(close::ABNORMAL)),
+            None => return Err(self.wire.over(CloseCode::ABNORMAL)),
             Some(Err(e)) => return Err(self.wire.read_error(e)),
-            Some(Ok(Incoming::Text(text))) => {
-                metrics.received(text.len());
-                Message::Text(text)
-            }
-            Some(Ok(Incoming::Binary(bytes))) => {
-                metrics.received(bytes.len());
-                Message::Binary(bytes.into())
+            Some(Ok(Incoming::Data(msg))) => {
+                self.wire.metrics.received(msg.len());
+                msg
             }
             Some(Ok(Incoming::Close(client))) => {
-                let (code, reason) = client.unwrap_or((close::NO_STATUS, String::new()));
-                return Err(self
-                    .wire
-                    .conn
-                    .close_reason()
-                    .map_or(Over { code, reason }, Over::from));
+                let client =
+                    client.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, String::new()));
+                return Err(self.wire.conn.close_reason().unwrap_or(client));
             }
             Some(Ok(Incoming::Control)) => return Ok(()),
         };
@@ -222,19 +211,27 @@ impl Conversation {
         if let Some(rate) = self.rate.as_mut()
             && !rate.allow(self.wire.last_frame)
         {
-            let _ = conn.close(close::POLICY, "message rate limit exceeded");
+            let _ = conn.close(CloseCode::POLICY, "message rate limit exceeded");
             return Ok(());
         }
         let id = conn.id;
         // Boxed, so the call's state takes room only while a call runs,
         // not in every idle connection's task.
-        let mut hook = Box::pin(self.route.listener.on_message(id, msg));
+        let mut hook = Box::pin(self.listener.on_message(id, msg));
         match self.wire.while_running(hook.as_mut()).await? {
+            Ok(Some(reply)) if reply.len() > self.wire.max_message_size => {
+                tracing::warn!(plugin = %self.listener.name,
+                    "on-message replied with {} bytes, over limits.max_message_size; closing", reply.len());
+                let _ = self
+                    .wire
+                    .conn
+                    .close(CloseCode::INTERNAL_ERROR, "internal error");
+            }
             Ok(Some(reply)) => {
                 // What the hook queued for this connection goes first, in order.
                 self.wire.write_queued().await?;
                 if !self.wire.conn.is_closing() {
-                    self.wire.write(Outbound::Data(to_ws(reply))).await?;
+                    self.wire.write(Outbound::Data(reply)).await?;
                 }
             }
             Ok(None) => {}
@@ -244,22 +241,16 @@ impl Conversation {
                 let _ = self
                     .wire
                     .conn
-                    .close(close::INTERNAL_ERROR, "internal error");
+                    .close(CloseCode::INTERNAL_ERROR, "internal error");
             }
         }
         Ok(())
     }
 }
 
-impl From<(u16, String)> for Over {
-    fn from((code, reason): (u16, String)) -> Self {
-        Over { code, reason }
-    }
-}
-
 impl Wire {
     /// Writes one queued item (or a reply) for the next flush.
-    async fn write(&mut self, item: Outbound) -> Result<(), Over> {
+    async fn write(&mut self, item: Outbound) -> Result<(), CloseFrame> {
         match item {
             Outbound::Data(msg) => {
                 self.metrics.sent(msg.len());
@@ -270,7 +261,7 @@ impl Wire {
     }
 
     /// Writes what is queued now, up to a batch, unless a close is out.
-    async fn write_queued(&mut self) -> Result<(), Over> {
+    async fn write_queued(&mut self) -> Result<(), CloseFrame> {
         for _ in 0..MAX_BATCH {
             if self.close_sent {
                 break;
@@ -284,12 +275,12 @@ impl Wire {
     }
 
     /// Closes now, ahead of anything still queued.
-    async fn abort(&mut self) -> Result<(), Over> {
-        let Over { code, reason } = self.over(close::GOING_AWAY);
-        self.send_close(CloseFrame { code, reason }).await
+    async fn abort(&mut self) -> Result<(), CloseFrame> {
+        let frame = self.over(CloseCode::GOING_AWAY);
+        self.send_close(frame).await
     }
 
-    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), Over> {
+    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), CloseFrame> {
         self.close_sent = true;
         self.deadline
             .as_mut()
@@ -298,16 +289,16 @@ impl Wire {
         self.feed(frame.to_frame()).await
     }
 
-    async fn feed(&mut self, frame: Frame) -> Result<(), Over> {
+    async fn feed(&mut self, frame: Frame) -> Result<(), CloseFrame> {
         self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
         if Pin::new(&mut self.socket).start_send(frame).is_err() {
-            return Err(self.over(close::ABNORMAL));
+            return Err(self.over(CloseCode::ABNORMAL));
         }
         self.unflushed = true;
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), Over> {
+    async fn flush(&mut self) -> Result<(), CloseFrame> {
         self.blocked(|socket, cx| socket.poll_flush(cx)).await?;
         self.unflushed = false;
         Ok(())
@@ -320,7 +311,7 @@ impl Wire {
     async fn blocked(
         &mut self,
         mut poll: impl FnMut(Pin<&mut Socket>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
-    ) -> Result<(), Over> {
+    ) -> Result<(), CloseFrame> {
         enum Woken {
             Done(Result<(), WebSocketError>),
             Abort,
@@ -342,8 +333,8 @@ impl Wire {
             .await;
             match woken {
                 Woken::Done(Ok(())) => return Ok(()),
-                Woken::Done(Err(_)) => return Err(self.over(close::ABNORMAL)),
-                Woken::Abort => return Err(self.over(close::GOING_AWAY)),
+                Woken::Done(Err(_)) => return Err(self.over(CloseCode::ABNORMAL)),
+                Woken::Abort => return Err(self.over(CloseCode::GOING_AWAY)),
                 Woken::Deadline => self.on_deadline()?,
             }
         }
@@ -351,16 +342,16 @@ impl Wire {
 
     /// The idle deadline re-arms itself while frames keep coming; past it,
     /// or past the wait for the client's close reply, the conversation ends.
-    fn on_deadline(&mut self) -> Result<(), Over> {
+    fn on_deadline(&mut self) -> Result<(), CloseFrame> {
         if self.close_sent || self.conn.is_closing() {
-            return Err(self.over(close::ABNORMAL));
+            return Err(self.over(CloseCode::ABNORMAL));
         }
         let now = Instant::now();
         let due = self.last_frame + self.timeouts.idle;
         if due <= now {
             // Queues the close frame; the deadline becomes the wait for
             // the reply once it is out, or ends a socket too stuck to take it.
-            let _ = self.conn.close(close::GOING_AWAY, "idle timeout");
+            let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout");
             self.deadline.as_mut().reset(now + self.timeouts.close);
         } else {
             self.deadline.as_mut().reset(due);
@@ -373,7 +364,7 @@ impl Wire {
     async fn while_running<R>(
         &mut self,
         mut hook: Pin<&mut impl Future<Output = R>>,
-    ) -> Result<R, Over> {
+    ) -> Result<R, CloseFrame> {
         // Most hook calls finish without ever yielding.
         if let Some(result) = hook.as_mut().now_or_never() {
             return Ok(result);
@@ -386,7 +377,7 @@ impl Wire {
     async fn write_alongside<R>(
         &mut self,
         mut hook: Pin<&mut impl Future<Output = R>>,
-    ) -> Result<R, Over> {
+    ) -> Result<R, CloseFrame> {
         // A failed write ends the conversation, but only once the hook is
         // done: dropping a call midway would waste its instance.
         let mut over = None;
@@ -408,30 +399,32 @@ impl Wire {
     }
 
     /// The close code and reason the server chose, else `default`.
-    fn over(&self, default: u16) -> Over {
+    fn over(&self, default: CloseCode) -> CloseFrame {
         self.conn
             .close_reason()
-            .unwrap_or((default, String::new()))
-            .into()
+            .unwrap_or_else(|| CloseFrame::new(default, String::new()))
     }
 
-    fn read_error(&self, e: ReadError) -> Over {
+    fn read_error(&self, e: ReadError) -> CloseFrame {
         let conn = &self.conn;
         match e {
             ReadError::TooBig => {
-                conn.abort(close::TOO_BIG, "message too big");
-                (close::TOO_BIG, "message too big".to_owned()).into()
+                conn.abort(CloseCode::TOO_BIG, "message too big");
+                CloseFrame::new(CloseCode::TOO_BIG, "message too big")
             }
             ReadError::Invalid { code, reason } => {
                 tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
                 conn.abort(code, reason);
-                (code, reason.to_owned()).into()
+                CloseFrame::new(code, reason)
             }
-            ReadError::Library(e) => {
-                if e.is_protocol_error() || e.is_data_error() {
-                    tracing::debug!(conn = conn.id, "protocol error from client: {e}");
-                }
-                self.over(close::ABNORMAL)
+            ReadError::Library(ref failed) => {
+                let Some(code) = e.close_code() else {
+                    return self.over(CloseCode::ABNORMAL);
+                };
+                tracing::debug!(conn = conn.id, "protocol error from client: {failed}");
+                // yawc has sent its close frame; this is what `on-close` hears.
+                conn.abort(code, "protocol error");
+                self.over(code)
             }
         }
     }
@@ -443,52 +436,12 @@ impl Wire {
         self.conn.mark_closing();
         let close = self.timeouts.close;
         if !self.close_sent
-            && let Some((code, reason)) = self.conn.close_reason()
+            && let Some(frame) = self.conn.close_reason()
         {
-            let frame = CloseFrame { code, reason }.to_frame();
+            let frame = frame.to_frame();
             let _ = tokio::time::timeout(close, self.socket.send(frame)).await;
         }
         let _ = tokio::time::timeout(close, self.socket.close()).await;
-    }
-}
-
-/// The connection is over: tell the plugin, forget the connection, and
-/// fire `on-last-close` if it was the route's last.
-pub async fn end(conn: &Arc<Connection>, route: &Route, code: u16, reason: String) {
-    conn.mark_closing();
-    let _ = route.listener.on_close(conn.id, code, reason).await;
-    forget(conn, route).await;
-}
-
-/// Drops a connection from its plugin's scope and its route's count; on
-/// its own, for a connection refused before it ever opened (no `on-close`).
-pub async fn forget(conn: &Connection, route: &Route) {
-    conn.mark_closing();
-    route.listener.env.scope.remove(conn.id);
-    leave_route(route).await;
-}
-
-/// Counts a connection onto its route, calling `on-first-open` for the first.
-pub async fn enter_route(route: &Route) {
-    let mut open = route.open.lock().await;
-    if *open == 0 {
-        let _ = route
-            .listener
-            .on_first_open(route.pattern.to_string())
-            .await;
-    }
-    *open += 1;
-}
-
-/// Counts a connection off its route, calling `on-last-close` for the last.
-pub async fn leave_route(route: &Route) {
-    let mut open = route.open.lock().await;
-    *open = open.saturating_sub(1);
-    if *open == 0 {
-        let _ = route
-            .listener
-            .on_last_close(route.pattern.to_string())
-            .await;
     }
 }
 

@@ -8,6 +8,8 @@
 //! close, inflates permessage-deflate and closes on framing errors itself.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -15,14 +17,13 @@ use futures_util::{Sink, Stream};
 use yawc::streaming::Streaming;
 use yawc::{Frame, HttpStream, HttpWebSocket, OpCode, WebSocketError};
 
-use super::close;
+use super::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
 /// A whole message, or a sign of life.
 pub enum Incoming {
-    Text(String),
-    Binary(Bytes),
+    Data(Message),
     /// The client's close code and reason, if it gave any.
-    Close(Option<(u16, String)>),
+    Close(Option<CloseFrame>),
     /// A ping or a pong: the client is alive, nothing more.
     Control,
 }
@@ -35,7 +36,10 @@ pub enum ReadError {
     /// yawc failed the connection and has queued its close frame.
     Library(WebSocketError),
     /// A broken message, and the close it calls for.
-    Invalid { code: u16, reason: &'static str },
+    Invalid {
+        code: CloseCode,
+        reason: &'static str,
+    },
 }
 
 /// The connection, for one reader and one writer (after `split`).
@@ -45,6 +49,7 @@ pub enum ReadError {
 pub struct Socket {
     ws: Streaming<HttpStream>,
     max_message_size: usize,
+    budget: Arc<ReassemblyBudget>,
     /// The message being reassembled, if one is under way.
     partial: Option<Partial>,
     /// A close frame has been sent or queued.
@@ -54,19 +59,76 @@ pub struct Socket {
     own_close: bool,
 }
 
+/// Bytes of partly received messages held for every client together: the
+/// fragments of messages under way, and (through yawc) the frames still
+/// arriving. Each client is bounded by the message size limit; this bounds
+/// them all, so many clients that never finish a message cannot pin
+/// `max_message_size` each.
+#[derive(Debug)]
+pub struct ReassemblyBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl ReassemblyBudget {
+    pub fn new(limit: usize) -> Arc<ReassemblyBudget> {
+        Arc::new(ReassemblyBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let held = self.held.fetch_add(n, Ordering::AcqRel);
+        if held + n > self.limit {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn give(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+impl yawc::ReadBudget for ReassemblyBudget {
+    fn take(&self, n: usize) -> bool {
+        ReassemblyBudget::take(self, n)
+    }
+
+    fn give(&self, n: usize) {
+        ReassemblyBudget::give(self, n)
+    }
+}
+
 struct Partial {
     text: bool,
     buf: BytesMut,
     /// How much of `buf` is known to be valid UTF-8; the rest is at most the
     /// start of one character split across fragments.
     checked: usize,
+    /// What `buf` holds of the budget, given back when this is dropped.
+    budget: Arc<ReassemblyBudget>,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        self.budget.give(self.buf.len());
+    }
 }
 
 impl Socket {
-    pub fn new(ws: HttpWebSocket, max_message_size: usize) -> Self {
+    pub fn new(ws: HttpWebSocket, max_message_size: usize, budget: Arc<ReassemblyBudget>) -> Self {
         Socket {
             ws: ws.into_streaming(),
             max_message_size,
+            budget,
             partial: None,
             closed: false,
             own_close: false,
@@ -83,15 +145,24 @@ impl Socket {
             (OpCode::Continuation, None) => return Err(protocol_error("unexpected continuation")),
             (_, Some(_)) => return Err(protocol_error("message interrupted")),
             (OpCode::Text, None) if fin => return whole_text(payload).map(Some),
-            (OpCode::Binary, None) if fin => return Ok(Some(Incoming::Binary(payload))),
+            (OpCode::Binary, None) if fin => {
+                return Ok(Some(Incoming::Data(Message::Binary(payload))));
+            }
             (opcode, None) => Partial {
                 text: opcode == OpCode::Text,
                 buf: BytesMut::new(),
                 checked: 0,
+                budget: self.budget.clone(),
             },
         };
         if partial.buf.len() + payload.len() > self.max_message_size {
             return Err(ReadError::TooBig);
+        }
+        if !self.budget.take(payload.len()) {
+            return Err(ReadError::Invalid {
+                code: CloseCode::TRY_AGAIN_LATER,
+                reason: "server busy",
+            });
         }
         partial.buf.extend_from_slice(&payload);
         if partial.text {
@@ -101,11 +172,13 @@ impl Socket {
             self.partial = Some(partial);
             return Ok(None);
         }
-        let bytes = partial.buf.freeze();
+        let held = partial.buf.len();
+        let bytes = std::mem::take(&mut partial.buf).freeze();
+        self.budget.give(held);
         Ok(Some(if partial.text {
             whole_text(bytes)?
         } else {
-            Incoming::Binary(bytes)
+            Incoming::Data(Message::Binary(bytes))
         }))
     }
 }
@@ -122,22 +195,40 @@ impl Partial {
     }
 }
 
+impl ReadError {
+    /// The close code the failure calls for (the one yawc has sent, for
+    /// its own errors); `None` when the connection simply broke.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            ReadError::TooBig => Some(CloseCode::TOO_BIG),
+            ReadError::Invalid { code, .. } => Some(*code),
+            ReadError::Library(e) => match e {
+                WebSocketError::FrameTooLarge => Some(CloseCode::TOO_BIG),
+                WebSocketError::ReadBudgetExceeded => Some(CloseCode::TRY_AGAIN_LATER),
+                WebSocketError::InvalidUTF8 => Some(CloseCode::INVALID_DATA),
+                e if e.is_protocol_error() => Some(CloseCode::PROTOCOL_ERROR),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn whole_text(bytes: Bytes) -> Result<Incoming, ReadError> {
-    String::from_utf8(bytes.into())
-        .map(Incoming::Text)
+    Utf8Bytes::from_utf8(bytes)
+        .map(|text| Incoming::Data(Message::Text(text)))
         .map_err(|_| invalid_utf8())
 }
 
 fn invalid_utf8() -> ReadError {
     ReadError::Invalid {
-        code: close::INVALID_DATA,
+        code: CloseCode::INVALID_DATA,
         reason: "invalid UTF-8",
     }
 }
 
 fn protocol_error(reason: &'static str) -> ReadError {
     ReadError::Invalid {
-        code: close::PROTOCOL_ERROR,
+        code: CloseCode::PROTOCOL_ERROR,
         reason,
     }
 }
@@ -167,7 +258,7 @@ impl Stream for Socket {
                     let reason = frame.close_reason().ok().flatten().unwrap_or("");
                     let close = frame
                         .close_code()
-                        .map(|code| (u16::from(code), reason.to_owned()));
+                        .map(|code| CloseFrame::new(CloseCode::new(code.into()), reason));
                     Incoming::Close(close)
                 }
                 OpCode::Ping | OpCode::Pong => Incoming::Control,
@@ -225,6 +316,7 @@ mod tests {
             text: true,
             buf: BytesMut::new(),
             checked: 0,
+            budget: ReassemblyBudget::new(usize::MAX),
         };
         for (i, fragment) in fragments.iter().enumerate() {
             partial.buf.extend_from_slice(fragment);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::protocol::{CloseFrame, Message};
+use crate::protocol::{CloseCode, CloseFrame, Message};
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -23,15 +23,48 @@ pub enum Outbound {
     Close(CloseFrame),
 }
 
+impl Outbound {
+    /// The bytes it holds, as the queue's byte bound counts them.
+    fn weight(&self) -> usize {
+        match self {
+            Outbound::Data(msg) => msg.len(),
+            Outbound::Close(frame) => frame.reason.len() + 2,
+        }
+    }
+}
+
+/// How much one connection's queue may hold: items and payload bytes. A
+/// shared message (a broadcast) counts in full against every queue it is
+/// in, although its bytes exist once.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+/// What a queue holds now.
+#[derive(Debug, Default)]
+struct Fill {
+    items: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Fill {
+    fn take(&self, item: &Outbound) {
+        self.items.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(item.weight(), Ordering::AcqRel);
+    }
+}
+
 /// The receiving end of a connection's queue, read by its session only.
 ///
-/// A count bounds the queue, over a channel that allocates per item and
+/// Counts bound the queue, over a channel that allocates per item and
 /// holds no buffer while empty: a bounded channel would keep a block of
 /// slots per connection, the largest thing an idle connection owned.
 #[derive(Debug)]
 pub struct Queue {
     rx: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
+    fill: Arc<Fill>,
 }
 
 impl Queue {
@@ -39,8 +72,8 @@ impl Queue {
     /// item is counted out in the same poll that takes it.
     pub async fn recv(&mut self) -> Option<Outbound> {
         let item = self.rx.next().await;
-        if item.is_some() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Some(item) = &item {
+            self.fill.take(item);
         }
         item
     }
@@ -48,7 +81,7 @@ impl Queue {
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let item = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.fill.take(&item);
         Some(item)
     }
 }
@@ -62,9 +95,6 @@ pub enum SendError {
     QueueFull,
 }
 
-/// The close code used for a client that stops reading (policy violation).
-pub const SLOW_CONSUMER: u16 = 1008;
-
 #[derive(Debug)]
 pub struct Connection {
     pub id: ConnId,
@@ -76,16 +106,16 @@ pub struct Connection {
     pub remote: SocketAddr,
     pub opened_at: SystemTime,
     tx: mpsc::UnboundedSender<Outbound>,
-    /// Items in the queue now, and the most it may hold.
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
+    /// What the queue holds now, and the most it may hold.
+    fill: Arc<Fill>,
+    capacity: QueueLimits,
     /// Set once the server has decided to close: nothing more is queued.
     closing: AtomicBool,
     /// Cancelled when the close must happen now, ahead of queued data
     /// (slow consumer, shutdown), or once the close frame has gone out.
     pub shutdown: CancellationToken,
     /// The code and reason the server closed with, reported to `on-close`.
-    close_reason: Mutex<Option<(u16, String)>>,
+    close_reason: Mutex<Option<CloseFrame>>,
     pub(crate) attributes: Mutex<HashMap<String, String>>,
     pub(crate) channels: Mutex<HashSet<String>>,
     pub(crate) tags: Mutex<HashSet<String>>,
@@ -98,10 +128,10 @@ impl Connection {
         route: Arc<str>,
         path: String,
         remote: SocketAddr,
-        queue: usize,
+        queue: QueueLimits,
     ) -> (Arc<Connection>, Queue) {
         let (tx, rx) = mpsc::unbounded();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let fill = Arc::new(Fill::default());
         let conn = Connection {
             id,
             plugin,
@@ -110,7 +140,7 @@ impl Connection {
             remote,
             opened_at: SystemTime::now(),
             tx,
-            queued: queued.clone(),
+            fill: fill.clone(),
             capacity: queue,
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -119,7 +149,7 @@ impl Connection {
             channels: Mutex::default(),
             tags: Mutex::default(),
         };
-        (Arc::new(conn), Queue { rx, queued })
+        (Arc::new(conn), Queue { rx, fill })
     }
 
     /// Queues a message without waiting. A full queue means the client has
@@ -130,33 +160,33 @@ impl Connection {
         }
         let queued = self.push(Outbound::Data(msg));
         if queued == Err(SendError::QueueFull) {
-            self.abort(SLOW_CONSUMER, "send queue full");
+            self.abort(CloseCode::POLICY, "send queue full");
         }
         queued
     }
 
-    /// Queues an item if the queue has room.
+    /// Queues an item if the queue has room for it, in items and bytes.
     fn push(&self, item: Outbound) -> Result<(), SendError> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let weight = item.weight();
+        let items = self.fill.items.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.fill.bytes.fetch_add(weight, Ordering::AcqRel);
+        if items >= self.capacity.items || bytes + weight > self.capacity.bytes {
+            self.fill.take(&item);
             return Err(SendError::QueueFull);
         }
-        self.tx.unbounded_send(item).map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.tx.unbounded_send(item).map_err(|e| {
+            self.fill.take(&e.into_inner());
             SendError::Closed
         })
     }
 
     /// Starts an orderly close: messages already queued go out first.
-    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         if self.closing.swap(true, Ordering::AcqRel) {
             return Err(SendError::Closed);
         }
-        self.set_close_reason(code, reason);
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+        let frame = CloseFrame::new(code, reason);
+        self.set_close_reason(&frame);
         if self.push(Outbound::Close(frame)).is_err() {
             self.shutdown.cancel();
         }
@@ -164,9 +194,9 @@ impl Connection {
     }
 
     /// Closes now, dropping whatever is still queued.
-    pub fn abort(&self, code: u16, reason: &str) {
+    pub fn abort(&self, code: CloseCode, reason: &str) {
         self.closing.store(true, Ordering::Release);
-        self.set_close_reason(code, reason);
+        self.set_close_reason(&CloseFrame::new(code, reason));
         self.shutdown.cancel();
     }
 
@@ -179,20 +209,30 @@ impl Connection {
         self.closing.load(Ordering::Acquire)
     }
 
-    fn set_close_reason(&self, code: u16, reason: &str) {
+    fn set_close_reason(&self, frame: &CloseFrame) {
         let mut slot = self.close_reason.lock().unwrap();
         if slot.is_none() {
-            *slot = Some((code, reason.to_owned()));
+            *slot = Some(frame.clone());
         }
     }
 
     /// The server-side close code and reason, if the server closed first.
-    pub fn close_reason(&self) -> Option<(u16, String)> {
+    pub fn close_reason(&self) -> Option<CloseFrame> {
         self.close_reason.lock().unwrap().clone()
     }
 
     pub fn attributes(&self) -> HashMap<String, String> {
         self.attributes.lock().unwrap().clone()
+    }
+
+    /// Whether the connection may be in one more group of `kind` (it is in
+    /// `name` already, or in fewer than `cap`).
+    pub fn may_join(&self, kind: super::GroupKind, name: &str, cap: usize) -> bool {
+        let groups = match kind {
+            super::GroupKind::Channel => self.channels.lock().unwrap(),
+            super::GroupKind::Tag => self.tags.lock().unwrap(),
+        };
+        groups.contains(name) || groups.len() < cap
     }
 
     pub fn channel_names(&self) -> Vec<String> {
@@ -208,9 +248,35 @@ impl Connection {
 mod tests {
     use super::*;
 
-    fn conn(capacity: usize) -> (Arc<Connection>, Queue) {
+    fn conn(items: usize) -> (Arc<Connection>, Queue) {
+        let limits = QueueLimits {
+            items,
+            bytes: 1 << 20,
+        };
+        conn_with(limits)
+    }
+
+    fn conn_with(limits: QueueLimits) -> (Arc<Connection>, Queue) {
         let remote = "127.0.0.1:1".parse().unwrap();
-        Connection::new(1, "p".into(), "/ws".into(), "/ws".into(), remote, capacity)
+        Connection::new(1, "p".into(), "/ws".into(), "/ws".into(), remote, limits)
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let (c, mut queue) = conn_with(QueueLimits {
+            items: 100,
+            bytes: 10,
+        });
+        assert_eq!(c.send(Message::text("12345")), Ok(()));
+        assert_eq!(c.send(Message::text("12345")), Ok(()));
+        assert!(queue.try_recv().is_some());
+        assert_eq!(c.send(Message::text("1234")), Ok(()));
+        // 5 + 4 queued: two more bytes do not fit.
+        assert_eq!(c.send(Message::text("12")), Err(SendError::QueueFull));
+        assert_eq!(
+            c.close_reason(),
+            Some(CloseFrame::new(CloseCode::POLICY, "send queue full"))
+        );
     }
 
     #[test]
@@ -227,7 +293,7 @@ mod tests {
         assert!(c.shutdown.is_cancelled());
         assert_eq!(
             c.close_reason(),
-            Some((SLOW_CONSUMER, "send queue full".into()))
+            Some(CloseFrame::new(CloseCode::POLICY, "send queue full"))
         );
         assert_eq!(c.send(Message::text("5")), Err(SendError::Closed));
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("2")));
@@ -239,9 +305,11 @@ mod tests {
     fn a_close_goes_after_the_queued_data() {
         let (c, mut queue) = conn(4);
         c.send(Message::text("bye")).unwrap();
-        c.close(1000, "done").unwrap();
+        c.close(CloseCode::NORMAL, "done").unwrap();
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(_))));
-        assert!(matches!(queue.try_recv(), Some(Outbound::Close(f)) if f.code == 1000));
+        assert!(
+            matches!(queue.try_recv(), Some(Outbound::Close(f)) if f.code == CloseCode::NORMAL)
+        );
         assert!(
             !c.shutdown.is_cancelled(),
             "an orderly close does not skip the queue"

@@ -22,7 +22,7 @@ use crate::protocol::Message;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-pub use connection::{ConnId, Connection, Outbound, Queue, SLOW_CONSUMER, SendError};
+pub use connection::{ConnId, Connection, Outbound, Queue, QueueLimits, SendError};
 pub use relay::{GroupKind, Relay, Target};
 pub use state::{StateError, StateStore};
 
@@ -334,6 +334,7 @@ fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::CloseCode;
 
     fn conn(reg: &Registry, plugin: &str) -> (Arc<Connection>, Queue) {
         Connection::new(
@@ -342,7 +343,10 @@ mod tests {
             Arc::from("/ws/x"),
             "/ws/x".into(),
             "127.0.0.1:1".parse().unwrap(),
-            2,
+            QueueLimits {
+                items: 2,
+                bytes: 1 << 20,
+            },
         )
     }
 
@@ -441,7 +445,7 @@ mod tests {
         assert_eq!(s.broadcast(&Message::text("2"), None), 1);
         assert_eq!(s.broadcast(&Message::text("3"), None), 0);
         assert!(c.shutdown.is_cancelled());
-        assert_eq!(c.close_reason().unwrap().0, SLOW_CONSUMER);
+        assert_eq!(c.close_reason().unwrap().code, CloseCode::POLICY);
         assert_eq!(c.send(Message::text("4")), Err(SendError::Closed));
     }
 }

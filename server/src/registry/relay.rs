@@ -30,6 +30,27 @@ pub enum GroupKind {
     Tag,
 }
 
+impl GroupKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Channel => "channel",
+            GroupKind::Tag => "tag",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "channel" => Ok(GroupKind::Channel),
+            "tag" => Ok(GroupKind::Tag),
+            _ => Err(()),
+        }
+    }
+}
+
 impl Target<'_> {
     /// The named group the target is, if it is one.
     pub fn group(&self) -> Option<(GroupKind, &str)> {

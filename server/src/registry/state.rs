@@ -1,5 +1,7 @@
 //! A plugin's key-value state (the application scope), bounded in bytes so
-//! a plugin cannot grow the host without limit.
+//! a plugin cannot grow the host without limit. Each entry counts what it
+//! really costs: its key and value plus [`ENTRY_OVERHEAD`], so a million
+//! tiny entries are not free.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +9,14 @@ use std::sync::Mutex;
 #[derive(Debug, PartialEq, Eq)]
 pub enum StateError {
     LimitReached,
+}
+
+/// What one entry costs beyond its key and value bytes: the map slot and
+/// the two allocations' headers, rounded up.
+pub const ENTRY_OVERHEAD: usize = 64;
+
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
 }
 
 pub struct StateStore {
@@ -30,8 +40,8 @@ impl StateStore {
     pub fn set(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), StateError> {
         let mut guard = self.inner.lock().unwrap();
         let (map, used) = &mut *guard;
-        let old = map.get(key).map_or(0, |v| key.len() + v.len());
-        let new = value.as_ref().map_or(0, |v| key.len() + v.len());
+        let old = map.get(key).map_or(0, |v| cost(key, v));
+        let new = value.as_ref().map_or(0, |v| cost(key, v));
         if *used - old + new > self.limit {
             return Err(StateError::LimitReached);
         }
@@ -54,14 +64,24 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes() {
-        let s = StateStore::new(10);
+        let s = StateStore::new(2 * ENTRY_OVERHEAD + 10);
         s.set("k", Some(vec![0; 9])).unwrap();
         assert_eq!(s.set("j", Some(vec![0])), Err(StateError::LimitReached));
         s.set("k", Some(vec![0; 2])).unwrap();
         s.set("j", Some(vec![0])).unwrap();
-        assert_eq!(s.bytes(), 5);
+        assert_eq!(s.bytes(), 2 * ENTRY_OVERHEAD + 5);
         s.set("k", None).unwrap();
         assert_eq!(s.get("k"), None);
-        assert_eq!(s.bytes(), 2);
+        assert_eq!(s.bytes(), ENTRY_OVERHEAD + 2);
+    }
+
+    #[test]
+    fn tiny_entries_count_their_overhead() {
+        let s = StateStore::new(1 << 20);
+        let mut stored = 0;
+        while s.set(&stored.to_string(), Some(Vec::new())).is_ok() {
+            stored += 1;
+        }
+        assert!(stored <= (1 << 20) / ENTRY_OVERHEAD, "{stored} entries");
     }
 }

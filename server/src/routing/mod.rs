@@ -45,6 +45,9 @@ impl OpenCounters {
 pub struct RouteTable {
     router: matchit::Router<Arc<Route>>,
     routes: Vec<Arc<Route>>,
+    /// Patterns of plugins whose first version is still loading, with the
+    /// plugin's name: answered 503 until it serves.
+    starting: matchit::Router<Arc<str>>,
 }
 
 /// A path matched to its route, with the parameter values.
@@ -74,12 +77,25 @@ impl RouteTable {
             });
             trial
                 .insert(pattern.as_str(), route.clone())
-                .map_err(|e| format!("route {pattern}: {e}"))?;
+                .map_err(|e| self.conflict(pattern, e))?;
             added.push(route);
         }
         self.router = trial;
         self.routes.extend(added);
         Ok(())
+    }
+
+    /// Why `pattern` could not be added, naming the plugin in the way.
+    fn conflict(&self, pattern: &str, e: matchit::InsertError) -> String {
+        if let matchit::InsertError::Conflict { with } = &e
+            && let Some(other) = self.routes.iter().find(|r| &*r.pattern == with)
+        {
+            return format!(
+                "route {pattern} conflicts with route {with} of plugin {}",
+                other.listener.name
+            );
+        }
+        format!("route {pattern}: {e}")
     }
 
     pub fn at(&self, path: &str) -> Option<Matched> {
@@ -97,6 +113,23 @@ impl RouteTable {
 
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+
+    /// Marks a loading plugin's patterns, so requests for them learn it is
+    /// starting instead of getting a 404. Best effort: a pattern that does
+    /// not fit the table is left out (loading will report it).
+    pub fn add_starting(&mut self, patterns: &[String], plugin: &str) {
+        let plugin: Arc<str> = Arc::from(plugin);
+        for pattern in patterns {
+            if check_pattern(pattern).is_ok() {
+                let _ = self.starting.insert(pattern.as_str(), plugin.clone());
+            }
+        }
+    }
+
+    /// The plugin starting on this path, if any.
+    pub fn starting_at(&self, path: &str) -> Option<&str> {
+        self.starting.at(path).ok().map(|m| &**m.value)
     }
 }
 
@@ -139,7 +172,8 @@ pub fn check_pattern(pattern: &str) -> Result<(), PatternError> {
     if pattern.chars().any(|c| c.is_control() || c == ' ') {
         return Err(PatternError::InvalidCharacters(owned()));
     }
-    if pattern == "/" {
+    // `/`, `/{x}` or `/{*rest}` would answer for the static files.
+    if pattern == "/" || pattern.starts_with("/{") {
         return Err(PatternError::Root(owned()));
     }
     let reserved = RESERVED
@@ -173,6 +207,15 @@ mod tests {
         assert!(check_pattern("/ws/a b").is_err());
         assert!(check_pattern("/administrator").is_ok());
         assert!(matches!(check_pattern("/"), Err(PatternError::Root(_))));
+        assert!(matches!(
+            check_pattern("/{*rest}"),
+            Err(PatternError::Root(_))
+        ));
+        assert!(matches!(
+            check_pattern("/{page}"),
+            Err(PatternError::Root(_))
+        ));
+        assert!(check_pattern("/ws/{*rest}").is_ok());
         assert!(matches!(
             check_pattern("/ws/{a"),
             Err(PatternError::Syntax { .. })

@@ -8,4 +8,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::wsgate::plugin::types::{Error, LogLevel, Message, OpenDecision, Rejection, Request};
+pub use self::wsgate::plugin::types::{Error, LogLevel, Message, OpenDecision};

@@ -10,16 +10,29 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::bindings::PluginPre;
 use super::host::HostState;
+use super::pool::Prepared;
 
 /// How often the epoch advances. A hook overrunning its deadline is
 /// interrupted within one tick, and a long hook yields every tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 pub struct Runtime {
-    pub engine: Engine,
-    pub linker: Linker<HostState>,
+    engine: Engine,
+    linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+}
+
+/// Why a compiled component cannot serve as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// It imports something the host does not provide.
+    #[error("cannot be linked (does it target the wsgate:plugin world?): {0}")]
+    Link(String),
+    /// It does not export the listener interface.
+    #[error("does not export the wsgate listener interface: {0}")]
+    Exports(String),
 }
 
 /// A compiled component and how it was obtained.
@@ -126,6 +139,18 @@ impl Runtime {
             from_cache: false,
             took: start.elapsed(),
         })
+    }
+
+    /// Links a compiled plugin against the host's imports and checks that
+    /// it exports the listener interface, so instances can be made from it
+    /// in microseconds.
+    pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, PrepareError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| PrepareError::Link(format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| PrepareError::Exports(format!("{e:#}")))?;
+        Ok(Prepared(pre))
     }
 
     fn cache_path(&self, hash: &str) -> Option<PathBuf> {

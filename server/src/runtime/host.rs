@@ -1,57 +1,23 @@
 //! The host imports a plugin calls: every one is scoped to the calling
-//! plugin and answers bad input with a typed error instead of a trap.
+//! plugin and answers bad input with a typed error instead of a trap. What
+//! a plugin can make the server hold is bounded here: message sizes,
+//! channels, tags and attribute bytes per connection, deliveries per hook
+//! call, log lines.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::protocol::Message as WsMessage;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wsgate::plugin::{host, types};
 use super::bindings::{Error, LogLevel, Message};
-use super::timers::Timers;
-use crate::config::Limits;
-use crate::protocol::close;
-use crate::registry::{ConnId, Connection, Scope, SendError, StateError, Target};
-
-/// What every instance of one plugin version shares.
-pub struct PluginEnv {
-    pub name: Arc<str>,
-    pub scope: Arc<Scope>,
-    pub limits: Limits,
-    /// Shared by every version of the plugin, so timers survive a reload.
-    pub timers: Arc<Timers>,
-    /// Subprotocols the plugin speaks, from its sidecar.
-    pub subprotocols: Vec<String>,
-    /// What the sidecar grants beyond the empty sandbox.
-    pub grants: Grants,
-}
-
-/// Capabilities a sidecar granted, resolved at load time.
-#[derive(Debug, Default, Clone)]
-pub struct Grants {
-    /// Environment variables with their values.
-    pub env: Vec<(String, String)>,
-    /// Read-only preopened directories: host path and guest path.
-    pub dirs: Vec<(std::path::PathBuf, String)>,
-}
-
-/// The WASI context for one instance: nothing but what was granted. With
-/// no grants: no preopened directories, no environment, no arguments,
-/// stdio discarded, every socket address denied, no name lookups.
-fn wasi_ctx(grants: &Grants) -> WasiCtx {
-    let mut builder = WasiCtx::builder();
-    builder.envs(&grants.env);
-    for (host, guest) in &grants.dirs {
-        // Checked at load time; a directory that vanished since is skipped.
-        if let Err(e) = builder.preopened_dir(host, guest, FsPerms::ReadOnly) {
-            tracing::warn!(dir = %host.display(), "granted directory unavailable: {e:#}");
-        }
-    }
-    builder.build()
-}
+use super::env::PluginEnv;
+use super::plugin_log::Gate;
+use crate::protocol::{Message as WsMessage, close};
+use crate::registry::{ConnId, Connection, GroupKind, Scope, SendError, StateError, Target};
+use crate::text::printable;
 
 /// The data of one instance's store.
 pub struct HostState {
@@ -61,6 +27,10 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// When the running hook must stop; checked at every epoch tick.
     pub deadline: Instant,
+    /// Deliveries the running hook call may still queue.
+    deliveries_left: usize,
+    /// The running call was told its delivery budget is spent (logged once).
+    budget_warned: bool,
 }
 
 impl HostState {
@@ -72,12 +42,21 @@ impl HostState {
             .memories(16)
             .build();
         HostState {
-            wasi: wasi_ctx(&env.grants),
+            wasi: env.wasi_ctx(),
+            deliveries_left: env.limits.deliveries_per_hook,
             env,
             table: ResourceTable::new(),
             limits,
             deadline: Instant::now(),
+            budget_warned: false,
         }
+    }
+
+    /// A hook call starts: its deadline, and a fresh delivery budget.
+    pub(super) fn begin_call(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.deliveries_left = self.env.limits.deliveries_per_hook;
+        self.budget_warned = false;
     }
 
     fn conn(&self, id: ConnId) -> Result<Arc<Connection>, Error> {
@@ -87,6 +66,62 @@ impl HostState {
     fn check_name(&self, name: &str) -> Result<(), Error> {
         if name.is_empty() || name.len() > self.env.limits.max_name_len {
             return Err(Error::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    /// A message a plugin sends: no bigger than a client may send.
+    fn check_message(&self, msg: &Message) -> Result<(), Error> {
+        let len = match msg {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        };
+        if len > self.env.limits.max_message_size {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    /// Queues `msg` through `deliver` if it is within the size limit and
+    /// the call's delivery budget is not spent; the recipients count
+    /// against the budget (so one call can go past it by one delivery's
+    /// recipients, never further).
+    fn deliver(
+        &mut self,
+        msg: Message,
+        deliver: impl FnOnce(&Scope, WsMessage) -> u32,
+    ) -> Result<u32, Error> {
+        self.check_message(&msg)?;
+        if self.deliveries_left == 0 {
+            if !std::mem::replace(&mut self.budget_warned, true) {
+                tracing::warn!(plugin = %self.env.name,
+                    "a hook call queued more than limits.deliveries_per_hook ({}) messages; further sends in this call fail",
+                    self.env.limits.deliveries_per_hook);
+            }
+            return Err(Error::LimitReached);
+        }
+        let sent = deliver(&self.env.scope, msg.into());
+        self.deliveries_left = self.deliveries_left.saturating_sub(sent as usize);
+        Ok(sent)
+    }
+
+    /// Adds `conn` to a channel or tag, within the per-connection cap.
+    fn join(&self, kind: GroupKind, conn: ConnId, name: String) -> Result<(), Error> {
+        self.check_name(&name)?;
+        let conn = self.conn(conn)?;
+        if conn.is_closing() {
+            return Err(Error::Closed);
+        }
+        let cap = match kind {
+            GroupKind::Channel => self.env.limits.channels_per_connection,
+            GroupKind::Tag => self.env.limits.tags_per_connection,
+        };
+        if !conn.may_join(kind, &name, cap) {
+            return Err(Error::LimitReached);
+        }
+        match kind {
+            GroupKind::Channel => self.env.scope.subscribe(&conn, &name),
+            GroupKind::Tag => self.env.scope.tag(&conn, &name),
         }
         Ok(())
     }
@@ -101,14 +136,6 @@ impl WasiView for HostState {
     }
 }
 
-/// Converts a guest message into a frame payload without copying its bytes.
-pub fn to_ws(msg: Message) -> WsMessage {
-    match msg {
-        Message::Text(text) => WsMessage::Text(text.into()),
-        Message::Binary(bytes) => WsMessage::Binary(bytes.into()),
-    }
-}
-
 fn send_error(e: SendError) -> Error {
     match e {
         SendError::Closed => Error::Closed,
@@ -120,36 +147,40 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, conn: ConnId, msg: Message) -> Result<(), Error> {
-        let scope = &self.env.scope;
-        match scope.get(conn) {
-            Some(local) => local.send(to_ws(msg)).map_err(send_error),
+        let local = self.env.scope.get(conn);
+        if local.is_none() && !self.env.scope.is_remote(conn) {
+            return Err(Error::UnknownConnection);
+        }
+        let mut result = Ok(());
+        self.deliver(msg, |scope, msg| match &local {
+            Some(local) => {
+                result = local.send(msg).map_err(send_error);
+                u32::from(result.is_ok())
+            }
             // Another node's connection: relayed there, where it is
             // delivered only if it is this plugin's and still open.
-            None if scope.is_remote(conn) => {
-                scope.send(Target::Connections(&[conn]), &to_ws(msg), None);
-                Ok(())
+            None => {
+                scope.send(Target::Connections(&[conn]), &msg, None);
+                1
             }
-            None => Err(Error::UnknownConnection),
-        }
+        })?;
+        result
     }
 
+    /// A message over the size limit, or past the call's delivery budget,
+    /// reaches nobody: the WIT gives `broadcast` no error to return.
     fn broadcast(&mut self, msg: Message, except: Option<ConnId>) -> u32 {
-        self.env.scope.broadcast(&to_ws(msg), except)
+        self.deliver(msg, |scope, msg| scope.broadcast(&msg, except))
+            .unwrap_or(0)
     }
 
     fn close(&mut self, conn: ConnId, code: u16, reason: String) -> Result<(), Error> {
-        close::validate(code, &reason).map_err(|_| Error::InvalidArgument)?;
+        let code = close::validate(code, &reason).map_err(|_| Error::InvalidArgument)?;
         self.conn(conn)?.close(code, &reason).map_err(send_error)
     }
 
     fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
-        self.check_name(&channel)?;
-        let conn = self.conn(conn)?;
-        if conn.is_closing() {
-            return Err(Error::Closed);
-        }
-        self.env.scope.subscribe(&conn, &channel);
-        Ok(())
+        self.join(GroupKind::Channel, conn, channel)
     }
 
     fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
@@ -165,7 +196,7 @@ impl host::Host for HostState {
         except: Option<ConnId>,
     ) -> Result<u32, Error> {
         self.check_name(&channel)?;
-        Ok(self.env.scope.publish(&channel, &to_ws(msg), except))
+        self.deliver(msg, |scope, msg| scope.publish(&channel, &msg, except))
     }
 
     fn channels(&mut self) -> Vec<String> {
@@ -199,14 +230,23 @@ impl host::Host for HostState {
         self.check_name(&key)?;
         let conn = self.conn(conn)?;
         let mut attrs = conn.attributes.lock().unwrap();
+        let limits = &self.env.limits;
         match value {
             Some(value) => {
-                let full = attrs.len() >= self.env.limits.attributes_per_connection;
+                if value.len() > limits.attribute_bytes {
+                    return Err(Error::InvalidArgument);
+                }
+                let full = attrs.len() >= limits.attributes_per_connection;
                 if full && !attrs.contains_key(&key) {
                     return Err(Error::LimitReached);
                 }
-                if value.len() > self.env.limits.max_message_size {
-                    return Err(Error::InvalidArgument);
+                let held: usize = attrs
+                    .iter()
+                    .filter(|(k, _)| **k != key)
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum();
+                if held + key.len() + value.len() > limits.attribute_bytes {
+                    return Err(Error::LimitReached);
                 }
                 attrs.insert(key, value);
             }
@@ -218,13 +258,7 @@ impl host::Host for HostState {
     }
 
     fn tag(&mut self, conn: ConnId, tag: String) -> Result<(), Error> {
-        self.check_name(&tag)?;
-        let conn = self.conn(conn)?;
-        if conn.is_closing() {
-            return Err(Error::Closed);
-        }
-        self.env.scope.tag(&conn, &tag);
-        Ok(())
+        self.join(GroupKind::Tag, conn, tag)
     }
 
     fn untag(&mut self, conn: ConnId, tag: String) -> Result<(), Error> {
@@ -244,7 +278,7 @@ impl host::Host for HostState {
         except: Option<ConnId>,
     ) -> Result<u32, Error> {
         self.check_name(&tag)?;
-        Ok(self.env.scope.send_to_tag(&tag, &to_ws(msg), except))
+        self.deliver(msg, |scope, msg| scope.send_to_tag(&tag, &msg, except))
     }
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -276,6 +310,13 @@ impl host::Host for HostState {
 
     fn log(&mut self, level: LogLevel, msg: String) {
         let plugin = &*self.env.name;
+        match self.env.log_gate.admit() {
+            Gate::Drop => return,
+            Gate::Write { dropped_before: 0 } => {}
+            Gate::Write { dropped_before } => tracing::warn!(target: "wsgate::plugin", plugin,
+                "{dropped_before} log lines dropped (over limits.log_lines_per_second)"),
+        }
+        let msg = printable(&msg, self.env.limits.log_line_bytes);
         match level {
             LogLevel::Trace => tracing::trace!(target: "wsgate::plugin", plugin, "{msg}"),
             LogLevel::Debug => tracing::debug!(target: "wsgate::plugin", plugin, "{msg}"),

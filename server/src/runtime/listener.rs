@@ -2,25 +2,28 @@
 //! pooled instance under a deadline; a trap or overrun is confined to that
 //! call: the instance is thrown away and the caller decides what to close.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Trap;
 
-use super::bindings::{Message, OpenDecision, Request};
-use super::host::PluginEnv;
+use super::env::PluginEnv;
+use super::hook::{Hook, OpenDecision, OpenRequest};
 use super::pool::{Instance, InstancePool};
+use super::quarantine::Quarantine;
+use super::timers::TimerTarget;
+use crate::metrics::PluginMetrics;
+use crate::protocol::{CloseFrame, Message};
 use crate::registry::ConnId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{hook} ran past its {timeout:?} deadline")]
-    Deadline {
-        hook: &'static str,
-        timeout: Duration,
-    },
+    Deadline { hook: Hook, timeout: Duration },
     #[error("{hook} trapped: {detail}")]
-    Trap { hook: &'static str, detail: String },
+    Trap { hook: Hook, detail: String },
     #[error("no instance could be created: {0}")]
     Instantiate(String),
 }
@@ -32,9 +35,9 @@ pub struct Listener {
     pub loaded_at: SystemTime,
     pub env: Arc<PluginEnv>,
     /// This plugin's Prometheus counters, resolved once.
-    pub metrics: Arc<crate::metrics::PluginMetrics>,
+    pub metrics: Arc<PluginMetrics>,
     /// Crash-loop protection for this version.
-    pub crashes: super::quarantine::CrashWindow,
+    pub quarantine: Quarantine,
     pool: InstancePool,
     hook_timeout: Duration,
 }
@@ -47,13 +50,16 @@ impl Listener {
         hook_timeout: Duration,
     ) -> Arc<Listener> {
         let name = env.name.clone();
-        let crashes = super::quarantine::CrashWindow::new(
-            env.limits.quarantine_after,
-            env.limits.quarantine_window,
+        let limits = &env.limits;
+        let quarantine = Quarantine::new(
+            limits.quarantine_after,
+            limits.quarantine_window,
+            limits.quarantine_backoff,
+            limits.quarantine_max,
         );
         Arc::new(Listener {
-            crashes,
-            metrics: crate::metrics::PluginMetrics::new(&name),
+            quarantine,
+            metrics: PluginMetrics::new(&name, &Hook::names()),
             name,
             hash,
             loaded_at: SystemTime::now(),
@@ -67,7 +73,8 @@ impl Listener {
     /// now on. Called once it has started, so a version that fails to start
     /// never takes the timers from the one serving.
     pub fn activate(self: &Arc<Self>) {
-        self.env.timers.bind(Arc::downgrade(self));
+        let target: Arc<dyn TimerTarget> = self.clone();
+        self.env.timers.bind(Arc::downgrade(&target));
     }
 
     /// Instantiates once up front, so a plugin that cannot start (missing
@@ -84,7 +91,7 @@ impl Listener {
 
     async fn call<R>(
         &self,
-        hook: &'static str,
+        hook: Hook,
         f: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, HookError> {
         let mut loan = self.pool.borrow().await.map_err(|e| {
@@ -92,11 +99,9 @@ impl Listener {
             HookError::Instantiate(format!("{e:#}"))
         })?;
         let start = Instant::now();
-        loan.instance().store.data_mut().deadline = start + self.hook_timeout;
-        loan.instance().store.set_epoch_deadline(1);
+        loan.instance().begin_call(start + self.hook_timeout);
         let result = f(loan.instance()).await;
-        let took = start.elapsed();
-        self.metrics.observe_hook(hook, took.as_secs_f64());
+        self.metrics.observe_hook(hook.index(), start.elapsed());
         match result {
             Ok(value) => {
                 self.pool.give_back(loan);
@@ -117,10 +122,11 @@ impl Listener {
                         detail: format!("{e:#}"),
                     }
                 };
-                if self.crashes.record() {
+                if let Some(length) = self.quarantine.record() {
+                    self.metrics.quarantines.inc();
                     tracing::error!(
                         plugin = %self.name,
-                        "quarantined after {} crashes within {:?}: new connections get 503 until it is redeployed",
+                        "quarantined for {length:?} after {} crashes within {:?}: new connections get 503 meanwhile",
                         self.env.limits.quarantine_after,
                         self.env.limits.quarantine_window
                     );
@@ -131,10 +137,9 @@ impl Listener {
         }
     }
 
-    pub async fn on_open(&self, conn: ConnId, req: Request) -> Result<OpenDecision, HookError> {
-        self.call("on-open", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_open(&mut i.store, conn, &req).await
+    pub async fn on_open(&self, conn: ConnId, req: OpenRequest) -> Result<OpenDecision, HookError> {
+        self.call(Hook::Open, async move |i: &mut Instance| {
+            i.on_open(conn, req).await
         })
         .await
     }
@@ -144,51 +149,54 @@ impl Listener {
         conn: ConnId,
         msg: Message,
     ) -> Result<Option<Message>, HookError> {
-        self.call("on-message", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_message(&mut i.store, conn, &msg).await
+        self.call(Hook::Message, async move |i: &mut Instance| {
+            i.on_message(conn, msg).await
         })
         .await
     }
 
-    pub async fn on_close(&self, conn: ConnId, code: u16, reason: String) -> Result<(), HookError> {
-        self.call("on-close", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_close(&mut i.store, conn, code, &reason).await
+    pub async fn on_close(&self, conn: ConnId, close: CloseFrame) -> Result<(), HookError> {
+        self.call(Hook::Close, async move |i: &mut Instance| {
+            i.on_close(conn, close).await
         })
         .await
     }
 
-    pub async fn on_first_open(&self, route: String) -> Result<(), HookError> {
-        self.call("on-first-open", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_first_open(&mut i.store, &route).await
+    pub async fn on_first_open(&self, route: &str) -> Result<(), HookError> {
+        self.call(Hook::FirstOpen, async move |i: &mut Instance| {
+            i.on_first_open(route).await
         })
         .await
     }
 
-    pub async fn on_last_close(&self, route: String) -> Result<(), HookError> {
-        self.call("on-last-close", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_last_close(&mut i.store, &route).await
+    pub async fn on_last_close(&self, route: &str) -> Result<(), HookError> {
+        self.call(Hook::LastClose, async move |i: &mut Instance| {
+            i.on_last_close(route).await
         })
         .await
     }
 
     pub async fn on_push(&self, payload: Message) -> Result<(), HookError> {
-        self.call("on-push", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_push(&mut i.store, &payload).await
+        self.call(Hook::Push, async move |i: &mut Instance| {
+            i.on_push(payload).await
         })
         .await
     }
 
     pub async fn on_timer(&self, id: u64) -> Result<(), HookError> {
-        self.call("on-timer", async move |i: &mut Instance| {
-            let hooks = i.guest.wsgate_plugin_listener();
-            hooks.call_on_timer(&mut i.store, id).await
+        self.call(Hook::Timer, async move |i: &mut Instance| {
+            i.on_timer(id).await
         })
         .await
+    }
+}
+
+impl TimerTarget for Listener {
+    fn fire(self: Arc<Self>, id: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        // Errors are logged and counted by the hook call itself.
+        Box::pin(async move {
+            let _ = self.on_timer(id).await;
+        })
     }
 }
 

@@ -1,16 +1,26 @@
 //! The listener runtime: compiling plugins, pooling their instances and
 //! calling their hooks inside the sandbox.
+//!
+//! Only this module sees the types generated from the WIT (`bindings`):
+//! the rest of the server calls hooks with its own types ([`OpenRequest`],
+//! [`OpenDecision`], [`Message`](crate::protocol::Message)), converted at
+//! the edge in `hook.rs`.
 
-pub mod bindings;
+mod bindings;
 mod engine;
-pub mod host;
+mod env;
+mod hook;
+mod host;
 mod listener;
+mod plugin_log;
 mod pool;
 mod quarantine;
 mod timers;
 
-pub use engine::{Compiled, EPOCH_TICK, Runtime, content_hash, hex};
-pub use host::{Grants, PluginEnv, to_ws};
+pub use engine::{Compiled, EPOCH_TICK, PrepareError, Runtime, content_hash, hex};
+pub use env::{Grants, PluginEnv};
+pub use hook::{Hook, OpenDecision, OpenRequest};
 pub use listener::{HookError, Listener};
-pub use pool::InstancePool;
-pub use timers::Timers;
+pub use pool::{Instance, InstancePool, Prepared};
+pub use quarantine::Quarantine;
+pub use timers::{TimerTarget, Timers};

@@ -12,18 +12,34 @@ use tokio::sync::Notify;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Plugin as Guest, PluginPre};
-use super::host::{HostState, PluginEnv};
+use super::env::PluginEnv;
+use super::host::HostState;
 
+/// A compiled plugin linked against the host: instances are made from it.
+#[derive(Clone)]
+pub struct Prepared(pub(super) PluginPre<HostState>);
+
+/// One instance of a plugin. Its hooks (in `hook.rs`) are called directly:
+/// no pool, no deadline set, no metrics (the [`Listener`](super::Listener)
+/// adds those).
 pub struct Instance {
-    pub store: Store<HostState>,
-    pub guest: Guest,
+    pub(super) store: Store<HostState>,
+    pub(super) guest: Guest,
+}
+
+impl Instance {
+    /// A hook call starts: it must be done by `deadline`.
+    pub(super) fn begin_call(&mut self, deadline: std::time::Instant) {
+        self.store.data_mut().begin_call(deadline);
+        self.store.set_epoch_deadline(1);
+    }
 }
 
 /// Not a semaphore: a hook call is the hot path of every message, and the
 /// common case (an idle instance is there) should cost one uncontended
 /// lock, not a permit acquired and released as well.
 pub struct InstancePool {
-    pre: PluginPre<HostState>,
+    pre: Prepared,
     env: Arc<PluginEnv>,
     idle: Mutex<Vec<Instance>>,
     /// Instances that exist, idle or on loan; at most `size`, so at most
@@ -61,7 +77,7 @@ impl Drop for Loan<'_> {
 
 impl InstancePool {
     pub fn new(
-        pre: PluginPre<HostState>,
+        pre: Prepared,
         env: Arc<PluginEnv>,
         size: usize,
         deadline: Duration,
@@ -78,7 +94,8 @@ impl InstancePool {
     }
 
     pub async fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let mut store = Store::new(self.pre.engine(), HostState::new(self.env.clone()));
+        let pre = &self.pre.0;
+        let mut store = Store::new(pre.engine(), HostState::new(self.env.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|ctx| {
             if std::time::Instant::now() >= ctx.data().deadline {
@@ -89,8 +106,15 @@ impl InstancePool {
         });
         store.data_mut().deadline = std::time::Instant::now() + self.deadline;
         store.set_epoch_deadline(1);
-        let guest = self.pre.instantiate_async(&mut store).await?;
+        let guest = pre.instantiate_async(&mut store).await?;
         Ok(Instance { store, guest })
+    }
+
+    /// The store an instance would get, without the instance: the least
+    /// that instantiating costs (the floor the `instantiate` bench compares
+    /// against).
+    pub fn empty_store(&self) -> impl Sized + use<> {
+        Store::new(self.pre.0.engine(), HostState::new(self.env.clone()))
     }
 
     /// An idle instance, else a new one while fewer than `size` exist,

@@ -3,6 +3,8 @@
 //! are never killed by a request timeout.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -10,34 +12,58 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::listener::Listener;
+/// Whatever a fired timer calls: the plugin version in service. A trait,
+/// so timers know nothing of listeners (which own the environment that
+/// owns the timers).
+pub trait TimerTarget: Send + Sync {
+    /// Runs `on-timer(id)`; failures are the target's to log.
+    fn fire(self: Arc<Self>, id: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
 
 /// One plugin's timers. They belong to the plugin, not to one version of
 /// it: a reload re-points them at the new version ([`Timers::bind`]), so a
 /// push loop keeps running and its ids stay valid across versions.
-#[derive(Default)]
 pub struct Timers {
     next: AtomicU64,
     pending: Mutex<HashMap<u64, AbortHandle>>,
     /// The version timers fire into: the newest one in service.
-    target: Mutex<Weak<Listener>>,
+    target: Mutex<Weak<dyn TimerTarget>>,
+}
+
+/// Never upgrades: the target of timers bound to nothing yet.
+struct Unbound;
+
+impl TimerTarget for Unbound {
+    fn fire(self: Arc<Self>, _: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async {})
+    }
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            next: AtomicU64::new(0),
+            pending: Mutex::default(),
+            target: Mutex::new(Weak::<Unbound>::new()),
+        }
+    }
 }
 
 impl Timers {
-    /// Points fired timers at `listener`, the version now in service.
-    pub fn bind(&self, listener: Weak<Listener>) {
-        *self.target.lock().unwrap() = listener;
+    /// Points fired timers at `target`, the version now in service.
+    pub fn bind(&self, target: Weak<dyn TimerTarget>) {
+        *self.target.lock().unwrap() = target;
     }
 
-    fn current(&self) -> Option<Arc<Listener>> {
+    fn current(&self) -> Option<Arc<dyn TimerTarget>> {
         self.target.lock().unwrap().upgrade()
     }
 
     /// Called when a version goes away: if it was the one in service (the
     /// plugin was stopped or removed, not replaced), its timers stop.
-    pub fn release(&self, listener: &Listener) {
-        let current = std::ptr::eq(self.target.lock().unwrap().as_ptr(), listener);
-        if current {
+    pub fn release<T: TimerTarget>(&self, version: &T) {
+        let bound = self.target.lock().unwrap().as_ptr() as *const ();
+        if std::ptr::eq(bound, (version as *const T).cast()) {
             self.cancel_all();
         }
     }
@@ -56,15 +82,18 @@ impl Timers {
             let mut due = Instant::now() + period;
             loop {
                 tokio::time::sleep_until(due).await;
-                let Some(listener) = timers.upgrade().and_then(|t| t.current()) else {
+                let Some(timers) = timers.upgrade() else {
+                    return;
+                };
+                let Some(target) = timers.current() else {
                     return;
                 };
                 if !repeat {
-                    listener.env.timers.forget(id);
+                    timers.forget(id);
                 }
-                // Errors are logged and counted by the hook call itself; a
-                // repeating timer keeps going after one failed tick.
-                let _ = listener.on_timer(id).await;
+                drop(timers);
+                // A repeating timer keeps going after one failed tick.
+                target.fire(id).await;
                 if !repeat {
                     return;
                 }

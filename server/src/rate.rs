@@ -1,5 +1,5 @@
-//! Per-connection message rate limit: a token bucket refilled at the
-//! configured rate, holding at most one second's worth.
+//! A token bucket refilled at a configured rate, holding at most one
+//! second's worth: a client's message rate, a plugin's log lines.
 
 use tokio::time::Instant;
 
