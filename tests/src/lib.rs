@@ -232,6 +232,8 @@ pub struct Server {
     pub admin_port: u16,
     /// Set when the public listener speaks TLS: the client side trusting it.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The admin listener is on (no `--no-admin`).
+    has_admin: bool,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -279,6 +281,7 @@ impl Server {
             port,
             admin_port,
             tls,
+            has_admin: !args.contains(&"--no-admin"),
             log,
             _log_dir: log_dir,
         };
@@ -292,7 +295,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("wsgate exited with {status}:\n{}", self.logs());
             }
-            if let Ok((200, _)) = self.http_get("/readyz").await {
+            if self.is_ready().await {
                 return;
             }
             assert!(
@@ -301,6 +304,22 @@ impl Server {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether this process has loaded its plugins. Asked on its own admin
+    /// port when it has one: the public port may be shared with other
+    /// processes (`--reuse-port`), and then any of them could answer.
+    async fn is_ready(&self) -> bool {
+        if !self.has_admin {
+            return matches!(self.http_get("/readyz").await, Ok((200, _)));
+        }
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let headers = [("Authorization", auth.as_str())];
+        match http_request(self.admin_port, "GET", "/admin/info", &headers, "").await {
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|info| info["server"]["ready"] == true),
+            _ => false,
         }
     }
 

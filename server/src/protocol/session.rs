@@ -405,28 +405,17 @@ impl Wire {
             .unwrap_or_else(|| CloseFrame::new(default, String::new()))
     }
 
+    /// Closes for a client that broke the protocol, with the code the
+    /// failure calls for (the one yawc has sent, for its own errors): that
+    /// is what `on-close` hears. A connection that simply broke is 1006.
     fn read_error(&self, e: ReadError) -> CloseFrame {
-        let conn = &self.conn;
-        match e {
-            ReadError::TooBig => {
-                conn.abort(CloseCode::TOO_BIG, "message too big");
-                CloseFrame::new(CloseCode::TOO_BIG, "message too big")
-            }
-            ReadError::Invalid { code, reason } => {
-                tracing::debug!(conn = conn.id, "invalid message from client: {reason}");
-                conn.abort(code, reason);
-                CloseFrame::new(code, reason)
-            }
-            ReadError::Library(ref failed) => {
-                let Some(code) = e.close_code() else {
-                    return self.over(CloseCode::ABNORMAL);
-                };
-                tracing::debug!(conn = conn.id, "protocol error from client: {failed}");
-                // yawc has sent its close frame; this is what `on-close` hears.
-                conn.abort(code, "protocol error");
-                self.over(code)
-            }
-        }
+        let Some(code) = e.close_code() else {
+            return self.over(CloseCode::ABNORMAL);
+        };
+        let reason = e.reason();
+        tracing::debug!(conn = self.conn.id, "client broke the protocol: {reason}");
+        self.conn.abort(code, &reason);
+        self.over(code)
     }
 
     /// Ends the close handshake: the server's close frame if it chose to

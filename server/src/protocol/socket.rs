@@ -211,6 +211,15 @@ impl ReadError {
             },
         }
     }
+
+    /// A reason safe to tell the client.
+    pub fn reason(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ReadError::TooBig => "message too big".into(),
+            ReadError::Invalid { reason, .. } => (*reason).into(),
+            ReadError::Library(e) => e.to_string().into(),
+        }
+    }
 }
 
 fn whole_text(bytes: Bytes) -> Result<Incoming, ReadError> {

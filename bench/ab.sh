@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Echo through the Rust echo plugin on two wsgate builds, in one run: A and
+# B take turns (A B A B ...) so that whatever else the shared machine does
+# falls on both, and the report gives B's throughput and server CPU per
+# message as ratios to A's. For judging a change to the server's hot path.
+#
+#   bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]     (default 4 rounds)
+#
+# Needs a release loadgen (cargo build --release -p wsgate-bench) and the
+# Rust echo plugin (built here with scripts/build-rust-plugins.sh). Each
+# round: 200 connections, 16 messages of 32 B in flight on each, 5 s after a
+# 1 s warm-up, the server pinned to CPU 0 and the load generator to CPU 1.
+set -euo pipefail
+A=${1:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
+B=${2:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
+ROUNDS=${3:-4}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+LOADGEN=$TARGET/release/loadgen
+[ -x "$LOADGEN" ] || { echo "missing $LOADGEN: cargo build --release -p wsgate-bench" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+"$ROOT/scripts/build-rust-plugins.sh" "$WORK/plugins" echo >/dev/null
+PIN_SERVER=() PIN_LOAD=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
+fi
+
+round() { # BIN LABEL -> one JSON line
+  local port pid line
+  port=$("$LOADGEN" free-port)
+  "${PIN_SERVER[@]}" "$1" --listen "127.0.0.1:$port" --plugins "$WORK/plugins" \
+    --no-admin --no-watch --cache-dir "$WORK/cache" >"$WORK/$2.log" 2>&1 &
+  pid=$!
+  "$LOADGEN" wait "ws://127.0.0.1:$port/ws/echo" --timeout 60 2>/dev/null
+  line=$("${PIN_LOAD[@]}" "$LOADGEN" echo "ws://127.0.0.1:$port/ws/echo" -c 200 -k 16 -d 5 -w 1 -s 32 \
+    --label "$2" --max-time 60 --server-pid "$pid" --json 2>/dev/null)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$line"
+}
+
+for i in $(seq "$ROUNDS"); do
+  round "$A" A >>"$WORK/runs.jsonl"
+  round "$B" B >>"$WORK/runs.jsonl"
+  echo "round $i of $ROUNDS done" >&2
+done
+python3 - "$WORK/runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def pick(label, key):
+    return [r[key] for r in runs if r.get("label") == label and r.get(key)]
+def cpu_rates(label):
+    return [r["msg_per_s"] / (r["server_cpu_pct"] / 100) for r in runs
+            if r.get("label") == label and r.get("server_cpu_pct")]
+print("| build | msg/s, median of rounds | msg per server CPU-s, median |")
+print("| --- | ---: | ---: |")
+med = {}
+for label in ("A", "B"):
+    rate, per_cpu = pick(label, "msg_per_s"), cpu_rates(label)
+    med[label] = (statistics.median(rate), statistics.median(per_cpu) if per_cpu else float("nan"))
+    print(f"| {label} | {med[label][0]:,.0f} | {med[label][1]:,.0f} |")
+print(f"| B / A | {med['B'][0] / med['A'][0]:.3f} | {med['B'][1] / med['A'][1]:.3f} |")
+print("rounds:", ", ".join(f"{r['label']} {r['msg_per_s']:,.0f}" for r in runs))
+PY
