@@ -70,6 +70,7 @@ impl Session {
                     self.timeouts.ping_interval,
                 ),
                 close_sent: false,
+                close_written: false,
                 unflushed: false,
                 last_frame: now,
                 conn: self.conn.clone(),
@@ -117,9 +118,12 @@ struct Wire {
     /// deadline for the client's reply to it.
     deadline: Pin<Box<Sleep>>,
     ping: Interval,
-    /// Our close frame is written: nothing else will be, and only the
-    /// client's reply (or the deadline) is awaited.
+    /// We have started our close: nothing else will be written, and only
+    /// the client's reply (or the deadline) is awaited.
     close_sent: bool,
+    /// Our close frame is in the socket. Until it is, closing the socket
+    /// would make yawc write a 1000 of its own in its place.
+    close_written: bool,
     /// Frames were written since the last flush.
     unflushed: bool,
     /// When the current burst of client frames arrived (one clock read per
@@ -286,7 +290,9 @@ impl Wire {
             .as_mut()
             .reset(Instant::now() + self.timeouts.close);
         self.conn.shutdown.cancel();
-        self.feed(frame.to_frame()).await
+        self.feed(frame.to_frame()).await?;
+        self.close_written = true;
+        Ok(())
     }
 
     async fn feed(&mut self, frame: Frame) -> Result<(), CloseFrame> {
@@ -424,11 +430,16 @@ impl Wire {
     async fn finish(&mut self) {
         self.conn.mark_closing();
         let close = self.timeouts.close;
-        if !self.close_sent
+        if !self.close_written
             && let Some(frame) = self.conn.close_reason()
         {
-            let frame = frame.to_frame();
-            let _ = tokio::time::timeout(close, self.socket.send(frame)).await;
+            let sent = tokio::time::timeout(close, self.socket.send(frame.to_frame())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // A socket too stuck to take our close frame in time is
+                // dropped: closing it would send yawc's 1000 instead, and
+                // tell the client all was well.
+                return;
+            }
         }
         let _ = tokio::time::timeout(close, self.socket.close()).await;
     }
