@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws bench/results/*.png from results.json (written by report.py).
 Needs matplotlib (bench/run.sh installs it into a venv under
-${WSGATE_CACHE:-$HOME/.cache/wsgate}).
+${WSGATE_TOOL_CACHE:-$HOME/.cache/wsgate}).
 
 Usage: plot.py RESULTS_DIR
 """

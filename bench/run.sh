@@ -44,7 +44,7 @@ if [ -z "$OUT" ]; then
 fi
 mkdir -p "$OUT" "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
-CACHE=${WSGATE_CACHE:-$HOME/.cache/wsgate}
+CACHE=${WSGATE_TOOL_CACHE:-$HOME/.cache/wsgate}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ -z "$PROFILE" ]; then
   if [ $QUICK = 1 ]; then PROFILE=dev; else PROFILE=release; fi

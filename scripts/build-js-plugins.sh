@@ -6,7 +6,7 @@
 # The SDK's pinned tools (plugin-sdk/js/package-lock.json: componentize-js,
 # esbuild) are installed with `npm ci` into plugin-sdk/js/node_modules.
 # componentize-js takes 5-10 s per plugin, so each build is cached in
-# ${WSGATE_CACHE:-~/.cache/wsgate} under a hash of everything that goes in.
+# ${WSGATE_TOOL_CACHE:-~/.cache/wsgate} under a hash of everything that goes in.
 set -euo pipefail
 OUT=${1:?usage: scripts/build-js-plugins.sh OUT_DIR [PLUGIN_DIR ...]}
 shift

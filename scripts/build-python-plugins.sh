@@ -4,7 +4,7 @@
 # Usage: scripts/build-python-plugins.sh OUT_DIR [PLUGIN_DIR ...]
 #
 # componentize-py (pinned in plugin-sdk/python/requirements.txt) is installed
-# into ${WSGATE_CACHE:-~/.cache/wsgate}. It takes 10-15 s per plugin, so each
+# into ${WSGATE_TOOL_CACHE:-~/.cache/wsgate}. It takes 10-15 s per plugin, so each
 # build is cached under a hash of everything that goes into it.
 set -euo pipefail
 OUT=${1:?usage: scripts/build-python-plugins.sh OUT_DIR [PLUGIN_DIR ...]}
