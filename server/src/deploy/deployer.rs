@@ -38,7 +38,7 @@ use crate::metrics::metrics;
 use crate::protocol::CloseCode;
 use crate::registry::{Connection, Registry};
 use crate::routing::{OnReload, OpenCounters, Sidecar};
-use crate::runtime::{Listener, Runtime, Timers, content_hash};
+use crate::runtime::{Listener, LoadError, Runtime, Stage, Timers, content_hash};
 use crate::unix_ms;
 
 pub struct Deployer {
@@ -113,7 +113,7 @@ struct Slot {
     starting: Option<Vec<String>>,
     /// Why the serving version has no routes: another plugin holds them.
     conflict: Option<String>,
-    error: Option<String>,
+    error: Option<LoadError>,
     error_at: Option<SystemTime>,
 }
 
@@ -155,6 +155,13 @@ pub struct PluginInfo {
     /// failed and the previous version is still serving.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where loading stopped (`read`, `sidecar`, `decode`, `validate`,
+    /// `link`, `exports`, `instantiate`), with `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_stage: Option<Stage>,
+    /// What to do about the error, when there is something to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_hint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_at_ms: Option<u64>,
 }
@@ -307,7 +314,8 @@ impl Deployer {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::warn!(plugin = %shown(name), "cannot read: {e}");
+                let error = LoadError::new(Stage::Read, format!("{}: {e}", slot.file));
+                self.fail(slot, name, error, (String::new(), sidecar_text));
                 return None;
             }
         };
@@ -326,14 +334,15 @@ impl Deployer {
             return None;
         }
         let sidecar = match (valid_name(name), sidecar_read) {
-            (false, _) => {
-                Err("plugin names may use only letters, digits, - and _ (at most 64)".to_owned())
-            }
-            (true, Err(e)) => Err(format!("{name}.toml: {e}")),
+            (false, _) => Err(LoadError::new(
+                Stage::Read,
+                "plugin names may use only letters, digits, - and _ (at most 64)",
+            )
+            .with_hint("rename the file: its name is the plugin's name and its URL")),
+            (true, Err(e)) => Err(LoadError::new(Stage::Sidecar, format!("{name}.toml: {e}"))),
             (true, Ok(None)) => Ok(Sidecar::default()),
-            (true, Ok(Some(text))) => {
-                Sidecar::parse(&text).map_err(|e| format!("{name}.toml: {e}"))
-            }
+            (true, Ok(Some(text))) => Sidecar::parse(&text)
+                .map_err(|e| LoadError::new(Stage::Sidecar, format!("{name}.toml: {e}"))),
         };
         let sidecar = match sidecar {
             Ok(sidecar) => sidecar,
@@ -364,7 +373,7 @@ impl Deployer {
         &self,
         slot: &mut Slot,
         job: Job,
-        loaded: Result<Loaded, String>,
+        loaded: Result<Loaded, LoadError>,
     ) -> Vec<Arc<Connection>> {
         slot.starting = None;
         let Job { name, fingerprint } = job;
@@ -374,6 +383,7 @@ impl Deployer {
             on_reload,
             took,
             from_cache,
+            ..
         } = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -413,9 +423,10 @@ impl Deployer {
         closing
     }
 
-    fn fail(&self, slot: &mut Slot, name: &str, error: String, fingerprint: Fingerprint) {
+    fn fail(&self, slot: &mut Slot, name: &str, error: LoadError, fingerprint: Fingerprint) {
         metrics().load_failures.with_label_values(&[name]).inc();
-        let error_text = crate::text::printable(&error, 4096);
+        let error_text = error.to_string();
+        let error_text = crate::text::printable(&error_text, 4096);
         if slot.serving.is_some() {
             tracing::error!(plugin = %shown(name), file = %shown(&slot.file),
                 "new version not loaded, the previous one keeps serving: {error_text}");
@@ -470,6 +481,8 @@ impl Deployer {
                 deployment.routes.add_starting(patterns, name);
             }
             let serving = slot.serving.as_ref().filter(|s| s.routed);
+            // A conflict, when there is one, is the error shown.
+            let load_error = slot.error.as_ref().filter(|_| slot.conflict.is_none());
             let status = if is_stopped {
                 PluginStatus::Stopped
             } else if serving.is_some() {
@@ -489,7 +502,12 @@ impl Deployer {
                 from_cache: serving.map(|s| s.from_cache),
                 routes: serving.map(|s| s.patterns.clone()).unwrap_or_default(),
                 on_reload: serving.map(|s| s.on_reload).unwrap_or_default(),
-                error: slot.conflict.clone().or_else(|| slot.error.clone()),
+                error: slot
+                    .conflict
+                    .clone()
+                    .or_else(|| slot.error.as_ref().map(ToString::to_string)),
+                error_stage: load_error.map(|e| e.stage),
+                error_hint: load_error.and_then(|e| e.hint.clone()),
                 error_at_ms: slot.error_at.map(unix_ms),
             };
             summary.push(info);

@@ -10,7 +10,9 @@ use std::path::Path;
 use crate::config::{Config, GrantPolicy};
 use crate::registry::Registry;
 use crate::routing::{OnReload, Sidecar, SidecarGrants};
-use crate::runtime::{Grants, InstancePool, Listener, PluginEnv, Runtime, Timers};
+use crate::runtime::{
+    Grants, InstancePool, Listener, LoadError, PluginEnv, Runtime, Stage, Timers,
+};
 
 /// A plugin version as read from disk, once: the deployer hashes it to
 /// decide whether anything changed, and loading uses the same bytes.
@@ -29,6 +31,8 @@ pub(super) struct Loaded {
     pub on_reload: OnReload,
     pub took: Duration,
     pub from_cache: bool,
+    /// What it imports (for `wsgate check`).
+    pub imports: Vec<String>,
 }
 
 /// What loading needs from the server, borrowed for one load.
@@ -44,7 +48,7 @@ impl Loader<'_> {
         name: &str,
         source: Source,
         timers: Arc<Timers>,
-    ) -> Result<Loaded, String> {
+    ) -> Result<Loaded, LoadError> {
         let Source {
             bytes,
             hash,
@@ -55,13 +59,16 @@ impl Loader<'_> {
             &self.config.grants,
             &self.config.plugin_dir,
         )
-        .map_err(|e| format!("{name}.toml: {e}"))?;
+        .map_err(|e| {
+            LoadError::new(Stage::Sidecar, format!("{name}.toml: {e}"))
+                .with_hint("the server's [grants] in wsgate.toml lists what sidecars may ask for")
+        })?;
         let rt = self.runtime.clone();
         let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, hash))
             .await
-            .map_err(|e| format!("compiler crashed: {e}"))?
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-        let prepared = self.runtime.prepare(&compiled).map_err(|e| e.to_string())?;
+            .map_err(|e| LoadError::new(Stage::Validate, format!("the compiler crashed: {e}")))??;
+        let prepared = self.runtime.prepare(&compiled)?;
+        let imports = self.runtime.imports(&compiled);
         let limits = self.config.limits.clone();
         let env = PluginEnv::new(name, self.registry, limits)
             .with_timers(timers)
@@ -76,10 +83,7 @@ impl Loader<'_> {
             hook_timeout,
         );
         let listener = Listener::new(compiled.hash, env, pool, hook_timeout);
-        listener
-            .warm_up()
-            .await
-            .map_err(|e| format!("fails to start: {e}"))?;
+        listener.warm_up().await?;
         listener.activate();
         Ok(Loaded {
             listener,
@@ -87,6 +91,7 @@ impl Loader<'_> {
             on_reload: sidecar.on_reload,
             took: compiled.took,
             from_cache: compiled.from_cache,
+            imports,
         })
     }
 }

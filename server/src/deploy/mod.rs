@@ -3,6 +3,7 @@
 //! instantiated once and routed. A plugin that fails any step is reported
 //! with the reason and skipped; the others still serve.
 
+mod check;
 mod deployer;
 mod load;
 pub mod watch;
@@ -10,6 +11,7 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 
 use crate::routing::RouteTable;
+pub use check::{Checked, check};
 pub use deployer::{AdminError, Deployer, PluginInfo, PluginStatus};
 
 /// The routes in effect (plugin status lives in the [`Deployer`]).

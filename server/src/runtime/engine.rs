@@ -12,6 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::PluginPre;
 use super::host::HostState;
+use super::load_error::{LoadError, Stage, check_preamble, exports_error, link_error};
 use super::pool::Prepared;
 
 /// How often the epoch advances. A hook overrunning its deadline is
@@ -22,17 +23,6 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
-}
-
-/// Why a compiled component cannot serve as a plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    /// It imports something the host does not provide.
-    #[error("cannot be linked (does it target the wsgate:plugin world?): {0}")]
-    Link(String),
-    /// It does not export the listener interface.
-    #[error("does not export the wsgate listener interface: {0}")]
-    Exports(String),
 }
 
 /// A compiled component and how it was obtained.
@@ -104,8 +94,9 @@ impl Runtime {
     /// bytes were compiled before by an engine with the same settings.
     /// `hash` is [`content_hash`] of `bytes`: the deployer has it already,
     /// since it decides from it whether to compile at all.
-    pub fn compile(&self, bytes: &[u8], hash: String) -> Result<Compiled> {
+    pub fn compile(&self, bytes: &[u8], hash: String) -> Result<Compiled, LoadError> {
         let start = Instant::now();
+        check_preamble(bytes)?;
         let cached = self.cache_path(&hash);
         if let Some(path) = &cached
             && path.exists()
@@ -127,11 +118,16 @@ impl Runtime {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)?;
-        if let Some(path) = &cached
-            && let Err(e) = write_atomically(path, &component.serialize()?)
-        {
-            tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::new(Stage::Validate, format!("{e:#}")))?;
+        if let Some(path) = &cached {
+            let written = component
+                .serialize()
+                .map_err(std::io::Error::other)
+                .and_then(|compiled| write_atomically(path, &compiled));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
+            }
         }
         Ok(Compiled {
             component,
@@ -144,13 +140,22 @@ impl Runtime {
     /// Links a compiled plugin against the host's imports and checks that
     /// it exports the listener interface, so instances can be made from it
     /// in microseconds.
-    pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, PrepareError> {
+    pub fn prepare(&self, compiled: &Compiled) -> Result<Prepared, LoadError> {
+        let component = &compiled.component;
         let pre = self
             .linker
-            .instantiate_pre(&compiled.component)
-            .map_err(|e| PrepareError::Link(format!("{e:#}")))?;
-        let pre = PluginPre::new(pre).map_err(|e| PrepareError::Exports(format!("{e:#}")))?;
+            .instantiate_pre(component)
+            .map_err(|e| link_error(&self.engine, component, &format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|_| exports_error(&self.engine, component))?;
         Ok(Prepared(pre))
+    }
+
+    /// The names of what a compiled plugin imports.
+    pub fn imports(&self, compiled: &Compiled) -> Vec<String> {
+        let ty = compiled.component.component_type();
+        ty.imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
     }
 
     fn cache_path(&self, hash: &str) -> Option<PathBuf> {

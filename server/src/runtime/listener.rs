@@ -11,6 +11,7 @@ use wasmtime::Trap;
 
 use super::env::PluginEnv;
 use super::hook::{Hook, OpenDecision, OpenRequest};
+use super::load_error::{LoadError, Stage};
 use super::pool::{Instance, InstancePool};
 use super::quarantine::Quarantine;
 use super::timers::TimerTarget;
@@ -77,14 +78,15 @@ impl Listener {
         self.env.timers.bind(Arc::downgrade(&target));
     }
 
-    /// Instantiates once up front, so a plugin that cannot start (missing
-    /// imports, a trapping start function) is refused at load time.
-    pub async fn warm_up(&self) -> Result<(), HookError> {
-        let loan = self
-            .pool
-            .borrow()
-            .await
-            .map_err(|e| HookError::Instantiate(format!("{e:#}")))?;
+    /// Instantiates once up front, so a plugin that cannot start (a
+    /// trapping start function, one past its deadline or memory) is refused
+    /// at load time.
+    pub async fn warm_up(&self) -> Result<(), LoadError> {
+        let loan = self.pool.borrow().await.map_err(|e| {
+            LoadError::new(Stage::Instantiate, format!("{e:#}")).with_hint(
+                "its start-up code failed: it must start within timeouts.hook and limits.instance_memory",
+            )
+        })?;
         self.pool.give_back(loan);
         Ok(())
     }

@@ -12,15 +12,17 @@ mod env;
 mod hook;
 mod host;
 mod listener;
+mod load_error;
 mod plugin_log;
 mod pool;
 mod quarantine;
 mod timers;
 
-pub use engine::{Compiled, EPOCH_TICK, PrepareError, Runtime, content_hash, hex};
+pub use engine::{Compiled, EPOCH_TICK, Runtime, content_hash, hex};
 pub use env::{Grants, PluginEnv};
 pub use hook::{Hook, OpenDecision, OpenRequest};
 pub use listener::{HookError, Listener};
+pub use load_error::{LISTENER_EXPORT, LoadError, Stage, WIT_PACKAGE};
 pub use pool::{Instance, InstancePool, Prepared};
 pub use quarantine::Quarantine;
 pub use timers::{TimerTarget, Timers};
