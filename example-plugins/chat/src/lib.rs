@@ -136,3 +136,101 @@ impl Listener for Chat {
 }
 
 export_listener!(Chat);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use wsgate_sdk::testing::{FakeHost, request};
+
+    fn join(host: &FakeHost<Chat>, name: &str, channel: &str) -> ConnectionId {
+        let req = request(&format!("/ws/chat/{channel}"))
+            .with_route("/ws/chat/{channel}")
+            .with_param("channel", channel)
+            .with_query("username", name);
+        host.open(req).expect("accepted")
+    }
+
+    /// The chat messages `conn` received since the last look, as
+    /// (from, message) pairs.
+    fn heard(host: &FakeHost<Chat>, conn: ConnectionId) -> Vec<(String, String)> {
+        host.received_texts(conn)
+            .iter()
+            .map(|text| {
+                let json: Value = serde_json::from_str(text).unwrap();
+                (
+                    json["from"].as_str().unwrap().into(),
+                    json["message"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+
+    fn pair(from: &str, message: &str) -> (String, String) {
+        (from.into(), message.into())
+    }
+
+    #[test]
+    fn joins_messages_and_leaves_reach_the_channel_only() {
+        let host = FakeHost::<Chat>::new();
+        let alice = join(&host, "alice", "lobby");
+        let bob = join(&host, "bob", "lobby");
+        let carol = join(&host, "carol", "garden");
+        assert_eq!(
+            heard(&host, alice),
+            [
+                pair(SERVER, "alice connected"),
+                pair(SERVER, "bob connected")
+            ]
+        );
+        heard(&host, bob);
+        heard(&host, carol);
+        assert_eq!(host.send_text(alice, "hello"), None);
+        assert_eq!(heard(&host, bob), [pair("alice", "hello")]);
+        assert_eq!(heard(&host, alice), [pair("alice", "hello")]);
+        assert!(heard(&host, carol).is_empty());
+        host.close(bob, 1000, "");
+        assert_eq!(heard(&host, alice), [pair(SERVER, "bob disconnected")]);
+    }
+
+    #[test]
+    fn a_whisper_reaches_the_addressee_and_the_senders_devices_only() {
+        let host = FakeHost::<Chat>::new();
+        let alice = join(&host, "alice", "lobby");
+        let alice_phone = join(&host, "alice", "lobby");
+        let bob = join(&host, "bob", "lobby");
+        let eve = join(&host, "eve", "lobby");
+        for conn in [alice, alice_phone, bob, eve] {
+            heard(&host, conn);
+        }
+        host.send_text(alice, r#"{"to":"bob","message":"psst"}"#);
+        for conn in [bob, alice, alice_phone] {
+            assert_eq!(heard(&host, conn), [pair("alice", "psst")]);
+        }
+        assert!(heard(&host, eve).is_empty());
+        host.send_text(bob, r#"{"to":"zed","message":"?"}"#);
+        assert_eq!(heard(&host, bob), [pair(SERVER, "zed is not in lobby")]);
+    }
+
+    #[test]
+    fn nobody_speaks_as_the_announcer_and_user_tags_do_not_collide() {
+        let host = FakeHost::<Chat>::new();
+        for name in ["", "  ", SERVER] {
+            let req = request("/ws/chat/lobby")
+                .with_param("channel", "lobby")
+                .with_query("username", name);
+            assert_eq!(host.open(req).unwrap_err().status, 403, "{name:?}");
+        }
+        // User `a` in `b@c` and user `a@b` in `c` are different people.
+        let a = join(&host, "a", "b@c");
+        let ab = join(&host, "a@b", "c");
+        let x = join(&host, "x", "c");
+        for conn in [a, ab, x] {
+            heard(&host, conn);
+        }
+        host.send_text(x, r#"{"to":"a@b","message":"for a@b"}"#);
+        assert_eq!(heard(&host, ab), [pair("x", "for a@b")]);
+        assert!(heard(&host, a).is_empty());
+        assert_ne!(user_tag("a", "b@c"), user_tag("a@b", "c"));
+    }
+}

@@ -23,6 +23,8 @@
 //! [`host::state_set`], never in statics.
 
 mod request;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The raw bindings generated from `wit/wsgate.wit`.
 pub mod bindings {
@@ -32,14 +34,20 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "wsgate_sdk::bindings",
         export_macro_name: "export_raw",
+        // Tests compare what a listener sent and returned.
+        additional_derives: [PartialEq, Eq],
     });
 }
 
 /// Host calls: send, broadcast, close, channels, tags, state, timers, log.
+#[cfg(not(feature = "testing"))]
 pub use bindings::wsgate::plugin::host;
 pub use bindings::wsgate::plugin::types::{
     ConnectionId, Error, LogLevel, Message, OpenDecision, Rejection, Request,
 };
+/// Host calls, answered by the in-memory host of [`testing`].
+#[cfg(feature = "testing")]
+pub use testing::fake_host as host;
 
 use bindings::exports::wsgate::plugin::listener::Guest;
 
@@ -91,11 +99,21 @@ impl<T: Listener> Guest for T {
 }
 
 /// Exports a [`Listener`] implementation as the plugin's hooks.
+#[cfg(not(feature = "testing"))]
 #[macro_export]
 macro_rules! export_listener {
     ($listener:ident) => {
         $crate::bindings::export_raw!($listener with_types_in $crate::bindings);
     };
+}
+
+/// With `testing`, the crate is built natively for its tests, which drive
+/// the listener through [`testing::FakeHost`]; the component's exports
+/// would only break the native link (their names are not linker symbols).
+#[cfg(feature = "testing")]
+#[macro_export]
+macro_rules! export_listener {
+    ($listener:ident) => {};
 }
 
 impl Message {

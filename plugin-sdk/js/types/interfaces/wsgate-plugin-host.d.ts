@@ -10,7 +10,7 @@ declare module 'wsgate:plugin/host@0.1.0' {
    */
   export function broadcast(msg: Message, except: ConnectionId | undefined): number;
   /**
-   * Starts the close handshake with `code` (1000, 1001, 1003, 1007-1014 or
+   * Starts the close handshake with `code` (1000-1003, 1007-1014 or
    * 3000-4999) and a reason of at most 123 bytes.
    */
   export function close(conn: ConnectionId, code: number, reason: string): void;

@@ -1,0 +1,660 @@
+//! Unit tests for listeners, without a server: with the `testing` feature,
+//! [`host`](crate::host) is an in-memory host that behaves like wsgate's
+//! for one plugin (connections, channels, tags, attributes, state, timers,
+//! logs), and [`FakeHost`] drives a listener's hooks the way the server
+//! does and shows what the plugin asked for. [`serve`] starts a real
+//! `wsgate` with a built plugin, for an integration test, and
+//! [`Server::connect`] is a WebSocket client for it.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! wsgate-sdk = { path = "...", features = ["testing"] }
+//! ```
+//!
+//! ```ignore
+//! use wsgate_sdk::testing::{FakeHost, request};
+//!
+//! #[test]
+//! fn greets_by_name() {
+//!     let host = FakeHost::<Hello>::new();
+//!     let conn = host.open(request("/ws/hello").with_query("name", "ann")).unwrap();
+//!     assert_eq!(host.received(conn), [Message::text("hello, ann")]);
+//! }
+//! ```
+//!
+//! The fake lives in a thread-local, so tests running in parallel (each on
+//! its own thread) never see each other's connections. A test that uses two
+//! plugins at once is beyond it: use [`serve`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request};
+
+/// The in-memory host's state for this thread.
+#[derive(Default)]
+struct Fake {
+    next_id: ConnectionId,
+    connections: BTreeMap<ConnectionId, Conn>,
+    channels: BTreeMap<String, BTreeSet<ConnectionId>>,
+    tags: BTreeMap<String, BTreeSet<ConnectionId>>,
+    state: HashMap<String, Vec<u8>>,
+    next_timer: u64,
+    timers: BTreeMap<u64, (u32, bool)>,
+    published: Vec<(String, Message)>,
+    logs: Vec<(LogLevel, String)>,
+    open_routes: HashMap<String, usize>,
+}
+
+#[derive(Default)]
+struct Conn {
+    route: String,
+    attributes: HashMap<String, String>,
+    received: Vec<Message>,
+    /// Set once the plugin (or the test) closed it: it accepts nothing more.
+    closed: Option<(u16, String)>,
+}
+
+thread_local! {
+    static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
+}
+
+fn with<R>(f: impl FnOnce(&mut Fake) -> R) -> R {
+    FAKE.with(|fake| f(&mut fake.borrow_mut()))
+}
+
+impl Fake {
+    fn open_conn(&mut self, id: ConnectionId) -> Result<&mut Conn, Error> {
+        match self.connections.get_mut(&id) {
+            Some(conn) if conn.closed.is_some() => Err(Error::Closed),
+            Some(conn) => Ok(conn),
+            None => Err(Error::UnknownConnection),
+        }
+    }
+
+    /// Queues `msg` for every open member but `except`; how many got it.
+    fn deliver(
+        &mut self,
+        ids: Vec<ConnectionId>,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> u32 {
+        let mut sent = 0;
+        for id in ids {
+            if Some(id) == except {
+                continue;
+            }
+            if let Ok(conn) = self.open_conn(id) {
+                conn.received.push(msg.clone());
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn forget(&mut self, id: ConnectionId) {
+        for members in self.channels.values_mut().chain(self.tags.values_mut()) {
+            members.remove(&id);
+        }
+        self.channels.retain(|_, m| !m.is_empty());
+        self.tags.retain(|_, m| !m.is_empty());
+    }
+}
+
+/// What a name (channel, tag, key) may be: as the server checks it.
+fn check_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 256 {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// The fake host calls, with the generated bindings' signatures: what
+/// [`host`](crate::host) is with the `testing` feature.
+pub mod fake_host {
+    use super::*;
+
+    pub fn send(conn: ConnectionId, msg: &Message) -> Result<(), Error> {
+        with(|f| {
+            f.open_conn(conn)?.received.push(msg.clone());
+            Ok(())
+        })
+    }
+
+    pub fn broadcast(msg: &Message, except: Option<ConnectionId>) -> u32 {
+        with(|f| {
+            let ids = f.connections.keys().copied().collect();
+            f.deliver(ids, msg, except)
+        })
+    }
+
+    pub fn close(conn: ConnectionId, code: u16, reason: &str) -> Result<(), Error> {
+        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !sendable || reason.len() > 123 {
+            return Err(Error::InvalidArgument);
+        }
+        with(|f| {
+            f.open_conn(conn)?.closed = Some((code, reason.to_owned()));
+            Ok(())
+        })
+    }
+
+    pub fn subscribe(conn: ConnectionId, channel: &str) -> Result<(), Error> {
+        check_name(channel)?;
+        with(|f| {
+            f.open_conn(conn)?;
+            f.channels
+                .entry(channel.to_owned())
+                .or_default()
+                .insert(conn);
+            Ok(())
+        })
+    }
+
+    pub fn unsubscribe(conn: ConnectionId, channel: &str) -> Result<(), Error> {
+        with(|f| {
+            if !f.connections.contains_key(&conn) {
+                return Err(Error::UnknownConnection);
+            }
+            if let Some(members) = f.channels.get_mut(channel) {
+                members.remove(&conn);
+            }
+            f.channels.retain(|_, m| !m.is_empty());
+            Ok(())
+        })
+    }
+
+    pub fn publish(
+        channel: &str,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> Result<u32, Error> {
+        check_name(channel)?;
+        with(|f| {
+            f.published.push((channel.to_owned(), msg.clone()));
+            let ids = f.channels.get(channel).map(|m| m.iter().copied().collect());
+            Ok(f.deliver(ids.unwrap_or_default(), msg, except))
+        })
+    }
+
+    pub fn channels() -> Vec<String> {
+        with(|f| f.channels.keys().cloned().collect())
+    }
+
+    pub fn subscribers(channel: &str) -> Vec<ConnectionId> {
+        with(|f| {
+            f.channels
+                .get(channel)
+                .map(|m| m.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn connections() -> Vec<ConnectionId> {
+        with(|f| f.connections.keys().copied().collect())
+    }
+
+    pub fn connection_count() -> u32 {
+        with(|f| f.connections.len() as u32)
+    }
+
+    pub fn get_attribute(conn: ConnectionId, key: &str) -> Result<Option<String>, Error> {
+        with(|f| {
+            let conn = f.connections.get(&conn).ok_or(Error::UnknownConnection)?;
+            Ok(conn.attributes.get(key).cloned())
+        })
+    }
+
+    pub fn set_attribute(conn: ConnectionId, key: &str, value: Option<&str>) -> Result<(), Error> {
+        check_name(key)?;
+        with(|f| {
+            let conn = f
+                .connections
+                .get_mut(&conn)
+                .ok_or(Error::UnknownConnection)?;
+            match value {
+                Some(value) => conn.attributes.insert(key.to_owned(), value.to_owned()),
+                None => conn.attributes.remove(key),
+            };
+            Ok(())
+        })
+    }
+
+    pub fn tag(conn: ConnectionId, tag: &str) -> Result<(), Error> {
+        check_name(tag)?;
+        with(|f| {
+            f.open_conn(conn)?;
+            f.tags.entry(tag.to_owned()).or_default().insert(conn);
+            Ok(())
+        })
+    }
+
+    pub fn untag(conn: ConnectionId, tag: &str) -> Result<(), Error> {
+        with(|f| {
+            if !f.connections.contains_key(&conn) {
+                return Err(Error::UnknownConnection);
+            }
+            if let Some(members) = f.tags.get_mut(tag) {
+                members.remove(&conn);
+            }
+            f.tags.retain(|_, m| !m.is_empty());
+            Ok(())
+        })
+    }
+
+    pub fn tagged(tag: &str) -> Vec<ConnectionId> {
+        with(|f| {
+            f.tags
+                .get(tag)
+                .map(|m| m.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn send_to_tag(
+        tag: &str,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> Result<u32, Error> {
+        check_name(tag)?;
+        with(|f| {
+            let ids = f.tags.get(tag).map(|m| m.iter().copied().collect());
+            Ok(f.deliver(ids.unwrap_or_default(), msg, except))
+        })
+    }
+
+    pub fn state_get(key: &str) -> Option<Vec<u8>> {
+        with(|f| f.state.get(key).cloned())
+    }
+
+    pub fn state_set(key: &str, value: Option<&[u8]>) -> Result<(), Error> {
+        check_name(key)?;
+        with(|f| {
+            match value {
+                Some(value) => f.state.insert(key.to_owned(), value.to_vec()),
+                None => f.state.remove(key),
+            };
+            Ok(())
+        })
+    }
+
+    pub fn set_timer(delay_ms: u32, repeat: bool) -> Result<u64, Error> {
+        if delay_ms < 10 {
+            return Err(Error::InvalidArgument);
+        }
+        with(|f| {
+            f.next_timer += 1;
+            f.timers.insert(f.next_timer, (delay_ms, repeat));
+            Ok(f.next_timer)
+        })
+    }
+
+    pub fn cancel_timer(id: u64) -> bool {
+        with(|f| f.timers.remove(&id).is_some())
+    }
+
+    pub fn log(level: LogLevel, msg: &str) {
+        with(|f| f.logs.push((level, msg.to_owned())));
+    }
+}
+
+/// A handshake request for [`FakeHost::open`], built up from its path.
+pub fn request(path: &str) -> Request {
+    Request {
+        path: path.to_owned(),
+        route: path.to_owned(),
+        params: Vec::new(),
+        query: Vec::new(),
+        headers: Vec::new(),
+        cookies: Vec::new(),
+        remote_addr: "127.0.0.1:40000".to_owned(),
+        subprotocols: Vec::new(),
+        protocol: None,
+    }
+}
+
+impl Request {
+    /// The route pattern the request matched (default: its path).
+    pub fn with_route(mut self, route: &str) -> Self {
+        self.route = route.to_owned();
+        self
+    }
+    /// A route parameter; `channel` subscribes the connection, as the
+    /// server does.
+    pub fn with_param(mut self, key: &str, value: &str) -> Self {
+        self.params.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn with_query(mut self, key: &str, value: &str) -> Self {
+        self.query.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    /// A header (names are lower-cased, as the server hands them over).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+}
+
+/// Drives listener `L` against this thread's in-memory host, as the server
+/// would, and shows what it did.
+pub struct FakeHost<L: Listener> {
+    listener: PhantomData<fn() -> L>,
+}
+
+impl<L: Listener> Default for FakeHost<L> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<L: Listener> FakeHost<L> {
+    /// A fresh host: this thread's connections, channels, state and
+    /// timers start empty.
+    pub fn new() -> Self {
+        with(|f| *f = Fake::default());
+        FakeHost {
+            listener: PhantomData,
+        }
+    }
+
+    /// Opens a connection: `on-first-open` for its route's first, the
+    /// `channel` route parameter subscribed, then `on-open`. A greeting is
+    /// the first message received; a rejection leaves nothing behind.
+    pub fn open(&self, req: Request) -> Result<ConnectionId, Rejection> {
+        let route = req.route.clone();
+        let channel = req
+            .params
+            .iter()
+            .find(|(k, _)| k == "channel")
+            .map(|(_, v)| v.clone());
+        let id = with(|f| {
+            f.next_id += 1;
+            let id = f.next_id;
+            let conn = Conn {
+                route: route.clone(),
+                ..Conn::default()
+            };
+            f.connections.insert(id, conn);
+            id
+        });
+        let first = with(|f| {
+            let open = f.open_routes.entry(route.clone()).or_default();
+            *open += 1;
+            *open == 1
+        });
+        if first {
+            L::on_first_open(route.clone());
+        }
+        if let Some(channel) = channel {
+            let _ = fake_host::subscribe(id, &channel);
+        }
+        match L::on_open(id, req) {
+            OpenDecision::Accept => Ok(id),
+            OpenDecision::Greet(msg) => {
+                with(|f| {
+                    f.connections
+                        .get_mut(&id)
+                        .map(|c| c.received.insert(0, msg))
+                });
+                Ok(id)
+            }
+            OpenDecision::Reject(rejection) => {
+                self.unregister(id, &route);
+                Err(rejection)
+            }
+        }
+    }
+
+    /// A message from the client; the hook's reply, if any.
+    pub fn message(&self, conn: ConnectionId, msg: Message) -> Option<Message> {
+        L::on_message(conn, msg)
+    }
+
+    /// A text message from the client; the hook's reply, if any.
+    pub fn send_text(&self, conn: ConnectionId, text: &str) -> Option<Message> {
+        self.message(conn, Message::text(text))
+    }
+
+    /// The client goes away with `code`: `on-close`, then `on-last-close`
+    /// for its route's last connection.
+    pub fn close(&self, conn: ConnectionId, code: u16, reason: &str) {
+        let Some(route) = with(|f| f.connections.get(&conn).map(|c| c.route.clone())) else {
+            return;
+        };
+        L::on_close(conn, code, reason.to_owned());
+        self.unregister(conn, &route);
+    }
+
+    fn unregister(&self, conn: ConnectionId, route: &str) {
+        let last = with(|f| {
+            f.connections.remove(&conn);
+            f.forget(conn);
+            let open = f.open_routes.entry(route.to_owned()).or_default();
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+        if last {
+            L::on_last_close(route.to_owned());
+        }
+    }
+
+    /// A push through the publish API (`on-push`).
+    pub fn push(&self, payload: Message) {
+        L::on_push(payload);
+    }
+
+    /// Fires every pending timer once, as if its delay had passed; one-shot
+    /// timers are then gone. Returns the ids fired.
+    pub fn fire_timers(&self) -> Vec<u64> {
+        let due: Vec<(u64, bool)> = with(|f| {
+            f.timers
+                .iter()
+                .map(|(id, (_, repeat))| (*id, *repeat))
+                .collect()
+        });
+        for (id, repeat) in &due {
+            if !repeat {
+                with(|f| f.timers.remove(id));
+            }
+            L::on_timer(*id);
+        }
+        due.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// What was sent to `conn` since the last look (greeting, replies are
+    /// not included: `message` returns those).
+    pub fn received(&self, conn: ConnectionId) -> Vec<Message> {
+        with(|f| {
+            f.connections
+                .get_mut(&conn)
+                .map(|c| std::mem::take(&mut c.received))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The texts sent to `conn` since the last look.
+    pub fn received_texts(&self, conn: ConnectionId) -> Vec<String> {
+        self.received(conn)
+            .into_iter()
+            .filter_map(|m| m.as_text().map(str::to_owned))
+            .collect()
+    }
+
+    /// How the plugin closed `conn`, if it did.
+    pub fn closed(&self, conn: ConnectionId) -> Option<(u16, String)> {
+        with(|f| f.connections.get(&conn).and_then(|c| c.closed.clone()))
+    }
+
+    /// Every publish so far: channel and message.
+    pub fn published(&self) -> Vec<(String, Message)> {
+        with(|f| f.published.clone())
+    }
+
+    /// Pending timers: id, delay and whether they repeat.
+    pub fn timers(&self) -> Vec<(u64, u32, bool)> {
+        with(|f| f.timers.iter().map(|(id, (d, r))| (*id, *d, *r)).collect())
+    }
+
+    /// Every line logged so far.
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        with(|f| f.logs.clone())
+    }
+}
+
+/// The WebSocket client crate [`Server::connect`] uses, for its `Message`.
+pub use tungstenite;
+
+/// A blocking WebSocket client, from the tungstenite crate.
+pub type Client = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// A `wsgate` serving one built plugin, for an integration test; stopped
+/// when dropped.
+pub struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    /// `ws://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A WebSocket client connected to `path` (with its query); the upgrade's
+    /// refusal, if any, is the error (its HTTP status in
+    /// `tungstenite::Error::Http`).
+    pub fn connect(&self, path: &str) -> tungstenite::Result<Client> {
+        let (client, _response) = tungstenite::connect(self.url(path))?;
+        Ok(client)
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop (the SDK takes no dependencies for tests).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `wsgate` (the `WSGATE_BIN` environment variable, else `wsgate` on
+/// the PATH; `wsgate test` sets it) serving the plugin at `wasm` (and its sidecar `NAME.toml`
+/// beside it, if any) on a free port, and waits until it is ready.
+pub fn serve(wasm: &Path) -> std::io::Result<Server> {
+    let name = wasm
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file", wasm.display())))?;
+    let dir = std::env::temp_dir().join(format!(
+        "wsgate-serve-{}-{}",
+        std::process::id(),
+        free_port()?
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let dir = TempDir(dir);
+    std::fs::copy(wasm, dir.0.join(name))?;
+    let sidecar = wasm.with_extension("toml");
+    if sidecar.exists() {
+        std::fs::copy(&sidecar, dir.0.join(name).with_extension("toml"))?;
+    }
+    let bin = match std::env::var_os("WSGATE_BIN") {
+        // Absolute: the server runs in the temporary directory.
+        Some(bin) => std::path::absolute(bin)?.into_os_string(),
+        None => "wsgate".into(),
+    };
+    let port = free_port()?;
+    let log = dir.0.join("wsgate.log");
+    let out = std::fs::File::create(&log)?;
+    let mut command = Command::new(&bin);
+    // The test's settings only: no wsgate.toml (the temporary directory has
+    // none) and no inherited WSGATE_* variables.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WSGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let child = command
+        .current_dir(&dir.0)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--plugins")
+        .arg(&dir.0)
+        .args(["--no-admin", "--no-watch"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot run {} ({e}): set WSGATE_BIN or put wsgate on the PATH",
+                Path::new(&bin).display()
+            ))
+        })?;
+    let mut server = Server {
+        child,
+        port,
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(port) {
+        if let Some(status) = server.child.try_wait()? {
+            return Err(std::io::Error::other(format!(
+                "wsgate exited with {status}:\n{}",
+                server.logs()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "wsgate not ready after 120 s:\n{}",
+                server.logs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(server)
+}
+
+/// Whether `GET /readyz` answers 200.
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let request =
+        format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
