@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds every example plugin into OUT_DIR as NAME.wasm (+ NAME.toml sidecar).
 # Usage: scripts/build-plugins.sh OUT_DIR
-# Installs what it needs: the wasm32-wasip2 Rust target, and (through the
-# per-language scripts beside this one) the Python and JavaScript toolchains.
+# Installs what it needs: the wasm32-wasip2 Rust target, clang and wasi-libc
+# (scripts/setup-c.sh, Debian packages), and (through the per-language
+# scripts beside this one) the Python, JavaScript and C toolchains.
 set -euo pipefail
 OUT=${1:?usage: scripts/build-plugins.sh OUT_DIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,4 +16,6 @@ for lang in python js; do
   script="$ROOT/scripts/build-$lang-plugins.sh"
   if [ -x "$script" ]; then "$script" "$OUT"; fi
 done
+"$ROOT/scripts/setup-c.sh"
+"$ROOT/scripts/build-c-plugins.sh" "$OUT"
 echo "plugins in $OUT:" && ls "$OUT"

@@ -21,8 +21,9 @@ for spec in "$@"; do
   crate=${spec%%=*}
   name=${spec#*=}
   artifact="$TARGET_DIR/wasm32-wasip2/plugin/${crate//-/_}.wasm"
-  # Copy then rename, so a watching server never sees a half-written file.
-  cp "$artifact" "$OUT/.$name.wasm.tmp" && mv "$OUT/.$name.wasm.tmp" "$OUT/$name.wasm"
   dir=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c "import json,sys; print([p['manifest_path'] for p in json.load(sys.stdin)['packages'] if p['name']=='$crate'][0].rsplit('/',1)[0])")
+  # The sidecar first, then the .wasm by copy and rename: a watching server
+  # loads the plugin once the whole file is there, with its sidecar.
   if [ -f "$dir/$crate.toml" ]; then cp "$dir/$crate.toml" "$OUT/$name.toml"; fi
+  cp "$artifact" "$OUT/.$name.wasm.tmp" && mv "$OUT/.$name.wasm.tmp" "$OUT/$name.wasm"
 done

@@ -24,7 +24,7 @@ else
 fi
 cargo build --release --quiet -p wsgate
 PLUGINS="$TARGET_DIR/plugins"
-say "building the example plugins: Rust in seconds; Python and JavaScript about a minute the first time (componentize-py and ComponentizeJS are installed, and every build is cached)"
+say "building the example plugins: Rust in seconds; Python and JavaScript about a minute the first time (componentize-py and ComponentizeJS are installed, and every build is cached); C a few minutes the first time (clang and wasi-libc from apt, wit-bindgen with cargo install), then a second"
 "$ROOT/scripts/build-plugins.sh" "$PLUGINS" >/dev/null
 LISTEN=${LISTEN:-127.0.0.1:8080}
 say "serving http://$LISTEN/ (the chat demo) and ws://$LISTEN/ws/NAME for each plugin in $PLUGINS"

@@ -1,6 +1,6 @@
-//! Listeners in every SDK language behave the same: the Python and
-//! JavaScript chat and echo examples must pass exactly the assertions the
-//! Rust ones pass, against a real `wsgate` process.
+//! Listeners in every SDK language behave the same: the Python,
+//! JavaScript and C chat and echo examples must pass exactly the assertions
+//! the Rust ones pass, against a real `wsgate` process.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,25 +190,105 @@ async fn echo_javascript() {
     echo_scenario("echo-js").await;
 }
 
-/// The C example: not in `scripts/build-plugins.sh` because it needs clang
-/// and wasi-libc from apt (see `scripts/build-c-plugins.sh`), hence ignored.
 #[tokio::test]
-#[ignore]
+async fn chat_c() {
+    chat_scenario("chat-c").await;
+}
+
+#[tokio::test]
 async fn echo_c() {
-    let out = tempfile::tempdir().unwrap();
-    let status =
-        std::process::Command::new(wsgate_tests::root().join("scripts/build-c-plugins.sh"))
-            .arg(out.path())
-            .status()
-            .unwrap();
-    assert!(status.success(), "scripts/build-c-plugins.sh failed");
-    let dir = plugin_dir(out.path(), &["echo-c"]);
+    echo_scenario("echo-c").await;
+}
+
+/// The C chat reads JSON by hand, so it must tell a whisper from plain
+/// chat exactly as the Rust chat does with serde_json: same verdict, same
+/// decoded text, for valid, invalid and borderline JSON.
+#[tokio::test]
+async fn chat_c_reads_whispers_as_rust_does() {
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"to":"bob","message":"nested","x":{}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    // (text, is it a whisper to bob?)
+    let cases: Vec<(String, bool)> = [
+        (r#"{"to":"bob","message":"hi"}"#, true),
+        (" \n{ \"message\" : \"hi\" ,\t\"to\":\"bob\" }\r\n", true),
+        (
+            r#"{"to":"bob","message":"m","x":[1,-0.5e+3,{"a":null,"b":[true,false]}],"y":""}"#,
+            true,
+        ),
+        (
+            r#"{"\u0074o":"bob","message":"\ud83d\ude00 \"q\" \\ \/ \b\f\n\r\t \u00e9\u0000"}"#,
+            true,
+        ),
+        (r#"{"to":"bob","message":"hi","x":"\udc00 skipped"}"#, true),
+        (r#"{"to":"bob"}"#, false),
+        (r#"{"to":"bob","message":"hi"} x"#, false),
+        (r#"{"to":"bob","message":"hi",}"#, false),
+        (r#"{"to":"bob","to":"bob","message":"hi"}"#, false),
+        (r#"{"to":"bob","message":"\ud800"}"#, false),
+        (r#"{"to":"bob","message":"\ud800\u0041"}"#, false),
+        (r#"{"to":1,"message":"hi"}"#, false),
+        (r#"{"to":"bob","message":null}"#, false),
+        (r#"{"to":"bob","message":"hi","n":01}"#, false),
+        (r#"{"to":"bob","message":"hi","n":1.}"#, false),
+        (r#"{"to":"bob","message":"hi","n":tru}"#, false),
+        ("{\"to\":\"bob\",\"message\":\"raw\ttab\"}", false),
+        (r#"{"to":"bob","message":"\x"}"#, false),
+        (r#"{"to":"bob","message":"hi""#, false),
+        ("hello", false),
+        ("", false),
+        ("{}", false),
+    ]
+    .into_iter()
+    .map(|(text, whisper)| (text.to_owned(), whisper))
+    // serde_json skips an ignored member at any depth: past its recursion
+    // limit of 128, and deeper than a recursive parser's stack would allow.
+    .chain([
+        (nested(127), true),
+        (nested(20_000), true),
+        (nested(20_000).replacen(']', "}", 1), false),
+    ])
+    .collect();
+
+    let dir = plugin_dir(example_plugins(), &["chat", "chat-c"]);
     let server = Server::start(dir.path(), &[]).await;
-    let mut ws = server.connect("/ws/echo-c").await;
-    send_text(&mut ws, "hello").await;
-    assert_eq!(next_text(&mut ws).await, "hello");
-    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
-    assert_eq!(next_msg(&mut ws).await, Message::binary(vec![0u8, 255]));
+    let mut verdicts = Vec::new();
+    for name in ["chat", "chat-c"] {
+        let url = |user: &str| format!("/ws/{name}/lobby?username={user}");
+        let mut alice = server.connect(&url("alice")).await;
+        let mut bob = server.connect(&url("bob")).await;
+        let mut carol = server.connect(&url("carol")).await;
+        for (ws, joins) in [(&mut alice, 3), (&mut bob, 2), (&mut carol, 1)] {
+            for _ in 0..joins {
+                next_json(ws).await;
+            }
+        }
+        let mut seen = Vec::new();
+        for (text, _) in &cases {
+            send_text(&mut alice, text).await;
+            // Plain chat and a whisper to bob both reach alice and bob.
+            let json = next_json(&mut bob).await;
+            assert_eq!(next_json(&mut alice).await["message"], json["message"]);
+            let whisper = json["private"] == true;
+            if whisper {
+                assert_eq!(json["to"], "bob", "{name}: {json}");
+            } else {
+                assert_eq!(json["message"], text.as_str(), "{name}: {json}");
+                next_json(&mut carol).await;
+            }
+            seen.push((whisper, json["message"].clone()));
+        }
+        assert_silent(&mut carol, QUIET).await;
+        verdicts.push(seen);
+    }
+    for (i, (text, whisper)) in cases.iter().enumerate() {
+        assert_eq!(verdicts[0][i].0, *whisper, "rust on {text:?}");
+        assert_eq!(verdicts[1][i], verdicts[0][i], "c on {text:?}");
+    }
 }
 
 /// Startup and first-message latency per language, printed rather than
@@ -224,7 +304,7 @@ async fn measure_languages() {
     println!(
         "plugin    | run        | ready ms | compile ms | first reply ms | next 100 replies ms"
     );
-    for name in ["echo", "echo-py", "echo-js"] {
+    for name in ["echo", "echo-py", "echo-js", "echo-c"] {
         let dir = plugin_dir(example_plugins(), &[name]);
         let runs: [(&str, &[&str]); 3] = [
             ("no cache", &[]),
