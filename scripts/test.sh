@@ -10,7 +10,7 @@
 #   `cargo clippy` would check every dependency a second time;
 # - what does not need the host build runs beside it in the background:
 #   installing redis-server, chromium and Autobahn's wstest, and building
-#   the Python and JavaScript plugins;
+#   the Python, JavaScript and C plugins;
 # - Autobahn runs beside the cargo tests.
 # A table of every step's time is printed at the end, pass or fail.
 set -euo pipefail
@@ -45,6 +45,10 @@ services() {
 guest_plugins() {
   "$ROOT/scripts/build-python-plugins.sh" "$WSGATE_TEST_PLUGINS"
   "$ROOT/scripts/build-js-plugins.sh" "$WSGATE_TEST_PLUGINS"
+  # clang and wasi-libc from apt (after the services' packages: apt.sh
+  # takes turns), then wit-bindgen, compiled once into the tool cache.
+  "$ROOT/scripts/setup-c.sh"
+  "$ROOT/scripts/build-c-plugins.sh" "$WSGATE_TEST_PLUGINS"
   # The JavaScript SDK's TypeScript types must be what the WIT says now.
   "$ROOT/scripts/check-js-types.sh"
 }
@@ -67,6 +71,15 @@ lint_while_building() {
     return 1
   fi
   rm -rf "$probe"
+}
+
+# The SDKs' own tests and the examples' unit tests, in their languages'
+# test runners; their integration tests serve the plugins built above.
+sdk_tests() {
+  # Rust listeners' unit tests run natively, on the SDK's in-memory host.
+  cargo test --quiet -p chat -p wsgate-sdk --features wsgate-sdk/testing
+  "$ROOT/scripts/test-python-sdk.sh" -q
+  "$ROOT/scripts/test-js-sdk.sh"
 }
 
 rust_plugins() {
@@ -92,6 +105,7 @@ if [ -x "$AUTOBAHN/run.sh" ]; then
   start_step autobahn "$ROOT/scripts/autobahn.sh" "$TARGET_DIR/autobahn"
 fi
 run_step cargo-test cargo test "${HOST_CRATES[@]}" --quiet
+run_step sdk-tests sdk_tests
 run_step browser "$ROOT/tests/browser/run.sh"
 run_step bench "$ROOT/bench/run.sh" --quick --no-build
 run_step cluster-bench "$ROOT/bench/cluster.sh" --quick --dev --no-build

@@ -12,6 +12,7 @@
 mod accept;
 pub mod admin;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod gateway;

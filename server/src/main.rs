@@ -4,7 +4,7 @@ use wsgate::config::{Cli, LogFormat};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let config = match cli.load() {
         Ok(config) => config,
         Err(e) => {
@@ -12,6 +12,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(command) = cli.command.take() {
+        return wsgate::commands::run(command, &config).await;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());

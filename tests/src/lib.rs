@@ -80,7 +80,8 @@ pub fn copy_plugins(from: &Path, names: &[&str], to: &Path) {
     }
 }
 
-fn wsgate_bin() -> PathBuf {
+/// The wsgate binary under test: `WSGATE_BIN`, else the one beside the tests.
+pub fn wsgate_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("WSGATE_BIN") {
         return PathBuf::from(bin);
     }

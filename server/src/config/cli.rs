@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Serialize;
@@ -25,6 +25,69 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
+    /// Without a command, wsgate serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What else the binary does for plugin authors.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Checks a plugin against the contract without serving it: exports,
+    /// imports, routes and grants, with this server's config.
+    Check {
+        /// The plugin, NAME.wasm.
+        wasm: PathBuf,
+        /// Its sidecar; default: NAME.toml beside it.
+        #[arg(long)]
+        sidecar: Option<PathBuf>,
+    },
+    /// Creates a listener project: the listener, its sidecar, its tests and
+    /// the SDK it builds against.
+    New {
+        /// The project's folder, created; its name is the plugin's name
+        /// (letters, digits, - and _), so the listener serves /ws/NAME.
+        path: PathBuf,
+        #[arg(long, value_enum)]
+        lang: Lang,
+    },
+    /// Builds a project made by `wsgate new` into dist/NAME.wasm and
+    /// dist/NAME.toml, with the scripts the examples are built with.
+    Build {
+        /// The project's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to put NAME.wasm and NAME.toml instead of the project's dist/,
+        /// e.g. a server's plugin directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Builds a project made by `wsgate new`, then runs its tests: unit
+    /// tests against an in-memory host and an integration test against this
+    /// wsgate serving the build.
+    Test {
+        /// The project's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// The languages `wsgate new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl std::fmt::Display for Lang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        })
+    }
 }
 
 fn is_false(b: &bool) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod cli;
-pub use cli::Cli;
+pub use cli::{Cli, Command, Lang};
 
 /// Everything the server can be told. Durations are written like `5s`,
 /// `250ms`, `5m`; sizes are in bytes.
