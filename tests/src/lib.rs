@@ -614,6 +614,16 @@ pub async fn ask(ws: &mut Client, cmd: &str) -> String {
     next_text(ws).await
 }
 
+/// One plugin's entry in `/admin/info`'s `plugins` list.
+pub fn plugin_info<'a>(info: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    info["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("plugin {name} not in {info:#}"))
+}
+
 /// Polls `check` until it returns `Some`, for at most `within`; on timeout
 /// the server's log is shown.
 pub async fn eventually<T, F, Fut>(what: &str, server: &Server, within: Duration, mut check: F) -> T

@@ -90,13 +90,7 @@ async fn abandoned_handshakes_leave_nothing_behind() {
         },
     )
     .await;
-    let plugin = info["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "lifecycle")
-        .unwrap()
-        .clone();
+    let plugin = plugin_info(&info, "lifecycle").clone();
     assert_eq!(plugin["channels"], serde_json::json!({}), "{plugin}");
     let route = info["routes"]
         .as_array()

@@ -145,12 +145,7 @@ async fn a_crash_looping_plugin_is_quarantined_with_a_backoff_that_heals() {
     );
     // Visible in admin info and the metrics while it lasts.
     let info = server.admin_info("").await;
-    let trap = info["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "trap")
-        .unwrap();
+    let trap = plugin_info(&info, "trap");
     assert!(trap["quarantined_until_ms"].as_u64().is_some(), "{trap}");
     let (_, metrics) = server.admin("GET", "/metrics").await;
     assert!(

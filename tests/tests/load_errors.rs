@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
 use wsgate_tests::*;
 
 /// A core module: what `wasm32-unknown-unknown` or `wasm32-wasip1` builds.
@@ -28,15 +27,6 @@ fn check(args: &[&Path]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-fn plugin<'a>(info: &'a Value, name: &str) -> &'a Value {
-    info["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("plugin {name} not in {info:#}"))
 }
 
 #[test]
@@ -138,7 +128,7 @@ async fn a_plugin_that_cannot_load_is_explained_in_admin_info_and_the_log() {
     let server = Server::start(plugins.path(), &[]).await;
 
     let info = server.admin_info("").await;
-    let core = plugin(&info, "core");
+    let core = plugin_info(&info, "core");
     assert_eq!(core["status"], "failed", "{core:#}");
     assert_eq!(core["error_stage"], "decode", "{core:#}");
     assert!(
@@ -155,7 +145,7 @@ async fn a_plugin_that_cannot_load_is_explained_in_admin_info_and_the_log() {
             .contains("wasm32-wasip2"),
         "{core:#}"
     );
-    let future = plugin(&info, "future");
+    let future = plugin_info(&info, "future");
     assert_eq!(future["status"], "failed", "{future:#}");
     assert_eq!(future["error_stage"], "link", "{future:#}");
     assert!(
@@ -166,7 +156,7 @@ async fn a_plugin_that_cannot_load_is_explained_in_admin_info_and_the_log() {
         "{future:#}"
     );
     assert!(future["error_hint"].is_string(), "{future:#}");
-    assert_eq!(plugin(&info, "echo")["status"], "loaded");
+    assert_eq!(plugin_info(&info, "echo")["status"], "loaded");
 
     let logs = server.logs();
     assert!(

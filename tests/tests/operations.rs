@@ -28,15 +28,6 @@ async fn one_reply(server: &Server, path: &str, text: &str) -> String {
     reply
 }
 
-fn plugin<'a>(info: &'a Value, name: &str) -> &'a Value {
-    info["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("plugin {name} not in {info:#}"))
-}
-
 /// The value of one sample in Prometheus text: `name` with every one of
 /// `labels` (`key="value"`) present; 0 when absent.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
@@ -63,7 +54,10 @@ async fn replaced_plugin_serves_new_connections_while_old_ones_keep_their_versio
     let dir = plugin_dir(example_plugins(), &["echo"]);
     let server = Server::start(dir.path(), &[]).await;
     let before = server.admin_info("").await;
-    let old_hash = plugin(&before, "echo")["hash"].as_str().unwrap().to_owned();
+    let old_hash = plugin_info(&before, "echo")["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let mut old = server.connect("/ws/echo").await;
     send_text(&mut old, "a").await;
@@ -83,7 +77,7 @@ async fn replaced_plugin_serves_new_connections_while_old_ones_keep_their_versio
     assert_eq!(next_text(&mut old).await, "c");
 
     let info = server.admin_info("").await;
-    let echo = plugin(&info, "echo");
+    let echo = plugin_info(&info, "echo");
     assert_eq!(echo["status"], "loaded");
     assert_ne!(echo["hash"], old_hash.as_str());
     assert_eq!(echo["connections"], 2);
@@ -113,7 +107,7 @@ async fn on_reload_close_closes_old_connections_with_1012() {
 async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
     let dir = plugin_dir(example_plugins(), &["echo"]);
     let server = Server::start(dir.path(), &[]).await;
-    let hash = plugin(&server.admin_info("").await, "echo")["hash"].clone();
+    let hash = plugin_info(&server.admin_info("").await, "echo")["hash"].clone();
     let mut live = server.connect("/ws/echo").await;
 
     let junk = dir.path().join("junk.bin");
@@ -124,7 +118,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
 
     let info = eventually("the failure report", &server, PATIENCE, || async {
         let info = server.admin_info("").await;
-        let reported = plugin(&info, "echo")["error"].is_string()
+        let reported = plugin_info(&info, "echo")["error"].is_string()
             && info["plugins"]
                 .as_array()
                 .unwrap()
@@ -133,7 +127,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
         reported.then_some(info)
     })
     .await;
-    let echo = plugin(&info, "echo");
+    let echo = plugin_info(&info, "echo");
     assert_eq!(echo["status"], "loaded", "{echo}");
     assert_eq!(echo["hash"], hash, "the working version stays");
     assert!(
@@ -143,7 +137,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
             .contains("not a valid WebAssembly component"),
         "{echo}"
     );
-    let broken = plugin(&info, "broken");
+    let broken = plugin_info(&info, "broken");
     assert_eq!(broken["status"], "failed", "{broken}");
     assert!(broken["error"].is_string());
 
@@ -169,7 +163,7 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
     })
     .await;
     let info = server.admin_info("").await;
-    assert!(plugin(&info, "echo")["error"].is_null());
+    assert!(plugin_info(&info, "echo")["error"].is_null());
 }
 
 #[tokio::test]
@@ -318,10 +312,10 @@ async fn metrics_and_info_reflect_a_scenario() {
     assert_eq!(info["server"]["ready"], true);
     assert_eq!(info["connections"]["per_plugin"]["echo"], N);
     assert_eq!(info["connections"]["per_plugin"]["chat"], 1);
-    let chat = plugin(&info, "chat");
+    let chat = plugin_info(&info, "chat");
     assert_eq!(chat["channels"]["lobby"], 1);
     assert_eq!(chat["routes"][0], "/ws/chat/{channel}");
-    assert_eq!(plugin(&info, "echo")["connections"], N);
+    assert_eq!(plugin_info(&info, "echo")["connections"], N);
     assert!(
         info["routes"]
             .as_array()
@@ -363,7 +357,7 @@ async fn admin_stop_start_and_reload() {
     );
     assert_eq!(server.handshake_error("/ws/echo").await.0, 404);
     assert_eq!(
-        plugin(&server.admin_info("").await, "echo")["status"],
+        plugin_info(&server.admin_info("").await, "echo")["status"],
         "stopped"
     );
     // A stopped plugin stays stopped when its file changes.
@@ -375,10 +369,10 @@ async fn admin_stop_start_and_reload() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(one_reply(&server, "/ws/echo", "a").await, "v2:a");
 
-    let before = plugin(&server.admin_info("").await, "echo").clone();
+    let before = plugin_info(&server.admin_info("").await, "echo").clone();
     let (status, body) = server.admin("POST", "/admin/plugins/echo/reload").await;
     assert_eq!(status, 200, "{body}");
-    let after = plugin(&server.admin_info("").await, "echo").clone();
+    let after = plugin_info(&server.admin_info("").await, "echo").clone();
     assert_eq!(after["hash"], before["hash"]);
     assert_eq!(
         after["from_cache"], true,
@@ -441,7 +435,7 @@ async fn restart_with_an_unchanged_plugin_loads_from_the_cache() {
     let args = ["--cache-dir", cache.path().to_str().unwrap()];
     let mut first = Server::start(dir.path(), &args).await;
     let info = first.admin_info("").await;
-    assert_eq!(plugin(&info, "echo")["from_cache"], false);
+    assert_eq!(plugin_info(&info, "echo")["from_cache"], false);
     assert!(first.terminate().success());
 
     let started = Instant::now();
@@ -449,7 +443,7 @@ async fn restart_with_an_unchanged_plugin_loads_from_the_cache() {
     let startup = started.elapsed();
     let info = second.admin_info("").await;
     for name in ["echo", "chat"] {
-        let p = plugin(&info, name);
+        let p = plugin_info(&info, name);
         assert_eq!(p["from_cache"], true, "{p}");
         assert!(p["compile_ms"].as_f64().unwrap() < 1000.0, "{p}");
     }
@@ -459,7 +453,7 @@ async fn restart_with_an_unchanged_plugin_loads_from_the_cache() {
     // --no-cache compiles afresh.
     let third = Server::start(dir.path(), &["--no-cache"]).await;
     let info = third.admin_info("").await;
-    assert_eq!(plugin(&info, "echo")["from_cache"], false);
+    assert_eq!(plugin_info(&info, "echo")["from_cache"], false);
     assert_eq!(info["config"]["effective_cache_dir"], Value::Null);
 }
 
@@ -503,7 +497,7 @@ async fn a_route_conflict_refuses_the_newcomer_until_it_is_gone() {
         reported.then_some(info)
     })
     .await;
-    let trap = plugin(&info, "trap");
+    let trap = plugin_info(&info, "trap");
     assert_eq!(trap["status"], "failed", "{trap}");
     assert!(
         trap["error"]
@@ -512,7 +506,7 @@ async fn a_route_conflict_refuses_the_newcomer_until_it_is_gone() {
             .contains("route /ws/echo conflicts with route /ws/echo of plugin echo"),
         "{trap}"
     );
-    assert_eq!(plugin(&info, "echo")["status"], "loaded");
+    assert_eq!(plugin_info(&info, "echo")["status"], "loaded");
     // The incumbent serves old and new connections.
     assert_eq!(ask(&mut live, "still echo").await, "still echo");
     assert_eq!(one_reply(&server, "/ws/echo", "new echo").await, "new echo");
@@ -520,11 +514,11 @@ async fn a_route_conflict_refuses_the_newcomer_until_it_is_gone() {
     std::fs::remove_file(dir.path().join("echo.wasm")).unwrap();
     eventually("the newcomer to be routed", &server, PATIENCE, || async {
         let info = server.admin_info("").await;
-        (plugin(&info, "trap")["status"] == "loaded").then_some(())
+        (plugin_info(&info, "trap")["status"] == "loaded").then_some(())
     })
     .await;
     assert_eq!(
-        plugin(&server.admin_info("").await, "trap")["error"],
+        plugin_info(&server.admin_info("").await, "trap")["error"],
         Value::Null
     );
     let mut trap = server.connect("/ws/echo").await;
@@ -554,7 +548,7 @@ async fn a_root_catch_all_is_refused_and_file_names_cannot_forge_log_lines() {
     .unwrap();
     let server = Server::start(dir.path(), &[]).await;
     let info = server.admin_info("").await;
-    let echo = plugin(&info, "echo");
+    let echo = plugin_info(&info, "echo");
     assert_eq!(echo["status"], "failed", "{echo}");
     assert!(
         echo["error"]
