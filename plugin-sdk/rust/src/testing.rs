@@ -63,6 +63,17 @@ thread_local! {
     static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
 }
 
+/// Takes `conn` out of the group `name` (a channel or a tag); an empty
+/// group is forgotten, as the host forgets it.
+fn leave(groups: &mut BTreeMap<String, BTreeSet<ConnectionId>>, conn: ConnectionId, name: &str) {
+    if let Some(members) = groups.get_mut(name) {
+        members.remove(&conn);
+        if members.is_empty() {
+            groups.remove(name);
+        }
+    }
+}
+
 fn with<R>(f: impl FnOnce(&mut Fake) -> R) -> R {
     FAKE.with(|fake| f(&mut fake.borrow_mut()))
 }
@@ -160,10 +171,7 @@ pub mod fake_host {
             if !f.connections.contains_key(&conn) {
                 return Err(Error::UnknownConnection);
             }
-            if let Some(members) = f.channels.get_mut(channel) {
-                members.remove(&conn);
-            }
-            f.channels.retain(|_, m| !m.is_empty());
+            leave(&mut f.channels, conn, channel);
             Ok(())
         })
     }
@@ -238,10 +246,7 @@ pub mod fake_host {
             if !f.connections.contains_key(&conn) {
                 return Err(Error::UnknownConnection);
             }
-            if let Some(members) = f.tags.get_mut(tag) {
-                members.remove(&conn);
-            }
-            f.tags.retain(|_, m| !m.is_empty());
+            leave(&mut f.tags, conn, tag);
             Ok(())
         })
     }
