@@ -246,6 +246,37 @@ impl Server {
         Server::spawn(plugins, free_port(), args, None).await
     }
 
+    /// Like [`Server::start`], but returns as soon as the public port
+    /// accepts connections, while plugins may still be compiling; see
+    /// [`Server::wait_ready`].
+    pub async fn start_listening(plugins: &Path, args: &[&str]) -> Server {
+        let port = free_port();
+        let admin_port = free_port();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("wsgate.log");
+        let mut child = wsgate_command(plugins, port, admin_port, &log)
+            .args(args)
+            .spawn()
+            .expect("spawn wsgate");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("wsgate exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "wsgate never listened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Server {
+            child,
+            port,
+            admin_port,
+            tls: None,
+            has_admin: !args.contains(&"--no-admin"),
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
     /// Like [`Server::start`], with the public listener on `port`.
     pub async fn start_on(plugins: &Path, port: u16, args: &[&str]) -> Server {
         Server::spawn(plugins, port, args, None).await
@@ -290,7 +321,8 @@ impl Server {
         server
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until every plugin has loaded or failed.
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -223,7 +223,8 @@ async fn a_corrupt_plugin_is_reported_and_others_still_serve() {
     assert_eq!(status, 404);
     let logs = server.logs();
     assert!(
-        logs.contains("plugin=broken") && logs.contains("not a valid WebAssembly component"),
+        logs.contains("plugin=broken")
+            && logs.contains("decode failed: not a WebAssembly component"),
         "{logs}"
     );
     assert!(logs.contains("plugin names may use only"), "{logs}");

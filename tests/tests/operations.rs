@@ -134,9 +134,10 @@ async fn broken_upload_leaves_the_old_version_serving_and_is_reported() {
         echo["error"]
             .as_str()
             .unwrap()
-            .contains("not a valid WebAssembly component"),
+            .contains("decode failed: not a WebAssembly component"),
         "{echo}"
     );
+    assert_eq!(echo["error_stage"], "decode", "{echo}");
     let broken = plugin_info(&info, "broken");
     assert_eq!(broken["status"], "failed", "{broken}");
     assert!(broken["error"].is_string());

@@ -134,6 +134,12 @@ struct Job {
     fingerprint: Fingerprint,
 }
 
+/// The size up to which a plugin counts as small when loading: Rust and C
+/// listeners are tens to hundreds of KB and compile in milliseconds;
+/// Python and JavaScript ones carry an interpreter (12-18 MB) and take
+/// seconds.
+const SMALL_PLUGIN: usize = 4 << 20;
+
 /// One plugin as the admin API reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
@@ -280,8 +286,27 @@ impl Deployer {
         }
         self.publish(&mut state);
 
-        jobs.sort_by_key(|(_, source): &(Job, Source)| source.bytes.len());
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Small plugins first, up to one per core at a time: beside a
+        // large one, a small one would wait in Wasmtime's compile threads
+        // behind the large one's functions (measured: a 47 KB echo took
+        // 12.6 s beside a 12 MB JavaScript plugin, 80 ms alone). Then the
+        // large ones one at a time, each on every core through Wasmtime's
+        // parallel compilation: side by side they take as long in all
+        // (26-33 s for a Python and a JavaScript plugin, against 29 s one
+        // after the other) and the first is served 10 s later.
+        let (small, large) = jobs
+            .into_iter()
+            .partition(|(_, source): &(Job, Source)| source.bytes.len() <= SMALL_PLUGIN);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.load_all(&mut state, small, cores).await;
+        self.load_all(&mut state, large, 1).await;
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Loads `jobs`, up to `parallel` at a time, smallest first, and serves
+    /// each as soon as it is loaded.
+    async fn load_all(&self, state: &mut State, mut jobs: Vec<(Job, Source)>, parallel: usize) {
+        jobs.sort_by_key(|(_, source)| source.bytes.len());
         let mut loads = futures_util::stream::iter(jobs)
             .map(|(job, source)| async move {
                 let timers = self.timers.entry(job.name.clone()).or_default().clone();
@@ -294,12 +319,11 @@ impl Deployer {
                 continue;
             };
             let closing = self.apply(slot, job, loaded);
-            self.publish(&mut state);
+            self.publish(state);
             for conn in closing {
                 let _ = conn.close(CloseCode::SERVICE_RESTART, "service restart");
             }
         }
-        self.ready.store(true, Ordering::Release);
     }
 
     /// What to load for one plugin, if its files changed (or `forced`).
