@@ -19,7 +19,6 @@ function render(from, message, channel, to) {
   return Message.text(JSON.stringify(body));
 }
 
-/** The tag for one user's connections in one channel. */
 // The tag for one user's connections in one channel: user:NAME@CHANNEL, with
 // % and @ escaped in both, so no other name and channel can make the same tag
 // (user a in b@c and user a@b in c would).
