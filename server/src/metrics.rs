@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -35,6 +35,7 @@ pub struct Metrics {
     pub quarantined: IntGaugeVec,
     cluster_frames: IntCounterVec,
     pub cluster_nodes: IntGaugeVec,
+    pub cluster_partitions: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,7 +144,7 @@ impl Metrics {
             cluster_frames: counter(
                 &r,
                 "cluster_frames_total",
-                "Cluster bus frames by event: forwarded, received, dropped (not relayed), undecodable (or unsealed), refused (over the size limit)",
+                "Cluster bus frames by event: forwarded, received, dropped (not relayed), missed (from Redis, while the inbox was full), undecodable (or unsealed), refused (over the size limit)",
                 &["event"],
             ),
             cluster_nodes: gauge(
@@ -152,6 +153,15 @@ impl Metrics {
                 "Nodes in the cluster as last heard (this one included), by Redis link state",
                 &["redis"],
             ),
+            cluster_partitions: {
+                let g = IntGauge::new(
+                    "cluster_partitions_listening",
+                    "Bus partitions this node listens to: those it has members in",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -225,6 +235,7 @@ pub struct ClusterFrames {
     pub dropped: IntCounter,
     pub undecodable: IntCounter,
     pub refused: IntCounter,
+    pub missed: IntCounter,
 }
 
 pub fn cluster_frames() -> &'static ClusterFrames {
@@ -236,6 +247,7 @@ pub fn cluster_frames() -> &'static ClusterFrames {
             dropped: events.with_label_values(&["dropped"]),
             undecodable: events.with_label_values(&["undecodable"]),
             refused: events.with_label_values(&["refused"]),
+            missed: events.with_label_values(&["missed"]),
         }
     });
     &FRAMES

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wsgate::registry::{GroupKind, Interest};
 use wsgate_tests::redis::Redis;
 use wsgate_tests::*;
 
@@ -283,7 +284,7 @@ async fn a_live_nodes_number_is_never_handed_out_again() {
     let before = (taken - 1).to_string();
     assert_eq!(
         redis
-            .command(&[b"SET", b"wsgate:node-seq", before.as_bytes()])
+            .command(&[b"SET", b"{wsgate}:node-seq", before.as_bytes()])
             .await,
         "+OK"
     );
@@ -309,13 +310,21 @@ async fn the_bus_delivers_only_what_a_node_itself_would() {
     let mut alice = a.server.connect(&join("alice", "lobby")).await;
     drain(&mut alice, QUIET).await;
     let header = br#"{"t":"deliver","node":8000,"plugin":"chat","target":{"kind":"channel","name":"lobby"},"binary":false}"#;
+    // Where the nodes listen for the lobby's deliveries.
+    let lobby = wsgate::cluster::channel_for(
+        "wsgate",
+        "chat",
+        Interest::Group(GroupKind::Channel, "lobby"),
+        128,
+    );
+    let lobby = lobby.as_bytes();
     let mut huge = header.to_vec();
     huge.push(b'\n');
     huge.extend(std::iter::repeat_n(b'x', 2 << 20));
-    redis.command(&[b"PUBLISH", b"wsgate:bus", &huge]).await;
+    redis.command(&[b"PUBLISH", lobby, &huge]).await;
     let mut small = header.to_vec();
     small.extend_from_slice(b"\nforged but small");
-    redis.command(&[b"PUBLISH", b"wsgate:bus", &small]).await;
+    redis.command(&[b"PUBLISH", lobby, &small]).await;
     // The small one is delivered (no secret set), the huge one is not.
     assert_eq!(next_text(&mut alice).await, "forged but small");
     assert_silent(&mut alice, QUIET).await;
@@ -331,7 +340,7 @@ async fn the_bus_delivers_only_what_a_node_itself_would() {
     let a = node_with(dir.path(), &redis, secret).await;
     let b = node_with(dir.path(), &redis, secret).await;
     let (mut alice, mut bob) = alice_and_bob(&a, &b).await;
-    redis.command(&[b"PUBLISH", b"wsgate:bus", &small]).await;
+    redis.command(&[b"PUBLISH", lobby, &small]).await;
     assert_silent(&mut alice, QUIET).await;
     send_text(&mut bob, "sealed").await;
     assert_eq!(next_json(&mut alice).await["message"], "sealed");

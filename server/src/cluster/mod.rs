@@ -1,20 +1,26 @@
 //! Scale-out: several wsgate nodes behind a load balancer acting as one.
 //!
 //! Each node keeps its own connections. What one node delivers (publish,
-//! send to a tag, broadcast, the HTTP publish API) is relayed over a Redis
-//! pub/sub channel and repeated by every other node for its own members;
-//! connection ids carry their node's number, so they are unique cluster-wide
-//! and a send to another node's connection finds its way there. Nodes also
-//! announce which groups they have members in (so a delivery count of 0
-//! means nobody anywhere) and report their counts with heartbeats (so admin
-//! info can count the whole cluster and forget a dead node).
+//! send to a tag, broadcast, the HTTP publish API) is relayed over Redis
+//! pub/sub and repeated by the other nodes for their own members. A node
+//! listens only to the partitions it has members in (`bus.rs`), so it
+//! receives only deliveries it may have to make: the cluster's capacity
+//! grows with its nodes. Connection ids carry their node's number, so they
+//! are unique cluster-wide and a send to another node's connection goes to
+//! that node alone. Nodes also announce which groups they have members in
+//! (so a delivery count of 0 means nobody anywhere), only once they hear
+//! those groups (`interest.rs`), and report their counts with heartbeats
+//! (so admin info can count the whole cluster and forget a dead node).
 //!
 //! Redis being away never stops a node: local delivery goes on, what could
 //! not be relayed meanwhile is dropped and counted (deliveries are not
 //! replayed late), and the node reconnects by itself and re-exchanges
 //! presence with the others.
 
+mod bus;
 mod envelope;
+mod interest;
+mod link;
 mod presence;
 mod redis;
 
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,8 +37,13 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::protocol::Message;
-use crate::registry::{ConnId, GroupKind, MAX_NODE, NODE_SHIFT, Registry, Relay, Target};
+use crate::registry::{
+    ConnId, GroupKind, Interest, Listening, MAX_NODE, NODE_SHIFT, Registry, Relay, Target,
+};
+pub use bus::channel_for;
+use bus::{Bus, partition};
 use envelope::{Header, Seal, WireTarget};
+use interest::{Announce, Interests};
 use presence::Presence;
 
 /// One node's counts, as its heartbeat reports them.
@@ -57,19 +68,21 @@ pub struct Cluster {
     /// This node's number, the high bits of its connection ids.
     pub node: u64,
     settings: crate::config::Cluster,
-    client: ::redis::Client,
+    backend: link::Backend,
     /// Seals frames with `cluster.secret`, and checks them.
     seal: Seal,
     /// This node's claim on its number: the value of its lease key.
     lease: String,
     /// The largest message a node delivers from the bus, as from a client.
     max_message_size: usize,
-    outbox: mpsc::Sender<Bytes>,
+    outbox: mpsc::Sender<(Bus, Bytes)>,
     /// The other end of `outbox`, until the publisher task takes it.
-    outbox_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    outbox_rx: Mutex<Option<mpsc::Receiver<(Bus, Bytes)>>>,
     /// Bytes of the frames in `outbox` now (bounded by `outbox_bytes`).
     outbox_held: AtomicUsize,
     presence: Presence,
+    /// The partitions this node has members in.
+    interests: Interests,
     /// The latest heartbeat reports of the other live nodes.
     peers: RwLock<Vec<NodeReport>>,
     /// Whether the bus subscription is up.
@@ -103,15 +116,14 @@ pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
     let Some(url) = &config.cluster.url else {
         return Ok(None);
     };
-    let client = ::redis::Client::open(url.as_str())
-        .with_context(|| format!("cluster.url {} is not a Redis URL", redact(url)))?;
+    let backend = link::Backend::new(&config.cluster, url)?;
     let settings = config.cluster.clone();
     let lease = {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).expect("the OS random number generator");
         crate::runtime::hex(&bytes)
     };
-    let node = match redis::lease_node_number(&client, &settings, &lease).await {
+    let node = match redis::lease_node_number(&backend, &settings, &lease).await {
         Ok(n) => n,
         Err(e) => {
             let mut bytes = [0u8; 8];
@@ -124,13 +136,18 @@ pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
             n
         }
     };
-    tracing::info!("cluster: node {node} via {}", redact(url));
+    tracing::info!(
+        "cluster: node {node} via {} ({:?})",
+        redact(url),
+        settings.mode
+    );
     let (outbox, rx) = mpsc::channel(settings.queue);
     Ok(Some(Arc::new(Cluster {
         node,
         seal: Seal::new(settings.secret.as_deref()),
+        interests: Interests::new(settings.partitions),
         settings,
-        client,
+        backend,
         lease,
         max_message_size: config.limits.max_message_size,
         outbox,
@@ -165,16 +182,13 @@ impl Cluster {
         tokio::spawn(redis::heartbeat_loop(self.clone(), registry, stop))
     }
 
-    fn bus(&self) -> String {
-        format!("{}:bus", self.settings.prefix)
-    }
-
-    /// Queues a frame for the bus, unless the outbox is full in frames or
-    /// in bytes (Redis is slow or away): then it is dropped and counted.
-    fn enqueue(&self, frame: Bytes) {
+    /// Queues a frame for `bus`, unless the outbox is full in frames or in
+    /// bytes (Redis is slow or away): then it is dropped and counted.
+    fn enqueue(&self, bus: Bus, frame: Bytes) {
         let len = frame.len();
         let held = self.outbox_held.fetch_add(len, Ordering::AcqRel);
-        if held + len > self.settings.outbox_bytes || self.outbox.try_send(frame).is_err() {
+        if held + len > self.settings.outbox_bytes || self.outbox.try_send((bus, frame)).is_err()
+        {
             self.outbox_held.fetch_sub(len, Ordering::AcqRel);
             self.count_lost(1);
         }
@@ -264,7 +278,22 @@ impl Cluster {
             reply,
             groups,
         };
-        self.enqueue(envelope::encode(&self.seal, &header, b""));
+        self.announce(envelope::encode(&self.seal, &header, b""));
+    }
+
+    /// Sends presence to every node, once this node hears what it
+    /// announces.
+    fn announce(&self, frame: Bytes) {
+        match self.interests.announce(frame) {
+            Announce::Now(frame) => self.enqueue(Bus::Control, frame),
+            Announce::Held => {}
+            Announce::Dropped => self.count_lost(1),
+        }
+    }
+
+    /// The partition a delivery to `interest` of `plugin` travels on.
+    fn partition(&self, plugin: &str, interest: Interest<'_>) -> u16 {
+        partition(plugin, interest, self.settings.partitions)
     }
 
     fn report(&self, registry: &Registry) -> NodeReport {
@@ -332,6 +361,11 @@ impl Cluster {
         json!({
             "node": self.node,
             "redis": if self.connected.load(Ordering::Relaxed) { "connected" } else { "disconnected" },
+            "mode": self.settings.mode,
+            "partitions": {
+                "total": self.settings.partitions,
+                "listening": self.interests.listening(),
+            },
             "nodes": nodes,
             "connections": {
                 "total": per_plugin.values().sum::<usize>(),
@@ -353,16 +387,39 @@ impl Cluster {
 }
 
 impl Relay for Cluster {
+    /// A delivery to a group (or to the whole plugin) goes to its
+    /// partition; one to given connections goes to each of their nodes
+    /// with only that node's ids.
     fn forward(&self, plugin: &str, target: Target<'_>, msg: &Message, except: Option<ConnId>) {
         let (binary, body) = msg.payload();
-        let header = Header::Deliver {
-            node: self.node,
-            plugin: plugin.to_owned(),
-            target: WireTarget::from_target(target),
-            except,
-            binary,
+        let frame = |target: Target<'_>| {
+            let header = Header::Deliver {
+                node: self.node,
+                plugin: plugin.to_owned(),
+                target: WireTarget::from_target(target),
+                except,
+                binary,
+            };
+            envelope::encode(&self.seal, &header, body)
         };
-        self.enqueue(envelope::encode(&self.seal, &header, body));
+        match Interest::of(target) {
+            Some(interest) => {
+                let bus = Bus::Partition(self.partition(plugin, interest));
+                self.enqueue(bus, frame(target));
+            }
+            None => {
+                let Target::Connections(ids) = target else {
+                    unreachable!("only deliveries to connections have no interest")
+                };
+                let mut per_node: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
+                for id in ids.iter().filter(|id| self.is_remote(**id)) {
+                    per_node.entry(id >> NODE_SHIFT).or_default().push(*id);
+                }
+                for (node, ids) in per_node {
+                    self.enqueue(Bus::Node(node), frame(Target::Connections(&ids)));
+                }
+            }
+        }
     }
 
     fn presence(&self, plugin: &str, kind: GroupKind, name: &str, present: bool) {
@@ -373,7 +430,7 @@ impl Relay for Cluster {
             name: name.to_owned(),
             present,
         };
-        self.enqueue(envelope::encode(&self.seal, &header, b""));
+        self.announce(envelope::encode(&self.seal, &header, b""));
     }
 
     fn remote_nodes(&self, plugin: &str, kind: GroupKind, name: &str) -> u32 {
@@ -382,5 +439,14 @@ impl Relay for Cluster {
 
     fn is_remote(&self, id: ConnId) -> bool {
         id >> NODE_SHIFT != self.node
+    }
+
+    fn listen(&self, plugin: &str, interest: Interest<'_>) -> Option<Listening> {
+        let version = self.interests.add(self.partition(plugin, interest))?;
+        Some(self.interests.wait(version))
+    }
+
+    fn unlisten(&self, plugin: &str, interest: Interest<'_>) {
+        self.interests.remove(self.partition(plugin, interest));
     }
 }

@@ -1,34 +1,34 @@
-//! The Redis side of the cluster: one pub/sub channel (`PREFIX:bus`) that
-//! every node publishes to and subscribes to, per-node heartbeat keys
-//! (`PREFIX:node:N`, expiring after `node_ttl`) listed in `PREFIX:nodes`,
-//! and node-number leases (`PREFIX:lease:N`) that the heartbeat renews.
+//! The Redis side of the cluster: the bus channels of `bus.rs` (the
+//! publisher sends every frame on its own; the subscriber listens to the
+//! control channel, this node's channel and the partitions it has members
+//! in), per-node heartbeat keys (`{PREFIX}:node:N`, expiring after
+//! `node_ttl`) listed in `{PREFIX}:nodes`, and node-number leases
+//! (`{PREFIX}:lease:N`) that the heartbeat renews.
 //!
 //! Each loop reconnects by itself with backoff; none of them ever stops
 //! the node. Errors are logged once per outage, not once per message.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::bus::{self, Bus};
+use super::link::{self, IO_TIMEOUT, Link};
 use super::{Cluster, NodeReport, now_ms};
 use crate::registry::{MAX_NODE, Registry};
 
-/// Deliveries sent to Redis in one pipelined round trip.
+/// Deliveries sent to Redis in one round trip.
 const MAX_BATCH: usize = 512;
-/// How long one connection attempt or command may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every this many heartbeats a node re-sends its whole presence, so an
-/// announcement lost on the way (deliveries to a group are only relayed to
-/// nodes known to have members) heals by itself.
+/// announcement lost on the way (dropped while Redis was away, or past the
+/// held bound) heals by itself.
 const SNAPSHOT_EVERY: u64 = 10;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -39,16 +39,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// this node's: after thousands of restarts the counter comes round to
 /// numbers still in use, and those are skipped.
 pub async fn lease_node_number(
-    client: &redis::Client,
+    backend: &link::Backend,
     settings: &crate::config::Cluster,
     token: &str,
 ) -> anyhow::Result<u64> {
-    let mut conn = connect(client).await?;
+    let mut conn = backend.connect().await?;
     let ttl = settings.node_ttl.as_millis() as u64;
     for _ in 0..MAX_NODE {
         let claimed = async {
             let n: u64 = conn
-                .incr(format!("{}:node-seq", settings.prefix), 1)
+                .incr(bus::key(&settings.prefix, "node-seq"), 1)
                 .await?;
             let n = (n - 1) % MAX_NODE + 1;
             let lease: Option<String> = redis::cmd("SET")
@@ -72,7 +72,7 @@ pub async fn lease_node_number(
 }
 
 fn lease_key(prefix: &str, node: u64) -> String {
-    format!("{prefix}:lease:{node}")
+    bus::key(prefix, &format!("lease:{node}"))
 }
 
 /// Renews this node's lease, or takes it if it lapsed (Redis was away);
@@ -85,15 +85,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-async fn connect(client: &redis::Client) -> anyhow::Result<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(IO_TIMEOUT))
-        .set_response_timeout(Some(IO_TIMEOUT));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
-}
-
 fn backoff(current: Duration) -> Duration {
     (current * 2).min(MAX_BACKOFF)
 }
@@ -101,9 +92,8 @@ fn backoff(current: Duration) -> Duration {
 /// Sends queued frames to the bus in pipelined batches. While Redis is
 /// away, frames are dropped and counted: replaying them minutes later
 /// would deliver stale messages out of order with live ones.
-pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) {
+pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Bus, Bytes)>) {
     let mut link = Publisher {
-        bus: cluster.bus(),
         conn: None,
         next_attempt: Instant::now(),
         wait: MIN_BACKOFF,
@@ -118,7 +108,7 @@ pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) 
         if sent.is_err() {
             sent = link.send(&cluster, &batch, true).await;
         }
-        cluster.dequeued(batch.iter().map(Bytes::len).sum());
+        cluster.dequeued(batch.iter().map(|(_, frame)| frame.len()).sum());
         batch.clear();
         match sent {
             Ok(()) => {
@@ -144,8 +134,7 @@ pub async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Bytes>) 
 
 /// The publishing connection, reconnected with backoff.
 struct Publisher {
-    bus: String,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Link>,
     next_attempt: Instant,
     wait: Duration,
 }
@@ -154,14 +143,14 @@ impl Publisher {
     async fn send(
         &mut self,
         cluster: &Cluster,
-        frames: &[Bytes],
+        frames: &[(Bus, Bytes)],
         retry: bool,
     ) -> anyhow::Result<()> {
         // The subscriber getting through means Redis is back: try at once,
         // or the presence snapshot it just queued would be dropped.
         let redis_back = cluster.connected.load(Ordering::Relaxed);
         if self.conn.is_none() && (retry || redis_back || Instant::now() >= self.next_attempt) {
-            match connect(&cluster.client).await {
+            match cluster.backend.connect().await {
                 Ok(c) => {
                     self.conn = Some(c);
                     self.wait = MIN_BACKOFF;
@@ -176,66 +165,90 @@ impl Publisher {
         let Some(c) = self.conn.as_mut() else {
             anyhow::bail!("waiting to reconnect");
         };
-        let mut pipe = redis::pipe();
-        for frame in frames {
-            pipe.publish(&self.bus, frame.as_ref()).ignore();
-        }
-        let sent = pipe.query_async::<()>(c).await;
+        let prefix = &cluster.settings.prefix;
+        let named: Vec<(String, Bytes)> = frames
+            .iter()
+            .map(|(bus, frame)| (bus.name(prefix), frame.clone()))
+            .collect();
+        let sent = timeout(IO_TIMEOUT, c.publish(&named)).await;
+        let sent = sent.map_err(|_| anyhow::anyhow!("timed out")).and_then(|r| r);
         if sent.is_err() {
             self.conn = None;
         }
-        Ok(sent?)
+        sent
     }
 }
 
-/// Keeps this node subscribed to the bus and hands every frame to
-/// [`Cluster::receive`]. On every (re)subscription it sends a presence
-/// snapshot asking for everyone else's, which repairs what an outage lost.
+/// Keeps this node subscribed to the control channel, its own channel and
+/// the partitions it has members in, follows the wanted set as members
+/// come and go, and hands every frame to [`Cluster::receive`]. On every
+/// (re)subscription it sends a presence snapshot asking for everyone
+/// else's, which repairs what an outage lost.
 pub async fn subscribe_loop(
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
     stop: CancellationToken,
 ) {
-    let bus = cluster.bus();
     let mut wait = MIN_BACKOFF;
     let mut failing = false;
     loop {
+        let (inbox, mut frames) =
+            link::inbox(cluster.settings.queue, cluster.settings.outbox_bytes);
+        let disconnected = frames.disconnected.clone();
+        let fixed = [Bus::Control, Bus::Node(cluster.node)];
         let subscribed = async {
-            let mut pubsub = timeout(IO_TIMEOUT, cluster.client.get_async_pubsub()).await??;
-            timeout(IO_TIMEOUT, pubsub.subscribe(&bus)).await??;
-            anyhow::Ok(pubsub)
+            let mut conn = cluster.backend.listen(inbox).await?;
+            let names: Vec<String> = fixed
+                .iter()
+                .map(|b| b.name(&cluster.settings.prefix))
+                .collect();
+            timeout(IO_TIMEOUT, conn.subscribe(&names)).await??;
+            anyhow::Ok(conn)
         };
         match tokio::select! { r = subscribed => r, _ = stop.cancelled() => return } {
-            Ok(pubsub) => {
-                if failing {
-                    tracing::info!("cluster: Redis is back; relaying resumed");
-                }
-                wait = MIN_BACKOFF;
-                cluster.connected.store(true, Ordering::Relaxed);
-                cluster.send_snapshot(&registry, true);
-                let (mut sink, mut stream) = pubsub.split();
-                let mut ping = tokio::time::interval(cluster.settings.heartbeat);
-                loop {
-                    tokio::select! {
-                        frame = stream.next() => match frame {
-                            Some(msg) => cluster.receive(&registry, Bytes::copy_from_slice(msg.get_payload_bytes())),
-                            None => break,
-                        },
-                        // A dead peer without a FIN only shows when a ping goes unanswered.
-                        _ = ping.tick() => {
-                            // A subscribed connection answers PING with an array, not "PONG".
-                            let pong = timeout(IO_TIMEOUT, sink.ping::<redis::Value>()).await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                break;
+            Ok(mut conn) => {
+                let mut partitions = BTreeSet::new();
+                let synced = follow(&cluster, &mut conn, &mut partitions).await;
+                if synced.is_ok() {
+                    if failing {
+                        tracing::info!("cluster: Redis is back; relaying resumed");
+                    }
+                    wait = MIN_BACKOFF;
+                    cluster.connected.store(true, Ordering::Relaxed);
+                    cluster.send_snapshot(&registry, true);
+                    let mut ping = tokio::time::interval(cluster.settings.heartbeat);
+                    loop {
+                        tokio::select! {
+                            frame = frames.recv() => match frame {
+                                Some(frame) => cluster.receive(&registry, frame),
+                                None => break,
+                            },
+                            _ = cluster.interests.changed() => {
+                                if follow(&cluster, &mut conn, &mut partitions).await.is_err() {
+                                    break;
+                                }
                             }
+                            _ = disconnected.notified() => break,
+                            // A dead peer without a FIN only shows when a ping goes unanswered.
+                            _ = ping.tick() => {
+                                let pong = timeout(IO_TIMEOUT, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                            _ = stop.cancelled() => return,
                         }
-                        _ = stop.cancelled() => return,
                     }
                 }
                 cluster.connected.store(false, Ordering::Relaxed);
-                tracing::error!(
-                    "cluster: lost the Redis subscription; serving locally and reconnecting (deliveries from other nodes are missed meanwhile)"
-                );
+                for frame in cluster.interests.lost() {
+                    cluster.enqueue(Bus::Control, frame);
+                }
+                if !failing {
+                    tracing::error!(
+                        "cluster: lost the Redis subscription; serving locally and reconnecting (deliveries from other nodes are missed meanwhile)"
+                    );
+                }
                 failing = true;
             }
             Err(e) => {
@@ -253,6 +266,34 @@ pub async fn subscribe_loop(
     }
 }
 
+/// Brings the partition subscriptions in line with the wanted set, then
+/// releases the members and announcements that waited for it.
+async fn follow(
+    cluster: &Cluster,
+    conn: &mut Link,
+    partitions: &mut BTreeSet<u16>,
+) -> anyhow::Result<()> {
+    let (version, wanted) = cluster.interests.wanted();
+    let prefix = &cluster.settings.prefix;
+    let names = |set: Vec<&u16>| -> Vec<String> {
+        set.into_iter()
+            .map(|p| Bus::Partition(*p).name(prefix))
+            .collect()
+    };
+    let add = names(wanted.difference(partitions).collect());
+    let drop = names(partitions.difference(&wanted).collect());
+    timeout(IO_TIMEOUT, conn.subscribe(&add)).await??;
+    timeout(IO_TIMEOUT, conn.unsubscribe(&drop)).await??;
+    *partitions = wanted;
+    crate::metrics::metrics()
+        .cluster_partitions
+        .set(partitions.len() as i64);
+    for frame in cluster.interests.caught_up(version) {
+        cluster.enqueue(Bus::Control, frame);
+    }
+    Ok(())
+}
+
 /// Every `heartbeat`: writes this node's report (expiring after
 /// `node_ttl`), reads the other live nodes' reports, and forgets the
 /// presence of nodes whose report expired. On stop, signs off at once so
@@ -263,9 +304,9 @@ pub async fn heartbeat_loop(
     stop: CancellationToken,
 ) {
     let prefix = cluster.settings.prefix.clone();
-    let nodes_key = format!("{prefix}:nodes");
-    let node_key = |n: u64| format!("{prefix}:node:{n}");
-    let mut conn: Option<MultiplexedConnection> = None;
+    let nodes_key = bus::key(&prefix, "nodes");
+    let node_key = |n: u64| bus::key(&prefix, &format!("node:{n}"));
+    let mut conn: Option<Link> = None;
     let mut tick = tokio::time::interval(cluster.settings.heartbeat);
     let mut beats = 0u64;
     let mut lease_lost = false;
@@ -279,7 +320,7 @@ pub async fn heartbeat_loop(
             cluster.send_snapshot(&registry, false);
         }
         if conn.is_none() {
-            conn = connect(&cluster.client).await.ok();
+            conn = cluster.backend.connect().await.ok();
         }
         let Some(c) = conn.as_mut() else { continue };
         let report = cluster.report(&registry);
@@ -320,7 +361,7 @@ pub async fn heartbeat_loop(
 /// One heartbeat round trip: renews the lease; returns the other live
 /// nodes' reports and whether this node still holds its number.
 async fn beat(
-    c: &mut MultiplexedConnection,
+    c: &mut Link,
     cluster: &Cluster,
     report: &NodeReport,
     nodes_key: &str,

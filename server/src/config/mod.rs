@@ -68,10 +68,23 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Cluster {
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`; unset keeps everything in-process.
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS; with
+    /// `mode = "cluster"`, any one node of the Redis Cluster. Unset keeps
+    /// everything in-process.
     pub url: Option<String>,
+    /// A single Redis server, or a Redis Cluster (sharded pub/sub).
+    pub mode: RedisMode,
+    /// PEM file of the certificate authority that signed the Redis
+    /// server's certificate, for `rediss://` with a private CA; unset, the
+    /// system's roots are trusted.
+    pub tls_ca: Option<PathBuf>,
     /// Prefix of every Redis key and channel, so clusters can share a Redis.
     pub prefix: String,
+    /// Bus channels that channels and tags are hashed onto. A node listens
+    /// only to those it has members in: more partitions, fewer deliveries a
+    /// node receives for groups it does not have, and more subscriptions
+    /// per node. Every node of a cluster must use the same number.
+    pub partitions: u16,
     /// How often a node reports itself (and its counts) to the others.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -96,7 +109,10 @@ impl Default for Cluster {
     fn default() -> Self {
         Cluster {
             url: None,
+            mode: RedisMode::Standalone,
+            tls_ca: None,
             prefix: "wsgate".into(),
+            partitions: 128,
             heartbeat: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
             queue: 65_536,
@@ -104,6 +120,17 @@ impl Default for Cluster {
             secret: None,
         }
     }
+}
+
+/// What `cluster.url` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (or a primary behind a proxy): PUBLISH/SUBSCRIBE.
+    Standalone,
+    /// A Redis Cluster: sharded pub/sub (SPUBLISH/SSUBSCRIBE), so each
+    /// partition's traffic stays on the shard owning its slot.
+    Cluster,
 }
 
 /// `[tls]`: with both set, the public listener speaks TLS only. The admin
@@ -440,6 +467,14 @@ impl Config {
             (
                 self.cluster.prefix.is_empty(),
                 "cluster.prefix must not be empty",
+            ),
+            (
+                self.cluster.prefix.contains(['{', '}']),
+                "cluster.prefix must not contain { or }: it becomes the Redis Cluster hash tag of every key",
+            ),
+            (
+                self.cluster.partitions == 0,
+                "cluster.partitions must be > 0",
             ),
             (t.handshake.is_zero(), "timeouts.handshake must be > 0"),
             (

@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Slot;
 use crate::protocol::CloseFrame;
-use crate::registry::Connection;
+use crate::registry::{Connection, Listening};
 use crate::routing::Route;
 use crate::runtime::{HookError, OpenDecision, OpenRequest};
 
@@ -24,6 +24,8 @@ pub struct Registration {
 
 struct Held {
     conn: Arc<Connection>,
+    /// In a cluster, until the node hears broadcasts from other nodes.
+    listening: Option<Listening>,
     route: Arc<Route>,
     /// Counted onto its route: it must be counted off.
     counted: bool,
@@ -43,10 +45,11 @@ impl Registration {
         slot: Slot,
         tasks: TaskTracker,
     ) -> Registration {
-        route.listener.env.scope.insert(conn.clone());
+        let listening = route.listener.env.scope.insert(conn.clone());
         Registration {
             held: Some(Held {
                 conn,
+                listening,
                 route,
                 counted: false,
                 opened: false,
@@ -70,7 +73,10 @@ impl Registration {
 
     /// The open half after registration: counts the connection onto its
     /// route (the first one calls `on-first-open`), subscribes it to its
-    /// route's channel, and asks `on-open`.
+    /// route's channel, and asks `on-open`. In a cluster it first waits
+    /// (bounded) until the node hears what other nodes deliver to the
+    /// plugin and to that channel, so that nothing sent to the connection
+    /// after its handshake completed is missed.
     pub async fn open(
         &mut self,
         request: OpenRequest,
@@ -80,8 +86,9 @@ impl Registration {
         enter_route(&held.route).await;
         held.counted = true;
         let (conn, listener) = (&held.conn, &held.route.listener);
-        if let Some(channel) = channel {
-            listener.env.scope.subscribe(conn, &channel);
+        let joined = channel.and_then(|channel| listener.env.scope.subscribe(conn, &channel));
+        for listening in [held.listening.take(), joined].into_iter().flatten() {
+            listening.await;
         }
         listener.on_open(conn.id, request).await
     }

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 pub use connection::{ConnId, Connection, Outbound, Queue, QueueLimits, SendError};
-pub use relay::{GroupKind, Relay, Target};
+pub use relay::{GroupKind, Interest, Listening, Relay, Target};
 pub use state::{StateError, StateStore};
 
 type Members = HashMap<ConnId, Arc<Connection>>;
@@ -118,18 +118,24 @@ impl Scope {
         }
     }
 
-    fn join(&self, kind: GroupKind, conn: &Arc<Connection>, name: &str) {
+    fn join(&self, kind: GroupKind, conn: &Arc<Connection>, name: &str) -> Option<Listening> {
+        let interest = Interest::Group(kind, name);
         match self.groups(kind).entry(name.to_owned()) {
             Entry::Occupied(mut members) => {
-                members.get_mut().insert(conn.id, conn.clone());
+                let added = members.get_mut().insert(conn.id, conn.clone()).is_none();
+                let relay = self.relay.as_ref().filter(|_| added)?;
+                relay.listen(&self.name, interest)
             }
             Entry::Vacant(slot) => {
-                // Announced while the entry is locked, so announcements of
-                // one group are queued in the order the group changed.
-                if let Some(relay) = &self.relay {
-                    relay.presence(&self.name, kind, name, true);
-                }
                 slot.insert(HashMap::from([(conn.id, conn.clone())]));
+                let relay = self.relay.as_ref()?;
+                // Listening first: the cluster holds the announcement until
+                // this node hears the group. Both happen while the entry is
+                // locked, so announcements of one group are queued in the
+                // order the group changed.
+                let listening = relay.listen(&self.name, interest);
+                relay.presence(&self.name, kind, name, true);
+                listening
             }
         }
     }
@@ -140,17 +146,26 @@ impl Scope {
             return false;
         };
         let removed = members.get_mut().remove(&id).is_some();
-        if members.get().is_empty() {
-            if let Some(relay) = &self.relay {
+        if let Some(relay) = &self.relay {
+            if members.get().is_empty() {
                 relay.presence(&self.name, kind, name, false);
             }
+            if removed {
+                relay.unlisten(&self.name, Interest::Group(kind, name));
+            }
+        }
+        if members.get().is_empty() {
             members.remove();
         }
         removed
     }
 
-    pub fn insert(&self, conn: Arc<Connection>) {
+    /// Adds a connection. In a cluster, the answer is what to wait on
+    /// before the connection may count on hearing broadcasts made on other
+    /// nodes.
+    pub fn insert(&self, conn: Arc<Connection>) -> Option<Listening> {
         self.connections.insert(conn.id, conn);
+        self.relay.as_ref()?.listen(&self.name, Interest::Plugin)
     }
 
     /// Removes a connection from the scope and every channel and tag.
@@ -161,6 +176,9 @@ impl Scope {
         }
         for tag in conn.tag_names() {
             self.leave(GroupKind::Tag, &tag, id);
+        }
+        if let Some(relay) = &self.relay {
+            relay.unlisten(&self.name, Interest::Plugin);
         }
         Some(conn)
     }
@@ -187,9 +205,12 @@ impl Scope {
         self.connections.len()
     }
 
-    pub fn subscribe(&self, conn: &Arc<Connection>, channel: &str) {
+    /// Subscribes `conn` to `channel`. In a cluster, the answer is what to
+    /// wait on before it may count on hearing the channel's publishes from
+    /// other nodes.
+    pub fn subscribe(&self, conn: &Arc<Connection>, channel: &str) -> Option<Listening> {
         conn.channels.lock().unwrap().insert(channel.to_owned());
-        self.join(GroupKind::Channel, conn, channel);
+        self.join(GroupKind::Channel, conn, channel)
     }
 
     /// Returns whether the connection was subscribed.
@@ -198,9 +219,10 @@ impl Scope {
         self.leave(GroupKind::Channel, channel, conn.id)
     }
 
-    pub fn tag(&self, conn: &Arc<Connection>, tag: &str) {
+    /// Tags `conn`; the answer is as [`subscribe`](Self::subscribe)'s.
+    pub fn tag(&self, conn: &Arc<Connection>, tag: &str) -> Option<Listening> {
         conn.tags.lock().unwrap().insert(tag.to_owned());
-        self.join(GroupKind::Tag, conn, tag);
+        self.join(GroupKind::Tag, conn, tag)
     }
 
     pub fn untag(&self, conn: &Connection, tag: &str) -> bool {
@@ -266,10 +288,10 @@ impl Scope {
     /// the group: remote deliveries happen later and are not counted
     /// exactly, but a count of 0 still means nobody anywhere.
     ///
-    /// Channel and tag deliveries go to every node even when presence says
-    /// no other node has members: presence travels the same bus, so a
-    /// member who joined elsewhere a moment ago would otherwise miss
-    /// messages sent right after joining.
+    /// Channel and tag deliveries are relayed even when presence says no
+    /// other node has members: a member who joined elsewhere a moment ago
+    /// is already heard there (its node listens before announcing it), but
+    /// its announcement may not have reached this node yet.
     pub fn send(&self, target: Target<'_>, msg: &Message, except: Option<ConnId>) -> u32 {
         let local = self.deliver(target, msg, except);
         let Some(relay) = &self.relay else {
@@ -393,21 +415,31 @@ mod tests {
         fn is_remote(&self, id: ConnId) -> bool {
             id >> NODE_SHIFT != 5
         }
+        fn listen(&self, plugin: &str, interest: Interest<'_>) -> Option<Listening> {
+            let event = format!("listen {plugin} {interest:?}");
+            self.events.lock().unwrap().push(event);
+            None
+        }
+        fn unlisten(&self, plugin: &str, interest: Interest<'_>) {
+            let event = format!("unlisten {plugin} {interest:?}");
+            self.events.lock().unwrap().push(event);
+        }
     }
 
     #[test]
-    fn a_cluster_hears_first_joins_last_leaves_and_every_delivery() {
+    fn a_cluster_hears_first_joins_last_leaves_every_member_and_every_delivery() {
         let recorder = Arc::new(Recorder::default());
         let reg = Registry::for_node(5, Some(recorder.clone()));
         let s = reg.scope("a", 1024);
         let (c1, _rx1) = conn(&reg, "a");
         let (c2, _rx2) = conn(&reg, "a");
         assert_eq!(c1.id >> NODE_SHIFT, 5, "ids carry the node number");
-        s.insert(c1.clone());
-        s.insert(c2.clone());
-        s.subscribe(&c1, "lobby");
-        s.subscribe(&c2, "lobby");
-        s.tag(&c1, "user:x");
+        let _ = s.insert(c1.clone());
+        let _ = s.insert(c2.clone());
+        let _ = s.subscribe(&c1, "lobby");
+        let _ = s.subscribe(&c2, "lobby");
+        let _ = s.subscribe(&c2, "lobby");
+        let _ = s.tag(&c1, "user:x");
         assert_eq!(s.publish("lobby", &Message::text("hi"), None), 2);
         assert_eq!(s.publish("elsewhere", &Message::text("hi"), None), 1);
         // Local ids stay local; another node's id is relayed.
@@ -424,13 +456,24 @@ mod tests {
         assert_eq!(
             events,
             [
+                "listen a Plugin",
+                "listen a Plugin",
+                "listen a Group(Channel, \"lobby\")",
                 "presence a Channel lobby true",
+                // A second member listens too; subscribing twice does not.
+                "listen a Group(Channel, \"lobby\")",
+                "listen a Group(Tag, \"user:x\")",
                 "presence a Tag user:x true",
                 "forward a Channel(\"lobby\")",
                 "forward a Channel(\"elsewhere\")",
                 "forward a Connections([1099511627776])",
+                "unlisten a Group(Channel, \"lobby\")",
                 "presence a Channel lobby false",
+                "unlisten a Group(Channel, \"lobby\")",
+                "unlisten a Plugin",
                 "presence a Tag user:x false",
+                "unlisten a Group(Tag, \"user:x\")",
+                "unlisten a Plugin",
             ]
         );
     }

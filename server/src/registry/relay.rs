@@ -62,6 +62,34 @@ impl Target<'_> {
     }
 }
 
+/// Which deliveries from other nodes a member on this node needs: those to
+/// one of its groups, or those to every connection of its plugin (`All`
+/// and `Route` targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest<'a> {
+    Group(GroupKind, &'a str),
+    Plugin,
+}
+
+impl<'a> Interest<'a> {
+    /// The interest a delivery to `target` is heard by; `None` for
+    /// deliveries to given connections, which go to their nodes directly.
+    pub fn of(target: Target<'a>) -> Option<Interest<'a>> {
+        match target {
+            Target::Channel(name) => Some(Interest::Group(GroupKind::Channel, name)),
+            Target::Tag(name) => Some(Interest::Group(GroupKind::Tag, name)),
+            Target::All | Target::Route(_) => Some(Interest::Plugin),
+            Target::Connections(_) => None,
+        }
+    }
+}
+
+/// Resolves once this node hears what other nodes deliver for an interest
+/// it just took up (or once waiting for that stopped being worth it: the
+/// wait is bounded). A member that waits for it before it is announced,
+/// or before its handshake completes, misses nothing sent after.
+pub type Listening = futures_util::future::BoxFuture<'static, ()>;
+
 /// Carries deliveries to the other nodes of a cluster. Implementations
 /// never block: they are called from inside plugin hooks.
 pub trait Relay: Send + Sync {
@@ -78,4 +106,11 @@ pub trait Relay: Send + Sync {
 
     /// Whether a connection id belongs to another node.
     fn is_remote(&self, id: ConnId) -> bool;
+
+    /// One more member on this node has `interest`: this node must hear
+    /// the matching deliveries made elsewhere. `Some` while it does not yet.
+    fn listen(&self, plugin: &str, interest: Interest<'_>) -> Option<Listening>;
+
+    /// One member fewer has `interest`.
+    fn unlisten(&self, plugin: &str, interest: Interest<'_>);
 }

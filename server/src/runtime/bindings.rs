@@ -1,11 +1,17 @@
 //! Host-side bindings generated from `wit/wsgate.wit`. Exports are called
 //! asynchronously so a running hook yields to the tokio scheduler at every
-//! epoch tick instead of pinning a worker thread.
+//! epoch tick instead of pinning a worker thread. Joining a channel or a
+//! tag is async too: in a cluster, it may wait (bounded) until the node
+//! hears the group's deliveries from other nodes.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     exports: { default: async },
+    imports: {
+        "wsgate:plugin/host.subscribe": async,
+        "wsgate:plugin/host.tag": async,
+    },
 });
 
 pub use self::wsgate::plugin::types::{Error, LogLevel, Message, OpenDecision};

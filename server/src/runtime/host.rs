@@ -16,7 +16,9 @@ use super::bindings::{Error, LogLevel, Message};
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
 use crate::protocol::{Message as WsMessage, close};
-use crate::registry::{ConnId, Connection, GroupKind, Scope, SendError, StateError, Target};
+use crate::registry::{
+    ConnId, Connection, GroupKind, Listening, Scope, SendError, StateError, Target,
+};
 use crate::text::printable;
 
 /// The data of one instance's store.
@@ -106,7 +108,12 @@ impl HostState {
     }
 
     /// Adds `conn` to a channel or tag, within the per-connection cap.
-    fn join(&self, kind: GroupKind, conn: ConnId, name: String) -> Result<(), Error> {
+    /// Returns, in a cluster, what to wait on until the node hears the
+    /// group's deliveries from other nodes (the first member of a group's
+    /// partition only, a bounded wait): the host call returns after it, so
+    /// what another node sends right after the plugin announced the member
+    /// is not lost.
+    fn join(&self, kind: GroupKind, conn: ConnId, name: String) -> Result<Option<Listening>, Error> {
         self.check_name(&name)?;
         let conn = self.conn(conn)?;
         if conn.is_closing() {
@@ -119,11 +126,10 @@ impl HostState {
         if !conn.may_join(kind, &name, cap) {
             return Err(Error::LimitReached);
         }
-        match kind {
+        Ok(match kind {
             GroupKind::Channel => self.env.scope.subscribe(&conn, &name),
             GroupKind::Tag => self.env.scope.tag(&conn, &name),
-        }
-        Ok(())
+        })
     }
 }
 
@@ -134,6 +140,14 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+/// A join's answer once the node hears the group.
+async fn joined(join: Result<Option<Listening>, Error>) -> Result<(), Error> {
+    if let Some(listening) = join? {
+        listening.await;
+    }
+    Ok(())
 }
 
 fn send_error(e: SendError) -> Error {
@@ -179,8 +193,8 @@ impl host::Host for HostState {
         self.conn(conn)?.close(code, &reason).map_err(send_error)
     }
 
-    fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
-        self.join(GroupKind::Channel, conn, channel)
+    async fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+        joined(self.join(GroupKind::Channel, conn, channel)).await
     }
 
     fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
@@ -257,8 +271,8 @@ impl host::Host for HostState {
         Ok(())
     }
 
-    fn tag(&mut self, conn: ConnId, tag: String) -> Result<(), Error> {
-        self.join(GroupKind::Tag, conn, tag)
+    async fn tag(&mut self, conn: ConnId, tag: String) -> Result<(), Error> {
+        joined(self.join(GroupKind::Tag, conn, tag)).await
     }
 
     fn untag(&mut self, conn: ConnId, tag: String) -> Result<(), Error> {
