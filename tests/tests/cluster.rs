@@ -382,3 +382,73 @@ async fn a_hanging_redis_does_not_grow_the_outbox_without_bound() {
         "{metrics}"
     );
 }
+
+/// The cluster's `received` frame count on a node, from its metrics.
+async fn frames_received(server: &Server) -> u64 {
+    let (_, metrics) = server.admin("GET", "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wsgate_cluster_frames_total{event=\"received\"} "))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A node listens only where it has members: a channel's traffic between
+/// two nodes, and a send to a connection by id, never reach a third node
+/// with members elsewhere.
+#[tokio::test]
+async fn deliveries_reach_only_the_nodes_that_have_members() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let (a, b, c) = (
+        node(dir.path(), &redis).await,
+        node(dir.path(), &redis).await,
+        node(dir.path(), &redis).await,
+    );
+    until_info(&c.server, "three nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+    // Carol's channel, tag and plugin-wide interest do not share the
+    // lobby's partition (the hash is fixed, so this holds for good).
+    let partition = |i: Interest<'_>| wsgate::cluster::channel_for("wsgate", "chat", i, 128);
+    let lobby = partition(Interest::Group(GroupKind::Channel, "lobby"));
+    for carols in [
+        Interest::Group(GroupKind::Channel, "kitchen"),
+        Interest::Group(GroupKind::Tag, "user:carol@kitchen"),
+        Interest::Plugin,
+    ] {
+        assert_ne!(partition(carols), lobby, "{carols:?}");
+    }
+    let mut alice = a.server.connect(&join("alice", "lobby")).await;
+    let mut bob = b.server.connect(&join("bob", "lobby")).await;
+    let mut carol = c.server.connect(&join("carol", "kitchen")).await;
+    until_info(&a.server, "three connections", |i| {
+        i["cluster"]["connections"]["total"] == 3
+    })
+    .await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        drain(ws, QUIET).await;
+    }
+    let before = frames_received(&c.server).await;
+    for i in 0..50 {
+        send_text(&mut alice, &format!("m{i}")).await;
+    }
+    for i in 0..50 {
+        assert_eq!(next_json(&mut bob).await["message"], format!("m{i}"));
+    }
+    let on_b = b.server.admin_info("?connections=true").await;
+    let bobs_id = on_b["connection_list"][0]["id"].to_string();
+    let path = format!("/publish/chat/connections?ids={bobs_id}");
+    a.server.publish(&path, &[], "by id").await;
+    assert_eq!(next_text(&mut bob).await, "by id");
+    assert_eq!(
+        frames_received(&c.server).await,
+        before,
+        "node C received deliveries it has no members for"
+    );
+    assert_silent(&mut carol, Duration::from_millis(100)).await;
+    // Node B listens to the lobby, its tag and the plugin: a handful of
+    // the 128 partitions.
+    let listening = on_b["cluster"]["partitions"]["listening"].as_u64().unwrap();
+    assert!((1..=3).contains(&listening), "{listening}");
+}
