@@ -452,3 +452,52 @@ async fn deliveries_reach_only_the_nodes_that_have_members() {
     let listening = on_b["cluster"]["partitions"]["listening"].as_u64().unwrap();
     assert!((1..=3).contains(&listening), "{listening}");
 }
+
+/// Redis hanging while clients join new channels: a join waits for the
+/// node's subscription at most a second (then the node stops waiting for a
+/// Redis that does not answer), local chat goes on, and the joins' churn
+/// holds no memory.
+#[tokio::test]
+async fn a_hanging_redis_delays_a_join_by_at_most_a_second() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let a = node(dir.path(), &redis).await;
+    let mut alice = a.server.connect(&join("alice", "lobby")).await;
+    drain(&mut alice, QUIET).await;
+    let base = a.server.rss_kib();
+    redis.pause();
+    let joins = (0..200).map(|i| {
+        let server = &a.server;
+        async move {
+            let started = Instant::now();
+            let mut ws = server
+                .connect(&join(&format!("u{i}"), &format!("room-{i}")))
+                .await;
+            let took = started.elapsed();
+            assert_eq!(
+                next_json(&mut ws).await["message"],
+                format!("u{i} connected")
+            );
+            took
+        }
+    });
+    let slowest = futures_util::future::join_all(joins)
+        .await
+        .into_iter()
+        .max()
+        .unwrap();
+    eprintln!("slowest of 200 joins with Redis hanging: {slowest:?}");
+    // A second of waiting, plus 200 handshakes on a loaded machine.
+    assert!(slowest < Duration::from_millis(2000), "{slowest:?}");
+    // The honest client is still served, locally.
+    send_text(&mut alice, "still here").await;
+    assert_eq!(next_json(&mut alice).await["message"], "still here");
+    let grown = a.server.rss_kib().saturating_sub(base);
+    eprintln!("RSS: +{grown} KiB for 200 joins with Redis hanging");
+    assert!(grown < 32 << 10, "+{grown} KiB");
+    redis.resume();
+    until_info(&a.server, "redis connected", |i| {
+        i["cluster"]["redis"] == "connected"
+    })
+    .await;
+}

@@ -87,7 +87,11 @@ mod tests {
                 partition("chat", Interest::Group(GroupKind::Channel, &name), 128)
             })
             .collect();
-        assert!(seen.len() > 120, "1000 names hit only {} of 128", seen.len());
+        assert!(
+            seen.len() > 120,
+            "1000 names hit only {} of 128",
+            seen.len()
+        );
         assert!(seen.iter().all(|p| *p < 128));
         // Kinds and plugins are apart (with overwhelming likelihood here).
         let differs = ["a", "b", "c", "d"]

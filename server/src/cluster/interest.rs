@@ -11,8 +11,8 @@
 //! member only once this node hears what it sends to the member.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +20,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::registry::Listening;
 
-/// The longest a member waits to be heard: past it, the join goes on (a
-/// Redis that hangs must not hold hooks up). Only the first member of a
-/// partition on a node ever waits, for one Redis round trip.
+/// The longest a member waits to be heard: past it, the join goes on, and
+/// until the subscriber catches up nobody waits any more (a Redis that
+/// hangs must not hold hooks up, nor add up over a connection's several
+/// joins). Only the first member of a partition on a node ever waits, for
+/// one Redis round trip.
 pub const LISTEN_WAIT: Duration = Duration::from_secs(1);
 
 /// Announcements held at most; past it they are dropped and counted, and
@@ -35,9 +37,10 @@ pub struct Interests {
     acked: watch::Sender<u64>,
     /// Wakes the subscriber when the wanted set changed.
     changed: Notify,
-    /// Whether the subscriber is connected and in step: otherwise nobody
-    /// waits (there is nothing to wait for) and nothing is held.
-    live: AtomicBool,
+    /// Whether the subscriber is connected and keeping up: otherwise
+    /// nobody waits (there is nothing to wait for, or no telling how long)
+    /// and nothing new is held.
+    live: Arc<AtomicBool>,
 }
 
 struct State {
@@ -71,7 +74,7 @@ impl Interests {
             }),
             acked: watch::Sender::new(0),
             changed: Notify::new(),
-            live: AtomicBool::new(false),
+            live: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -102,19 +105,27 @@ impl Interests {
     }
 
     /// Resolves once the subscriber reached `version`, or after
-    /// [`LISTEN_WAIT`].
+    /// [`LISTEN_WAIT`] (and then the subscriber counts as not keeping up).
     pub fn wait(&self, version: u64) -> Listening {
         let mut acked = self.acked.subscribe();
+        let live = self.live.clone();
         Box::pin(async move {
-            let _ = tokio::time::timeout(LISTEN_WAIT, acked.wait_for(|v| *v >= version)).await;
+            if !live.load(Ordering::Acquire) {
+                return;
+            }
+            let caught_up = acked.wait_for(|v| *v >= version);
+            if tokio::time::timeout(LISTEN_WAIT, caught_up).await.is_err() {
+                live.store(false, Ordering::Release);
+            }
         })
     }
 
-    /// A frame that must not overtake the subscriptions wanted so far.
+    /// A frame that must not overtake the subscriptions wanted so far, nor
+    /// the frames held before it.
     pub fn announce(&self, frame: Bytes) -> Announce {
         let mut st = self.state.lock().unwrap();
-        let pending = st.version > *self.acked.borrow() || !st.held.is_empty();
-        if !self.live.load(Ordering::Acquire) || !pending {
+        let pending = st.version > *self.acked.borrow();
+        if st.held.is_empty() && (!pending || !self.live.load(Ordering::Acquire)) {
             return Announce::Now(frame);
         }
         if st.held.len() >= HELD_MAX {
@@ -164,7 +175,8 @@ impl Interests {
         let mut st = self.state.lock().unwrap();
         self.live.store(false, Ordering::Release);
         let version = st.version;
-        self.acked.send_modify(|acked| *acked = (*acked).max(version));
+        self.acked
+            .send_modify(|acked| *acked = (*acked).max(version));
         st.held.drain(..).map(|(_, frame)| frame).collect()
     }
 
@@ -245,10 +257,25 @@ mod tests {
         let started = std::time::Instant::now();
         tokio::join!(waiting, catch_up);
         assert!(started.elapsed() < LISTEN_WAIT / 2);
-        // Never caught up: the wait is bounded.
+        // Never caught up: the wait is bounded, and the next one does not
+        // wait at all, until the subscriber catches up again.
         let v = i.add(1).unwrap();
         let started = tokio::time::Instant::now();
         i.wait(v).await;
         assert!(started.elapsed() >= LISTEN_WAIT);
+        let started = tokio::time::Instant::now();
+        i.wait(v).await;
+        assert!(started.elapsed() < LISTEN_WAIT / 2);
+        assert_eq!(i.add(1), None);
+        // Held announcements keep their order even then.
+        let v = i.wanted().0;
+        i.live.store(true, Ordering::Release);
+        i.add(0);
+        i.remove(0);
+        assert_eq!(i.announce(frame("first")), Announce::Held);
+        i.live.store(false, Ordering::Release);
+        assert_eq!(i.announce(frame("second")), Announce::Held);
+        let free = i.caught_up(i.wanted().0.max(v));
+        assert_eq!(free, vec![frame("first"), frame("second")]);
     }
 }

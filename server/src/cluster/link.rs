@@ -48,15 +48,16 @@ impl Backend {
                 .set_protocol(redis::ProtocolVersion::RESP3);
             info.set_redis_settings(redis)
         };
-        let certs = match &settings.tls_ca {
-            Some(path) => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(path).with_context(|| {
-                    format!("cluster.tls_ca: cannot read {}", path.display())
-                })?),
-            }),
-            None => None,
-        };
+        let certs =
+            match &settings.tls_ca {
+                Some(path) => Some(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(path).with_context(|| {
+                        format!("cluster.tls_ca: cannot read {}", path.display())
+                    })?),
+                }),
+                None => None,
+            };
         Ok(match settings.mode {
             RedisMode::Standalone => Backend::Single(match certs {
                 Some(certs) => redis::Client::build_with_tls(info, certs),

@@ -187,8 +187,7 @@ impl Cluster {
     fn enqueue(&self, bus: Bus, frame: Bytes) {
         let len = frame.len();
         let held = self.outbox_held.fetch_add(len, Ordering::AcqRel);
-        if held + len > self.settings.outbox_bytes || self.outbox.try_send((bus, frame)).is_err()
-        {
+        if held + len > self.settings.outbox_bytes || self.outbox.try_send((bus, frame)).is_err() {
             self.outbox_held.fetch_sub(len, Ordering::AcqRel);
             self.count_lost(1);
         }

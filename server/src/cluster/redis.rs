@@ -47,9 +47,7 @@ pub async fn lease_node_number(
     let ttl = settings.node_ttl.as_millis() as u64;
     for _ in 0..MAX_NODE {
         let claimed = async {
-            let n: u64 = conn
-                .incr(bus::key(&settings.prefix, "node-seq"), 1)
-                .await?;
+            let n: u64 = conn.incr(bus::key(&settings.prefix, "node-seq"), 1).await?;
             let n = (n - 1) % MAX_NODE + 1;
             let lease: Option<String> = redis::cmd("SET")
                 .arg(lease_key(&settings.prefix, n))
@@ -171,7 +169,9 @@ impl Publisher {
             .map(|(bus, frame)| (bus.name(prefix), frame.clone()))
             .collect();
         let sent = timeout(IO_TIMEOUT, c.publish(&named)).await;
-        let sent = sent.map_err(|_| anyhow::anyhow!("timed out")).and_then(|r| r);
+        let sent = sent
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .and_then(|r| r);
         if sent.is_err() {
             self.conn = None;
         }

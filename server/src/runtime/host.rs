@@ -113,7 +113,12 @@ impl HostState {
     /// partition only, a bounded wait): the host call returns after it, so
     /// what another node sends right after the plugin announced the member
     /// is not lost.
-    fn join(&self, kind: GroupKind, conn: ConnId, name: String) -> Result<Option<Listening>, Error> {
+    fn join(
+        &self,
+        kind: GroupKind,
+        conn: ConnId,
+        name: String,
+    ) -> Result<Option<Listening>, Error> {
         self.check_name(&name)?;
         let conn = self.conn(conn)?;
         if conn.is_closing() {
