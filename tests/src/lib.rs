@@ -124,6 +124,7 @@ pub fn raise_fd_limit() -> libc::rlim_t {
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+pub mod cluster;
 pub mod raw;
 pub mod redis;
 
@@ -156,18 +157,10 @@ impl TestCert {
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, made.cert.pem()).unwrap();
         std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(made.cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         TestCert {
             cert,
             key,
-            client: Arc::new(client),
+            client: client_trusting(made.cert.der()),
             _dir: dir,
         }
     }
@@ -685,4 +678,20 @@ pub async fn drain(ws: &mut Client, quiet: Duration) {
 
 pub async fn send_text(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
+}
+
+/// A TLS client configuration that trusts only `root`, for a test's own
+/// certificate authority or self-signed certificate.
+pub fn client_trusting(
+    root: &rustls::pki_types::CertificateDer<'static>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(client)
 }

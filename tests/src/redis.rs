@@ -220,19 +220,11 @@ impl RedisTls {
         std::fs::write(&paths.1, cert.pem()).unwrap();
         std::fs::write(&paths.2, key.serialize_pem()).unwrap();
 
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         RedisTls {
             ca: paths.0,
             cert: paths.1,
             key: paths.2,
-            client: Arc::new(client),
+            client: super::client_trusting(ca_cert.der()),
             _dir: dir,
         }
     }
