@@ -85,7 +85,12 @@ def derive(r):
                                                s1["node_ticks"] + [s1["redis_ticks"]])),
         "cpu1_busy_pct": busy(s0["cpu1"], s1["cpu1"]),
         "pubsub": r["pubsub"],
-    }
+    } | ({
+        # Nodes 1..N-1: no load of their own. Their CPU over the window
+        # (from /proc, scale.sh's window) per message node 0 delivered.
+        "bystander_cpu_pct": [100.0 * (b - a) / tck / win
+                              for a, b in zip(s0["node_ticks"][1:], s1["node_ticks"][1:])],
+    } if r["case"] == "bystander" else {})
 
 
 rows = [derive(r) for r in runs]
@@ -113,8 +118,33 @@ md = [
     "|---|--:|---|--:|---|--:|---|--:|--:|--:|--:|--:|--:|---|",
 ]
 table = []
+by_md = [
+    "| N | node 0 msg/s | node 0 CPU µs/msg | bystanders' CPU % each | bystander CPU µs per node-0 message "
+    "| Redis out B per node-0 msg | Redis CPU µs/msg |",
+    "|--:|--:|--:|---|--:|--:|--:|",
+]
 for setup, n, case in groups:
     g = [r for r in rows if (r["setup"], r["nodes"], r["case"]) == (setup, n, case)]
+    if case == "bystander":
+        rate = med([r["node_msg_per_s"][0] for r in g])
+        each = [med([r["bystander_cpu_pct"][k] for r in g]) for k in range(n - 1)]
+        per = med([statistics.mean(r["bystander_cpu_pct"]) * 1e4 / r["node_msg_per_s"][0] for r in g])
+        t = {"setup": setup, "nodes": n, "case": case, "runs": len(g), "node0_msg_per_s": rate,
+             "node0_cpu_us_per_msg": med([r["node_cpu_us_per_msg"][0] for r in g]),
+             "bystander_cpu_pct_each": each, "bystander_cpu_us_per_foreign_msg": per,
+             "redis_out_bytes_per_msg": med([r["redis_out_bytes_per_msg"] for r in g]),
+             "redis_cpu_us_per_msg": med([r["redis_cpu_us_per_msg"] for r in g]),
+             "servers_cpu_max_pct": max(r["servers_cpu_pct"] for r in g),
+             "cpu0_busy_pct": med([r["cpu0_busy_pct"] for r in g]),
+             "cpu0_busy_max_pct": max((r["cpu0_busy_pct"] or 0) for r in g),
+             "lost": sum(sum(r["node_lost"]) for r in g),
+             "skipped": sum(sum(r["node_skipped"]) for r in g), "pubsub": g[-1]["pubsub"]}
+        table.append(t)
+        by_md.append(f"| {n} | {show(rate, 0)} | {show(t['node0_cpu_us_per_msg'], 2)} | "
+                     + " / ".join(show(c, 2) for c in each)
+                     + f" | {show(per, 2)} | {show(t['redis_out_bytes_per_msg'], 0)} "
+                     f"| {show(t['redis_cpu_us_per_msg'], 2)} |")
+        continue
     each_us = [med([r["node_cpu_us_per_msg"][k] for r in g]) for k in range(n)]
     each_cpu = [med([r["node_cpu_pct"][k] for r in g]) for k in range(n)]
     rate = med([statistics.mean(r["node_msg_per_s"]) for r in g])
@@ -150,6 +180,9 @@ for setup, n, case in groups:
         f"| {ps['channels']} / {ps['subscriptions']} |")
 
 notes = [""]
+if len(by_md) > 2:
+    notes += ["", "Bystanders: only node 0 has load; the other nodes have no member of any channel "
+              "(their CPU over the same window, from /proc):", ""] + by_md + [""]
 base = next((t for t in table if t["setup"] == "cluster" and t["case"] == "local"), None)
 for t in table:
     if base and t["setup"] == "cluster" and t["case"] == "local" and t is not base:

@@ -35,13 +35,18 @@
 # partitioned subscriptions), a node's CPU per message rises with N; with
 # per-partition subscriptions it should stay flat.
 #
-# Cross case (full runs, N >= 2): the same, but node k's senders' receivers
-# are on node k+1 (mod N): every delivery crosses Redis.
+# Bystander case (N >= 2): only node 0 has load (4000 msg/s, its own
+# channels); nodes 1..N-1 have no member of any channel. Their CPU per
+# message of node 0's is what a node pays for traffic it has no recipient
+# for: before, every frame of the bus; after, nothing.
+#
+# Cross case (full runs, N >= 2): the same as local, but node k's senders'
+# receivers are on node k+1 (mod N): every delivery crosses Redis.
 #
 # Options: --quick, --no-build (use the binaries already built), --no-pin,
 #          --dev (the dev profile's binaries; smoke check only), --out=DIR,
 #          --nodes="1 2 4" (cluster sizes), --rate=R (msg/s per node),
-#          --no-cross.
+#          --bystander-rate=R (node 0's in the bystander case), --no-cross.
 #
 # The servers (nodes and Redis) are pinned to CPU 0, the load generators to
 # CPU 1 (when taskset and 2+ CPUs are there). Every process started here is
@@ -51,7 +56,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
-QUICK=0 BUILD=1 PIN=1 OUT= PROFILE=release NODES= RATE= CROSS=1
+QUICK=0 BUILD=1 PIN=1 OUT= PROFILE=release NODES= RATE= BY_RATE= CROSS=1
 for arg; do
   case $arg in
     --quick) QUICK=1 ;;
@@ -61,8 +66,9 @@ for arg; do
     --out=*) OUT=${arg#--out=} ;;
     --nodes=*) NODES=${arg#--nodes=} ;;
     --rate=*) RATE=${arg#--rate=} ;;
+    --bystander-rate=*) BY_RATE=${arg#--bystander-rate=} ;;
     --no-cross) CROSS=0 ;;
-    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,55p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -78,10 +84,10 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # ------------------------------------------------------------------ parameters
 if [ $QUICK = 1 ]; then
   REPS=1 PAIRS=4 DUR=2 WARM=1 CROSS=0
-  : "${NODES:=1 2}" "${RATE:=500}"
+  : "${NODES:=1 2}" "${RATE:=500}" "${BY_RATE:=1000}"
 else
   REPS=3 PAIRS=25 DUR=10 WARM=2
-  : "${NODES:=1 2 4}" "${RATE:=1000}"
+  : "${NODES:=1 2 4}" "${RATE:=1000}" "${BY_RATE:=4000}"
 fi
 INFLIGHT=32   # cap per pair: the load is paced by --rate, not by this
 SIZE=32
@@ -228,13 +234,17 @@ CLK_TCK=$(getconf CLK_TCK)
 # measure SETUP N CASE REP: N load generators at once, one per node.
 measure() {
   local setup=$1 n=$2 case=$3 rep=$4 k to lpids=() files=() s0 s1 ps rc=0
-  for k in $(seq 0 $((n - 1))); do
+  local senders=$n rate=$RATE
+  # bystander: only node 0 has load (BY_RATE); the others have no member
+  # of any channel and should have nothing to do.
+  [ "$case" = bystander ] && senders=1 rate=$BY_RATE
+  for k in $(seq 0 $((senders - 1))); do
     to=$k; [ "$case" = cross ] && to=$(( (k + 1) % n ))
     local ch="$setup-$n-$case-r$rep-n$k-{i}"
     files[k]=$OUT/logs/lg-$setup-$n-$case-$rep-$k.json
     "${LOAD_PIN[@]}" "$LOADGEN" relay "ws://127.0.0.1:${NODE_PORT[k]}/ws/fanout/$ch" \
       --receiver-url "ws://127.0.0.1:${NODE_PORT[to]}/ws/fanout/$ch" \
-      -c $PAIRS -k $INFLIGHT --rate "$RATE" -d $DUR -w $WARM -s $SIZE \
+      -c $PAIRS -k $INFLIGHT --rate "$rate" -d $DUR -w $WARM -s $SIZE \
       --label "$setup-$n-$case-n$k" --server-pid "${NODE_PID[k]}" --max-time 60 --json \
       > "${files[k]}" 2>>"$OUT/logs/loadgen.log" &
     lpids+=($!)
@@ -246,12 +256,12 @@ measure() {
   sleep "$(awk -v d=$DUR 'BEGIN { print d - 1.0 }')"
   s1=$(snap)
   for k in "${!lpids[@]}"; do wait "${lpids[k]}" || rc=1; done
-  tail -n "$n" "$OUT/logs/loadgen.log" >&2
+  tail -n "$senders" "$OUT/logs/loadgen.log" >&2
   [ $rc = 0 ] || die "loadgen ($setup, $n nodes, $case, rep $rep)"
   for k in "${!NODE_PID[@]}"; do kill -0 "${NODE_PID[k]}" 2>/dev/null || die "node $k exited (log: $OUT/logs/node-$n-$k.log)"; done
   local lg; lg=$(cat "${files[@]}" | jq -sc .)
   printf '{"setup": "%s", "nodes": %s, "case": "%s", "rep": %s, "rate_per_node": %s, "pairs_per_node": %s, "clk_tck": %s, "s0": %s, "s1": %s, "pubsub": %s, "loadgen": %s}\n' \
-    "$setup" "$n" "$case" "$rep" "$RATE" "$PAIRS" "$CLK_TCK" "$s0" "$s1" "$ps" "$lg" >> "$RESULTS"
+    "$setup" "$n" "$case" "$rep" "$rate" "$PAIRS" "$CLK_TCK" "$s0" "$s1" "$ps" "$lg" >> "$RESULTS"
 }
 dropped() { # frames a node dropped or could not decode, from its metrics
   local k
@@ -265,7 +275,9 @@ DROPPED=
 run_setup() { # SETUP N
   local setup=$1 n=$2 cl=1 rep case cases=local
   [ "$setup" = standalone ] && cl=0
-  [ "$CROSS" = 1 ] && [ "$setup" = cluster ] && [ "$n" -ge 2 ] && cases="local cross"
+  if [ "$setup" = cluster ] && [ "$n" -ge 2 ]; then
+    cases="local bystander"; [ "$CROSS" = 1 ] && cases+=" cross"
+  fi
   start_nodes "$n" $cl
   log "$setup: $n node(s) up (pids ${NODE_PID[*]}); $PAIRS pairs x $RATE msg/s per node"
   for rep in $(seq "$REPS"); do
@@ -279,7 +291,7 @@ for n in $NODES; do run_setup cluster "$n"; done
 
 # ------------------------------------------------------------------ report
 export QUICK PINNING LOAD_BEFORE DROPPED
-PARAMS="{\"repetitions\": $REPS, \"nodes\": [${NODES// /, }], \"pairs_per_node\": $PAIRS, \"rate_per_node\": $RATE, \"inflight_cap\": $INFLIGHT, \"duration_s\": $DUR, \"warmup_s\": $WARM, \"size\": $SIZE}" \
+PARAMS="{\"repetitions\": $REPS, \"nodes\": [${NODES// /, }], \"pairs_per_node\": $PAIRS, \"rate_per_node\": $RATE, \"bystander_rate\": $BY_RATE, \"inflight_cap\": $INFLIGHT, \"duration_s\": $DUR, \"warmup_s\": $WARM, \"size\": $SIZE}" \
   python3 "$BENCH/scale-report.py" "$OUT"
 [ -z "$DROPPED" ] || die "relay frames dropped or undecodable: $DROPPED"
 log "done in $(( $(date +%s) - T_START )) s; results in $OUT"
