@@ -25,7 +25,7 @@ for arg; do
     --quick) QUICK=1 ;;
     --out=*) OUT=${arg#--out=} ;;
     --no-pin) PIN=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -68,7 +68,7 @@ for arg; do
     --rate=*) RATE=${arg#--rate=} ;;
     --bystander-rate=*) BY_RATE=${arg#--bystander-rate=} ;;
     --no-cross) CROSS=0 ;;
-    -h|--help) sed -n '2,55p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
