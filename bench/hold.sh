@@ -42,7 +42,7 @@ for arg; do
     --no-pin) PIN=0 ;;
     --dev) PROFILE=dev ;;
     --out=*) OUT=${arg#--out=} ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
