@@ -42,6 +42,12 @@ pub struct EchoArgs {
     /// their sum as the server's.
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// Offered load, messages per second in all, spread evenly over the
+    /// connections (pairs) and sent on a schedule whatever comes back (open
+    /// loop); `-k` then only caps the messages in flight per connection
+    /// (a send due while at the cap is skipped and counted). 0: closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 #[derive(Args)]
@@ -123,20 +129,29 @@ pub async fn echo(a: EchoArgs, receiver: Option<&str>) -> Result<()> {
         inflight: a.inflight,
         size: a.size,
         text: a.text,
+        every: (a.rate > 0.0).then(|| Duration::from_secs_f64(lanes.len() as f64 / a.rate)),
     });
     let cpu = tokio::spawn(cpu_window(a.server_pid.clone(), sh.warm_end, sh.end));
+    let n = lanes.len();
     let handles: Vec<_> = lanes
         .into_iter()
-        .map(|lane| tokio::spawn(echo_conn(lane, sh.clone())))
+        .enumerate()
+        .map(|(i, lane)| {
+            // Paced lanes start staggered over one interval, not all at once.
+            let offset = sh.every.map(|e| e.mul_f64(i as f64 / n as f64));
+            tokio::spawn(echo_conn(lane, sh.clone(), offset.unwrap_or_default()))
+        })
         .collect();
     let mut lat = Vec::new();
     let (mut in_window, mut received, mut lost, mut errors) = (0u64, 0u64, 0u64, 0usize);
+    let mut skipped = 0u64;
     let mut first_error = None;
     for h in handles {
         let mut s = h.await?;
         in_window += s.in_window;
         received += s.received;
         lost += s.lost;
+        skipped += s.skipped;
         lat.append(&mut s.lat_ns);
         if let Some(e) = s.error {
             errors += 1;
@@ -158,7 +173,7 @@ pub async fn echo(a: EchoArgs, receiver: Option<&str>) -> Result<()> {
     );
     eprintln!(
         "{mode} {}{}: {} {} x {} in flight, {} B {}: {:.0} msg/s, latency p50 {:.1} us p99 {:.1} us p99.9 {:.1} us \
-         cpu: server {} loadgen {:.0}% (connect {:.2} s, failed {failed}, lost {lost}, errors {errors}{})",
+         cpu: server {} loadgen {:.0}% (connect {:.2} s, failed {failed}, lost {lost}, errors {errors}{}{})",
         c.url,
         receiver.map(|r| format!(" -> {r}")).unwrap_or_default(),
         if receiver.is_some() { "pairs" } else { "conns" },
@@ -181,6 +196,11 @@ pub async fn echo(a: EchoArgs, receiver: Option<&str>) -> Result<()> {
         },
         loadgen_cpu,
         connect_s,
+        if a.rate > 0.0 {
+            format!(", offered {:.0} msg/s, skipped {skipped}", a.rate)
+        } else {
+            String::new()
+        },
         first_error
             .as_ref()
             .map(|e| format!(": {e}"))
@@ -198,6 +218,7 @@ pub async fn echo(a: EchoArgs, receiver: Option<&str>) -> Result<()> {
             "lost": lost, "errors": errors, "first_error": first_error, "connect_s": connect_s,
             "server_cpu_pct": server_cpu, "server_cpu_pct_each": server_cpu_each,
             "loadgen_cpu_pct": loadgen_cpu,
+            "offered_rate": (a.rate > 0.0).then_some(a.rate), "skipped": skipped,
         }),
     );
     if in_window == 0 {

@@ -19,6 +19,8 @@ pub struct EchoShared {
     pub inflight: usize,
     pub size: usize,
     pub text: bool,
+    /// Paced (open loop, `--rate`): one message per lane this often.
+    pub every: Option<Duration>,
 }
 
 impl EchoShared {
@@ -61,6 +63,8 @@ pub struct EchoStats {
     pub in_window: u64,
     pub lat_ns: Vec<u32>,
     pub lost: u64,
+    /// Paced sends skipped because the lane was at its in-flight cap.
+    pub skipped: u64,
     pub error: Option<String>,
 }
 
@@ -100,9 +104,13 @@ impl Lane {
     }
 }
 
-pub async fn echo_conn(mut lane: Lane, sh: Arc<EchoShared>) -> EchoStats {
+pub async fn echo_conn(mut lane: Lane, sh: Arc<EchoShared>, offset: Duration) -> EchoStats {
     let mut st = EchoStats::default();
-    if let Err(e) = echo_loop(&mut lane, &sh, &mut st).await {
+    let r = match sh.every {
+        Some(every) => paced_loop(&mut lane, &sh, &mut st, every, offset).await,
+        None => echo_loop(&mut lane, &sh, &mut st).await,
+    };
+    if let Err(e) = r {
         st.error = Some(format!("{e:#}"));
     }
     let close = Duration::from_millis(500);
@@ -161,6 +169,69 @@ async fn echo_loop(lane: &mut Lane, sh: &EchoShared, st: &mut EchoStats) -> Resu
             tx.feed(m).await?;
         }
         tx.flush().await?;
+    }
+    Ok(())
+}
+
+/// The open loop (`--rate`): one message every `every` (from `offset` past
+/// the start), whatever comes back, while fewer than `inflight` are out.
+/// A lane that falls behind does not catch up in a burst: what it could
+/// not send on time is skipped and counted.
+async fn paced_loop(
+    lane: &mut Lane,
+    sh: &EchoShared,
+    st: &mut EchoStats,
+    every: Duration,
+    offset: Duration,
+) -> Result<()> {
+    tokio::time::sleep_until(sh.base.into()).await;
+    let grace_end = sh.end + Duration::from_secs(2);
+    let mut next = sh.base + offset;
+    let mut inflight = 0usize;
+    loop {
+        let now = Instant::now();
+        if now >= sh.end && inflight == 0 {
+            break;
+        }
+        if now >= grace_end {
+            st.lost += inflight as u64;
+            break;
+        }
+        if now >= sh.end || inflight >= sh.inflight {
+            // Nothing more may be sent now: skip what falls due meanwhile.
+            while next + every <= now {
+                next += every;
+                if now < sh.end {
+                    st.skipped += 1;
+                }
+            }
+        }
+        let can_send = now < sh.end && inflight < sh.inflight;
+        tokio::select! {
+            r = lane.rx.next() => {
+                let m = match r {
+                    None => bail!("server closed the connection"),
+                    Some(r) => r?,
+                };
+                if let Some(t) = sh.stamp(&m) {
+                    inflight = inflight.saturating_sub(1);
+                    st.received += 1;
+                    let now = Instant::now();
+                    if now >= sh.warm_end && now < sh.end {
+                        st.in_window += 1;
+                        let lat = (now - sh.base).as_nanos() as u64 - t;
+                        st.lat_ns.push(lat.min(u32::MAX as u64) as u32);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next.into()), if can_send => {
+                lane.tx().send(sh.make()).await?;
+                inflight += 1;
+                next += every;
+            }
+            _ = tokio::time::sleep_until(grace_end.into()) => {}
+        }
+        lane.drain_sender(sh)?;
     }
     Ok(())
 }
