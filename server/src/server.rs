@@ -14,9 +14,13 @@ use crate::protocol::CloseCode;
 use crate::protocol::session::wind_down;
 use crate::runtime::Runtime;
 
-/// The public listener: what `TcpListener::bind` does (SO_REUSEADDR, a
-/// backlog of 1024), plus SO_REUSEPORT when asked.
-fn bind_public(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+/// The public listener: what `TcpListener::bind` does (SO_REUSEADDR), with
+/// the configured backlog, plus SO_REUSEPORT when asked.
+fn bind_public(
+    addr: SocketAddr,
+    reuse_port: bool,
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -26,7 +30,7 @@ fn bind_public(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(backlog)
 }
 
 /// Runs the server until SIGINT or SIGTERM, then closes every connection
@@ -35,7 +39,7 @@ pub async fn serve(config: Config) -> Result<()> {
     // Certificate trouble is a startup error, before any port is taken.
     let tls = crate::tls::server_config(&config.tls).map_err(anyhow::Error::msg)?;
     let runtime = Runtime::new(config.limits.instance_memory, config.effective_cache_dir())?;
-    let listener = bind_public(config.listen, config.reuse_port)
+    let listener = bind_public(config.listen, config.reuse_port, config.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let admin_listener = match config.admin.enabled {
         true => Some(

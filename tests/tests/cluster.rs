@@ -132,7 +132,7 @@ async fn the_bus_delivers_only_what_a_node_itself_would() {
         "wsgate",
         "chat",
         Interest::Group(GroupKind::Channel, "lobby"),
-        128,
+        wsgate::config::Cluster::default().partitions,
     );
     let lobby = lobby.as_bytes();
     let mut huge = header.to_vec();
@@ -227,7 +227,8 @@ async fn deliveries_reach_only_the_nodes_that_have_members() {
     .await;
     // Carol's channel, tag and plugin-wide interest do not share the
     // lobby's partition (the hash is fixed, so this holds for good).
-    let partition = |i: Interest<'_>| wsgate::cluster::channel_for("wsgate", "chat", i, 128);
+    let partitions = wsgate::config::Cluster::default().partitions;
+    let partition = |i: Interest<'_>| wsgate::cluster::channel_for("wsgate", "chat", i, partitions);
     let lobby = partition(Interest::Group(GroupKind::Channel, "lobby"));
     for carols in [
         Interest::Group(GroupKind::Channel, "kitchen"),
@@ -265,7 +266,7 @@ async fn deliveries_reach_only_the_nodes_that_have_members() {
     );
     assert_silent(&mut carol, Duration::from_millis(100)).await;
     // Node B listens to the lobby, its tag and the plugin: a handful of
-    // the 128 partitions.
+    // the partitions.
     let listening = on_b["cluster"]["partitions"]["listening"].as_u64().unwrap();
     assert!((1..=3).contains(&listening), "{listening}");
 }

@@ -23,6 +23,8 @@ use crate::config::{self, RedisMode};
 
 /// How long one connection attempt or command may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Channels (un)subscribed in one go.
+const SUBSCRIBE_CHUNK: usize = 512;
 
 /// How to reach Redis.
 pub enum Backend {
@@ -147,32 +149,40 @@ impl Link {
     }
 
     pub async fn subscribe(&mut self, channels: &[String]) -> Result<()> {
-        if channels.is_empty() {
-            return Ok(());
-        }
-        match &mut self.conn {
-            Conn::Single(conn) => conn.subscribe(channels).await?,
-            // Channels in one SSUBSCRIBE must share a slot: one at a time.
-            Conn::Cluster(conn) => {
-                for channel in channels {
-                    conn.ssubscribe(channel).await?;
-                }
-            }
-        }
-        Ok(())
+        self.subscription(channels, true).await
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> Result<()> {
-        if channels.is_empty() {
-            return Ok(());
-        }
-        match &mut self.conn {
-            Conn::Single(conn) => conn.unsubscribe(channels).await?,
-            Conn::Cluster(conn) => {
-                for channel in channels {
-                    conn.sunsubscribe(channel).await?;
+        self.subscription(channels, false).await
+    }
+
+    /// (Un)subscribes in chunks, each within [`IO_TIMEOUT`], so that a
+    /// node resubscribing to thousands of partitions after an outage is
+    /// not mistaken for a Redis that hangs.
+    async fn subscription(&mut self, channels: &[String], on: bool) -> Result<()> {
+        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+            let done = async {
+                match &mut self.conn {
+                    Conn::Single(conn) if on => conn.subscribe(chunk).await,
+                    Conn::Single(conn) => conn.unsubscribe(chunk).await,
+                    // Channels in one SSUBSCRIBE must share a slot: one
+                    // command each, sent concurrently.
+                    Conn::Cluster(conn) => {
+                        let each = chunk.iter().map(|channel| {
+                            let mut conn = conn.clone();
+                            async move {
+                                if on {
+                                    conn.ssubscribe(channel).await
+                                } else {
+                                    conn.sunsubscribe(channel).await
+                                }
+                            }
+                        });
+                        futures_util::future::try_join_all(each).await.map(drop)
+                    }
                 }
-            }
+            };
+            tokio::time::timeout(IO_TIMEOUT, done).await??;
         }
         Ok(())
     }

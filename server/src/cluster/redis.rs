@@ -202,7 +202,7 @@ pub async fn subscribe_loop(
                 .iter()
                 .map(|b| b.name(&cluster.settings.prefix))
                 .collect();
-            timeout(IO_TIMEOUT, conn.subscribe(&names)).await??;
+            conn.subscribe(&names).await?;
             anyhow::Ok(conn)
         };
         match tokio::select! { r = subscribed => r, _ = stop.cancelled() => return } {
@@ -282,8 +282,8 @@ async fn follow(
     };
     let add = names(wanted.difference(partitions).collect());
     let drop = names(partitions.difference(&wanted).collect());
-    timeout(IO_TIMEOUT, conn.subscribe(&add)).await??;
-    timeout(IO_TIMEOUT, conn.unsubscribe(&drop)).await??;
+    conn.subscribe(&add).await?;
+    conn.unsubscribe(&drop).await?;
     *partitions = wanted;
     crate::metrics::metrics()
         .cluster_partitions

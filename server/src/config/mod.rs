@@ -46,6 +46,11 @@ pub struct Config {
     /// reach every process. Off by default: a second process on a port in
     /// use is usually a mistake, and then it should fail to start.
     pub reuse_port: bool,
+    /// Connections the kernel may hold accepted-but-not-yet-taken on the
+    /// public port: what a reconnect storm (a node restarted, a network
+    /// back) needs room for. The kernel caps it at `net.core.somaxconn`
+    /// (4096 by default since Linux 5.4): raise both on a big host.
+    pub listen_backlog: u32,
     /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose
     /// `Forwarded` / `X-Forwarded-For` headers name the real client, for
     /// the per-address limits and the plugin's `remote-addr`. Empty: the
@@ -83,7 +88,10 @@ pub struct Cluster {
     /// Bus channels that channels and tags are hashed onto. A node listens
     /// only to those it has members in: more partitions, fewer deliveries a
     /// node receives for groups it does not have, and more subscriptions
-    /// per node. Every node of a cluster must use the same number.
+    /// per node. Many, because a node with members in a few hundred groups
+    /// already listens to most of 128 partitions (bench/scale-model.py),
+    /// while a Redis subscription costs a node and Redis next to nothing.
+    /// Every node of a cluster must use the same number.
     pub partitions: u16,
     /// How often a node reports itself (and its counts) to the others.
     #[serde(with = "humantime_serde")]
@@ -112,7 +120,7 @@ impl Default for Cluster {
             mode: RedisMode::Standalone,
             tls_ca: None,
             prefix: "wsgate".into(),
-            partitions: 128,
+            partitions: 16_384,
             heartbeat: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
             queue: 65_536,
@@ -320,6 +328,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             permessage_deflate: false,
             reuse_port: false,
+            listen_backlog: 4096,
             trusted_proxies: Vec::new(),
             grants: GrantPolicy::default(),
             timeouts: Timeouts::default(),
