@@ -29,7 +29,8 @@ WORKLOADS = {              # messages each connection publishes per second
     "chat: 1 msg/min per connection": 1 / 60,
     "busy: 1 msg/10 s per connection": 1 / 10,
 }
-PARTITIONS = 128           # the new routing's hashed partitions
+PARTITIONS = 16_384        # the new routing's hashed partitions (cluster.partitions' default)
+FEW_PARTITIONS = 128       # what the first cut of it used: too few to filter
 NODE_UTIL = 0.5            # plan nodes' CPU to this fraction (headroom for bursts, reconnect storms)
 REDIS_UTIL = 0.5           # the same for a Redis shard's one main thread
 # Loaded (batched) node costs from BENCHMARKS.md's cluster section (bench/cluster.sh,
@@ -115,13 +116,21 @@ for wname, rate in WORKLOADS.items():
                 ch_node = channels * p_member
             else:
                 span, ch_node, p_member = 1, channels / n, 1 / n
-            for routing in ("single bus (before)", f"{PARTITIONS} partitions (after)", "per channel"):
+            routings = {
+                "single bus (before)": None,
+                f"{FEW_PARTITIONS} partitions": FEW_PARTITIONS,
+                f"{PARTITIONS:,} partitions (after)": PARTITIONS,
+                "per channel": None,
+            }
+            for routing, parts in routings.items():
                 if routing.startswith("single"):
                     f_sub = 1.0
                 elif routing.startswith("per channel"):
                     f_sub = p_member
                 else:
-                    f_sub = 1 - (1 - 1 / PARTITIONS) ** ch_node
+                    # A publish reaches the node if it has a member of that
+                    # channel, or of any other channel in the same partition.
+                    f_sub = 1 - (1 - p_member) * (1 - 1 / parts) ** ch_node
                 rx = pubs * f_sub                              # frames each node receives (own included)
                 k = n * f_sub                                  # subscribed nodes per PUBLISH
                 node_us = (pubs / n) * C_PUB_LOADED + (deliv / n) * C_DEL_LOADED + rx * C_RX_LOADED
@@ -141,6 +150,7 @@ for wname, rate in WORKLOADS.items():
           f"({PAYLOAD} B + {WS_TCP_OVERHEAD} B WebSocket/TCP/IP per delivery; ingress is "
           f"{pubs * (PAYLOAD + 6 + 52) * 8 / 1e9:.3f} Gbit/s plus pongs).\n")
 
-print(f"How much of the {PARTITIONS}-partition bus a node subscribes to, by the number of channels "
-      "(or tags) it has members in (uniform hashing): " + ", ".join(
-          f"{c}: {100 * (1 - (1 - 1 / PARTITIONS) ** c):.0f} %" for c in (10, 50, 128, 300, 1000, 10000)) + ".")
+for parts in (FEW_PARTITIONS, PARTITIONS):
+    print(f"How much of a {parts:,}-partition bus a node subscribes to, by the number of channels "
+          "(or tags) it has members in (uniform hashing): " + ", ".join(
+              f"{c}: {100 * (1 - (1 - 1 / parts) ** c):.1f} %" for c in (10, 50, 128, 300, 1000, 10000)) + ".\n")
