@@ -23,7 +23,8 @@
 # Options: --quick, --n=N (connections; capped to the open-files limit
 # minus 500), --ping=DURATION (timeouts.ping_interval, default 2s; with 30s,
 # the default, the RSS is read before any connection was pinged), --no-build,
-# --no-pin, --dev, --out=DIR.
+# --no-pin, --dev, --out=DIR, --plugins=DIR (a directory with echo.wasm, built
+# already: with --no-build; default TARGET/bench-hold-plugins).
 #
 # wsgate is pinned to CPU 0 and the load generators to CPU 1 (when taskset
 # and 2+ CPUs are there). Every process started here is stopped on exit;
@@ -32,7 +33,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
-QUICK=0 BUILD=1 PIN=1 OUT= PROFILE=release N= PING=2s
+QUICK=0 BUILD=1 PIN=1 OUT= PROFILE=release N= PING=2s PLUGINS=
 for arg; do
   case $arg in
     --quick) QUICK=1 ;;
@@ -41,6 +42,7 @@ for arg; do
     --no-build) BUILD=0 ;;
     --no-pin) PIN=0 ;;
     --dev) PROFILE=dev ;;
+    --plugins=*) PLUGINS=${arg#--plugins=} ;;
     --out=*) OUT=${arg#--out=} ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
@@ -79,7 +81,7 @@ else
 fi
 
 # ------------------------------------------------------------------ build
-PLUGINS=$TARGET/bench-hold-plugins
+[ -n "$PLUGINS" ] || PLUGINS=$TARGET/bench-hold-plugins
 if [ $BUILD = 1 ]; then
   log "cargo build --profile $PROFILE -p wsgate -p wsgate-bench; the echo plugin"
   (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p wsgate -p wsgate-bench)

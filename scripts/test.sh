@@ -109,5 +109,7 @@ run_step sdk-tests sdk_tests
 run_step browser "$ROOT/tests/browser/run.sh"
 run_step bench "$ROOT/bench/run.sh" --quick --no-build
 run_step cluster-bench "$ROOT/bench/cluster.sh" --quick --dev --no-build
+run_step scale-bench "$ROOT/bench/scale.sh" --quick --dev --no-build
+run_step hold-bench "$ROOT/bench/hold.sh" --quick --dev --no-build --plugins="$WSGATE_TEST_PLUGINS"
 if [ -n "${STEP_PID[autobahn]:-}" ]; then finish_step autobahn; fi
 printf '\n=== all tests passed\n'
