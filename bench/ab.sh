@@ -8,12 +8,15 @@
 #
 # Needs a release loadgen (cargo build --release -p wsgate-bench) and the
 # Rust echo plugin (built here with scripts/build-rust-plugins.sh). Each
-# round: 200 connections, 16 messages of 32 B in flight on each, 5 s after a
+# round: 200 connections, 16 messages of 32 B in flight on each (AB_CONNS,
+# AB_INFLIGHT to change them: many connections with one message in flight
+# is the case where every message finds its connection idle), 5 s after a
 # 1 s warm-up, the server pinned to CPU 0 and the load generator to CPU 1.
 set -euo pipefail
 A=${1:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
 B=${2:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
 ROUNDS=${3:-4}
+CONNS=${AB_CONNS:-200} INFLIGHT=${AB_INFLIGHT:-16}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 LOADGEN=$TARGET/release/loadgen
@@ -33,7 +36,7 @@ round() { # BIN LABEL -> one JSON line
     --no-admin --no-watch --cache-dir "$WORK/cache" >"$WORK/$2.log" 2>&1 &
   pid=$!
   "$LOADGEN" wait "ws://127.0.0.1:$port/ws/echo" --timeout 60 2>/dev/null
-  line=$("${PIN_LOAD[@]}" "$LOADGEN" echo "ws://127.0.0.1:$port/ws/echo" -c 200 -k 16 -d 5 -w 1 -s 32 \
+  line=$("${PIN_LOAD[@]}" "$LOADGEN" echo "ws://127.0.0.1:$port/ws/echo" -c "$CONNS" -k "$INFLIGHT" -d 5 -w 1 -s 32 \
     --label "$2" --max-time 60 --server-pid "$pid" --json 2>/dev/null)
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$line"

@@ -283,6 +283,12 @@ where
         if !self.obligated_sends.is_empty() || self.flush_sends {
             ready!(self.poll_flush_obligated(ContextKind::Read, cx))?;
         }
+        // wsgate: the read buffer is given back while the connection is
+        // idle (below) and taken again when there is something to read.
+        if self.stream.read_buffer().capacity() == 0 {
+            let capacity = self.read_buffer_capacity;
+            take_read_buffer(self.stream.read_buffer_mut(), capacity);
+        }
         let res = if self.stream.read_buffer().is_empty() {
             self.wake_proxy.set_waker(ContextKind::Read, cx.waker());
             self.wake_proxy
@@ -328,9 +334,21 @@ where
                 Poll::Ready(Err(err))
             }
             Poll::Pending => {
+                self.release_idle_read_buffer();
                 ready!(self.poll_flush_obligated(ContextKind::Read, cx))?;
                 Poll::Pending
             }
+        }
+    }
+
+    /// wsgate: a connection with nothing left to read holds no read buffer,
+    /// so that thousands of idle connections do not each keep one (uWS keeps
+    /// one per event loop). Only an empty buffer goes: a partly read frame
+    /// keeps its bytes.
+    fn release_idle_read_buffer(&mut self) {
+        let buffer = self.stream.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            give_back_read_buffer(std::mem::take(buffer));
         }
     }
 
@@ -566,6 +584,32 @@ where
 /// Replaces `buffer` with one of `capacity` bytes, keeping its contents.
 ///
 /// The new buffer is never smaller than the bytes already in it.
+/// wsgate: read buffers of idle connections, kept per thread for the next
+/// connection that has something to read, so that going idle and back
+/// costs no allocation. Bounded: past it a buffer is freed.
+const SPARE_READ_BUFFERS: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_read_buffer(buffer: &mut BytesMut, capacity: usize) {
+    if let Some(spare) = SPARE.with(|spare| spare.borrow_mut().pop()) {
+        *buffer = spare;
+    }
+    // A spare whose earlier frames are all gone is reclaimed in place.
+    buffer.reserve(capacity);
+}
+
+fn give_back_read_buffer(buffer: BytesMut) {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_READ_BUFFERS {
+            spare.push(buffer);
+        }
+    });
+}
+
 fn set_capacity(buffer: &mut BytesMut, capacity: usize) {
     let mut resized = BytesMut::with_capacity(capacity.max(buffer.len()));
     resized.extend_from_slice(buffer);
