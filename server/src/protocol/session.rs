@@ -30,7 +30,7 @@ use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
 use crate::config::Timeouts;
 use crate::metrics::PluginMetrics;
 use crate::rate::RateLimit;
-use crate::registry::{Connection, Outbound, Queue};
+use crate::registry::{ConnId, Connection, Outbound, Queue};
 use crate::runtime::Listener;
 
 /// Frames read, or queued frames written, before the next flush, so one
@@ -66,7 +66,7 @@ impl Session {
                 shutdown: Box::pin(self.conn.shutdown.clone().cancelled_owned()),
                 deadline: Box::pin(tokio::time::sleep(self.timeouts.idle)),
                 ping: tokio::time::interval_at(
-                    now + self.timeouts.ping_interval,
+                    now + first_ping(self.timeouts.ping_interval, self.conn.id),
                     self.timeouts.ping_interval,
                 ),
                 close_sent: false,
@@ -448,4 +448,30 @@ impl Wire {
 /// How long a session may take to wind down after the server closes it.
 pub fn wind_down(timeouts: &Timeouts) -> Duration {
     timeouts.close * 2
+}
+
+/// When a connection's first ping is due: somewhere in the second half of
+/// the interval, spread by its id. Clients that reconnect together (a node
+/// restarted, a network back) would otherwise be pinged together, every
+/// interval, for as long as they stay.
+fn first_ping(interval: Duration, id: ConnId) -> Duration {
+    let spread = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(0.5 + spread / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_pings_spread_over_the_second_half_of_the_interval() {
+        let interval = std::time::Duration::from_secs(30);
+        let firsts: Vec<_> = (1..=1000)
+            .map(|id| super::first_ping(interval, id))
+            .collect();
+        assert!(firsts.iter().all(|d| *d >= interval / 2 && *d <= interval));
+        let early = firsts.iter().filter(|d| **d < interval * 3 / 4).count();
+        assert!(
+            (400..=600).contains(&early),
+            "{early} of 1000 in the first half of the spread"
+        );
+    }
 }
