@@ -319,3 +319,27 @@ async fn a_hanging_redis_delays_a_join_by_at_most_a_second() {
     })
     .await;
 }
+
+/// Nodes that disagree on `cluster.partitions` would not hear each other's
+/// channel deliveries: the operator is told, by name.
+#[tokio::test]
+async fn nodes_with_different_partition_counts_are_reported() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let a = node(dir.path(), &redis.url(), "").await;
+    let b = node(dir.path(), &redis.url(), "partitions = 64\n").await;
+    until_info(&a.server, "two nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    for (server, theirs) in [(&a.server, 64), (&b.server, 16_384)] {
+        let told = format!("has cluster.partitions = {theirs}");
+        eventually(
+            "the mismatch logged",
+            server,
+            Duration::from_secs(10),
+            || async { server.logs().contains(&told).then_some(()) },
+        )
+        .await;
+    }
+}

@@ -52,6 +52,9 @@ pub struct NodeReport {
     pub node: u64,
     pub listen: String,
     pub started_ms: u64,
+    /// Its `cluster.partitions`: nodes that disagree do not hear each other.
+    #[serde(default)]
+    pub partitions: u16,
     pub plugins: BTreeMap<String, PluginCounts>,
 }
 
@@ -312,6 +315,7 @@ impl Cluster {
             node: self.node,
             listen: self.listen.clone(),
             started_ms: self.started_ms,
+            partitions: self.settings.partitions,
             plugins,
         }
     }

@@ -310,6 +310,7 @@ pub async fn heartbeat_loop(
     let mut tick = tokio::time::interval(cluster.settings.heartbeat);
     let mut beats = 0u64;
     let mut lease_lost = false;
+    let mut partitions_differ = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -341,6 +342,24 @@ pub async fn heartbeat_loop(
                     );
                 }
                 lease_lost = !leased;
+                let ours = cluster.settings.partitions;
+                let others = cluster
+                    .peers
+                    .read()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p.partitions != ours)
+                    .map(|p| (p.node, p.partitions));
+                match others {
+                    Some((node, theirs)) if !partitions_differ => {
+                        tracing::error!(
+                            "cluster: node {node} has cluster.partitions = {theirs}, this node {ours}: the two do not hear each other's channel and tag deliveries; give every node the same number"
+                        );
+                        partitions_differ = true;
+                    }
+                    None => partitions_differ = false,
+                    _ => {}
+                }
             }
             _ => conn = None,
         }
