@@ -48,13 +48,9 @@ for arg; do
   esac
 done
 [ -n "$OUT" ] || { OUT=$BENCH/results/cluster; [ $QUICK = 0 ] || OUT=$OUT/quick; }
-mkdir -p "$OUT/logs"
-OUT=$(cd "$OUT" && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-REL=$TARGET/release; [ $PROFILE = release ] || REL=$TARGET/debug
-LOADGEN=$REL/loadgen
-T_START=$(date +%s)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+NAME=cluster
+. "$BENCH/lib/processes.sh"
+bench_paths
 
 # ------------------------------------------------------------------ parameters
 if [ $QUICK = 1 ]; then
@@ -66,13 +62,7 @@ SIZE=32
 READY_TIMEOUT=60  # per node: compiling the plugin (cached after the first run)
 RUN_LIMIT=600; [ $QUICK = 0 ] || RUN_LIMIT=90  # the whole run after the build, seconds
 
-NCPU=$(nproc)
-if [ $PIN = 1 ] && command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
-  SERVER_PIN=(taskset -c 0); LOAD_PIN=(taskset -c 1)
-  PINNING="nodes A, B (cluster) and C (standalone) and Redis on CPU 0, load generator on CPU 1"
-else
-  SERVER_PIN=(); LOAD_PIN=(); PINNING="none"
-fi
+bench_pinning "nodes A, B (cluster) and C (standalone) and Redis"
 
 log() { printf '[cluster %3ss] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -93,39 +83,9 @@ rm -rf "$PLUGINS"; mkdir -p "$PLUGINS"
 cp "$WASM" "$BENCH/fanout-plugin/fanout.toml" "$PLUGINS/"
 
 # ------------------------------------------------------------------ processes
-PIDS=()
 # The whole run is bounded: past RUN_LIMIT seconds the script stops itself.
-(
-  trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep $RUN_LIMIT & nap=$!; wait $nap
-  echo "[cluster] time limit of $RUN_LIMIT s reached" >&2; kill -TERM $$
-) &
-PIDS+=($!)
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { "$LOADGEN" free-port; }
-REDIS_PORT=$(port)
-"${SERVER_PIN[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  > "$OUT/logs/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
-  kill -0 "$REDIS_PID" 2>/dev/null || break
-  sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { cat "$OUT/logs/redis.log" >&2; die "redis-server"; }
-REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+bench_processes
+start_redis
 
 # Loopback clients all come from 127.0.0.1: lift the per-IP connection cap.
 # A short heartbeat, so that the nodes see each other within a second.

@@ -50,13 +50,9 @@ for arg; do
 done
 [ -n "$N" ] || { N=19000; [ $QUICK = 0 ] || N=2000; }
 [ -n "$OUT" ] || { OUT=$BENCH/results/hold; [ $QUICK = 0 ] || OUT=$OUT/quick; }
-mkdir -p "$OUT/logs"
-OUT=$(cd "$OUT" && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-REL=$TARGET/release; [ $PROFILE = release ] || REL=$TARGET/debug
-LOADGEN=$REL/loadgen
-T_START=$(date +%s)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+NAME=hold
+. "$BENCH/lib/processes.sh"
+bench_paths
 RUN_LIMIT=300
 IDLE_CPU_S=10
 
@@ -73,12 +69,7 @@ if [ "$FDS" != unlimited ] && [ "$N" -gt $((FDS - 500)) ]; then
 fi
 log "ulimit -n $FDS (hard $HARD); $N connections; ip_local_port_range $(tr '\t' ' ' < /proc/sys/net/ipv4/ip_local_port_range)"
 
-NCPU=$(nproc)
-if [ $PIN = 1 ] && command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
-  SERVER_PIN=(taskset -c 0); LOAD_PIN=(taskset -c 1); PINNING="wsgate on CPU 0, load generators on CPU 1"
-else
-  SERVER_PIN=(); LOAD_PIN=(); PINNING="none"
-fi
+bench_pinning wsgate
 
 # ------------------------------------------------------------------ build
 [ -n "$PLUGINS" ] || PLUGINS=$TARGET/bench-hold-plugins
@@ -92,24 +83,7 @@ fi
 for f in "$REL/wsgate" "$LOADGEN" "$PLUGINS/echo.wasm"; do [ -f "$f" ] || die "missing $f (build first)"; done
 
 # ------------------------------------------------------------------ processes
-PIDS=()
-(
-  trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep $RUN_LIMIT & nap=$!; wait $nap
-  echo "[hold] time limit of $RUN_LIMIT s reached" >&2; kill -TERM $$
-) &
-PIDS+=($!)
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_processes
 
 CONFIG=$OUT/logs/wsgate.toml
 cat > "$CONFIG" <<EOF
@@ -121,7 +95,7 @@ max_connections_per_ip = 1000000
 ping_interval = "$PING"
 EOF
 export WSGATE_ADMIN__TOKEN=bench-$RANDOM$RANDOM
-PORT=$("$LOADGEN" free-port) ADMIN=$("$LOADGEN" free-port)
+PORT=$(port) ADMIN=$(port)
 RUST_LOG=${BENCH_RUST_LOG:-warn} "${SERVER_PIN[@]}" "$REL/wsgate" --config "$CONFIG" \
   --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --plugins "$PLUGINS" --no-watch \
   > "$OUT/logs/wsgate.log" 2>&1 &

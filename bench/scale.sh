@@ -73,13 +73,9 @@ for arg; do
   esac
 done
 [ -n "$OUT" ] || { OUT=$BENCH/results/scale; [ $QUICK = 0 ] || OUT=$OUT/quick; }
-mkdir -p "$OUT/logs"
-OUT=$(cd "$OUT" && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-REL=$TARGET/release; [ $PROFILE = release ] || REL=$TARGET/debug
-LOADGEN=$REL/loadgen
-T_START=$(date +%s)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+NAME=scale
+. "$BENCH/lib/processes.sh"
+bench_paths
 
 # ------------------------------------------------------------------ parameters
 if [ $QUICK = 1 ]; then
@@ -94,13 +90,7 @@ SIZE=32
 READY_TIMEOUT=60
 RUN_LIMIT=1200; [ $QUICK = 0 ] || RUN_LIMIT=120
 
-NCPU=$(nproc)
-if [ $PIN = 1 ] && command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
-  SERVER_PIN=(taskset -c 0); LOAD_PIN=(taskset -c 1)
-  PINNING="nodes and Redis on CPU 0, load generators on CPU 1"
-else
-  SERVER_PIN=(); LOAD_PIN=(); PINNING="none"
-fi
+bench_pinning "nodes and Redis"
 
 log() { printf '[scale %3ss] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -123,40 +113,9 @@ rm -rf "$PLUGINS"; mkdir -p "$PLUGINS"
 cp "$WASM" "$BENCH/fanout-plugin/fanout.toml" "$PLUGINS/"
 
 # ------------------------------------------------------------------ processes
-PIDS=()
-(
-  trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep $RUN_LIMIT & nap=$!; wait $nap
-  echo "[scale] time limit of $RUN_LIMIT s reached" >&2; kill -TERM $$
-) &
-PIDS+=($!)
-stop() { # PID...: TERM, then KILL after 3 s
-  local pid
-  for pid; do kill "$pid" 2>/dev/null || true; done
-  for pid; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-cleanup() { stop "${PIDS[@]}"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { "$LOADGEN" free-port; }
-REDIS_PORT=$(port)
-"${SERVER_PIN[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  > "$OUT/logs/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
+bench_processes
+start_redis
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 100); do
-  rcli ping 2>/dev/null | grep -q PONG && break
-  kill -0 "$REDIS_PID" 2>/dev/null || break
-  sleep 0.1
-done
-rcli ping 2>/dev/null | grep -q PONG || { cat "$OUT/logs/redis.log" >&2; die "redis-server"; }
-REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 
 CONFIG=$OUT/logs/wsgate.toml
 cat > "$CONFIG" <<EOF

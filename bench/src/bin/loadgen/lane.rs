@@ -68,6 +68,20 @@ pub struct EchoStats {
     pub error: Option<String>,
 }
 
+impl EchoStats {
+    /// Counts one of our messages back, sent at `t`; its latency counts
+    /// if it came back inside the measured window.
+    fn record(&mut self, sh: &EchoShared, t: u64) {
+        self.received += 1;
+        let now = Instant::now();
+        if now >= sh.warm_end && now < sh.end {
+            self.in_window += 1;
+            let lat = (now - sh.base).as_nanos() as u64 - t;
+            self.lat_ns.push(lat.min(u32::MAX as u64) as u32);
+        }
+    }
+}
+
 /// One closed loop: messages are written to `tx` and come back on `rx`,
 /// the same connection for `echo` (`tx` is `None`), a sender and its
 /// receiver for `relay`.
@@ -133,14 +147,8 @@ async fn echo_loop(lane: &mut Lane, sh: &EchoShared, st: &mut EchoStats) -> Resu
     let mut on_msg = |m: Message, ws_feed: &mut Vec<Message>, inflight: &mut usize| {
         let Some(t) = sh.stamp(&m) else { return };
         *inflight -= 1;
-        st.received += 1;
-        let now = Instant::now();
-        if now >= sh.warm_end && now < sh.end {
-            st.in_window += 1;
-            let lat = (now - sh.base).as_nanos() as u64 - t;
-            st.lat_ns.push(lat.min(u32::MAX as u64) as u32);
-        }
-        if now < sh.end {
+        st.record(sh, t);
+        if Instant::now() < sh.end {
             ws_feed.push(sh.make());
             *inflight += 1;
         }
@@ -215,13 +223,7 @@ async fn paced_loop(
                 };
                 if let Some(t) = sh.stamp(&m) {
                     inflight = inflight.saturating_sub(1);
-                    st.received += 1;
-                    let now = Instant::now();
-                    if now >= sh.warm_end && now < sh.end {
-                        st.in_window += 1;
-                        let lat = (now - sh.base).as_nanos() as u64 - t;
-                        st.lat_ns.push(lat.min(u32::MAX as u64) as u32);
-                    }
+                    st.record(sh, t);
                 }
             }
             _ = tokio::time::sleep_until(next.into()), if can_send => {
