@@ -18,8 +18,8 @@ out = sys.argv[1]
 res = json.load(open(os.path.join(out, "results.json")))
 meta = res.get("meta", {})
 machine = f"{meta.get('nproc', '?')} CPUs, {meta.get('cpu', '?')}; {meta.get('pinning', '')}"
-ORDER = ["wsgate-rust", "bare-echo", "node-ws", "wsgate-py", "wsgate-js"]
-STYLE = {"wsgate-rust": "o-", "bare-echo": "s--", "node-ws": "^-.", "wsgate-py": "v:", "wsgate-js": "d:"}
+ORDER = ["wsgate-rust", "bare-echo", "node-ws", "bun", "wsgate-py", "wsgate-js"]
+STYLE = {"wsgate-rust": "o-", "bare-echo": "s--", "node-ws": "^-.", "bun": "x-.", "wsgate-py": "v:", "wsgate-js": "d:"}
 
 
 def labels(rows):

@@ -53,7 +53,9 @@ def write_csv(name, rows, cols):
             w.writerow([r.get(c) for c in cols])
 
 
-ORDER = ["wsgate-rust", "bare-echo", "node-ws", "wsgate-py", "wsgate-js"]
+ORDER = ["wsgate-rust", "bare-echo", "node-ws", "bun", "wsgate-py", "wsgate-js"]
+# The peers every server is compared with: echo label, broadcast label, name.
+PEERS = [("bare-echo", "bare-broadcast", "bare"), ("node-ws", "node-broadcast", "node"), ("bun", "bun-broadcast", "bun")]
 
 
 def order(label):
@@ -74,6 +76,13 @@ for r in echo:
     r["ratio_vs_bare"] = r["msg_per_s"] / b["msg_per_s"] if b else None
     r["cpu_ratio_vs_bare"] = (r["msg_per_server_cpu_s"] / b["msg_per_server_cpu_s"]
                               if b and r["msg_per_server_cpu_s"] and b.get("msg_per_server_cpu_s") else None)
+for peer, _, short in PEERS:
+    by_c = {r["connections"]: r for r in echo if r["label"] == peer}
+    for r in echo:
+        b = by_c.get(r["connections"])
+        r[f"ratio_vs_{short}"] = r["msg_per_s"] / b["msg_per_s"] if b else None
+        r[f"cpu_ratio_vs_{short}"] = (r["msg_per_server_cpu_s"] / b["msg_per_server_cpu_s"]
+                                      if b and r["msg_per_server_cpu_s"] and b.get("msg_per_server_cpu_s") else None)
 bare_lat = next((r for r in lat if r["label"] == "bare-echo"), None)
 for r in lat:
     r["added_p50_us"] = r["p50_us"] - bare_lat["p50_us"] if bare_lat else None
@@ -107,12 +116,25 @@ if "--gnuplot" in sys.argv:
             print("e")
     sys.exit(0)
 
-write_csv("echo", echo, ["label", "connections", "inflight", "size", "msg_per_s", "ratio_vs_bare", "p50_us", "p99_us", "p999_us", "server_cpu_pct", "loadgen_cpu_pct", "msg_per_server_cpu_s", "cpu_ratio_vs_bare", "lost", "errors"])
+write_csv("echo", echo, ["label", "connections", "inflight", "size", "msg_per_s", "ratio_vs_bare", "p50_us", "p99_us", "p999_us", "server_cpu_pct", "loadgen_cpu_pct", "msg_per_server_cpu_s", "cpu_ratio_vs_bare", "ratio_vs_node", "ratio_vs_bun", "cpu_ratio_vs_node", "cpu_ratio_vs_bun", "lost", "errors"])
 write_csv("latency", lat, ["label", "msg_per_s", "p50_us", "p99_us", "p999_us", "added_p50_us", "ratio_vs_bare", "server_cpu_pct", "loadgen_cpu_pct"])
 write_csv("connect", conn, ["label", "concurrency", "connections", "conn_per_s", "ratio_vs_bare", "p50_us", "p99_us", "failed"])
-BORDER = ["wsgate-chat", "wsgate-fanout", "bare-broadcast"]
+BORDER = ["wsgate-chat", "wsgate-fanout", "bare-broadcast", "node-broadcast", "bun-broadcast"]
 bcast.sort(key=lambda r: (r["subscribers"], BORDER.index(r["label"]) if r["label"] in BORDER else 9))
-write_csv("broadcast", bcast, ["label", "subscribers", "rounds", "complete_rounds", "complete_p50_ms", "complete_p99_ms", "complete_max_ms", "delivery_p50_ms", "delivery_p99_ms", "missing", "connect_s", "settle_s", "messages_before_rounds"])
+for r in bcast:
+    # The load generator's CPU per round against the mean time until all had it:
+    # near 100 %, the clients (one thread on one CPU) were the limit, not the server.
+    lg_ms, mean = r.get("loadgen_cpu_ms_per_round"), r.get("complete_mean_ms")
+    r["loadgen_busy_pct"] = 100 * lg_ms / mean if lg_ms is not None and mean else None
+for _, peer, short in PEERS:
+    by_m = {r["subscribers"]: r for r in bcast if r["label"] == peer}
+    for r in bcast:
+        b = by_m.get(r["subscribers"])
+        r[f"p50_ratio_vs_{short}"] = (r["complete_p50_ms"] / b["complete_p50_ms"]
+                                      if b and b.get("complete_p50_ms") and r.get("complete_p50_ms") is not None else None)
+        r[f"cpu_ratio_vs_{short}"] = (r["deliveries_per_server_cpu_s"] / b["deliveries_per_server_cpu_s"]
+                                      if b and b.get("deliveries_per_server_cpu_s") and r.get("deliveries_per_server_cpu_s") else None)
+write_csv("broadcast", bcast, ["label", "subscribers", "rounds", "complete_rounds", "complete_p50_ms", "complete_p99_ms", "complete_max_ms", "delivery_p50_ms", "delivery_p99_ms", "missing", "connect_s", "settle_s", "messages_before_rounds", "complete_mean_ms", "server_cpu_ms_per_round", "loadgen_cpu_ms_per_round", "loadgen_busy_pct", "deliveries_per_server_cpu_s", "p50_ratio_vs_bare", "p50_ratio_vs_node", "p50_ratio_vs_bun", "cpu_ratio_vs_bare", "cpu_ratio_vs_node", "cpu_ratio_vs_bun"])
 write_csv("idle", idle, ["label", "processes", "connections", "rss_before_kib", "rss_after_kib", "kib_per_conn"])
 json.dump({"meta": meta, "echo": echo, "latency": lat, "connect": conn, "broadcast": bcast, "idle": idle,
            "hook_calls": hook_calls, "instantiations": instantiations},
@@ -122,7 +144,7 @@ p = print
 p(f"## Results{' (quick)' if meta.get('quick') else ''}\n")
 if meta:
     p(f"Machine: {meta.get('nproc')} CPUs, {meta.get('cpu')}, Linux {meta.get('kernel')}; pinning: {meta.get('pinning')}; "
-      f"{meta.get('rustc')}, node {meta.get('node')}; {meta.get('date')}\n")
+      f"{meta.get('rustc')}, node {meta.get('node')}, bun {meta.get('bun') or '-'}; {meta.get('date')}\n")
     for n in meta.get("notes", []):
         p(f"Note: {n}\n")
 if echo:
@@ -137,6 +159,15 @@ if echo:
           f"{fmt(r.get('msg_per_server_cpu_s'))} | {fmt(r.get('cpu_ratio_vs_bare'), 2)} | {r['errors'] + r['lost']} |")
     p("\n(server CPU % below 100 means the server was not saturated: the load generator, or other work on this")
     p("shared machine, was the limit; 'msg per server CPU-s' is the cost measure that survives that.)\n")
+    if any(r["label"] in ("node-ws", "bun") for r in echo):
+        p("#### Echo against the peers (x = this server's figure over the peer's at the same connection count)\n")
+        p("| server | connections | msg/s | x bare | x node | x bun | msg per server CPU-s | x bare | x node | x bun |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in echo:
+            p(f"| {r['label']} | {r['connections']} | {fmt(r['msg_per_s'])} | {fmt(r['ratio_vs_bare'], 2)} | "
+              f"{fmt(r.get('ratio_vs_node'), 2)} | {fmt(r.get('ratio_vs_bun'), 2)} | {fmt(r.get('msg_per_server_cpu_s'))} | "
+              f"{fmt(r.get('cpu_ratio_vs_bare'), 2)} | {fmt(r.get('cpu_ratio_vs_node'), 2)} | {fmt(r.get('cpu_ratio_vs_bun'), 2)} |")
+        p()
     p()
 if lat:
     p("### Latency, one connection, one message in flight (closed loop)\n")
@@ -154,7 +185,8 @@ if conn:
         p(f"| {r['label']} | {fmt(r['conn_per_s'])} | {fmt(r['ratio_vs_bare'], 2)} | {fmt(r['p50_us'], 1)} | {fmt(r['p99_us'], 1)} | {r['failed']} |")
     p()
 if bcast:
-    p("### Broadcast fan-out (one publish, until every subscriber has it; wsgate-chat = chat example, wsgate-fanout = bench/fanout-plugin, bare-broadcast = no Wasm)\n")
+    p("### Broadcast fan-out (one publish, until every subscriber has it; wsgate-chat = chat example, wsgate-fanout = bench/fanout-plugin, "
+      "bare-broadcast = no Wasm, node-broadcast = Node ws, bun-broadcast = Bun's uWS pub/sub)\n")
     p("| server | subscribers | rounds | all-delivered p50 ms | p99 ms | max ms | per-delivery p50 ms | p99 ms | missing | join storm: msgs, s |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in bcast:
@@ -162,6 +194,19 @@ if bcast:
           f"{fmt(r['complete_max_ms'], 2)} | {fmt(r['delivery_p50_ms'], 2)} | {fmt(r['delivery_p99_ms'], 2)} | {r['missing']} | "
           f"{fmt(r['messages_before_rounds'])}, {fmt(r['connect_s'] + r['settle_s'], 1)} |")
     p()
+    if any(r.get("server_cpu_ms_per_round") is not None for r in bcast):
+        p("#### Fan-out cost: CPU per round (one publish to every subscriber) and against the peers\n")
+        p("| server | subscribers | all-delivered p50 ms | x bare | x node | x bun | server CPU ms/round | deliveries per server CPU-s | x bare | x node | x bun | loadgen CPU ms/round | loadgen busy % |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in bcast:
+            p(f"| {r['label']} | {r['subscribers']} | {fmt(r['complete_p50_ms'], 2)} | {fmt(r.get('p50_ratio_vs_bare'), 2)} | "
+              f"{fmt(r.get('p50_ratio_vs_node'), 2)} | {fmt(r.get('p50_ratio_vs_bun'), 2)} | {fmt(r.get('server_cpu_ms_per_round'), 2)} | "
+              f"{fmt(r.get('deliveries_per_server_cpu_s'))} | {fmt(r.get('cpu_ratio_vs_bare'), 2)} | {fmt(r.get('cpu_ratio_vs_node'), 2)} | "
+              f"{fmt(r.get('cpu_ratio_vs_bun'), 2)} | {fmt(r.get('loadgen_cpu_ms_per_round'), 2)} | {fmt(r.get('loadgen_busy_pct'))} |")
+        p("\n(x for the p50 is this server's time over the peer's: below 1 is faster. 'loadgen busy %' is the load")
+        p("generator's CPU per round over the mean all-delivered time: near 100 the clients, one thread on CPU 1, were")
+        p("the limit rather than the server; the server's CPU per delivery is the cost measure that survives that.)")
+        p()
 if idle:
     p("### Memory: server RSS with idle connections\n")
     p("| server | processes | connections | RSS before MiB | RSS after MiB | KiB per connection |")

@@ -2,16 +2,20 @@
 # wsgate benchmark driver.
 #
 #   bench/run.sh            full run (several minutes): echo sweep, latency,
-#                           broadcast to 1k/10k, connect rate, idle RSS at 1k/10k/50k,
+#                           broadcast to 1k/5k/10k, connect rate, idle RSS at 1k/10k/50k,
 #                           hook call cost and instantiation (cargo bench)
 #   bench/run.sh --quick    the same at tiny sizes, seconds each (CI smoke check):
 #                           Rust plugins only, the dev profile (so it reuses what
 #                           `cargo build`/`cargo test` built), results in
 #                           bench/results/quick/
 #
+# Peers: bare-echo (tokio-tungstenite, no Wasm), Node ws (bench/node-echo) and
+# Bun, uWebSockets inside (bench/bun-echo), each installed with npm ci from its
+# lock file on first use; in echo, latency, connect, broadcast and idle.
+#
 # Options: --no-build (use the binaries already built),
 #          --release / --dev (the cargo profile; default: release, dev with --quick),
-#          --no-wsgate (only the baselines: bare-echo and Node ws),
+#          --no-wsgate (only the peers: bare-echo, Node ws and Bun),
 #          --no-plots, --out DIR,
 #          --only LIST (comma-separated sections to run: echo,broadcast,idle,calls;
 #                       the other sections' results of an earlier run are kept).
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
     --no-plots) PLOTS=0 ;;
     --out) OUT=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +68,7 @@ if [ $QUICK = 1 ]; then
 else
   ECHO_CONNS="10 100 200 1000"; ECHO_K=16; ECHO_D=5; ECHO_W=1
   LAT_D=3
-  BCAST_SUBS="1000 10000"; BCAST_ROUNDS=30; CHAT_MAX=2000
+  BCAST_SUBS="1000 5000 10000"; BCAST_ROUNDS=30; CHAT_MAX=2000
   CONNECT_D=3
   IDLE_SIZES="1000 10000 50000"; IDLE_HOLD=2
   PLUGIN_WAIT=180
@@ -163,6 +167,20 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 fi
 [ $NODE_OK = 1 ] || log "node/npm or the ws package missing: skipping the Node ws baseline"
 
+# Bun from npm (@oven/bun-linux-x64: the binary ships inside the package),
+# the version pinned by bench/bun-echo/package-lock.json; installed again
+# when the one in node_modules is not that version.
+BUN_OK=0 BUN=$BENCH/bun-echo/node_modules/@oven/bun-linux-x64/bin/bun
+BUN_WANT=$(sed -n '/"node_modules\/@oven\/bun-linux-x64"/,/}/s/.*"version": "\(.*\)".*/\1/p' "$BENCH/bun-echo/package-lock.json")
+if command -v npm >/dev/null && [ "$(uname -sm)" = "Linux x86_64" ]; then
+  if [ "$("$BUN" --version 2>/dev/null)" != "$BUN_WANT" ]; then
+    log "npm ci in bench/bun-echo (Bun $BUN_WANT)"
+    (cd "$BENCH/bun-echo" && npm ci --no-audit --no-fund --silent) >> "$OUT/logs/npm.log" 2>&1 || true
+  fi
+  [ "$("$BUN" --version 2>/dev/null)" = "$BUN_WANT" ] && BUN_OK=1
+fi
+[ $BUN_OK = 1 ] || log "npm, x86_64 Linux or a working bun $BUN_WANT missing: skipping the Bun peer (log: $OUT/logs/npm.log)"
+
 # ------------------------------------------------------------------ servers
 SERVER_PID=
 SERVER_PORT=
@@ -203,6 +221,7 @@ SERVERS=()
 [ $WSGATE = 1 ] && SERVERS+=("wsgate-rust|/ws/echo|60|$REL/wsgate --listen 127.0.0.1:PORT --plugins $PLUGINS/rust")
 SERVERS+=("bare-echo|/|10|$REL/bare-echo --listen 127.0.0.1:PORT")
 [ $NODE_OK = 1 ] && SERVERS+=("node-ws|/|10|node $BENCH/node-echo/server.js PORT")
+[ $BUN_OK = 1 ] && SERVERS+=("bun|/|10|$BUN $BENCH/bun-echo/server.js PORT")
 PLUGIN_SERVERS=()
 if [ $WSGATE = 1 ]; then
   [ -f "$PLUGINS/py/echo-py.wasm" ] && PLUGIN_SERVERS+=("wsgate-py|/ws/echo-py|$PLUGIN_WAIT|$REL/wsgate --listen 127.0.0.1:PORT --plugins $PLUGINS/py")
@@ -248,12 +267,22 @@ done
 # a join storm of M*M/2 messages: run at the smaller sizes only).
 # wsgate-fanout: bench/fanout-plugin (host broadcast, no join notices).
 # bare-broadcast: bare-echo --broadcast, the same fan-out without Wasm.
+# node-broadcast: Node ws, a loop over the server's clients.
+# bun-broadcast: Bun, every connection subscribed to one topic and
+#   server.publish (uWebSockets' pub/sub).
+# One load generator (one thread) holds every subscriber and the publisher:
+# with 2 CPUs the server has CPU 0 and all the clients CPU 1, and more client
+# processes would only take turns on that one CPU. Whether it was the limit
+# is reported instead: the load generator's and the server's CPU per round
+# (/proc, --server-pid) next to the time until all subscribers had it.
 BCAST_TARGETS=()
 if [ $WSGATE = 1 ]; then
   BCAST_TARGETS+=("wsgate-chat|/ws/chat/warmup?username=probe|60|$REL/wsgate --listen 127.0.0.1:PORT --plugins $PLUGINS/rust|/ws/chat/bench?username=u{i}")
   [ -f "$PLUGINS/fanout/fanout.wasm" ] && BCAST_TARGETS+=("wsgate-fanout|/ws/fanout|60|$REL/wsgate --listen 127.0.0.1:PORT --plugins $PLUGINS/fanout|/ws/fanout?u={i}")
 fi
 BCAST_TARGETS+=("bare-broadcast|/|10|$REL/bare-echo --broadcast --listen 127.0.0.1:PORT|/bench?username=u{i}")
+[ $NODE_OK = 1 ] && BCAST_TARGETS+=("node-broadcast|/|10|node $BENCH/node-echo/server.js PORT --broadcast|/bench?username=u{i}")
+[ $BUN_OK = 1 ] && BCAST_TARGETS+=("bun-broadcast|/|10|$BUN $BENCH/bun-echo/server.js PORT --broadcast|/bench?username=u{i}")
 want broadcast && for m in $BCAST_SUBS; do
   for spec in "${BCAST_TARGETS[@]}"; do
     IFS='|' read -r name path wait_s cmd sub_path <<< "$spec"
@@ -262,7 +291,8 @@ want broadcast && for m in $BCAST_SUBS; do
     start_server "$name-$m" "$path" "$wait_s" $cmd || continue
     sources=$(( m / 20000 + 1 ))
     lg "$OUT/broadcast.jsonl" broadcast "ws://127.0.0.1:$SERVER_PORT$sub_path" \
-      -m "$m" -r $BCAST_ROUNDS --sources $sources --label "$name" --settle-max 400 --max-time 600
+      -m "$m" -r $BCAST_ROUNDS --sources $sources --label "$name" --settle-max 400 --max-time 600 \
+      --server-pid "$SERVER_PID"
     stop_server
   done
 done
@@ -388,6 +418,7 @@ json.dump({
   "quick": $QUICK == 1, "profile": "$PROFILE", "nproc": int(sh("nproc") or 0), "cpu": cpu,
   "kernel": platform.release(), "pinning": "$PINNING", "fd_limit": "$FDS",
   "rustc": sh("rustc --version"), "node": sh("node --version"),
+  "bun": sh("'$BUN' --version") if $BUN_OK == 1 else "",
   "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
   "echo": {"connections": "$ECHO_CONNS", "inflight": $ECHO_K, "duration_s": $ECHO_D, "warmup_s": $ECHO_W, "size": $ECHO_SIZE},
   "broadcast": {"subscribers": "$BCAST_SUBS", "rounds": $BCAST_ROUNDS},

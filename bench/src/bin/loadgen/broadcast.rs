@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::Common;
+use crate::cpu;
 use crate::stats::{emit, percentile};
 use crate::target::{Target, client_config, resolve_loopback};
 
@@ -43,6 +44,11 @@ pub struct BroadcastArgs {
     /// Pause between rounds, ms.
     #[arg(long, default_value_t = 20)]
     gap_ms: u64,
+    /// PID of the server: its CPU time over the rounds (and the load
+    /// generator's own) is reported per round and per delivery. Repeatable
+    /// (the processes' times are summed).
+    #[arg(long)]
+    server_pid: Vec<u32>,
 }
 
 fn round_marker(m: &Message) -> Option<u64> {
@@ -137,6 +143,8 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
     let mut deliveries_ns: Vec<u32> = Vec::with_capacity(a.rounds * m);
     let mut missing = 0usize;
     let pad = "x".repeat(a.size.saturating_sub(16));
+    // CPU over the rounds (the gaps between them included: a server idles there).
+    let cpu0 = cpu::snapshot(&a.server_pid);
     for round in 0..a.rounds as u64 {
         if closed.load(Ordering::Relaxed) > 0 {
             bail!(
@@ -169,6 +177,7 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(a.gap_ms)).await;
     }
+    let (server_cpu_s, loadgen_cpu_s) = cpu0.until(&cpu::snapshot(&a.server_pid));
     drop(ptx);
     let _ = tokio::time::timeout(Duration::from_secs(1), pub_task).await;
     for r in &readers {
@@ -186,9 +195,23 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
         percentile(&deliveries_ns, 0.5),
         percentile(&deliveries_ns, 0.99),
     );
+    // Per round: the CPU the server and the load generator spent, and the
+    // mean time until all subscribers had the message. A load generator busy
+    // for most of that time was (close to) the limit, not the server.
+    let rounds = a.rounds.max(1) as f64;
+    let server_ms_round = server_cpu_s.map(|s| s * 1e3 / rounds);
+    let loadgen_ms_round = loadgen_cpu_s * 1e3 / rounds;
+    let mean_complete_ms = if complete_ns.is_empty() {
+        f64::NAN
+    } else {
+        complete_ns.iter().map(|&v| v as f64).sum::<f64>() / complete_ns.len() as f64 / 1e6
+    };
+    let delivered = deliveries_ns.len() as f64;
+    let per_server_cpu_s = server_cpu_s.filter(|&s| s > 0.0).map(|s| delivered / s);
     eprintln!(
         "broadcast {}: {m} subscribers, {} rounds: all-delivered p50 {:.2} ms p99 {:.2} ms max {:.2} ms; \
-         per-delivery p50 {:.2} ms p99 {:.2} ms; missing {missing} (connect {:.2} s, settle {:.2} s, {} msgs before rounds)",
+         per-delivery p50 {:.2} ms p99 {:.2} ms; missing {missing}; cpu per round: server {} ms, loadgen {:.2} ms \
+         (all-delivered mean {:.2} ms) (connect {:.2} s, settle {:.2} s, {} msgs before rounds)",
         c.url,
         a.rounds,
         ms(c50),
@@ -196,6 +219,11 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
         ms(cmax),
         ms(d50),
         ms(d99),
+        server_ms_round
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "?".into()),
+        loadgen_ms_round,
+        mean_complete_ms,
         connect_s,
         settle_s,
         pre_received
@@ -208,6 +236,8 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
             "size": a.size, "complete_p50_ms": ms(c50), "complete_p99_ms": ms(c99), "complete_max_ms": ms(cmax),
             "delivery_p50_ms": ms(d50), "delivery_p99_ms": ms(d99), "missing": missing,
             "connect_s": connect_s, "settle_s": settle_s, "messages_before_rounds": pre_received,
+            "complete_mean_ms": mean_complete_ms, "server_cpu_ms_per_round": server_ms_round,
+            "loadgen_cpu_ms_per_round": loadgen_ms_round, "deliveries_per_server_cpu_s": per_server_cpu_s,
         }),
     );
     if missing > 0 {

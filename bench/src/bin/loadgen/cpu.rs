@@ -45,3 +45,50 @@ pub async fn cpu_window(
         100.0 * (l1 - l0) / secs,
     )
 }
+
+/// CPU seconds used so far by process `pid`, summed over its threads from
+/// `/proc/PID/task/*/schedstat` (nanoseconds on the CPU: fine enough for
+/// windows of a few tens of ms, where `/proc/PID/stat`'s 10 ms ticks are
+/// not); `/proc/PID/stat` where schedstat is missing. Time of threads that
+/// exit inside the window is lost (servers' threads live as long as they do).
+fn proc_cpu_fine_s(pid: u32) -> Option<f64> {
+    let fine = || -> Option<f64> {
+        let mut ns = 0u64;
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+            ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(ns as f64 / 1e9)
+    };
+    fine().or_else(|| proc_cpu_s(pid))
+}
+
+/// CPU time of some server processes and of this process at one moment.
+pub struct CpuSnapshot {
+    servers: Vec<Option<f64>>,
+    own: f64,
+}
+
+pub fn snapshot(servers: &[u32]) -> CpuSnapshot {
+    CpuSnapshot {
+        servers: servers.iter().map(|&pid| proc_cpu_fine_s(pid)).collect(),
+        own: self_cpu_s(),
+    }
+}
+
+impl CpuSnapshot {
+    /// CPU seconds since `self`: the servers' summed (`None` without servers,
+    /// or where /proc could not tell), and this process's.
+    pub fn until(&self, later: &CpuSnapshot) -> (Option<f64>, f64) {
+        let servers = if self.servers.is_empty() {
+            None
+        } else {
+            self.servers
+                .iter()
+                .zip(&later.servers)
+                .map(|(a, b)| a.zip(*b).map(|(a, b)| b - a))
+                .sum()
+        };
+        (servers, later.own - self.own)
+    }
+}
