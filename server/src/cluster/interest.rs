@@ -241,6 +241,19 @@ mod tests {
         assert_eq!(i.announce(frame("y")), Announce::Now(frame("y")));
     }
 
+    #[test]
+    fn held_announcements_are_bounded() {
+        let i = Interests::new(2);
+        i.caught_up(0);
+        i.add(0);
+        for _ in 0..HELD_MAX {
+            assert_eq!(i.announce(frame("a")), Announce::Held);
+        }
+        assert_eq!(i.announce(frame("b")), Announce::Dropped);
+        assert_eq!(i.caught_up(i.wanted().0).len(), HELD_MAX);
+        assert_eq!(i.announce(frame("c")), Announce::Now(frame("c")));
+    }
+
     #[tokio::test]
     async fn a_wait_ends_when_caught_up_or_after_the_bound() {
         let i = std::sync::Arc::new(Interests::new(2));
