@@ -192,9 +192,7 @@ pub async fn subscribe_loop(
     let mut wait = MIN_BACKOFF;
     let mut failing = false;
     loop {
-        let (inbox, mut frames) =
-            link::inbox(cluster.settings.queue, cluster.settings.outbox_bytes);
-        let disconnected = frames.disconnected.clone();
+        let (inbox, frames) = link::inbox(cluster.settings.queue, cluster.settings.outbox_bytes);
         let fixed = [Bus::Control, Bus::Node(cluster.node)];
         let subscribed = async {
             let mut conn = cluster.backend.listen(inbox).await?;
@@ -208,36 +206,20 @@ pub async fn subscribe_loop(
         match tokio::select! { r = subscribed => r, _ = stop.cancelled() => return } {
             Ok(mut conn) => {
                 let mut partitions = BTreeSet::new();
-                let synced = follow(&cluster, &mut conn, &mut partitions).await;
-                if synced.is_ok() {
+                if follow(&cluster, &mut conn, &mut partitions).await.is_ok() {
                     if failing {
                         tracing::info!("cluster: Redis is back; relaying resumed");
                     }
                     wait = MIN_BACKOFF;
                     cluster.connected.store(true, Ordering::Relaxed);
                     cluster.send_snapshot(&registry, true);
-                    let mut ping = tokio::time::interval(cluster.settings.heartbeat);
-                    loop {
-                        tokio::select! {
-                            frame = frames.recv() => match frame {
-                                Some(frame) => cluster.receive(&registry, frame),
-                                None => break,
-                            },
-                            _ = cluster.interests.changed() => {
-                                if follow(&cluster, &mut conn, &mut partitions).await.is_err() {
-                                    break;
-                                }
-                            }
-                            _ = disconnected.notified() => break,
-                            // A dead peer without a FIN only shows when a ping goes unanswered.
-                            _ = ping.tick() => {
-                                let pong = timeout(IO_TIMEOUT, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
-                                if !matches!(pong, Ok(Ok(_))) {
-                                    break;
-                                }
-                            }
-                            _ = stop.cancelled() => return,
-                        }
+                    let subscription = Subscription {
+                        conn,
+                        partitions,
+                        frames,
+                    };
+                    if let Ended::Stopped = subscription.run(&cluster, &registry, &stop).await {
+                        return;
                     }
                 }
                 cluster.connected.store(false, Ordering::Relaxed);
@@ -263,6 +245,58 @@ pub async fn subscribe_loop(
             _ = stop.cancelled() => return,
         }
         wait = backoff(wait);
+    }
+}
+
+/// How a subscription ended.
+enum Ended {
+    Stopped,
+    /// Redis went away or stopped answering.
+    Lost,
+}
+
+/// A subscription that is up: its connection, the partitions it listens
+/// to, and where its frames arrive.
+struct Subscription {
+    conn: Link,
+    partitions: BTreeSet<u16>,
+    frames: link::InboxRx,
+}
+
+impl Subscription {
+    /// Delivers frames and follows the wanted set until the node stops or
+    /// Redis is lost.
+    async fn run(
+        mut self,
+        cluster: &Cluster,
+        registry: &Registry,
+        stop: &CancellationToken,
+    ) -> Ended {
+        let disconnected = self.frames.disconnected.clone();
+        let mut ping = tokio::time::interval(cluster.settings.heartbeat);
+        loop {
+            tokio::select! {
+                frame = self.frames.recv() => match frame {
+                    Some(frame) => cluster.receive(registry, frame),
+                    None => return Ended::Lost,
+                },
+                _ = cluster.interests.changed() => {
+                    if follow(cluster, &mut self.conn, &mut self.partitions).await.is_err() {
+                        return Ended::Lost;
+                    }
+                }
+                _ = disconnected.notified() => return Ended::Lost,
+                // A dead peer without a FIN only shows when a ping goes unanswered.
+                _ = ping.tick() => {
+                    let ping = redis::cmd("PING");
+                    let pong = timeout(IO_TIMEOUT, ping.query_async::<redis::Value>(&mut self.conn));
+                    if !matches!(pong.await, Ok(Ok(_))) {
+                        return Ended::Lost;
+                    }
+                }
+                _ = stop.cancelled() => return Ended::Stopped,
+            }
+        }
     }
 }
 
