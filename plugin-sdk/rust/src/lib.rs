@@ -43,13 +43,16 @@ pub mod bindings {
 #[cfg(not(feature = "testing"))]
 pub use bindings::wsgate::plugin::host;
 pub use bindings::wsgate::plugin::types::{
-    ConnectionId, Error, LogLevel, Message, OpenDecision, Rejection, Request,
+    ConnectionId, Error, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
+    UpstreamError, UpstreamId,
 };
 /// Host calls, answered by the in-memory host of [`testing`].
 #[cfg(feature = "testing")]
 pub use testing::fake_host as host;
 
+use bindings::exports::wsgate::plugin::error_listener::Guest as ErrorGuest;
 use bindings::exports::wsgate::plugin::listener::Guest;
+use bindings::exports::wsgate::plugin::upstream_listener::Guest as UpstreamGuest;
 
 /// The lifecycle hooks of a listener. All have defaults: accept every
 /// connection and ignore every event.
@@ -72,6 +75,15 @@ pub trait Listener {
     fn on_push(_payload: Message) {}
     /// A timer set with [`host::set_timer`] fired.
     fn on_timer(_id: u64) {}
+    /// A hook for `conn` trapped or ran past its deadline and the host
+    /// closed the connection; `detail` says which hook and why.
+    fn on_error(_conn: ConnectionId, _detail: String) {}
+    /// An upstream opened with [`host::upstream_connect`] is connected.
+    fn on_upstream_open(_id: UpstreamId) {}
+    /// A message from an upstream.
+    fn on_upstream_message(_id: UpstreamId, _msg: Message) {}
+    /// An upstream closed, or could not connect (1006).
+    fn on_upstream_close(_id: UpstreamId, _code: u16, _reason: String) {}
 }
 
 impl<T: Listener> Guest for T {
@@ -95,6 +107,24 @@ impl<T: Listener> Guest for T {
     }
     fn on_timer(id: u64) {
         T::on_timer(id)
+    }
+}
+
+impl<T: Listener> ErrorGuest for T {
+    fn on_error(conn: ConnectionId, detail: String) {
+        T::on_error(conn, detail)
+    }
+}
+
+impl<T: Listener> UpstreamGuest for T {
+    fn on_upstream_open(id: UpstreamId) {
+        T::on_upstream_open(id)
+    }
+    fn on_upstream_message(id: UpstreamId, msg: Message) {
+        T::on_upstream_message(id, msg)
+    }
+    fn on_upstream_close(id: UpstreamId, code: u16, reason: String) {
+        T::on_upstream_close(id, code, reason)
     }
 }
 

@@ -2,7 +2,8 @@
 //! asynchronously so a running hook yields to the tokio scheduler at every
 //! epoch tick instead of pinning a worker thread. Joining a channel or a
 //! tag is async too: in a cluster, it may wait (bounded) until the node
-//! hears the group's deliveries from other nodes.
+//! hears the group's deliveries from other nodes. So is every state call:
+//! a durable backend (SQLite, Redis) answers asynchronously.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -11,7 +12,15 @@ wasmtime::component::bindgen!({
     imports: {
         "wsgate:plugin/host.subscribe": async,
         "wsgate:plugin/host.tag": async,
+        "wsgate:plugin/host.state-get": async,
+        "wsgate:plugin/host.state-set": async,
+        "wsgate:plugin/host.state-increment": async,
+        "wsgate:plugin/host.state-compare-and-swap": async,
+        "wsgate:plugin/host.state-set-expiring": async,
+        "wsgate:plugin/host.state-keys": async,
     },
 });
 
-pub use self::wsgate::plugin::types::{Error, LogLevel, Message, OpenDecision};
+pub use self::wsgate::plugin::types::{
+    Error, LogLevel, Message, OpenDecision, StateError, UpstreamError,
+};

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::PluginPre;
 use super::host::HostState;
 use super::load_error::{LoadError, Stage, check_preamble, exports_error, link_error};
 use super::pool::Prepared;
@@ -146,8 +145,7 @@ impl Runtime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| link_error(&self.engine, component, &format!("{e:#}")))?;
-        let pre = PluginPre::new(pre).map_err(|_| exports_error(&self.engine, component))?;
-        Ok(Prepared(pre))
+        Prepared::new(pre).ok_or_else(|| exports_error(&self.engine, component))
     }
 
     /// The names of what a compiled plugin imports.

@@ -20,11 +20,16 @@ pub enum Hook {
     LastClose,
     Push,
     Timer,
+    /// After a hook for a connection failed: the seeds' `onError`.
+    Error,
+    UpstreamOpen,
+    UpstreamMessage,
+    UpstreamClose,
 }
 
 impl Hook {
     /// Every hook, in the order of [`Hook::index`].
-    pub const ALL: [Hook; 7] = [
+    pub const ALL: [Hook; 11] = [
         Hook::Open,
         Hook::Message,
         Hook::Close,
@@ -32,6 +37,10 @@ impl Hook {
         Hook::LastClose,
         Hook::Push,
         Hook::Timer,
+        Hook::Error,
+        Hook::UpstreamOpen,
+        Hook::UpstreamMessage,
+        Hook::UpstreamClose,
     ];
 
     /// The hook's name in the WIT, as logs and metric labels give it.
@@ -44,6 +53,10 @@ impl Hook {
             Hook::LastClose => "on-last-close",
             Hook::Push => "on-push",
             Hook::Timer => "on-timer",
+            Hook::Error => "on-error",
+            Hook::UpstreamOpen => "on-upstream-open",
+            Hook::UpstreamMessage => "on-upstream-message",
+            Hook::UpstreamClose => "on-upstream-close",
         }
     }
 
@@ -53,7 +66,7 @@ impl Hook {
     }
 
     /// Every hook's name, in the order of [`Hook::ALL`].
-    pub fn names() -> [&'static str; 7] {
+    pub fn names() -> [&'static str; 11] {
         Hook::ALL.map(Hook::name)
     }
 }
@@ -165,7 +178,7 @@ impl Instance {
         conn: ConnId,
         req: OpenRequest,
     ) -> wasmtime::Result<OpenDecision> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         let req = req.into();
         Ok(hooks
             .call_on_open(&mut self.store, conn, &req)
@@ -178,14 +191,14 @@ impl Instance {
         conn: ConnId,
         msg: Message,
     ) -> wasmtime::Result<Option<Message>> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         let msg = msg.into();
         let reply = hooks.call_on_message(&mut self.store, conn, &msg).await?;
         Ok(reply.map(Message::from))
     }
 
     pub async fn on_close(&mut self, conn: ConnId, close: CloseFrame) -> wasmtime::Result<()> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         let code = close.code.get();
         hooks
             .call_on_close(&mut self.store, conn, code, &close.reason)
@@ -193,24 +206,66 @@ impl Instance {
     }
 
     pub async fn on_first_open(&mut self, route: &str) -> wasmtime::Result<()> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         hooks.call_on_first_open(&mut self.store, route).await
     }
 
     pub async fn on_last_close(&mut self, route: &str) -> wasmtime::Result<()> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         hooks.call_on_last_close(&mut self.store, route).await
     }
 
     pub async fn on_push(&mut self, payload: Message) -> wasmtime::Result<()> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         let payload = payload.into();
         hooks.call_on_push(&mut self.store, &payload).await
     }
 
     pub async fn on_timer(&mut self, id: u64) -> wasmtime::Result<()> {
-        let hooks = self.guest.wsgate_plugin_listener();
+        let hooks = &self.listener;
         hooks.call_on_timer(&mut self.store, id).await
+    }
+
+    /// `on-error`, where exported; `Ok(false)` where not.
+    pub async fn on_error(&mut self, conn: ConnId, detail: &str) -> wasmtime::Result<bool> {
+        let Some(hooks) = &self.errors else {
+            return Ok(false);
+        };
+        hooks.call_on_error(&mut self.store, conn, detail).await?;
+        Ok(true)
+    }
+
+    /// The upstream hooks, where exported (a plugin without them cannot
+    /// have opened an upstream: `upstream-connect` refuses it).
+    pub async fn on_upstream_open(&mut self, id: u64) -> wasmtime::Result<()> {
+        match &self.upstream {
+            Some(hooks) => hooks.call_on_upstream_open(&mut self.store, id).await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn on_upstream_message(&mut self, id: u64, msg: Message) -> wasmtime::Result<()> {
+        match &self.upstream {
+            Some(hooks) => {
+                let msg = msg.into();
+                hooks
+                    .call_on_upstream_message(&mut self.store, id, &msg)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub async fn on_upstream_close(&mut self, id: u64, close: CloseFrame) -> wasmtime::Result<()> {
+        match &self.upstream {
+            Some(hooks) => {
+                let code = close.code.get();
+                hooks
+                    .call_on_upstream_close(&mut self.store, id, code, &close.reason)
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 }
 

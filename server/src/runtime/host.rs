@@ -12,7 +12,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wsgate::plugin::{host, types};
-use super::bindings::{Error, LogLevel, Message};
+use super::bindings::{Error, LogLevel, Message, StateError as HostStateError, UpstreamError};
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
 use crate::protocol::{Message as WsMessage, close};
@@ -300,17 +300,75 @@ impl host::Host for HostState {
         self.deliver(msg, |scope, msg| scope.send_to_tag(&tag, &msg, except))
     }
 
-    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+    async fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
         self.env.scope.state.get(&key)
     }
 
-    fn state_set(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
+    async fn state_set(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
         self.check_name(&key)?;
         self.env
             .scope
             .state
             .set(&key, value)
             .map_err(|StateError::LimitReached| Error::LimitReached)
+    }
+
+    // WIP(state helper): backends behind one trait.
+    async fn state_increment(&mut self, _key: String, _delta: i64) -> Result<i64, HostStateError> {
+        Err(HostStateError::Unavailable)
+    }
+
+    async fn state_compare_and_swap(
+        &mut self,
+        _key: String,
+        _expected: Option<Vec<u8>>,
+        _new: Option<Vec<u8>>,
+    ) -> Result<bool, HostStateError> {
+        Err(HostStateError::Unavailable)
+    }
+
+    async fn state_set_expiring(
+        &mut self,
+        _key: String,
+        _value: Vec<u8>,
+        _ttl_ms: u64,
+    ) -> Result<(), HostStateError> {
+        Err(HostStateError::Unavailable)
+    }
+
+    async fn state_keys(
+        &mut self,
+        _prefix: String,
+        _limit: u32,
+    ) -> Result<Vec<String>, HostStateError> {
+        Err(HostStateError::Unavailable)
+    }
+
+    // WIP(upstream helper): the host owns outbound WebSocket connections.
+    fn upstream_connect(
+        &mut self,
+        _url: String,
+        _protocols: Vec<String>,
+        _headers: Vec<(String, String)>,
+    ) -> Result<u64, UpstreamError> {
+        Err(UpstreamError::Denied)
+    }
+
+    fn upstream_send(&mut self, _id: u64, _msg: Message) -> Result<(), UpstreamError> {
+        Err(UpstreamError::UnknownUpstream)
+    }
+
+    fn upstream_close(
+        &mut self,
+        _id: u64,
+        _code: u16,
+        _reason: String,
+    ) -> Result<(), UpstreamError> {
+        Err(UpstreamError::UnknownUpstream)
+    }
+
+    fn upstreams(&mut self) -> Vec<u64> {
+        Vec::new()
     }
 
     fn set_timer(&mut self, delay_ms: u32, repeat: bool) -> Result<u64, Error> {

@@ -191,6 +191,40 @@ impl Listener {
         })
         .await
     }
+
+    /// Tells the plugin that a hook for `conn` failed, after the host
+    /// closed it. The failed instance is gone, so this runs on another (a
+    /// fresh one if none is idle). Its own failure is only logged (by
+    /// `call`): it never triggers another `on-error`.
+    pub async fn on_error(&self, conn: ConnId, failure: &HookError) {
+        let detail = failure.to_string();
+        let _ = self
+            .call(Hook::Error, async move |i: &mut Instance| {
+                i.on_error(conn, &detail).await
+            })
+            .await;
+    }
+
+    pub async fn on_upstream_open(&self, id: u64) -> Result<(), HookError> {
+        self.call(Hook::UpstreamOpen, async move |i: &mut Instance| {
+            i.on_upstream_open(id).await
+        })
+        .await
+    }
+
+    pub async fn on_upstream_message(&self, id: u64, msg: Message) -> Result<(), HookError> {
+        self.call(Hook::UpstreamMessage, async move |i: &mut Instance| {
+            i.on_upstream_message(id, msg).await
+        })
+        .await
+    }
+
+    pub async fn on_upstream_close(&self, id: u64, close: CloseFrame) -> Result<(), HookError> {
+        self.call(Hook::UpstreamClose, async move |i: &mut Instance| {
+            i.on_upstream_close(id, close).await
+        })
+        .await
+    }
 }
 
 impl TimerTarget for Listener {

@@ -1,6 +1,6 @@
 //! A few instances per plugin, never one per connection: a hook call
 //! borrows an idle instance (or instantiates one from the pre-linked
-//! `PluginPre`, which with the pooling allocator and copy-on-write memory
+//! `Prepared` component, which with the pooling allocator and copy-on-write memory
 //! costs microseconds) and returns it afterwards. An instance that trapped
 //! is dropped, never reused, since its memory may be inconsistent.
 
@@ -11,20 +11,56 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{Plugin as Guest, PluginPre};
+use wasmtime::component::InstancePre;
+
+use super::bindings::exports::wsgate::plugin::{error_listener, listener, upstream_listener};
 use super::env::PluginEnv;
 use super::host::HostState;
 
 /// A compiled plugin linked against the host: instances are made from it.
+/// Only `listener` must be exported; the other interfaces came later (a
+/// plugin built against an older contract lacks them), so each is looked
+/// up once here and called only where present.
 #[derive(Clone)]
-pub struct Prepared(pub(super) PluginPre<HostState>);
+pub struct Prepared {
+    pub(super) pre: InstancePre<HostState>,
+    pub(super) exports: Arc<ExportIndices>,
+}
+
+pub(super) struct ExportIndices {
+    pub(super) listener: listener::GuestIndices,
+    pub(super) upstream: Option<upstream_listener::GuestIndices>,
+    pub(super) errors: Option<error_listener::GuestIndices>,
+}
+
+impl Prepared {
+    /// `None` if the component does not export the listener interface.
+    pub(super) fn new(pre: InstancePre<HostState>) -> Option<Prepared> {
+        let exports = ExportIndices {
+            listener: listener::GuestIndices::new(&pre).ok()?,
+            upstream: upstream_listener::GuestIndices::new(&pre).ok(),
+            errors: error_listener::GuestIndices::new(&pre).ok(),
+        };
+        Some(Prepared {
+            pre,
+            exports: Arc::new(exports),
+        })
+    }
+
+    /// Whether the plugin exports the upstream hooks.
+    pub fn has_upstream_hooks(&self) -> bool {
+        self.exports.upstream.is_some()
+    }
+}
 
 /// One instance of a plugin. Its hooks (in `hook.rs`) are called directly:
 /// no pool, no deadline set, no metrics (the [`Listener`](super::Listener)
 /// adds those).
 pub struct Instance {
     pub(super) store: Store<HostState>,
-    pub(super) guest: Guest,
+    pub(super) listener: listener::Guest,
+    pub(super) upstream: Option<upstream_listener::Guest>,
+    pub(super) errors: Option<error_listener::Guest>,
 }
 
 impl Instance {
@@ -94,7 +130,7 @@ impl InstancePool {
     }
 
     pub async fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let pre = &self.pre.0;
+        let pre = &self.pre.pre;
         let mut store = Store::new(pre.engine(), HostState::new(self.env.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|ctx| {
@@ -106,15 +142,30 @@ impl InstancePool {
         });
         store.data_mut().deadline = std::time::Instant::now() + self.deadline;
         store.set_epoch_deadline(1);
-        let guest = pre.instantiate_async(&mut store).await?;
-        Ok(Instance { store, guest })
+        let instance = pre.instantiate_async(&mut store).await?;
+        let exports = &self.pre.exports;
+        let listener = exports.listener.load(&mut store, &instance)?;
+        let upstream = match &exports.upstream {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        let errors = match &exports.errors {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        Ok(Instance {
+            store,
+            listener,
+            upstream,
+            errors,
+        })
     }
 
     /// The store an instance would get, without the instance: the least
     /// that instantiating costs (the floor the `instantiate` bench compares
     /// against).
     pub fn empty_store(&self) -> impl Sized + use<> {
-        Store::new(self.pre.0.engine(), HostState::new(self.env.clone()))
+        Store::new(self.pre.pre.engine(), HostState::new(self.env.clone()))
     }
 
     /// An idle instance, else a new one while fewer than `size` exist,
