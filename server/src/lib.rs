@@ -6,8 +6,8 @@
 //! connection from admission to its last hook, `protocol` speaks WebSocket
 //! on each connection, `registry` holds connections, channels and tags,
 //! `runtime` runs plugin code in the sandbox, `deploy` turns the plugin
-//! directory into routes, `admin` and `metrics` report, and `cluster`
-//! joins several nodes over Redis.
+//! directory into routes, `admin` and `metrics` report, `cluster` joins
+//! several nodes over Redis, and `outbound` decides what plugins may reach.
 
 mod accept;
 pub mod admin;
@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod protocol;
 mod rate;
 pub mod registry;

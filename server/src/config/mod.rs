@@ -170,6 +170,21 @@ pub struct GrantPolicy {
     /// Host directories a sidecar may grant (read-only), or directories
     /// inside them.
     pub dirs: Vec<PathBuf>,
+    /// Hosts a sidecar's `allowed_outbound_hosts` may name, written the
+    /// same way (`scheme://host[:port]`, `*` wildcards): each sidecar entry
+    /// must fall within one of these. Empty (the default): plugins reach
+    /// nothing outside.
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+impl GrantPolicy {
+    /// The operator's outbound entries, parsed.
+    pub fn outbound_hosts(&self) -> Result<Vec<crate::outbound::AllowedHost>, String> {
+        self.allowed_outbound_hosts
+            .iter()
+            .map(|entry| entry.parse())
+            .collect()
+    }
 }
 
 /// The token-protected admin listener.
@@ -499,6 +514,9 @@ impl Config {
             return Err((*msg).to_owned());
         }
         self.trusted_proxies()?;
+        self.grants
+            .outbound_hosts()
+            .map_err(|e| format!("grants.{e}"))?;
         Ok(())
     }
 

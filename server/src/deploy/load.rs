@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use crate::config::{Config, GrantPolicy};
+use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::registry::Registry;
 use crate::routing::{OnReload, Sidecar, SidecarGrants};
 use crate::runtime::{
@@ -150,7 +151,24 @@ fn resolve_grants(
         }
         grants.dirs.push((real, guest.clone()));
     }
+    grants.outbound = outbound_policy(&g.allowed_outbound_hosts, policy)?;
     Ok(grants)
+}
+
+/// The sidecar's outbound entries, each within one of the operator's.
+fn outbound_policy(asked: &[String], policy: &GrantPolicy) -> Result<OutboundPolicy, String> {
+    let allowed = policy.outbound_hosts()?;
+    let mut entries = Vec::with_capacity(asked.len());
+    for text in asked {
+        let entry: AllowedHost = text.parse()?;
+        if !allowed.iter().any(|a| a.covers(&entry)) {
+            return Err(format!(
+                "allowed_outbound_hosts entry {text:?} is not within the server's grants.allowed_outbound_hosts"
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(OutboundPolicy::new(entries))
 }
 
 #[cfg(test)]
@@ -167,6 +185,7 @@ mod tests {
         let policy = GrantPolicy {
             env: vec!["HOME".into(), "WSGATE_ADMIN__TOKEN".into()],
             dirs: vec![data.clone()],
+            allowed_outbound_hosts: Vec::new(),
         };
         let ask = |env: &[&str], dirs: &[(&str, &Path)]| SidecarGrants {
             env: env.iter().map(|s| s.to_string()).collect(),
@@ -174,6 +193,7 @@ mod tests {
                 .iter()
                 .map(|(g, h)| (g.to_string(), h.to_path_buf()))
                 .collect(),
+            allowed_outbound_hosts: Vec::new(),
         };
         let ok = resolve_grants(
             &ask(&["HOME"], &[("/d", &data.join("sub"))]),
@@ -204,6 +224,33 @@ mod tests {
         let none = GrantPolicy::default();
         assert!(resolve_grants(&ask(&["HOME"], &[]), &none, &plugins).is_err());
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn outbound_hosts_stay_within_the_operators_entries() {
+        let policy = GrantPolicy {
+            allowed_outbound_hosts: vec!["https://*.example.com".into(), "*://127.0.0.1:*".into()],
+            ..GrantPolicy::default()
+        };
+        let ask = |hosts: &[&str]| hosts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let granted = outbound_policy(
+            &ask(&["https://auth.example.com", "ws://127.0.0.1:9000"]),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(granted.entries().len(), 2);
+        for (refused, why) in [
+            (ask(&["https://example.org"]), "not within the server's"),
+            (ask(&["http://auth.example.com"]), "not within the server's"),
+            (ask(&["https://*"]), "not within the server's"),
+            (ask(&["auth.example.com"]), "no scheme"),
+        ] {
+            let err = outbound_policy(&refused, &policy).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        let none = GrantPolicy::default();
+        assert!(outbound_policy(&ask(&["https://auth.example.com"]), &none).is_err());
+        assert!(outbound_policy(&[], &none).unwrap().is_empty());
     }
 
     fn tempfile_dir(tag: &str) -> std::path::PathBuf {

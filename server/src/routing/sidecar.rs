@@ -33,6 +33,12 @@ pub struct SidecarGrants {
     /// Read-only directories: guest path (e.g. `/data`) to host path.
     #[serde(default)]
     pub dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// URLs the plugin may reach over HTTP (`wasi:http`) and WebSocket
+    /// (upstreams), as `scheme://host[:port]` with `*` wildcards, e.g.
+    /// `["https://auth.example.com", "ws://127.0.0.1:9000"]`. Each must be
+    /// within the server's `[grants] allowed_outbound_hosts`.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

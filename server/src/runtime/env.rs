@@ -11,6 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use super::plugin_log::LogGate;
 use super::timers::Timers;
 use crate::config::Limits;
+use crate::outbound::OutboundPolicy;
 use crate::registry::{Registry, Scope};
 
 pub struct PluginEnv {
@@ -35,6 +36,8 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Read-only preopened directories: host path and guest path.
     pub dirs: Vec<(PathBuf, String)>,
+    /// What the plugin may reach over HTTP and WebSocket.
+    pub outbound: OutboundPolicy,
 }
 
 impl PluginEnv {
