@@ -180,6 +180,73 @@ async fn a_trap_closes_only_its_connection() {
     assert!(server.logs().contains("trapped"), "trap is logged");
 }
 
+/// The lines `on-error` recorded, once `want` of them are there.
+async fn plugin_errors(server: &Server, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut probe = server.connect("/ws/trap").await;
+        send_text(&mut probe, "errors").await;
+        let lines: Vec<String> = next_text(&mut probe)
+            .await
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= want || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn on_error_hears_of_traps_and_overruns_once_each() {
+    let (_dir, server) = fixtures(&["--hook-timeout", "300ms"]).await;
+    let mut ann = server.connect("/ws/trap?user=ann").await;
+    send_text(&mut ann, "trap").await;
+    assert_eq!(expect_close(&mut ann).await.0, 1011);
+    let mut bob = server.connect("/ws/trap?user=bob").await;
+    send_text(&mut bob, "spin").await;
+    assert_eq!(expect_close(&mut bob).await.0, 1011);
+    // A trap in on-open refuses the handshake; on-error hears of it too.
+    let (status, body) = server.handshake_error("/ws/trap?user=cy&trap-open").await;
+    assert_eq!(status, 500);
+    assert!(!body.contains("trap requested"), "nothing internal: {body}");
+
+    let errors = plugin_errors(&server, 3).await;
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let find = |user: &str| {
+        errors
+            .iter()
+            .find(|e| e.split(' ').nth(1) == Some(user))
+            .unwrap_or_else(|| panic!("no error for {user}: {errors:#?}"))
+            .clone()
+    };
+    // The connection's attributes are still there to say whose it was.
+    assert!(find("ann").contains("on-message trapped"), "{errors:#?}");
+    assert!(
+        find("bob").contains("on-message ran past its 300ms deadline"),
+        "{errors:#?}"
+    );
+    assert!(find("cy").contains("on-open trapped"), "{errors:#?}");
+
+    // A trap in on-error is logged once and never loops.
+    let mut grumpy = server.connect("/ws/trap?user=grumpy").await;
+    send_text(&mut grumpy, "trap").await;
+    assert_eq!(expect_close(&mut grumpy).await.0, 1011);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.logs().contains("on-error trapped") {
+        assert!(Instant::now() < deadline, "the on-error trap is logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.logs().matches("on-error trapped").count(), 1);
+    // That was the plugin's fifth crash, so it is now quarantined (503):
+    // a trapping on-error counts like any other crash. Others still serve.
+    let mut other = server.connect("/ws/echo").await;
+    send_text(&mut other, "ok").await;
+    assert_eq!(next_text(&mut other).await, "ok");
+}
+
 #[tokio::test]
 async fn a_runaway_hook_hits_its_deadline_while_others_keep_working() {
     let (_dir, server) = fixtures(&["--hook-timeout", "300ms"]).await;

@@ -223,12 +223,14 @@ async fn live(
             let _ = decided.send(Decision::Refuse(rejection(&registration, status, reason)));
             return registration.forget().await;
         }
-        Err(_) => {
+        Err(failure) => {
             let refusal = Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the listener failed to open the connection",
             );
             let _ = decided.send(Decision::Refuse(refusal));
+            let listener = registration.route().listener.clone();
+            Box::pin(listener.on_error(registration.conn().id, &failure)).await;
             return registration.forget().await;
         }
     };

@@ -239,13 +239,15 @@ impl Conversation {
                 }
             }
             Ok(None) => {}
-            Err(_) => {
+            Err(failure) => {
                 // Details are logged by the hook call; the client learns
-                // only that the server failed.
+                // only that the server failed. The plugin learns the rest.
                 let _ = self
                     .wire
                     .conn
                     .close(CloseCode::INTERNAL_ERROR, "internal error");
+                drop(hook);
+                Box::pin(self.listener.on_error(id, &failure)).await;
             }
         }
         Ok(())

@@ -192,11 +192,19 @@ impl Listener {
         .await
     }
 
-    /// Tells the plugin that a hook for `conn` failed, after the host
-    /// closed it. The failed instance is gone, so this runs on another (a
-    /// fresh one if none is idle). Its own failure is only logged (by
-    /// `call`): it never triggers another `on-error`.
+    /// Tells the plugin that a hook for `conn` trapped or overran its
+    /// deadline, once the host has started closing the connection (or
+    /// refused it, for `on-open`). The connection is still registered, so
+    /// the plugin can read its attributes to say whose it was. The failed
+    /// instance is gone, so this runs on another (a fresh one if none is
+    /// idle). Its own failure is only logged (by `call`, which counts it
+    /// towards quarantine like any crash): it never triggers another
+    /// `on-error`. A failure to instantiate is not reported: the
+    /// plugin could not run `on-error` either.
     pub async fn on_error(&self, conn: ConnId, failure: &HookError) {
+        if matches!(failure, HookError::Instantiate(_)) {
+            return;
+        }
         let detail = failure.to_string();
         let _ = self
             .call(Hook::Error, async move |i: &mut Instance| {
