@@ -386,3 +386,23 @@ async fn silent_clients_idle_out_and_pinged_clients_stay() {
     send_text(&mut live, "still open").await;
     assert_eq!(next_text(&mut live).await, "still open");
 }
+
+#[tokio::test]
+async fn a_plugin_built_against_the_first_contract_still_loads_and_serves() {
+    let dir = plugin_dir(fixture_plugins(), &["contract-0-1-0"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut ws = server.connect("/ws/contract-0-1-0").await;
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "hello");
+    for want in ["1", "2"] {
+        send_text(&mut ws, "count").await;
+        assert_eq!(next_text(&mut ws).await, want);
+    }
+    // It has no on-error export: a trap closes the connection as before.
+    send_text(&mut ws, "trap").await;
+    assert_eq!(expect_close(&mut ws).await.0, 1011);
+    let mut again = server.connect("/ws/contract-0-1-0").await;
+    send_text(&mut again, "count").await;
+    assert_eq!(next_text(&mut again).await, "3");
+    assert!(!server.logs().contains("on-error"), "{}", server.logs());
+}

@@ -11,11 +11,14 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract this server speaks: the WIT package of `wit/wsgate.wit`.
-pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.0";
-const WIT_VERSION: &str = "0.1.0";
+pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.1";
+const WIT_VERSION: &str = "0.1.1";
+/// Versions this server links: 0.1.x only ever added to the contract
+/// (Wasmtime matches a 0.1.0 import to the 0.1.1 the host defines).
+const WIT_COMPATIBLE: &str = "0.1.";
 const WIT_NAMESPACE: &str = "wsgate:plugin/";
 /// The interface a plugin must export.
-pub const LISTENER_EXPORT: &str = "wsgate:plugin/listener@0.1.0";
+pub const LISTENER_EXPORT: &str = "wsgate:plugin/listener@0.1.1";
 
 /// Where loading stopped, in the order loading goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,10 +145,13 @@ pub fn link_error(engine: &Engine, component: &Component, error: &str) -> LoadEr
     )
 }
 
-/// Whether `name` is one of wsgate's interfaces, at a version other than
-/// this server's.
+/// Whether `name` is one of wsgate's interfaces, at a version this server
+/// does not speak.
 fn of_another_version(name: &str) -> bool {
-    name.starts_with(WIT_NAMESPACE) && name.rsplit_once('@').map(|(_, v)| v) != Some(WIT_VERSION)
+    name.starts_with(WIT_NAMESPACE)
+        && !name
+            .rsplit_once('@')
+            .is_some_and(|(_, v)| v.starts_with(WIT_COMPATIBLE))
 }
 
 /// The import named in Wasmtime's "... import `NAME` ..." message.
@@ -191,6 +197,9 @@ mod tests {
         assert!(wit.contains(&format!("package {WIT_PACKAGE};")));
         assert!(WIT_PACKAGE.ends_with(WIT_VERSION));
         assert!(LISTENER_EXPORT.ends_with(WIT_VERSION));
+        assert!(WIT_VERSION.starts_with(WIT_COMPATIBLE));
+        assert!(!of_another_version("wsgate:plugin/host@0.1.0"));
+        assert!(of_another_version("wsgate:plugin/host@0.2.0"));
     }
 
     #[test]
