@@ -45,10 +45,12 @@ for plugin in "$@"; do
     echo "componentize-py: $name" >&2
     start=$(date +%s%N)
     # Run from an empty directory: componentize-py also searches the cwd.
+    # The plugin-http world: componentize-py binds only what the world
+    # names, and the SDK's http_request needs wasi:http.
     work=$(mktemp -d)
     (cd "$work" && PYTHONPATH=$TOOLS python3 -c \
       'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' \
-      -d "$ROOT/wit" -w plugin componentize app -p "$plugin" -p "$SDK" -o "$work/out.wasm" >&2)
+      -d "$ROOT/wit" -w plugin-http componentize app -p "$plugin" -p "$SDK" -o "$work/out.wasm" >&2)
     mv "$work/out.wasm" "$cached.tmp" && mv "$cached.tmp" "$cached"
     rm -rf "$work"
     echo "componentize-py: $name took $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2

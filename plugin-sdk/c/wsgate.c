@@ -25,6 +25,11 @@ wsgate_message_t wsgate_text_str(wsgate_string_t s) {
   return msg;
 }
 
+wsgate_bytes_t wsgate_bytes(const void *p, size_t len) {
+  // As for strings: host calls only read through the pointer.
+  return (wsgate_bytes_t){(uint8_t *)p, len};
+}
+
 bool wsgate_str_eq(const wsgate_string_t *s, const char *c) {
   size_t len = strlen(c);
   return s->len == len && (len == 0 || memcmp(s->ptr, c, len) == 0);
@@ -105,6 +110,36 @@ const char *wsgate_error_name(wsgate_error_t err) {
   case WSGATE_PLUGIN_TYPES_ERROR_LIMIT_REACHED: return "limit-reached";
   default: return "unknown error";
   }
+}
+
+const char *wsgate_state_error_name(wsgate_state_error_t err) {
+  switch (err) {
+  case WSGATE_PLUGIN_TYPES_STATE_ERROR_LIMIT_REACHED: return "limit-reached";
+  case WSGATE_PLUGIN_TYPES_STATE_ERROR_INVALID_ARGUMENT: return "invalid-argument";
+  case WSGATE_PLUGIN_TYPES_STATE_ERROR_NOT_A_NUMBER: return "not-a-number";
+  case WSGATE_PLUGIN_TYPES_STATE_ERROR_UNAVAILABLE: return "unavailable";
+  default: return "unknown error";
+  }
+}
+
+const char *wsgate_upstream_error_name(wsgate_upstream_error_t err) {
+  switch (err) {
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_INVALID_URL: return "invalid-url";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_DENIED: return "denied";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_LIMIT_REACHED: return "limit-reached";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_UNKNOWN_UPSTREAM: return "unknown-upstream";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_CLOSED: return "closed";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_QUEUE_FULL: return "queue-full";
+  case WSGATE_PLUGIN_TYPES_UPSTREAM_ERROR_INVALID_ARGUMENT: return "invalid-argument";
+  default: return "unknown error";
+  }
+}
+
+bool wsgate_upstream_connect(const char *url, wsgate_upstream_t *ret, wsgate_upstream_error_t *err) {
+  wsgate_string_t u = wsgate_str(url);
+  plugin_list_string_t protocols = {NULL, 0};
+  plugin_list_tuple2_string_string_t headers = {NULL, 0};
+  return wsgate_plugin_host_upstream_connect(&u, &protocols, &headers, ret, err);
 }
 
 void wsgate_log(wsgate_log_level_t level, const char *msg) {
@@ -196,3 +231,24 @@ __attribute__((weak)) void exports_wsgate_plugin_listener_on_push(wsgate_message
 }
 
 __attribute__((weak)) void exports_wsgate_plugin_listener_on_timer(uint64_t id) { (void)id; }
+
+__attribute__((weak)) void exports_wsgate_plugin_error_listener_on_error(wsgate_conn_t conn, wsgate_string_t *detail) {
+  (void)conn;
+  plugin_string_free(detail);
+}
+
+__attribute__((weak)) void exports_wsgate_plugin_upstream_listener_on_upstream_open(wsgate_upstream_t id) { (void)id; }
+
+__attribute__((weak)) void exports_wsgate_plugin_upstream_listener_on_upstream_message(wsgate_upstream_t id,
+                                                                                       wsgate_message_t *msg) {
+  (void)id;
+  wsgate_plugin_types_message_free(msg);
+}
+
+__attribute__((weak)) void exports_wsgate_plugin_upstream_listener_on_upstream_close(wsgate_upstream_t id,
+                                                                                     uint16_t code,
+                                                                                     wsgate_string_t *reason) {
+  (void)id;
+  (void)code;
+  plugin_string_free(reason);
+}

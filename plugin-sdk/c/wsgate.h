@@ -2,7 +2,9 @@
 // generates from the WIT contract (plugin.h, plugin.c; see README.md).
 //
 // The generated bindings are the API: hooks are the `exports_wsgate_plugin_
-// listener_*` functions, host calls the `wsgate_plugin_host_*` functions.
+// listener_*`, `exports_wsgate_plugin_upstream_listener_*` and
+// `exports_wsgate_plugin_error_listener_on_error` functions, host calls the
+// `wsgate_plugin_host_*` functions.
 // This header only adds what every C listener would otherwise write itself:
 // short type names, string and message views of C strings, request
 // lookups, open decisions, an error name for logs, the wall clock, a byte
@@ -45,6 +47,10 @@ typedef wsgate_plugin_types_request_t wsgate_request_t;
 typedef wsgate_plugin_types_open_decision_t wsgate_open_decision_t;
 typedef wsgate_plugin_types_error_t wsgate_error_t;
 typedef wsgate_plugin_types_log_level_t wsgate_log_level_t;
+typedef wsgate_plugin_types_upstream_id_t wsgate_upstream_t;
+typedef wsgate_plugin_types_state_error_t wsgate_state_error_t;
+typedef wsgate_plugin_types_upstream_error_t wsgate_upstream_error_t;
+typedef plugin_list_u8_t wsgate_bytes_t;
 
 // --- Views: borrowed, for host-call arguments; nothing to free. ---
 
@@ -56,6 +62,8 @@ wsgate_string_t wsgate_str_n(const char *s, size_t len);
 wsgate_message_t wsgate_text(const char *s);
 // A text-message view of the string `s`.
 wsgate_message_t wsgate_text_str(wsgate_string_t s);
+// A byte-list view of `len` bytes at `p`, e.g. a state value.
+wsgate_bytes_t wsgate_bytes(const void *p, size_t len);
 
 // --- Reading strings and messages. ---
 
@@ -91,6 +99,15 @@ void wsgate_text_dup(wsgate_message_t *ret, const char *s, size_t len);
 
 // The WIT name of a host error, e.g. "unknown-connection", for logs.
 const char *wsgate_error_name(wsgate_error_t err);
+// The WIT name of a state error, e.g. "not-a-number".
+const char *wsgate_state_error_name(wsgate_state_error_t err);
+// The WIT name of an upstream error, e.g. "denied".
+const char *wsgate_upstream_error_name(wsgate_upstream_error_t err);
+// Opens an upstream (an outbound WebSocket) to the NUL-terminated `url`
+// with no subprotocols and no extra headers: wsgate_plugin_host_upstream_
+// connect with empty lists. Returns false and sets `*err` on failure;
+// on-upstream-open or on-upstream-close (1006) follows a success.
+bool wsgate_upstream_connect(const char *url, wsgate_upstream_t *ret, wsgate_upstream_error_t *err);
 // Logs a message through the server.
 void wsgate_log(wsgate_log_level_t level, const char *msg);
 // Wall-clock time in milliseconds since the Unix epoch.

@@ -26,7 +26,8 @@ const bundled = await build({
   stdin: {
     contents: `import * as hooks from ${JSON.stringify(main)};
 import { toListener } from 'wsgate';
-export const listener = toListener(hooks);`,
+const exported = toListener(hooks);
+export { exported as listener, exported as upstreamListener, exported as errorListener };`,
     resolveDir: resolve(pluginDir),
     sourcefile: 'wsgate-entry.js',
   },
@@ -54,10 +55,11 @@ try {
     sourcePath: source,
     witPath: wit,
     worldName: 'plugin',
-    // The host links WASI without wasi:http; keep clocks (Date.now), random
-    // and stdio (console output and uncaught errors reach the host's stderr
-    // if it passes them on).
-    disableFeatures: ['http', 'fetch-event'],
+    // clocks (Date.now), random, stdio (console output and uncaught errors
+    // reach the host's stderr if it passes them on) and http: fetch() over
+    // wasi:http/outgoing-handler, which the server answers for the hosts a
+    // plugin's sidecar grants. Not fetch-event: a plugin serves no HTTP.
+    disableFeatures: ['fetch-event'],
   });
   await writeFile(out, component);
 } finally {

@@ -3,17 +3,26 @@
 /// <reference path="./types/interfaces/wsgate-plugin-types.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-host.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-listener.d.ts" />
+/// <reference path="./types/interfaces/wsgate-plugin-upstream-listener.d.ts" />
+/// <reference path="./types/interfaces/wsgate-plugin-error-listener.d.ts" />
 
-import type * as wit from 'wsgate:plugin/types@0.1.0';
+import type * as wit from 'wsgate:plugin/types@0.1.1';
 
-/** Every host call: send, publish, attributes, tags, state, timers, log. */
-export * as host from 'wsgate:plugin/host@0.1.0';
+/** Every host call: send, publish, attributes, tags, state, upstreams, timers, log. */
+export * as host from 'wsgate:plugin/host@0.1.1';
 
 /** Opaque connection id; a `bigint` because the WIT type is `u64`. */
 export type ConnectionId = wit.ConnectionId;
 export type LogLevel = wit.LogLevel;
-/** A failed host call throws an error whose `payload` is one of these. */
-export type HostErrorCode = wit.Error;
+/** Opaque id of an upstream (outbound WebSocket); a `bigint`. */
+export type UpstreamId = wit.UpstreamId;
+/**
+ * A failed host call throws an error whose `payload` is one of these: an
+ * `Error` code, a `StateError` code for the state calls that return one
+ * (stateIncrement, stateCompareAndSwap, stateSetExpiring, stateKeys), an
+ * `UpstreamError` code for the upstream calls.
+ */
+export type HostErrorCode = wit.Error | wit.StateError | wit.UpstreamError;
 export type Message = wit.Message;
 export type OpenDecision = wit.OpenDecision;
 
@@ -43,27 +52,50 @@ export interface Request extends wit.Request {
   cookie(name: string): string | undefined;
 }
 
-/** The hooks a listener module may export; each one is optional. */
+/** What a hook returns, or a Promise of it: any hook may be `async`. */
+type MaybeAsync<T> = T | Promise<T>;
+
+/**
+ * The hooks a listener module may export; each one is optional. Any hook
+ * may be `async` (e.g. to `await fetch(...)`): the component runs its
+ * event loop until the Promise settles, and the server waits for that
+ * within the hook's deadline.
+ */
 export interface Hooks {
   /** Decide on a connection before the upgrade; returning nothing accepts. */
-  onOpen?(conn: ConnectionId, req: Request): OpenDecision | void;
+  onOpen?(conn: ConnectionId, req: Request): MaybeAsync<OpenDecision | void>;
   /** A message from the client; a returned message is the reply. */
-  onMessage?(conn: ConnectionId, msg: Message): Message | void;
+  onMessage?(conn: ConnectionId, msg: Message): MaybeAsync<Message | void>;
   /** The connection closed with `code` (1006 when the peer vanished). */
-  onClose?(conn: ConnectionId, code: number, reason: string): void;
+  onClose?(conn: ConnectionId, code: number, reason: string): MaybeAsync<void>;
   /** The first connection on `route` is about to open. */
-  onFirstOpen?(route: string): void;
+  onFirstOpen?(route: string): MaybeAsync<void>;
   /** The last connection on `route` has closed. */
-  onLastClose?(route: string): void;
+  onLastClose?(route: string): MaybeAsync<void>;
   /** A payload pushed from outside through the server's publish API. */
-  onPush?(payload: Message): void;
+  onPush?(payload: Message): MaybeAsync<void>;
   /** A timer set with `host.setTimer` fired. */
-  onTimer?(id: bigint): void;
+  onTimer?(id: bigint): MaybeAsync<void>;
+  /**
+   * A hook for `conn` threw or ran past its deadline, and the server closed
+   * the connection (1011); `detail` says which hook and why. Runs on a
+   * fresh instance; what it throws is only logged.
+   */
+  onError?(conn: ConnectionId, detail: string): MaybeAsync<void>;
+  /** An upstream opened with `host.upstreamConnect` is connected. */
+  onUpstreamOpen?(id: UpstreamId): MaybeAsync<void>;
+  /** A message from an upstream. */
+  onUpstreamMessage?(id: UpstreamId, msg: Message): MaybeAsync<void>;
+  /** An upstream closed, or could not connect (1006, with the reason). */
+  onUpstreamClose?(id: UpstreamId, code: number, reason: string): MaybeAsync<void>;
 }
 
 /** Logs through the host's tracing under the plugin's own target. */
 export declare function log(level: LogLevel, msg: string): void;
 /** The error code of a failed host call, undefined for any other error. */
 export declare function hostError(err: unknown): HostErrorCode | undefined;
-/** The `listener` export for a module of hooks (build.mjs calls it). */
-export declare function toListener(hooks: Hooks): typeof import('wsgate:plugin/listener@0.1.0');
+/**
+ * The exports for a module of hooks (build.mjs calls it): one object with
+ * every hook of `listener`, `upstream-listener` and `error-listener`.
+ */
+export declare function toListener(hooks: Hooks): Required<Hooks>;

@@ -1,15 +1,18 @@
 // Write wsgate listeners in JavaScript.
 //
 // A listener is an ES module exporting only the hooks it needs (onOpen,
-// onMessage, onClose, onFirstOpen, onLastClose, onPush, onTimer); the build
+// onMessage, onClose, onFirstOpen, onLastClose, onPush, onTimer, onError,
+// onUpstreamOpen, onUpstreamMessage, onUpstreamClose); the build
 // (build.mjs) wraps it with `toListener`, which fills in the defaults:
-// accept every connection, ignore every event.
+// accept every connection, ignore every event. Any hook may be `async`
+// (return a Promise), e.g. to `await fetch(...)`: the component runs the
+// event loop until the Promise settles, and the server waits for that.
 //
 // Hooks run in one of a small pool of instances and any instance may serve
 // any event, so never keep state in module variables: per-connection data
 // belongs in host.setAttribute, plugin-wide data in host.stateSet.
 
-import * as host from 'wsgate:plugin/host@0.1.0';
+import * as host from 'wsgate:plugin/host@0.1.1';
 
 export { host };
 
@@ -60,16 +63,28 @@ const requestMethods = {
 
 const noop = () => {};
 
-/** The `listener` export for a module of hooks, with defaults for the rest. */
+// A hook's result, or what it resolves to: an async hook's Promise settles
+// inside the component before the result goes back to the host.
+const then = (value, f) => (typeof value?.then === 'function' ? value.then(f) : f(value));
+
+/**
+ * The exports for a module of hooks, with defaults for the rest: one object
+ * with every hook, which build.mjs exports as `listener`,
+ * `upstreamListener` and `errorListener` (the WIT's three interfaces).
+ */
 export function toListener(hooks) {
   const onOpen = hooks.onOpen ?? OpenDecision.accept;
   return {
-    onOpen: (conn, req) => onOpen(conn, Object.setPrototypeOf(req, requestMethods)) ?? OpenDecision.accept(),
+    onOpen: (conn, req) => then(onOpen(conn, Object.setPrototypeOf(req, requestMethods)), (d) => d ?? OpenDecision.accept()),
     onMessage: hooks.onMessage ?? noop,
     onClose: hooks.onClose ?? noop,
     onFirstOpen: hooks.onFirstOpen ?? noop,
     onLastClose: hooks.onLastClose ?? noop,
     onPush: hooks.onPush ?? noop,
     onTimer: hooks.onTimer ?? noop,
+    onError: hooks.onError ?? noop,
+    onUpstreamOpen: hooks.onUpstreamOpen ?? noop,
+    onUpstreamMessage: hooks.onUpstreamMessage ?? noop,
+    onUpstreamClose: hooks.onUpstreamClose ?? noop,
   };
 }

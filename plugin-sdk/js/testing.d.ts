@@ -1,7 +1,7 @@
 // Types for the wsgate JavaScript SDK's test harness (testing.mjs).
 import type { ConnectionId, HostErrorCode, LogLevel, Message, OpenDecision, toListener } from './index.js';
 
-export { host, hostError, Message, OpenDecision, toListener } from './index.js';
+export { host, hostError, log, Message, OpenDecision, toListener } from './index.js';
 
 /** A listener as the build makes it: toListener() of a module of hooks. */
 export type Listener = ReturnType<typeof toListener>;
@@ -15,6 +15,10 @@ export declare class ComponentError extends Error {
 
 /** The server's `[limits]` that host calls check. */
 export interface Limits {
+  /** The most keys one stateKeys call lists. */
+  stateKeysListed: number;
+  /** Upstreams a plugin may have connecting or open at once. */
+  upstreamsPerPlugin: number;
   maxMessageSize: number;
   maxNameLen: number;
   channelsPerConnection: number;
@@ -31,6 +35,8 @@ export interface Limits {
 export declare const DEFAULT_LIMITS: Readonly<Limits>;
 
 type Pairs = Record<string, string> | Array<[string, string]>;
+/** A driver's result, or a Promise of it once a hook was async: `await` works on both. */
+type MaybeAsync<T> = T | Promise<T>;
 
 /** A handshake to open; what is left out is derived as the server would. */
 export interface OpenRequest {
@@ -73,12 +79,52 @@ export interface FakeConnection {
   /** The messages received since the last take(), removed from `received`. */
   take(): Message[];
   /** Runs onMessage; returns the reply (also added to `received`). */
-  sendText(text: string): Message | undefined;
-  sendBinary(data: Uint8Array | ArrayLike<number>): Message | undefined;
-  send(msg: Message): Message | undefined;
+  sendText(text: string): MaybeAsync<Message | undefined>;
+  sendBinary(data: Uint8Array | ArrayLike<number>): MaybeAsync<Message | undefined>;
+  send(msg: Message): MaybeAsync<Message | undefined>;
   /** Runs onClose (with the plugin's close if it closed first), then onLastClose for the route's last. */
-  close(code?: number, reason?: string): void;
+  close(code?: number, reason?: string): MaybeAsync<void>;
 }
+
+/** An upstream the plugin opened with host.upstreamConnect; the test plays its far end. */
+export interface FakeUpstream {
+  readonly id: bigint;
+  readonly url: string;
+  readonly protocols: string[];
+  readonly headers: Array<[string, string]>;
+  /** The listener whose hook opened it: its hooks hear the upstream's events. */
+  readonly listener: Listener | undefined;
+  readonly status: 'connecting' | 'open' | 'closing' | 'closed';
+  /** Every message the plugin sent it, in order. */
+  readonly sent: Message[];
+  /** Set once the plugin called upstreamClose. */
+  readonly closeSent: { code: number; reason: string } | undefined;
+  /** What onUpstreamClose was told, once it was. */
+  readonly closed: { code: number; reason: string } | undefined;
+  /** The text messages the plugin sent it. */
+  texts(): string[];
+  /** The handshake succeeded: runs onUpstreamOpen. */
+  open(listener?: Listener): MaybeAsync<void>;
+  /** The upstream sends a message (a string is text, bytes binary): runs onUpstreamMessage. */
+  send(msg: string | Uint8Array | Message, listener?: Listener): MaybeAsync<void>;
+  /** The connection ends: runs onUpstreamClose (with the plugin's close if it closed first). */
+  close(code?: number, reason?: string, listener?: Listener): MaybeAsync<void>;
+  /** The upstream could not be reached, or vanished: onUpstreamClose with 1006. */
+  fail(reason?: string, listener?: Listener): MaybeAsync<void>;
+}
+
+/**
+ * An answer to the plugin's fetch(): a Response, a string (200, text), a
+ * JSON value (200), `{ status, headers, body }`, an Error (fetch rejects
+ * with it), or a function of the Request returning one of these.
+ */
+export type HttpAnswer =
+  | Response
+  | string
+  | { status: number; headers?: HeadersInit; body?: BodyInit | null }
+  | Error
+  | object
+  | ((request: Request) => HttpAnswer | undefined | Promise<HttpAnswer | undefined>);
 
 export interface PendingTimer {
   id: bigint;
@@ -94,9 +140,15 @@ export interface FakeHostOptions {
   /** The sidecar's subprotocols, in order of preference. */
   subprotocols?: string[];
   limits?: Partial<Limits>;
+  /** Answers to fetch(), by URL or 'METHOD URL'. */
+  http?: Record<string, HttpAnswer> | Map<string, HttpAnswer>;
+  /** Answers what `http` does not; undefined means no answer (the fetch is denied). */
+  httpHandler?: (request: Request) => HttpAnswer | undefined | Promise<HttpAnswer | undefined>;
+  /** Hostnames fetch() and upstreams may reach, as the sidecar grants them; default: any. */
+  allowedHosts?: string[];
 }
 
-type HostCalls = typeof import('wsgate:plugin/host@0.1.0');
+type HostCalls = typeof import('wsgate:plugin/host@0.1.1');
 
 /** Every host call of the WIT, with the server's checks and errors. */
 export interface FakeHost extends HostCalls {}
@@ -114,17 +166,30 @@ export declare class FakeHost {
   readonly logs: Array<{ level: LogLevel; msg: string }>;
   /** Virtual milliseconds, moved by advanceTime(). */
   now: number;
+  /** The state, key -> bytes (expired keys gone). */
+  readonly state: Map<string, Uint8Array>;
+  /** Answers to fetch(), by URL or 'METHOD URL' (which wins). */
+  http: Map<string, HttpAnswer>;
+  httpHandler: FakeHostOptions['httpHandler'];
+  /** Every request the plugin fetched, in order. */
+  readonly httpRequests: Request[];
+  /** Every upstream the plugin opened, by id. */
+  readonly upstreamsOpened: Map<bigint, FakeUpstream>;
   /** Runs onFirstOpen for the route's first connection, subscribes the `channel` parameter, runs onOpen. */
-  open(listener: Listener, request?: string | OpenRequest): FakeConnection;
+  open(listener: Listener, request?: string | OpenRequest): MaybeAsync<FakeConnection>;
   /** Runs onPush: a string is sent as text, bytes as binary. */
-  push(listener: Listener, payload: string | Uint8Array | ArrayBuffer | Message): void;
+  push(listener: Listener, payload: string | Uint8Array | ArrayBuffer | Message): MaybeAsync<void>;
+  /** Runs onError, as the server does after a hook for `conn` failed. */
+  hookFailed(conn: ConnectionId | number | { id: ConnectionId }, detail?: string, listener?: Listener): MaybeAsync<void>;
   readonly pendingTimers: PendingTimer[];
   /** Fires every pending timer once, soonest first; returns their ids. */
-  fireTimers(): bigint[];
-  /** Moves virtual time on, firing timers as they fall due; returns the ids fired. */
-  advanceTime(ms: number): bigint[];
+  fireTimers(): MaybeAsync<bigint[]>;
+  /** Moves virtual time on, firing timers as they fall due and expiring state; returns the ids fired. */
+  advanceTime(ms: number): MaybeAsync<bigint[]>;
   /** The handle of an open connection. */
   connection(id: ConnectionId | number): FakeConnection | undefined;
+  /** The handle of an upstream the plugin opened. */
+  upstream(id: bigint | number): FakeUpstream | undefined;
 }
 
 /** Loads a listener module (a plugin's index.js) and wraps it with toListener(). */

@@ -8,6 +8,7 @@
 // listener is loaded: import it first and load the listener with
 // loadListener(), or preload it with `node --import`.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -26,16 +27,24 @@ const HOST_CALLS = [
   'connections', 'connectionCount',
   'getAttribute', 'setAttribute',
   'tag', 'untag', 'tagged', 'sendToTag',
-  'stateGet', 'stateSet',
+  'stateGet', 'stateSet', 'stateIncrement', 'stateCompareAndSwap', 'stateSetExpiring', 'stateKeys',
+  'upstreamConnect', 'upstreamSend', 'upstreamClose', 'upstreams',
   'setTimer', 'cancelTimer',
   'log',
 ];
 const CURRENT_HOST_KEY = 'wsgate.testing.currentHost';
 const CURRENT_HOST = Symbol.for(CURRENT_HOST_KEY);
+// The FakeHost whose hook is running, kept across the awaits of an async
+// hook: its host calls and fetches go to that host even if another hook or
+// FakeHost ran meanwhile. Outside hooks, CURRENT_HOST answers host calls.
+const HOOK_HOST_KEY = 'wsgate.testing.hookHost';
+const hookHost = (globalThis[Symbol.for(HOOK_HOST_KEY)] ??= new AsyncLocalStorage());
 // What a FakeConnection asks of its host: symbol-keyed, so no plugin or
 // test mistakes them for host calls.
 const CLIENT_MESSAGE = Symbol('client message');
 const CLIENT_CLOSE = Symbol('client close');
+const UPSTREAM_EVENT = Symbol('upstream event');
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 // Once per process: this module may be reached both through --import and
 // from a test file, and two sets of hooks would only slow resolution down.
@@ -43,14 +52,28 @@ const REGISTERED = Symbol.for('wsgate.testing.registered');
 if (!globalThis[REGISTERED]) {
   globalThis[REGISTERED] = true;
   register('./testing-loader.mjs', import.meta.url, {
-    data: { hostCalls: HOST_CALLS, currentHostKey: CURRENT_HOST_KEY },
+    data: { hostCalls: HOST_CALLS, currentHostKey: CURRENT_HOST_KEY, hookHostKey: HOOK_HOST_KEY },
   });
+}
+
+// A plugin's fetch(): inside a hook it goes to that hook's FakeHost (see
+// FakeHost.http); anywhere else, e.g. a test talking to a real server, it
+// is Node's own.
+const FETCH = Symbol('fetch');
+const FETCH_INSTALLED = Symbol.for('wsgate.testing.fetch');
+if (!globalThis[FETCH_INSTALLED]) {
+  const nodeFetch = globalThis.fetch;
+  globalThis[FETCH_INSTALLED] = true;
+  globalThis.fetch = function fetch(input, init) {
+    const host = hookHost.getStore();
+    return host ? host[FETCH](input, init) : nodeFetch(input, init);
+  };
 }
 
 // Imported only now: index.js imports the host interface, which resolves
 // only once the hooks above are registered.
 const sdk = await import('./index.js');
-export const { host, Message, OpenDecision, hostError, toListener } = sdk;
+export const { host, log, Message, OpenDecision, hostError, toListener } = sdk;
 
 /**
  * What the ComponentizeJS bindings throw when a host call returns an
@@ -67,6 +90,8 @@ export class ComponentError extends Error {
 
 /** The server's default `[limits]` that host calls check. */
 export const DEFAULT_LIMITS = Object.freeze({
+  stateKeysListed: 1000,
+  upstreamsPerPlugin: 16,
   maxMessageSize: 1 << 20,
   maxNameLen: 256,
   channelsPerConnection: 64,
@@ -87,6 +112,7 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
 // Argument conversions as jco's generated bindings do them, so a plugin
 // that passes a bad value fails here as it would in the server.
 const u64 = (v) => BigInt.asUintN(64, BigInt(v));
+const s64 = (v) => BigInt.asIntN(64, BigInt(v));
 const u32 = (v) => v >>> 0;
 const u16 = (v) => (v >>> 0) % 65536;
 const optional = (v, convert) => (v === undefined || v === null ? undefined : convert(v));
@@ -120,13 +146,27 @@ const utf8Length = (s) => Buffer.byteLength(s, 'utf8');
 const messageSize = (m) => (m.tag === 'text' ? utf8Length(m.val) : m.val.length);
 const isSendableCloseCode = (c) => (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
 
-// The bindings lower a hook's return value too: returning a Promise (an
-// async hook) or a bare string traps in the server.
-function hookResult(hook, value, lower) {
-  if (typeof value?.then === 'function') {
-    throw new TypeError(`${hook} returned a Promise: hooks run synchronously and cannot be async`);
-  }
-  return lower(value);
+/**
+ * Runs a driver written as a generator that yields each hook's result: in
+ * step while hooks return plain values, so a test of synchronous hooks
+ * stays synchronous; from the first Promise on (an async hook), the rest
+ * waits for it and the driver returns a Promise, as the component's
+ * export waits for the hook's Promise to settle. A hook's error (thrown
+ * or rejected) is thrown into the generator where the hook was called.
+ */
+function drive(gen) {
+  const step = (method, arg) => {
+    for (;;) {
+      const { value, done } = gen[method](arg);
+      if (done) return value;
+      if (typeof value?.then === 'function') {
+        return Promise.resolve(value).then((v) => step('next', v), (e) => step('throw', e));
+      }
+      method = 'next';
+      arg = value;
+    }
+  };
+  return step('next', undefined);
 }
 
 function openDecision(d) {
@@ -171,7 +211,10 @@ function parseCookies(header) {
   });
 }
 
-const HOOKS = ['onOpen', 'onMessage', 'onClose', 'onFirstOpen', 'onLastClose', 'onPush', 'onTimer'];
+const HOOKS = [
+  'onOpen', 'onMessage', 'onClose', 'onFirstOpen', 'onLastClose', 'onPush', 'onTimer',
+  'onError', 'onUpstreamOpen', 'onUpstreamMessage', 'onUpstreamClose',
+];
 
 // A module of hooks passed as it is lacks the defaults toListener() adds,
 // and would fail later on a missing hook with a less helpful message.
@@ -195,10 +238,16 @@ export async function loadListener(path) {
 
 /**
  * wsgate's host for one plugin, in memory: connections, attributes,
- * channels, tags, state, timers and logs, with the server's checks and
- * errors. Its host-call methods are the ones the plugin's `host` reaches
- * (while it is the current FakeHost: the newest one, or the one running a
- * hook); open(), push(), fireTimers() and advanceTime() drive the plugin.
+ * channels, tags, state, upstreams, timers, logs and outbound HTTP, with
+ * the server's checks and errors. Its host-call methods are the ones the
+ * plugin's `host` reaches (while it is the current FakeHost: the one
+ * running a hook, else the newest one); open(), push(), fireTimers(),
+ * advanceTime(), hookFailed() and the upstream handles drive the plugin.
+ *
+ * Hooks may be async. A driver method whose hooks all return plain values
+ * returns its result directly; once a hook returns a Promise, the driver
+ * waits for it and returns a Promise. `await` works on both, so a test can
+ * always write `await host.open(...)`.
  */
 export class FakeHost {
   /** Every `publish`, in order: `{ channel, msg, except, reached }`. */
@@ -209,29 +258,56 @@ export class FakeHost {
   logs = [];
   /** Virtual milliseconds, moved only by advanceTime(). */
   now = 0;
+  /**
+   * Answers to the plugin's fetch(), by URL or `'METHOD URL'` (which wins):
+   * a Response, a string (200, text), an object or array (200, JSON), a
+   * `{ status, headers, body }` record, an Error (the fetch rejects, with
+   * it as the `cause` of StarlingMonkey's "NetworkError when attempting to
+   * fetch resource" TypeError), or a function of the Request returning one
+   * of these (or a Promise of one).
+   */
+  http = new Map();
+  /** Answers what `http` does not: a function of the Request, as above; undefined means no answer. */
+  httpHandler;
+  /** Every request the plugin fetched, in order: a Request (body unread). */
+  httpRequests = [];
+  /** Every upstream the plugin opened, by id: FakeUpstream handles, closed ones too. */
+  upstreamsOpened = new Map();
 
   #conns = new Map();
   #channels = new Map();
   #tags = new Map();
   #state = new Map();
+  #expiry = new Map();
   #stateBytes = 0;
   #timers = new Map();
   #routeOpen = new Map();
   #nextConn = 1n;
   #lastTimer = 0n;
+  #lastUpstream = 0n;
   #budget;
   // Timers fire into the plugin version in service: the listener most
   // recently passed to open() or push().
   #listener;
+  // The listeners whose hooks are running: an upstream belongs to the one
+  // that opened it.
+  #running = [];
 
   /**
-   * @param {{ routes?: string[], subprotocols?: string[], limits?: Partial<typeof DEFAULT_LIMITS> }} [options]
-   *   `routes` and `subprotocols` as in the plugin's sidecar.
+   * @param {{ routes?: string[], subprotocols?: string[], limits?: Partial<typeof DEFAULT_LIMITS>,
+   *   http?: Record<string, unknown> | Map<string, unknown>, httpHandler?: (req: Request) => unknown,
+   *   allowedHosts?: string[] }} [options]
+   *   `routes`, `subprotocols` and `allowedHosts` (hostnames for fetch and
+   *   upstreams; default: any) as in the plugin's sidecar; `http` and
+   *   `httpHandler` answer fetch() (see the fields of the same names).
    */
-  constructor({ routes = [], subprotocols = [], limits = {} } = {}) {
+  constructor({ routes = [], subprotocols = [], limits = {}, http = {}, httpHandler, allowedHosts } = {}) {
     this.routes = routes;
     this.subprotocols = subprotocols;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+    this.http = new Map(http instanceof Map ? http : Object.entries(http));
+    this.httpHandler = httpHandler;
+    this.allowedHosts = allowedHosts === undefined ? undefined : new Set(allowedHosts);
     this.#budget = this.limits.deliveriesPerHook;
     globalThis[CURRENT_HOST] = this;
   }
@@ -244,8 +320,13 @@ export class FakeHost {
    * @param {object} listener from loadListener() or toListener()
    * @param {string | object} [request] a path (with ?query) or
    *   `{ path, route, params, query, headers, cookies, remoteAddr, subprotocols, protocol }`
+   * @returns the connection, or a Promise of it if a hook was async
    */
   open(listener, request = {}) {
+    return drive(this.#open(listener, request));
+  }
+
+  *#open(listener, request) {
     this.#listener = listenerOf(listener);
     const id = this.#nextConn++;
     const req = this.#request(typeof request === 'string' ? { path: request } : request, id);
@@ -257,13 +338,13 @@ export class FakeHost {
     this.#conns.set(id, conn);
     let decision;
     try {
-      this.#enterRoute(listener, req.route);
+      yield* this.#enterRoute(listener, req.route);
       const channel = lookup(req.params, 'channel');
       if (channel !== undefined && utf8Length(channel) <= this.limits.maxNameLen) this.#join(this.#channels, conn, 'channels', channel);
-      decision = this.#hook(() => hookResult('onOpen', listener.onOpen(id, req), openDecision));
+      decision = openDecision(yield this.#hook(listener, () => listener.onOpen(id, req)));
     } catch (e) {
       // The server refuses with 500 and undoes the registration.
-      this.#end(conn);
+      yield* this.#end(conn);
       throw e;
     }
     const handle = new FakeConnection(this, conn, decision);
@@ -271,11 +352,11 @@ export class FakeHost {
       const { status, reason } = decision.val;
       handle.rejection = status >= 400 && status <= 599 ? { status, reason } : { status: 500, reason: 'connection refused' };
       conn.received.length = 0;
-      this.#end(conn);
+      yield* this.#end(conn);
     } else if (decision.tag === 'greet' && messageSize(decision.val) > this.limits.maxMessageSize) {
       handle.rejection = { status: 500, reason: 'the listener failed to open the connection' };
       conn.received.length = 0;
-      this.#finish(conn, 1011, 'internal error');
+      yield* this.#finish(conn, 1011, 'internal error');
     } else if (decision.tag === 'greet') {
       conn.received.unshift(decision.val);
     }
@@ -292,7 +373,26 @@ export class FakeHost {
     const msg = message(typeof payload === 'string' ? Message.text(payload)
       : ArrayBuffer.isView(payload) || payload instanceof ArrayBuffer ? Message.binary(payload)
       : payload);
-    this.#hook(() => listener.onPush(msg));
+    return drive((function* push(host) {
+      yield host.#hook(listener, () => listener.onPush(msg));
+    })(this));
+  }
+
+  /**
+   * What the server does after a hook for `conn` threw or overran its
+   * deadline: `on-error` with `detail`, into the connection's listener (or
+   * `listener`). Only the hook runs here; the server also closes the
+   * connection with 1011.
+   * @param {bigint | number | { id: bigint }} conn an id or a connection handle
+   */
+  hookFailed(conn, detail = 'on-message trapped', listener) {
+    const id = u64(typeof conn === 'object' ? conn.id : conn);
+    listener ??= this.#conns.get(id)?.listener ?? this.#listener;
+    if (!listener) throw new Error('no listener to report the error to: pass one');
+    listenerOf(listener);
+    return drive((function* failed(host) {
+      yield host.#hook(listener, () => listener.onError(id, string(detail)));
+    })(this));
   }
 
   /** Timers now pending: `{ id, delayMs, repeat, due }` (due in virtual ms). */
@@ -304,15 +404,19 @@ export class FakeHost {
    * Fires every pending timer once, soonest first, whatever its delay: a
    * one-shot timer is then gone, a repeating one stays. Timers set while
    * these fire wait for the next call.
-   * @returns {bigint[]} the ids fired
+   * @returns {bigint[]} the ids fired (or a Promise of them)
    */
   fireTimers() {
+    return drive(this.#fireTimers());
+  }
+
+  *#fireTimers() {
     const fired = [];
     for (const timer of this.#dueOrder([...this.#timers.values()])) {
       // An earlier timer's hook may have cancelled this one.
       if (!this.#timers.has(timer.id)) continue;
       timer.due = this.now + timer.delayMs;
-      this.#fire(timer);
+      yield* this.#fire(timer);
       fired.push(timer.id);
     }
     return fired;
@@ -320,10 +424,14 @@ export class FakeHost {
 
   /**
    * Moves virtual time on by `ms`, firing each timer as often as it falls
-   * due meanwhile, in order.
-   * @returns {bigint[]} the ids fired, once per firing
+   * due meanwhile, in order; state keys set with a TTL expire on the way.
+   * @returns {bigint[]} the ids fired, once per firing (or a Promise of them)
    */
   advanceTime(ms) {
+    return drive(this.#advanceTime(ms));
+  }
+
+  *#advanceTime(ms) {
     const until = this.now + ms;
     const fired = [];
     for (;;) {
@@ -331,11 +439,17 @@ export class FakeHost {
       if (!next) break;
       this.now = next.due;
       next.due += Math.max(1, next.delayMs);
-      this.#fire(next);
+      yield* this.#fire(next);
       fired.push(next.id);
     }
     this.now = until;
+    this.#expireState();
     return fired;
+  }
+
+  /** The handle of an upstream the plugin opened, by id. */
+  upstream(id) {
+    return this.upstreamsOpened.get(u64(id));
   }
 
   /** The handle of an open connection, e.g. for an id a plugin stored. */
@@ -461,19 +575,127 @@ export class FakeHost {
   }
 
   stateGet(key) {
-    return this.#state.get(string(key))?.slice();
+    key = string(key);
+    this.#expireState();
+    return this.#state.get(key)?.slice();
   }
 
   stateSet(key, value) {
     key = string(key);
     value = optional(value, bytes);
     this.#checkName(key);
-    const cost = (v) => (v === undefined ? 0 : utf8Length(key) + v.length + STATE_ENTRY_OVERHEAD);
-    const used = this.#stateBytes - cost(this.#state.get(key)) + cost(value);
-    if (used > this.limits.stateBytes) throw new ComponentError('limit-reached');
-    this.#stateBytes = used;
-    if (value === undefined) this.#state.delete(key);
-    else this.#state.set(key, value);
+    this.#expireState();
+    this.#store(key, value);
+    this.#expiry.delete(key);
+  }
+
+  stateIncrement(key, delta) {
+    key = string(key);
+    delta = s64(delta);
+    this.#checkStateKey(key);
+    this.#expireState();
+    const current = this.#state.get(key);
+    const text = current === undefined ? '0' : Buffer.from(current).toString('latin1');
+    if (!/^[+-]?[0-9]+$/.test(text)) throw new ComponentError('not-a-number');
+    const value = BigInt(text);
+    const result = value + delta;
+    if (value !== BigInt.asIntN(64, value) || result !== BigInt.asIntN(64, result)) throw new ComponentError('not-a-number');
+    this.#store(key, new TextEncoder().encode(String(result)));
+    return result;
+  }
+
+  stateCompareAndSwap(key, expected, new_) {
+    key = string(key);
+    expected = optional(expected, bytes);
+    new_ = optional(new_, bytes);
+    this.#checkStateKey(key);
+    this.#expireState();
+    const current = this.#state.get(key);
+    const same = current === undefined || expected === undefined
+      ? current === expected
+      : Buffer.from(current).equals(Buffer.from(expected));
+    if (!same) return false;
+    this.#store(key, new_);
+    this.#expiry.delete(key);
+    return true;
+  }
+
+  stateSetExpiring(key, value, ttlMs) {
+    key = string(key);
+    value = bytes(value);
+    ttlMs = u64(ttlMs);
+    this.#checkStateKey(key);
+    if (ttlMs === 0n) throw new ComponentError('invalid-argument');
+    this.#expireState();
+    this.#store(key, value);
+    this.#expiry.set(key, this.now + Number(ttlMs));
+  }
+
+  stateKeys(prefix, limit) {
+    prefix = string(prefix);
+    limit = Math.min(u32(limit), this.limits.stateKeysListed);
+    this.#expireState();
+    return [...this.#state.keys()]
+      .filter((k) => k.startsWith(prefix))
+      .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+      .slice(0, limit);
+  }
+
+  /** The state as it stands, for assertions: key -> bytes. */
+  get state() {
+    this.#expireState();
+    return new Map([...this.#state].map(([k, v]) => [k, v.slice()]));
+  }
+
+  upstreamConnect(url, protocols, headers) {
+    url = string(url);
+    if (!Array.isArray(protocols)) throw new TypeError('protocols must be an array of strings');
+    protocols = protocols.map(string);
+    if (!Array.isArray(headers)) throw new TypeError('headers must be an array of [name, value] pairs');
+    headers = headers.map(([k, v]) => [string(k), string(v)]);
+    let parsed;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ComponentError('invalid-url');
+    }
+    if ((parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') || !parsed.hostname) throw new ComponentError('invalid-url');
+    if (!this.#granted(parsed.hostname)) throw new ComponentError('denied');
+    if (headers.some(([k, v]) => !TOKEN.test(k) || /[\r\n\0]/.test(v))
+      || protocols.some((p) => p.length === 0 || utf8Length(p) > this.limits.maxNameLen)) {
+      throw new ComponentError('invalid-argument');
+    }
+    if (this.upstreams().length >= this.limits.upstreamsPerPlugin) throw new ComponentError('limit-reached');
+    const id = ++this.#lastUpstream;
+    const listener = this.#running.at(-1) ?? this.#listener;
+    const state = { id, url, protocols, headers, listener, status: 'connecting', sent: [], closeSent: undefined, closed: undefined };
+    this.upstreamsOpened.set(id, new FakeUpstream(this, state));
+    return id;
+  }
+
+  upstreamSend(id, msg) {
+    const up = this.#upstream(u64(id));
+    msg = message(msg);
+    if (up.status === 'closing') throw new ComponentError('closed');
+    if (messageSize(msg) > this.limits.maxMessageSize) throw new ComponentError('invalid-argument');
+    up.sent.push(msg);
+  }
+
+  upstreamClose(id, code, reason) {
+    id = u64(id);
+    code = u16(code);
+    reason = string(reason);
+    if (!isSendableCloseCode(code) || utf8Length(reason) > MAX_CLOSE_REASON_BYTES) throw new ComponentError('invalid-argument');
+    const up = this.#upstream(id);
+    if (up.status === 'closing') throw new ComponentError('closed');
+    up.status = 'closing';
+    up.closeSent = { code, reason };
+  }
+
+  upstreams() {
+    return BigUint64Array.from([...this.upstreamsOpened.values()]
+      .filter((u) => u.status === 'connecting' || u.status === 'open')
+      .map((u) => u.id));
   }
 
   setTimer(delayMs, repeat) {
@@ -496,12 +718,87 @@ export class FakeHost {
 
   // ---- internals ----
 
-  // Runs one hook call: this host is the one the plugin reaches, with a
-  // fresh delivery budget, as each hook call gets in the server.
-  #hook(call) {
+  // Runs one hook call: this host is the one the plugin reaches (for the
+  // whole of an async hook), with a fresh delivery budget, as each hook
+  // call gets in the server. Returns what the hook returns: a Promise
+  // for an async hook, which the driver (see drive()) waits for.
+  #hook(listener, call) {
     globalThis[CURRENT_HOST] = this;
     this.#budget = this.limits.deliveriesPerHook;
-    return call();
+    this.#running.push(listener);
+    try {
+      return hookHost.run(this, call);
+    } finally {
+      this.#running.pop();
+    }
+  }
+
+  #store(key, value) {
+    const cost = (v) => (v === undefined ? 0 : utf8Length(key) + v.length + STATE_ENTRY_OVERHEAD);
+    const used = this.#stateBytes - cost(this.#state.get(key)) + cost(value);
+    if (used > this.limits.stateBytes) throw new ComponentError('limit-reached');
+    this.#stateBytes = used;
+    if (value === undefined) {
+      this.#state.delete(key);
+      this.#expiry.delete(key);
+    } else {
+      this.#state.set(key, value);
+    }
+  }
+
+  #checkStateKey(key) {
+    if (key.length === 0 || utf8Length(key) > this.limits.maxNameLen) throw new ComponentError('invalid-argument');
+  }
+
+  // Keys whose TTL ran out on the virtual clock are gone, and free their bytes.
+  #expireState() {
+    for (const [key, at] of this.#expiry) if (at <= this.now) this.#store(key, undefined);
+  }
+
+  #granted(hostname) {
+    return this.allowedHosts === undefined || this.allowedHosts.has(hostname);
+  }
+
+  #upstream(id) {
+    const up = this.upstreamsOpened.get(id);
+    if (!up || up.status === 'closed') throw new ComponentError('unknown-upstream');
+    return up;
+  }
+
+  // The far end of an upstream acts: the hook runs into the listener that
+  // opened it (or the one given).
+  [UPSTREAM_EVENT](up, listener, hook, ...args) {
+    listener ??= up.listener ?? this.#listener;
+    if (!listener) throw new Error('no listener for the upstream\'s events: pass one');
+    listenerOf(listener);
+    return drive((function* event(host) {
+      yield host.#hook(listener, () => listener[hook](...args));
+    })(this));
+  }
+
+  // fetch() from inside a hook, answered in memory (see `http`).
+  async [FETCH](input, init) {
+    const request = new Request(input, init);
+    this.httpRequests.push(request.clone());
+    const { hostname, protocol } = new URL(request.url);
+    const key = `${request.method} ${request.url}`;
+    let answer = (protocol === 'http:' || protocol === 'https:') && this.#granted(hostname)
+      ? this.http.get(key) ?? this.http.get(request.url) : undefined;
+    if (answer === undefined && this.#granted(hostname) && this.httpHandler) answer = this.httpHandler;
+    if (typeof answer === 'function') answer = await answer(request);
+    // StarlingMonkey rejects every failed fetch with this TypeError and no
+    // more detail; the cause says what happened here.
+    const networkError = (cause) => new TypeError('NetworkError when attempting to fetch resource', { cause });
+    if (answer === undefined || answer === null) {
+      throw networkError(`${request.method} ${request.url}: denied (no answer in FakeHost.http, as the server denies a host the sidecar does not grant)`);
+    }
+    if (answer instanceof Error) throw networkError(answer);
+    if (answer instanceof Response) return answer.clone();
+    if (typeof answer === 'string') return new Response(answer, { headers: { 'content-type': 'text/plain;charset=UTF-8' } });
+    if ('status' in answer && !Array.isArray(answer)) {
+      return new Response(answer.body ?? null, { status: answer.status, headers: answer.headers });
+    }
+    return Response.json(answer);
   }
 
   #request(opts, id) {
@@ -584,15 +881,15 @@ export class FakeHost {
 
   // Counted before on-first-open runs, so a hook that throws is undone
   // (and paired with on-last-close) like any refused connection.
-  #enterRoute(listener, route) {
+  *#enterRoute(listener, route) {
     const open = this.#routeOpen.get(route) ?? 0;
     this.#routeOpen.set(route, open + 1);
-    if (open === 0) this.#hook(() => listener.onFirstOpen(route));
+    if (open === 0) yield this.#hook(listener, () => listener.onFirstOpen(route));
   }
 
   // Unregisters a connection and counts it off its route, calling
   // on-last-close for the last: what follows on-close, or a refusal.
-  #end(conn) {
+  *#end(conn) {
     conn.shut = true;
     conn.ended = true;
     for (const channel of [...conn.channels]) this.#leave(this.#channels, conn, 'channels', channel);
@@ -600,25 +897,25 @@ export class FakeHost {
     this.#conns.delete(conn.id);
     const open = (this.#routeOpen.get(conn.route) ?? 1) - 1;
     this.#routeOpen.set(conn.route, open);
-    if (open === 0) this.#hook(() => conn.listener.onLastClose(conn.route));
+    if (open === 0) yield this.#hook(conn.listener, () => conn.listener.onLastClose(conn.route));
   }
 
   // The connection ended: on-close with the server's close if it closed
   // first (as the server reports it), else the client's.
-  #finish(conn, code, reason) {
+  *#finish(conn, code, reason) {
     conn.shut = true;
     const how = conn.closing ?? { code, reason };
     try {
-      this.#hook(() => conn.listener.onClose(conn.id, how.code, how.reason));
+      yield this.#hook(conn.listener, () => conn.listener.onClose(conn.id, how.code, how.reason));
     } finally {
-      this.#end(conn);
+      yield* this.#end(conn);
     }
   }
 
-  #message(conn, msg) {
+  *#message(conn, msg) {
     // The server discards data that arrives after it started closing.
     if (conn.shut) return undefined;
-    const reply = this.#hook(() => hookResult('onMessage', conn.listener.onMessage(conn.id, msg), (r) => optional(r, message)));
+    const reply = optional(yield this.#hook(conn.listener, () => conn.listener.onMessage(conn.id, msg)), message);
     if (reply !== undefined && messageSize(reply) > this.limits.maxMessageSize) {
       conn.shut = true;
       conn.closing ??= { code: 1011, reason: 'internal error' };
@@ -632,19 +929,19 @@ export class FakeHost {
     return timers.sort((a, b) => a.due - b.due || (a.id < b.id ? -1 : 1));
   }
 
-  #fire(timer) {
+  *#fire(timer) {
     if (!timer.repeat) this.#timers.delete(timer.id);
     const listener = this.#listener;
     if (!listener) throw new Error('a timer is due but no listener has run on this FakeHost (open() or push() one first)');
-    this.#hook(() => listener.onTimer(timer.id));
+    yield this.#hook(listener, () => listener.onTimer(timer.id));
   }
 
   [CLIENT_MESSAGE](conn, msg) {
-    return this.#message(conn, msg);
+    return drive(this.#message(conn, msg));
   }
 
   [CLIENT_CLOSE](conn, code, reason) {
-    this.#finish(conn, code, reason);
+    return drive(this.#finish(conn, code, reason));
   }
 }
 
@@ -684,7 +981,7 @@ class FakeConnection {
     return this.received.splice(0);
   }
 
-  /** The client sends a text message: `on-message`; returns its reply. */
+  /** The client sends a text message: `on-message`; returns its reply (a Promise of it if the hook is async). */
   sendText(text) {
     return this.send(Message.text(text));
   }
@@ -702,16 +999,87 @@ class FakeConnection {
   /**
    * The connection ends: `on-close` (with the server's code and reason if
    * the plugin closed it first), then `on-last-close` for its route's last.
-   * 1006 is a client that vanished.
+   * 1006 is a client that vanished. Returns a Promise if a hook is async.
    */
   close(code = 1000, reason = '') {
     this.#usable();
-    this.#host[CLIENT_CLOSE](this.#conn, code, reason);
+    return this.#host[CLIENT_CLOSE](this.#conn, code, reason);
   }
 
   #usable() {
     if (this.rejection) throw new Error(`connection ${this.id} was refused (${this.rejection.status})`);
     if (this.#conn.ended) throw new Error(`connection ${this.id} is closed`);
+  }
+}
+
+/**
+ * One upstream (outbound WebSocket) the plugin opened with
+ * `host.upstreamConnect`, and the test's end of it: `sent` is what the
+ * plugin sent it (before the handshake too), `closeSent` the plugin's
+ * `upstreamClose`. open(), send(), close() and fail() play the far end,
+ * running the hooks into the listener that opened it (or the one given);
+ * each returns a Promise if the hook is async.
+ */
+class FakeUpstream {
+  #host;
+  #state;
+
+  constructor(host, state) {
+    this.#host = host;
+    this.#state = state;
+  }
+
+  get id() { return this.#state.id; }
+  get url() { return this.#state.url; }
+  get protocols() { return this.#state.protocols; }
+  /** The handshake headers, `[name, value]` pairs. */
+  get headers() { return this.#state.headers; }
+  get listener() { return this.#state.listener; }
+  /** `'connecting'`, `'open'`, `'closing'` (the plugin closed it) or `'closed'`. */
+  get status() { return this.#state.status; }
+  set status(status) { this.#state.status = status; }
+  /** Every message the plugin sent it, in order. */
+  get sent() { return this.#state.sent; }
+  /** `{ code, reason }` once the plugin called upstreamClose, else undefined. */
+  get closeSent() { return this.#state.closeSent; }
+  set closeSent(close) { this.#state.closeSent = close; }
+  /** `{ code, reason }` that on-upstream-close was told, once it was. */
+  get closed() { return this.#state.closed; }
+
+  /** The text messages the plugin sent it. */
+  texts() {
+    return this.sent.filter((m) => m.tag === 'text').map((m) => m.val);
+  }
+
+  /** The handshake succeeded: `on-upstream-open`. */
+  open(listener) {
+    if (this.status !== 'connecting') throw new Error(`upstream ${this.id} is ${this.status}, not connecting`);
+    this.status = 'open';
+    return this.#host[UPSTREAM_EVENT](this, listener, 'onUpstreamOpen', this.id);
+  }
+
+  /** The upstream sends a message (a string is text, bytes binary): `on-upstream-message`. */
+  send(msg, listener) {
+    if (this.status !== 'open') throw new Error(`upstream ${this.id} is ${this.status}: only an open upstream sends`);
+    msg = message(typeof msg === 'string' ? Message.text(msg) : ArrayBuffer.isView(msg) ? Message.binary(msg) : msg);
+    return this.#host[UPSTREAM_EVENT](this, listener, 'onUpstreamMessage', this.id, msg);
+  }
+
+  /**
+   * The upstream's connection ends: `on-upstream-close` with the plugin's
+   * close if it closed first (as the server reports it), else this one.
+   */
+  close(code = 1000, reason = '', listener) {
+    if (this.status === 'closed') throw new Error(`upstream ${this.id} is closed`);
+    const how = this.closeSent ?? { code: u16(code), reason: string(reason) };
+    this.status = 'closed';
+    this.#state.closed = how;
+    return this.#host[UPSTREAM_EVENT](this, listener, 'onUpstreamClose', this.id, how.code, how.reason);
+  }
+
+  /** The upstream could not be reached, or vanished: `on-upstream-close` with 1006. */
+  fail(reason = 'connection refused', listener) {
+    return this.close(1006, reason, listener);
   }
 }
 

@@ -60,9 +60,10 @@ from typing import (Dict, Generic, Iterator, List, NamedTuple, Optional,
                     Protocol, Tuple, TypeVar, Union)
 
 __all__ = [
-    "Broadcast", "Close", "Connection", "FakeHost", "HostError", "Limits",
-    "Log", "Publish", "ServeError", "Server", "TagSend", "Timer", "WebSocket",
-    "WebSocketClosed", "WebSocketRefused", "load_app", "load_listener", "serve",
+    "Broadcast", "Close", "Connection", "FakeHost", "HostError", "HttpFailure",
+    "HttpReply", "HttpRequest", "Limits", "Log", "Publish", "ServeError", "Server",
+    "TagSend", "Timer", "Upstream", "WebSocket", "WebSocketClosed",
+    "WebSocketRefused", "load_app", "load_listener", "serve",
 ]
 
 
@@ -156,6 +157,23 @@ class Error(enum.Enum):
     LIMIT_REACHED = 4
 
 
+class StateError(enum.Enum):
+    LIMIT_REACHED = 0
+    INVALID_ARGUMENT = 1
+    NOT_A_NUMBER = 2
+    UNAVAILABLE = 3
+
+
+class UpstreamError(enum.Enum):
+    INVALID_URL = 0
+    DENIED = 1
+    LIMIT_REACHED = 2
+    UNKNOWN_UPSTREAM = 3
+    CLOSED = 4
+    QUEUE_FULL = 5
+    INVALID_ARGUMENT = 6
+
+
 class LogLevel(enum.Enum):
     TRACE = 0
     DEBUG = 1
@@ -200,17 +218,520 @@ class ListenerProtocol(Protocol):
         raise NotImplementedError
 
 
+class UpstreamListenerProtocol(Protocol):
+    """The generated ``wit_world.exports.UpstreamListener``."""
+
+    @abstractmethod
+    def on_upstream_open(self, id: int) -> None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def on_upstream_message(self, id: int, msg: Message) -> None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def on_upstream_close(self, id: int, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+
+class ErrorListenerProtocol(Protocol):
+    """The generated ``wit_world.exports.ErrorListener``."""
+
+    @abstractmethod
+    def on_error(self, conn: int, detail: str) -> None:
+        raise NotImplementedError
+
+
 # The host interface's functions in WIT order, snake-cased as generated.
 HOST_FUNCTIONS = (
     "send", "broadcast", "close", "subscribe", "unsubscribe", "publish",
     "channels", "subscribers", "connections", "connection_count",
     "get_attribute", "set_attribute", "tag", "untag", "tagged", "send_to_tag",
-    "state_get", "state_set", "set_timer", "cancel_timer", "log",
+    "state_get", "state_set", "state_increment", "state_compare_and_swap",
+    "state_set_expiring", "state_keys", "upstream_connect", "upstream_send",
+    "upstream_close", "upstreams", "set_timer", "cancel_timer", "log",
 )
 
 # The FakeHost that host calls go to: the one that last ran a hook (or was
 # created last), since the generated functions are module-level.
 _active: Optional["FakeHost"] = None
+
+
+# --- Stand-ins for wasi:http and wasi:io ----------------------------------
+#
+# What ``wsgate.http_request`` calls, shaped like componentize-py's
+# bindings of the plugin-http world (wit/deps/http.wit, io.wit), with the
+# rules that make a real component trap or fail: a resource used after it
+# was dropped or handed over, a parent finished while its child stream
+# lives, a body that disagrees with its content-length, forbidden headers.
+# A trap is a RuntimeError here. Requests are answered by the active
+# FakeHost (see FakeHost.http), in memory: no network.
+
+class _Resource:
+    """A WIT resource handle: usable until dropped (``__exit__``) or moved
+    into a call that takes ownership."""
+
+    _gone: Optional[str] = None
+    _children: int = 0
+
+    def _live(self):
+        if self._gone:
+            raise RuntimeError(f"trap: {type(self).__name__} used after it was {self._gone}")
+        return self
+
+    def _take(self, how: str = "handed over"):
+        self._live()
+        self._gone = how
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._live()
+        if self._children:
+            raise RuntimeError(f"trap: {type(self).__name__} dropped while its child resource lives")
+        self._gone = "dropped"
+        self._on_drop()
+        return None
+
+    def _on_drop(self):
+        pass
+
+
+class _Child(_Resource):
+    """A child resource: must be dropped before its parent."""
+
+    def __init__(self, parent: _Resource):
+        self._parent = parent
+        parent._children += 1
+
+    def _on_drop(self):
+        self._parent._children -= 1
+
+
+class Pollable(_Resource):
+    """The fake's answers are in memory: every pollable is ready."""
+
+    def ready(self) -> bool:
+        self._live()
+        return True
+
+    def block(self) -> None:
+        self._live()
+
+
+class IoError(_Resource):
+    def __init__(self, debug: str, code=None):
+        self._debug = debug
+        self._code = code
+
+    def to_debug_string(self) -> str:
+        return self._live()._debug
+
+
+@dataclasses.dataclass
+class StreamError_LastOperationFailed:
+    value: IoError
+
+
+@dataclasses.dataclass
+class StreamError_Closed:
+    pass
+
+
+_MAX_BLOCKING_WRITE = 4096
+
+
+class InputStream(_Child):
+    def __init__(self, parent, data: bytes):
+        super().__init__(parent)
+        self._data = data
+
+    def read(self, len: int) -> bytes:
+        self._live()
+        if not self._data:
+            raise Err(StreamError_Closed())
+        out, self._data = self._data[:len], self._data[len:]
+        return out
+
+    blocking_read = read
+
+    def subscribe(self) -> Pollable:
+        self._live()
+        return Pollable()
+
+
+class OutputStream(_Child):
+    def __init__(self, parent):
+        super().__init__(parent)
+        self._written = bytearray()
+
+    def check_write(self) -> int:
+        self._live()
+        return _MAX_BLOCKING_WRITE
+
+    def write(self, contents: bytes) -> None:
+        self._live()
+        if len(contents) > _MAX_BLOCKING_WRITE:
+            raise RuntimeError("trap: write of more than check-write permits")
+        self._written += contents
+
+    def blocking_write_and_flush(self, contents: bytes) -> None:
+        self._live()
+        if len(contents) > _MAX_BLOCKING_WRITE:
+            raise RuntimeError("trap: blocking-write-and-flush of more than 4096 bytes")
+        self._written += contents
+
+    def flush(self) -> None:
+        self._live()
+
+    blocking_flush = flush
+
+    def subscribe(self) -> Pollable:
+        self._live()
+        return Pollable()
+
+    def _on_drop(self):
+        self._parent._body += self._written
+        super()._on_drop()
+
+
+def _variant(name: str, *fields):
+    return dataclasses.make_dataclass(name, [(f, object) for f in fields])
+
+
+Method_Get, Method_Head, Method_Post, Method_Put, Method_Delete = (
+    _variant(f"Method_{m}") for m in ("Get", "Head", "Post", "Put", "Delete"))
+Method_Connect, Method_Options, Method_Trace, Method_Patch = (
+    _variant(f"Method_{m}") for m in ("Connect", "Options", "Trace", "Patch"))
+Method_Other = _variant("Method_Other", "value")
+Scheme_Http, Scheme_Https = _variant("Scheme_Http"), _variant("Scheme_Https")
+Scheme_Other = _variant("Scheme_Other", "value")
+HeaderError_InvalidSyntax = _variant("HeaderError_InvalidSyntax")
+HeaderError_Forbidden = _variant("HeaderError_Forbidden")
+HeaderError_Immutable = _variant("HeaderError_Immutable")
+
+
+@dataclasses.dataclass
+class DnsErrorPayload:
+    rcode: Optional[str]
+    info_code: Optional[int]
+
+
+@dataclasses.dataclass
+class TlsAlertReceivedPayload:
+    alert_id: Optional[int]
+    alert_message: Optional[str]
+
+
+@dataclasses.dataclass
+class FieldSizePayload:
+    field_name: Optional[str]
+    field_size: Optional[int]
+
+
+# wasi:http's error-code cases, and the payload each carries when the
+# fake makes one from HttpFailure(code, detail).
+_ERROR_CODES = {
+    "DNS-timeout": None, "DNS-error": lambda d: DnsErrorPayload(d, None),
+    "destination-not-found": None, "destination-unavailable": None,
+    "destination-IP-prohibited": None, "destination-IP-unroutable": None,
+    "connection-refused": None, "connection-terminated": None,
+    "connection-timeout": None, "connection-read-timeout": None,
+    "connection-write-timeout": None, "connection-limit-reached": None,
+    "TLS-protocol-error": None, "TLS-certificate-error": None,
+    "TLS-alert-received": lambda d: TlsAlertReceivedPayload(None, d),
+    "HTTP-request-denied": None, "HTTP-request-length-required": None,
+    "HTTP-request-body-size": lambda d: None, "HTTP-request-method-invalid": None,
+    "HTTP-request-URI-invalid": None, "HTTP-request-URI-too-long": None,
+    "HTTP-request-header-section-size": lambda d: None,
+    "HTTP-request-header-size": lambda d: None,
+    "HTTP-request-trailer-section-size": lambda d: None,
+    "HTTP-request-trailer-size": lambda d: FieldSizePayload(None, None),
+    "HTTP-response-incomplete": None,
+    "HTTP-response-header-section-size": lambda d: None,
+    "HTTP-response-header-size": lambda d: FieldSizePayload(None, None),
+    "HTTP-response-body-size": lambda d: None,
+    "HTTP-response-trailer-section-size": lambda d: None,
+    "HTTP-response-trailer-size": lambda d: FieldSizePayload(None, None),
+    "HTTP-response-transfer-coding": lambda d: d,
+    "HTTP-response-content-coding": lambda d: d, "HTTP-response-timeout": None,
+    "HTTP-upgrade-failed": None, "HTTP-protocol-error": None, "loop-detected": None,
+    "configuration-error": None, "internal-error": lambda d: d,
+}
+
+
+def _camel(wit_name: str) -> str:
+    return "".join(part.capitalize() for part in wit_name.split("-"))
+
+
+_ERROR_CLASSES = {
+    name.lower(): _variant(f"ErrorCode_{_camel(name)}", *(("value",) if payload else ()))
+    for name, payload in _ERROR_CODES.items()
+}
+globals().update({cls.__name__: cls for cls in _ERROR_CLASSES.values()})
+
+
+def _error_code(code: str, detail: Optional[str] = None):
+    """The error-code value for ``code`` (a case name, any case)."""
+    cls = _ERROR_CLASSES.get(code.lower())
+    if cls is None:
+        raise ValueError(f"{code!r} is not a wasi:http error-code; one of {sorted(_ERROR_CLASSES)}")
+    payload = _ERROR_CODES[next(n for n in _ERROR_CODES if n.lower() == code.lower())]
+    return cls(payload(detail)) if payload else cls()
+
+
+# What wasmtime-wasi-http refuses in a request by default.
+_FORBIDDEN_HEADERS = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "transfer-encoding", "upgrade", "host", "http2-settings"))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class Fields(_Resource):
+    def __init__(self, entries=(), mutable: bool = True):
+        self._entries = [(k.lower(), bytes(v)) for k, v in entries]
+        self._mutable = mutable
+
+    @classmethod
+    def from_list(cls, entries: List[Tuple[str, bytes]]) -> "Fields":
+        for name, value in entries:
+            _str(name, "field name")
+            value = _bytes(value, "field value")
+            if not _TOKEN.fullmatch(name) or any(b in value for b in b"\r\n\0"):
+                raise Err(HeaderError_InvalidSyntax())
+            if name.lower() in _FORBIDDEN_HEADERS:
+                raise Err(HeaderError_Forbidden())
+        return cls(entries)
+
+    def get(self, name: str) -> List[bytes]:
+        return [v for k, v in self._live()._entries if k == name.lower()]
+
+    def has(self, name: str) -> bool:
+        return bool(self.get(name))
+
+    def entries(self) -> List[Tuple[str, bytes]]:
+        return list(self._live()._entries)
+
+    def clone(self) -> "Fields":
+        return Fields(self.entries())
+
+    def append(self, name: str, value: bytes) -> None:
+        if not self._live()._mutable:
+            raise Err(HeaderError_Immutable())
+        Fields.from_list([(name, value)])
+        self._entries.append((name.lower(), bytes(value)))
+
+
+class _ChildFields(_Child, Fields):
+    """Headers a response hands out: immutable, a child of the response."""
+
+    def __init__(self, parent: _Resource, entries):
+        _Child.__init__(self, parent)
+        Fields.__init__(self, entries, mutable=False)
+
+
+class RequestOptions(_Resource):
+    def __init__(self):
+        self._timeouts = {}
+
+    def _set(self, which, duration):
+        self._live()._timeouts[which] = _optional(duration, _int, 64, "duration")
+
+    def set_connect_timeout(self, duration: Optional[int]) -> None:
+        self._set("connect", duration)
+
+    def set_first_byte_timeout(self, duration: Optional[int]) -> None:
+        self._set("first_byte", duration)
+
+    def set_between_bytes_timeout(self, duration: Optional[int]) -> None:
+        self._set("between_bytes", duration)
+
+    def connect_timeout(self) -> Optional[int]:
+        return self._live()._timeouts.get("connect")
+
+    def first_byte_timeout(self) -> Optional[int]:
+        return self._live()._timeouts.get("first_byte")
+
+    def between_bytes_timeout(self) -> Optional[int]:
+        return self._live()._timeouts.get("between_bytes")
+
+
+class OutgoingBody(_Resource):
+    def __init__(self, request: "OutgoingRequest"):
+        self._request = request
+        self._body = bytearray()
+        self._stream_taken = False
+        self._finished = False
+
+    def write(self) -> OutputStream:
+        self._live()
+        if self._stream_taken:
+            raise Err(None)
+        self._stream_taken = True
+        return OutputStream(self)
+
+    @classmethod
+    def finish(cls, this: "OutgoingBody", trailers: Optional[Fields]) -> None:
+        if this._children:
+            raise RuntimeError("trap: outgoing-body finished while its child output-stream lives")
+        this._take("finished")
+        if trailers is not None:
+            trailers._take()
+        declared = [v for k, v in this._request._headers if k == "content-length"]
+        if declared and int(declared[0]) != len(this._body):
+            raise Err(ErrorCode_HttpRequestBodySize(len(this._body)))
+        this._finished = True
+
+
+class OutgoingRequest(_Resource):
+    def __init__(self, headers: Fields):
+        self._headers = headers._live()._entries
+        headers._take()
+        self._method = Method_Get()
+        self._scheme = None
+        self._authority = None
+        self._path_with_query = None
+        self._body = None
+
+    def body(self) -> OutgoingBody:
+        self._live()
+        if self._body is not None:
+            raise Err(None)
+        self._body = OutgoingBody(self)
+        return self._body
+
+    def method(self):
+        return self._live()._method
+
+    def set_method(self, method) -> None:
+        self._live()
+        if isinstance(method, Method_Other) and not _TOKEN.fullmatch(method.value or ""):
+            raise Err(None)
+        self._method = method
+
+    def scheme(self):
+        return self._live()._scheme
+
+    def set_scheme(self, scheme) -> None:
+        self._live()._scheme = scheme
+
+    def authority(self) -> Optional[str]:
+        return self._live()._authority
+
+    def set_authority(self, authority: Optional[str]) -> None:
+        self._live()._authority = _optional(authority, _str, "authority")
+
+    def path_with_query(self) -> Optional[str]:
+        return self._live()._path_with_query
+
+    def set_path_with_query(self, path_with_query: Optional[str]) -> None:
+        self._live()._path_with_query = _optional(path_with_query, _str, "path_with_query")
+
+    def headers(self) -> Fields:
+        return Fields(self._live()._headers, mutable=False)
+
+
+class FutureTrailers(_Resource):
+    def subscribe(self) -> Pollable:
+        self._live()
+        return Pollable()
+
+    def get(self):
+        self._live()
+        return Ok(Ok(None))
+
+
+class IncomingBody(_Resource):
+    def __init__(self, data: bytes):
+        self._data = data
+        self._stream_taken = False
+
+    def stream(self) -> InputStream:
+        self._live()
+        if self._stream_taken:
+            raise Err(None)
+        self._stream_taken = True
+        return InputStream(self, self._data)
+
+    @classmethod
+    def finish(cls, this: "IncomingBody") -> FutureTrailers:
+        if this._children:
+            raise RuntimeError("trap: incoming-body finished while its child input-stream lives")
+        this._take("finished")
+        return FutureTrailers()
+
+
+class IncomingResponse(_Resource):
+    def __init__(self, status: int, headers, body: bytes):
+        self._status = status
+        self._headers = headers
+        self._body = body
+        self._consumed = False
+
+    def status(self) -> int:
+        return self._live()._status
+
+    def headers(self) -> Fields:
+        return _ChildFields(self._live(), self._headers)
+
+    def consume(self) -> IncomingBody:
+        self._live()
+        if self._consumed:
+            raise Err(None)
+        self._consumed = True
+        return IncomingBody(self._body)
+
+
+class FutureIncomingResponse(_Resource):
+    def __init__(self, host: "FakeHost", request: OutgoingRequest):
+        self._host = host
+        self._request = request
+        self._result = None  # computed once the plugin waits: its body is written by then
+        self._taken = False
+
+    def subscribe(self) -> Pollable:
+        self._live()
+        return Pollable()
+
+    def get(self):
+        self._live()
+        if self._taken:
+            return Err(None)
+        self._taken = True
+        try:
+            return Ok(Ok(self._host._answer_http(self._request)))
+        except Err as e:
+            return Ok(Err(e.value))
+
+
+def _outgoing_handle(request: OutgoingRequest, options: Optional[RequestOptions]) -> FutureIncomingResponse:
+    """``wasi:http/outgoing-handler.handle``: the request goes to the active
+    FakeHost. A host the FakeHost has no answer for is denied here, as the
+    server denies one the plugin's sidecar does not grant."""
+    if not isinstance(request, OutgoingRequest):
+        raise TypeError(f"request must be an OutgoingRequest, not {type(request).__name__}")
+    request._take()
+    if options is not None:
+        options._take()
+    if request._scheme is None or not request._authority:
+        raise Err(ErrorCode_HttpRequestUriInvalid())
+    host = _require_active("wasi:http/outgoing-handler.handle")
+    host._check_http_grant(request)
+    return FutureIncomingResponse(host, request)
+
+
+def _http_error_code(err: IoError):
+    return err._live()._code
+
+
+def _require_active(what: str) -> "FakeHost":
+    if _active is None:
+        raise RuntimeError(
+            f"{what} called with no FakeHost: create one "
+            "(wsgate_testing.FakeHost()) before calling host functions")
+    return _active
 
 
 def _host_function(name: str):
@@ -219,11 +740,7 @@ def _host_function(name: str):
     method = getattr(FakeHost, name)
 
     def call(*args, **kwargs):
-        if _active is None:
-            raise RuntimeError(
-                f"wsgate.host.{name} called with no FakeHost: create one "
-                "(wsgate_testing.FakeHost()) before calling host functions")
-        return getattr(_active, name)(*args, **kwargs)
+        return getattr(_require_active(f"wsgate.host.{name}"), name)(*args, **kwargs)
 
     signature = inspect.signature(method)
     call.__name__ = call.__qualname__ = name
@@ -246,31 +763,55 @@ def _install_bindings() -> None:
         m._wsgate_testing = True
         if package:
             m.__path__ = []
+        for value in attrs.values():
+            if isinstance(value, type) and value.__module__ == __name__:
+                value.__module__ = name
         return m
 
     generated_types = module(
-        "wit_world.imports.types", Message_Text=Message_Text,
+        "wit_world.imports.wsgate_plugin_types", Message_Text=Message_Text,
         Message_Binary=Message_Binary, Message=Message, Request=Request,
         Rejection=Rejection, OpenDecision_Accept=OpenDecision_Accept,
         OpenDecision_Greet=OpenDecision_Greet, OpenDecision_Reject=OpenDecision_Reject,
-        OpenDecision=OpenDecision, Error=Error, LogLevel=LogLevel)
-    for cls in (Message_Text, Message_Binary, Request, Rejection, OpenDecision_Accept,
-                OpenDecision_Greet, OpenDecision_Reject, Error, LogLevel):
-        cls.__module__ = generated_types.__name__
-    host = module("wit_world.imports.host", types=generated_types,
+        OpenDecision=OpenDecision, Error=Error, StateError=StateError,
+        UpstreamError=UpstreamError, LogLevel=LogLevel)
+    host = module("wit_world.imports.host", wsgate_plugin_types=generated_types,
                   **{name: _host_function(name) for name in HOST_FUNCTIONS})
-    imports = module("wit_world.imports", package=True, types=generated_types, host=host)
-    listener_module = module("wit_world.exports.listener")
-    ListenerProtocol.__name__ = ListenerProtocol.__qualname__ = "Listener"
-    ListenerProtocol.__module__ = "wit_world.exports"
-    exports = module("wit_world.exports", package=True, Listener=ListenerProtocol,
-                     listener=listener_module, types=generated_types)
+    poll = module("wit_world.imports.poll", Pollable=Pollable)
+    error = module("wit_world.imports.error", Error=IoError)
+    streams = module("wit_world.imports.streams", InputStream=InputStream,
+                     OutputStream=OutputStream, StreamError_Closed=StreamError_Closed,
+                     StreamError_LastOperationFailed=StreamError_LastOperationFailed,
+                     StreamError=Union[StreamError_LastOperationFailed, StreamError_Closed])
+    http_names = ("Fields", "RequestOptions", "OutgoingBody", "OutgoingRequest",
+                  "FutureTrailers", "IncomingBody", "IncomingResponse",
+                  "FutureIncomingResponse", "DnsErrorPayload", "TlsAlertReceivedPayload",
+                  "FieldSizePayload")
+    variants = {name: value for name, value in globals().items()
+                if re.match(r"(Method|Scheme|HeaderError|ErrorCode)_", name)}
+    http_types = module("wit_world.imports.wasi_http_types",
+                        http_error_code=_http_error_code,
+                        **{name: globals()[name] for name in http_names}, **variants)
+    outgoing_handler = module("wit_world.imports.outgoing_handler", handle=_outgoing_handle)
+    imports = module("wit_world.imports", package=True, wsgate_plugin_types=generated_types,
+                     host=host, poll=poll, error=error, streams=streams,
+                     wasi_http_types=http_types, outgoing_handler=outgoing_handler)
+    exports_protocols = {"Listener": ListenerProtocol,
+                         "UpstreamListener": UpstreamListenerProtocol,
+                         "ErrorListener": ErrorListenerProtocol}
+    for name, protocol in exports_protocols.items():
+        protocol.__name__ = protocol.__qualname__ = name
+        protocol.__module__ = "wit_world.exports"
+    export_modules = [module(f"wit_world.exports.{name}")
+                      for name in ("listener", "upstream_listener", "error_listener")]
+    exports = module("wit_world.exports", package=True, **exports_protocols,
+                     **{m.__name__.rsplit(".", 1)[1]: m for m in export_modules},
+                     wsgate_plugin_types=generated_types)
     world = module("wit_world", package=True, WitWorld=WitWorld, imports=imports,
                    exports=exports)
-    for cls in (Some, Ok, Err):
-        cls.__module__ = "componentize_py_types"
     runtime_types = module("componentize_py_types", Some=Some, Ok=Ok, Err=Err, Result=Result)
-    for m in (runtime_types, world, imports, generated_types, host, exports, listener_module):
+    for m in (runtime_types, world, imports, generated_types, host, poll, error, streams,
+              http_types, outgoing_handler, exports, *export_modules):
         sys.modules[m.__name__] = m
 
 
@@ -347,6 +888,8 @@ class Limits:
     timers_per_plugin: int = 64
     min_timer_ms: int = 10
     state_bytes: int = 16 << 20
+    state_keys_listed: int = 1000
+    upstreams_per_plugin: int = 16
 
 
 # What the host was asked to do, in order, for assertions that care about
@@ -387,6 +930,110 @@ class Timer(NamedTuple):
     delay_ms: int
     repeat: bool
     due_ms: int
+
+
+class HttpRequest(NamedTuple):
+    """An outbound HTTP request as the fake host received it: the method
+    upper-cased, header names lower-cased, the body read to its end."""
+    method: str
+    url: str
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        return _lookup(self.headers, name.lower())
+
+
+class HttpReply(NamedTuple):
+    """A response for :attr:`FakeHost.http` to give; ``headers`` a dict or
+    pairs, ``body`` bytes or a str (sent as UTF-8)."""
+    status: int = 200
+    headers: Union[Dict[str, str], List[Tuple[str, str]]] = ()
+    body: Union[bytes, str] = b""
+
+
+class HttpFailure(Exception):
+    """No response: the request fails with a wasi:http ``error-code`` case,
+    e.g. ``HttpFailure("connection-refused")``, ``HttpFailure("DNS-timeout")``
+    or ``HttpFailure("internal-error", "detail")``. Put one in
+    :attr:`FakeHost.http`, or return or raise it from a handler."""
+
+    def __init__(self, code: str, detail: Optional[str] = None):
+        _error_code(code, detail)  # a known case, or ValueError now
+        super().__init__(code if detail is None else f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class Upstream:
+    """One outbound WebSocket the plugin opened with ``upstream_connect``,
+    and the test's end of it.
+
+    ``sent`` is everything the plugin sent it, in order (messages sent
+    before the handshake included); ``close_sent`` the ``(code, reason)`` the
+    plugin closed it with. The test plays the other side: :meth:`open`
+    (the handshake succeeded), :meth:`send` (a message from the upstream),
+    :meth:`close` (the upstream closed) and :meth:`fail` (it could not be
+    reached, or vanished: 1006). Each runs the hook into the listener that
+    opened the upstream, unless given another.
+    """
+
+    def __init__(self, host: "FakeHost", id: int, url: str, protocols: List[str],
+                 headers: List[Tuple[str, str]], listener):
+        self.host = host
+        self.id = id
+        self.url = url
+        self.protocols = protocols
+        self.headers = headers
+        self.listener = listener
+        #: ``connecting``, ``open``, ``closing`` (the plugin closed it) or ``closed``.
+        self.state = "connecting"
+        self.sent: List[Message] = []
+        self.close_sent: Optional[Tuple[int, str]] = None
+        #: The ``(code, reason)`` that ``on_upstream_close`` was told.
+        self.closed: Optional[Tuple[int, str]] = None
+
+    def __repr__(self):
+        return f"<Upstream {self.id} {self.url} {self.state}>"
+
+    @property
+    def texts(self) -> List[str]:
+        """The text messages the plugin sent it, in order."""
+        return [m.value for m in self.sent if isinstance(m, Message_Text)]
+
+    def json(self) -> list:
+        """The text messages the plugin sent it, parsed as JSON."""
+        return [json.loads(t) for t in self.texts]
+
+    def open(self, listener=None) -> None:
+        """The handshake succeeded: ``on_upstream_open``."""
+        if self.state != "connecting":
+            raise RuntimeError(f"upstream {self.id} is {self.state}, not connecting")
+        self.state = "open"
+        self.host._upstream_hook(self, listener, "on_upstream_open", self.id)
+
+    def send(self, msg, listener=None) -> None:
+        """The upstream sends ``msg`` (a str is text, bytes binary):
+        ``on_upstream_message``."""
+        if isinstance(msg, str):
+            msg = Message_Text(msg)
+        elif isinstance(msg, (bytes, bytearray)):
+            msg = Message_Binary(bytes(msg))
+        if self.state != "open":
+            raise RuntimeError(f"upstream {self.id} is {self.state}: only an open upstream sends")
+        self.host._upstream_hook(self, listener, "on_upstream_message", self.id,
+                                 _message(msg, "msg"))
+
+    def close(self, code: int = 1000, reason: str = "", listener=None) -> None:
+        """The upstream closes: ``on_upstream_close`` with its code."""
+        if self.state == "closed":
+            raise RuntimeError(f"upstream {self.id} is closed")
+        self.host._upstream_ended(self, (_int(code, 16, "code"), _str(reason, "reason")), listener)
+
+    def fail(self, reason: str = "connection refused", listener=None) -> None:
+        """The upstream could not be reached, or vanished:
+        ``on_upstream_close`` with 1006."""
+        self.close(1006, reason, listener)
 
 
 # What one state entry costs against `state_bytes` beyond its key and value,
@@ -509,12 +1156,42 @@ class FakeHost:
 
     Closes the plugin starts with ``close`` finish once the hook that asked
     returns: ``on_close`` with the plugin's code and reason, then
-    ``on_last_close`` for the route's last connection.
+    ``on_last_close`` for the route's last connection. The same goes for
+    ``upstream_close``: ``on_upstream_close`` follows the hook.
+
+    State keys set with ``state_set_expiring`` expire on the virtual clock
+    (:meth:`advance`). Upstreams the plugin opens are :class:`Upstream`
+    handles in :attr:`upstreams_opened`; the test plays their far end.
+
+    Outbound HTTP (``wsgate.http_request``) is answered from :attr:`http`,
+    a dict from URL (or ``"METHOD URL"``, which wins) to a reply: an
+    :class:`HttpReply`, a str or bytes (200 with that body), a dict or list
+    (200, JSON), an :class:`HttpFailure`, or a function of the
+    :class:`HttpRequest` returning one of these. :attr:`http_handler`, if
+    set, answers what the dict does not. A request nothing answers is
+    denied (``http-request-denied``), as the server denies a host the
+    plugin's sidecar does not grant. Every request is recorded in
+    :attr:`http_requests`. ``allowed_hosts``, if given, is the sidecar's
+    grant: other hosts are denied to HTTP and upstreams alike.
     """
 
-    def __init__(self, limits: Limits = Limits()):
+    def __init__(self, limits: Limits = Limits(), *, http=None, http_handler=None,
+                 allowed_hosts=None):
         global _active
         self.limits = limits
+        #: URL (or "METHOD URL") -> reply, for outbound HTTP.
+        self.http: Dict[str, object] = dict(http or {})
+        #: Answers the HTTP requests that :attr:`http` does not (returns a reply or None).
+        self.http_handler = http_handler
+        #: Every outbound HTTP request, in order.
+        self.http_requests: List[HttpRequest] = []
+        #: Hosts the plugin may reach (None: any).
+        self.allowed_hosts = None if allowed_hosts is None else set(allowed_hosts)
+        #: Every upstream the plugin opened, by id (closed ones too).
+        self.upstreams_opened: Dict[int, Upstream] = {}
+        self._next_upstream = 1
+        self._expiry: Dict[str, int] = {}  # state key -> virtual ms it expires at
+        self._listeners: List[object] = []  # the listeners whose hooks are running
         #: Virtual milliseconds: timers fire only by :meth:`advance` and :meth:`fire_timers`.
         self.now_ms = 0
         self.publishes: List[Publish] = []
@@ -638,6 +1315,7 @@ class FakeHost:
             fired.append(id)
             self._settle()
         self.now_ms = end
+        self._expire_state()
         return fired
 
     @property
@@ -648,6 +1326,23 @@ class FakeHost:
     def connection(self, id: int) -> Connection:
         """The handle of a connection this host opened, by id."""
         return self._all[id]
+
+    def upstream(self, id: int) -> Upstream:
+        """The handle of an upstream the plugin opened, by id."""
+        return self.upstreams_opened[id]
+
+    def hook_failed(self, conn, detail: str = "on_message trapped", listener=None) -> None:
+        """What the server does after a hook for ``conn`` (an id or a
+        :class:`Connection`) trapped or overran its deadline: ``on_error`` on
+        a fresh instance, into the connection's listener by default. Only
+        the hook runs here; the server also closes the connection (1011)."""
+        conn = conn.id if isinstance(conn, Connection) else _int(conn, 64, "conn")
+        target = self._all.get(conn)
+        listener = listener or (target.listener if target else self._latest_listener)
+        if listener is None:
+            raise RuntimeError("no listener to report the error to: pass listener=")
+        self._call(listener, "on_error", conn, _str(detail, "detail"))
+        self._settle()
 
     # -- the host calls (interface host) -------------------------------------
 
@@ -765,24 +1460,119 @@ class FakeHost:
         return reached
 
     def state_get(self, key) -> Optional[bytes]:
-        return self.state.get(_str(key, "key"))
+        key = _str(key, "key")
+        self._expire_state()
+        return self.state.get(key)
 
     def state_set(self, key, value) -> None:
         key = _str(key, "key")
         value = _optional(value, _bytes, "value")
         self._check_name(key)
+        self._expire_state()
+        self._store(key, value, Error.LIMIT_REACHED)
+        self._expiry.pop(key, None)
 
-        def cost(v):
-            return 0 if v is None else _utf8_len(key) + len(v) + _STATE_ENTRY_OVERHEAD
+    def state_increment(self, key, delta) -> int:
+        key = _str(key, "key")
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        if not _S64_MIN <= delta <= _S64_MAX:
+            raise ValueError(f"delta {delta} is out of range for an s64")
+        self._check_state_key(key)
+        self._expire_state()
+        current = self.state.get(key, b"0")
+        if not _DECIMAL.fullmatch(current):
+            raise Err(StateError.NOT_A_NUMBER)
+        value, result = int(current), int(current) + delta
+        if not (_S64_MIN <= value <= _S64_MAX and _S64_MIN <= result <= _S64_MAX):
+            raise Err(StateError.NOT_A_NUMBER)
+        self._store(key, str(result).encode(), StateError.LIMIT_REACHED)
+        return result
 
-        used = self._state_bytes - cost(self.state.get(key)) + cost(value)
-        if used > self.limits.state_bytes:
-            raise Err(Error.LIMIT_REACHED)
-        self._state_bytes = used
-        if value is None:
-            self.state.pop(key, None)
-        else:
-            self.state[key] = value
+    def state_compare_and_swap(self, key, expected, new) -> bool:
+        key = _str(key, "key")
+        expected = _optional(expected, _bytes, "expected")
+        new = _optional(new, _bytes, "new")
+        self._check_state_key(key)
+        self._expire_state()
+        if self.state.get(key) != expected:
+            return False
+        self._store(key, new, StateError.LIMIT_REACHED)
+        self._expiry.pop(key, None)
+        return True
+
+    def state_set_expiring(self, key, value, ttl_ms) -> None:
+        key = _str(key, "key")
+        value = _bytes(value, "value")
+        ttl_ms = _int(ttl_ms, 64, "ttl_ms")
+        self._check_state_key(key)
+        if ttl_ms == 0:
+            raise Err(StateError.INVALID_ARGUMENT)
+        self._expire_state()
+        self._store(key, value, StateError.LIMIT_REACHED)
+        self._expiry[key] = self.now_ms + ttl_ms
+
+    def state_keys(self, prefix, limit) -> List[str]:
+        prefix = _str(prefix, "prefix")
+        limit = min(_int(limit, 32, "limit"), self.limits.state_keys_listed)
+        self._expire_state()
+        keys = sorted((k for k in self.state if k.startswith(prefix)),
+                      key=lambda k: k.encode("utf-8", "surrogatepass"))
+        return keys[:limit]
+
+    def upstream_connect(self, url, protocols, headers) -> int:
+        from urllib.parse import urlsplit
+        url = _str(url, "url")
+        if not isinstance(protocols, (list, tuple)):
+            raise TypeError(f"protocols must be a list, not {type(protocols).__name__}")
+        protocols = [_str(p, "protocol") for p in protocols]
+        headers = _pairs(headers, "header")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise Err(UpstreamError.INVALID_URL) from None
+        if parts.scheme not in ("ws", "wss") or not host:
+            raise Err(UpstreamError.INVALID_URL)
+        if not self._granted(host):
+            raise Err(UpstreamError.DENIED)
+        if any(not _TOKEN.fullmatch(k) or any(c in v for c in "\r\n\0") for k, v in headers) \
+                or any(not p or _utf8_len(p) > self.limits.max_name_len for p in protocols):
+            raise Err(UpstreamError.INVALID_ARGUMENT)
+        if len(self.upstreams()) >= self.limits.upstreams_per_plugin:
+            raise Err(UpstreamError.LIMIT_REACHED)
+        id = self._next_upstream
+        self._next_upstream += 1
+        listener = self._listeners[-1] if self._listeners else self._latest_listener
+        self.upstreams_opened[id] = Upstream(self, id, url, protocols, headers, listener)
+        return id
+
+    def upstream_send(self, id, msg) -> None:
+        upstream = self._upstream(_int(id, 64, "id"))
+        msg = _message(msg, "msg")
+        if upstream.state == "closing":
+            raise Err(UpstreamError.CLOSED)
+        if _size(msg) > self.limits.max_message_size:
+            raise Err(UpstreamError.INVALID_ARGUMENT)
+        upstream.sent.append(msg)
+
+    def upstream_close(self, id, code, reason) -> None:
+        id = _int(id, 64, "id")
+        code = _int(code, 16, "code")
+        reason = _str(reason, "reason")
+        if not _sendable_close_code(code) or _utf8_len(reason) > 123:
+            raise Err(UpstreamError.INVALID_ARGUMENT)
+        upstream = self._upstream(id)
+        if upstream.state == "closing":
+            raise Err(UpstreamError.CLOSED)
+        upstream.state = "closing"
+        upstream.close_sent = (code, reason)
+        if self._depth == 0:
+            self._settle()
+
+    def upstreams(self) -> List[int]:
+        return sorted(i for i, u in self.upstreams_opened.items()
+                      if u.state in ("connecting", "open"))
 
     def set_timer(self, delay_ms, repeat) -> int:
         delay_ms = _int(delay_ms, 32, "delay_ms")
@@ -815,12 +1605,102 @@ class FakeHost:
         instance = listener() if isinstance(listener, type) else listener
         _active = self
         self._depth += 1
+        self._listeners.append(listener)
         outer_budget, self._budget = self._budget, self.limits.deliveries_per_hook
         try:
             return getattr(instance, hook)(*args)
         finally:
             self._depth -= 1
+            self._listeners.pop()
             self._budget = outer_budget
+
+    def _store(self, key: str, value: Optional[bytes], limit_error) -> None:
+        """Sets or (``None``) deletes a state entry within ``state_bytes``."""
+        def cost(v):
+            return 0 if v is None else _utf8_len(key) + len(v) + _STATE_ENTRY_OVERHEAD
+
+        used = self._state_bytes - cost(self.state.get(key)) + cost(value)
+        if used > self.limits.state_bytes:
+            raise Err(limit_error)
+        self._state_bytes = used
+        if value is None:
+            self.state.pop(key, None)
+            self._expiry.pop(key, None)
+        else:
+            self.state[key] = value
+
+    def _check_state_key(self, key: str) -> None:
+        if not key or _utf8_len(key) > self.limits.max_name_len:
+            raise Err(StateError.INVALID_ARGUMENT)
+
+    def _expire_state(self) -> None:
+        """Drops the keys whose time is up on the virtual clock."""
+        for key in [k for k, at in self._expiry.items() if at <= self.now_ms]:
+            self._store(key, None, Error.LIMIT_REACHED)
+
+    def _upstream(self, id: int) -> Upstream:
+        upstream = self.upstreams_opened.get(id)
+        if upstream is None or upstream.state == "closed":
+            raise Err(UpstreamError.UNKNOWN_UPSTREAM)
+        return upstream
+
+    def _upstream_hook(self, upstream: Upstream, listener, hook: str, *args) -> None:
+        listener = listener or upstream.listener or self._latest_listener
+        if listener is None:
+            raise RuntimeError("no listener for the upstream's events: pass listener=")
+        self._call(listener, hook, *args)
+        self._settle()
+
+    def _upstream_ended(self, upstream: Upstream, close: Tuple[int, str], listener=None) -> None:
+        upstream.state = "closed"
+        upstream.closed = upstream.close_sent or close
+        self._upstream_hook(upstream, listener, "on_upstream_close", upstream.id, *upstream.closed)
+
+    def _granted(self, host: str) -> bool:
+        return self.allowed_hosts is None or host in self.allowed_hosts
+
+    def _check_http_grant(self, request: "OutgoingRequest") -> None:
+        """Denies at ``handle`` what nothing will answer, as the server does."""
+        method, url = _http_method(request._method), _http_url(request)
+        from urllib.parse import urlsplit
+        if not self._granted(urlsplit(url).hostname or "") or (
+                self.http_handler is None and f"{method} {url}" not in self.http
+                and url not in self.http):
+            self.http_requests.append(HttpRequest(method, url, _http_headers(request), b""))
+            raise Err(ErrorCode_HttpRequestDenied())
+
+    def _answer_http(self, request: "OutgoingRequest") -> "IncomingResponse":
+        body = request._body
+        seen = HttpRequest(_http_method(request._method), _http_url(request),
+                           _http_headers(request),
+                           bytes(body._body) if body is not None and body._finished else b"")
+        self.http_requests.append(seen)
+        reply = self.http.get(f"{seen.method} {seen.url}", self.http.get(seen.url))
+        if reply is None and self.http_handler is not None:
+            try:
+                reply = self.http_handler(seen)
+            except HttpFailure as failure:
+                reply = failure
+        if callable(reply) and not isinstance(reply, type):
+            try:
+                reply = reply(seen)
+            except HttpFailure as failure:
+                reply = failure
+        if reply is None:
+            raise Err(ErrorCode_HttpRequestDenied())
+        if isinstance(reply, HttpFailure):
+            raise Err(_error_code(reply.code, reply.detail))
+        if isinstance(reply, (str, bytes, bytearray)):
+            kind = "text/plain; charset=utf-8" if isinstance(reply, str) else "application/octet-stream"
+            reply = HttpReply(200, [("content-type", kind)], reply)
+        elif isinstance(reply, (dict, list)):
+            reply = HttpReply(200, [("content-type", "application/json")], json.dumps(reply))
+        if not isinstance(reply, HttpReply):
+            raise TypeError(f"an HTTP reply must be an HttpReply, str, bytes, dict, list or "
+                            f"HttpFailure, not {reply!r}")
+        data = reply.body.encode("utf-8") if isinstance(reply.body, str) else bytes(reply.body)
+        headers = [(k.lower(), v.encode("utf-8")) for k, v in _pairs(reply.headers, "header")]
+        return IncomingResponse(_int(reply.status, 16, "status"), headers, data)
 
     def _registered(self, conn: int) -> Connection:
         target = self._conns.get(conn)
@@ -890,11 +1770,15 @@ class FakeHost:
             return
         while True:
             pending = [c for c in self._conns.values() if c.server_close and not c._ended]
-            if not pending:
+            upstreams = [u for u in self.upstreams_opened.values() if u.state == "closing"]
+            if not pending and not upstreams:
                 return
             for conn in pending:
                 if not conn._ended:
                     self._end(conn, conn.server_close)
+            for upstream in upstreams:
+                if upstream.state == "closing":
+                    self._upstream_ended(upstream, upstream.close_sent)
 
     def _enter_route(self, conn: Connection) -> None:
         count = self._routes.get(conn.route, 0)
@@ -946,6 +1830,26 @@ class FakeHost:
 
 def _lookup(pairs, key):
     return next((v for k, v in pairs if k == key), None)
+
+
+_S64_MIN, _S64_MAX = -(1 << 63), (1 << 63) - 1
+_DECIMAL = re.compile(rb"[+-]?[0-9]+")
+
+
+def _http_method(method) -> str:
+    name = type(method).__name__.split("_", 1)[1]
+    return method.value if name == "Other" else name.upper()
+
+
+def _http_url(request) -> str:
+    scheme = request._scheme
+    scheme = {"Scheme_Http": "http", "Scheme_Https": "https"}.get(
+        type(scheme).__name__, getattr(scheme, "value", None))
+    return f"{scheme}://{request._authority}{request._path_with_query or '/'}"
+
+
+def _http_headers(request) -> List[Tuple[str, str]]:
+    return [(k, v.decode("utf-8", "replace")) for k, v in request._headers]
 
 
 def _pairs(value, what: str) -> List[Tuple[str, str]]:

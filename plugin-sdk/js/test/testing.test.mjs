@@ -3,7 +3,7 @@
 // does not exist. Run with scripts/test-js-sdk.sh.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -58,6 +58,14 @@ describe('loading a listener', () => {
 });
 
 describe('host calls', () => {
+  test('the fake host has every host call of the WIT, and the plugin\'s host module exports each', async () => {
+    const types = await readFile(new URL('../types/interfaces/wsgate-plugin-host.d.ts', import.meta.url), 'utf8');
+    const wit = [...types.matchAll(/export function (\w+)\(/g)].map((m) => m[1]);
+    assert.ok(wit.includes('upstreamConnect') && wit.includes('stateIncrement'), wit.join());
+    assert.deepEqual(Object.keys(host), [...wit].sort(), 'the module the plugin imports');
+    for (const name of wit) assert.equal(typeof FakeHost.prototype[name], 'function', name);
+  });
+
   test('ids are bigints and lists of ids BigUint64Arrays, as in the bindings', () => {
     const h = new FakeHost();
     const a = h.open(listen(), '/ws/x');
@@ -502,11 +510,12 @@ describe('opening and closing', () => {
     assert.throws(() => h.open(broken, '/ws/room/lobby').sendText('x'), RangeError);
   });
 
-  test('hooks must be synchronous and return what the WIT says', () => {
+  test('hooks must return what the WIT says, async ones too', async () => {
     const h = new FakeHost();
-    assert.throws(() => h.open(listen({ onOpen: async () => OpenDecision.accept() }), '/ws/x'), /Promise/);
     const conn = h.open(listen({ onMessage: () => 'a bare string' }), '/ws/x');
     assert.throws(() => conn.sendText('x'), TypeError);
+    const later = h.open(listen({ onMessage: async () => 'a bare string' }), '/ws/x');
+    await assert.rejects(later.sendText('x'), TypeError);
   });
 
   test('a module of hooks must go through toListener first', () => {

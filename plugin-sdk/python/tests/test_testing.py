@@ -12,56 +12,11 @@ import wsgate_testing
 from wsgate_testing import Close, FakeHost, Limits, Log, load_app, load_listener
 
 import wsgate  # noqa: E402  (after wsgate_testing, which provides its bindings)
-from wsgate import Error, HostError, LogLevel, Message, OpenDecision
+from listeners import Recorder, hooks, host_error
+from wsgate import Error, HostError, LogLevel, Message, OpenDecision, StateError, UpstreamError
 
 ROOT = Path(__file__).resolve().parents[3]
 WIT = ROOT / "wit" / "wsgate.wit"
-
-
-def host_error(call, *args):
-    """The Error a host call raised."""
-    with pytest.raises(HostError) as e:
-        call(*args)
-    return e.value.value
-
-
-class Recorder(wsgate.Listener):
-    """Records every hook call, in order (an instance, so state on self is
-    fine here); each hook can be given a behaviour."""
-
-    def __init__(self, **behaviour):
-        self.events = []
-        self.behaviour = behaviour
-
-    def _do(self, hook, *args):
-        self.events.append((hook, *args))
-        act = self.behaviour.get(hook)
-        return act(*args) if act else None
-
-    def on_open(self, conn, req):
-        return self._do("on_open", conn, req) or OpenDecision.accept()
-
-    def on_message(self, conn, msg):
-        return self._do("on_message", conn, msg)
-
-    def on_close(self, conn, code, reason):
-        self._do("on_close", conn, code, reason)
-
-    def on_first_open(self, route):
-        self._do("on_first_open", route)
-
-    def on_last_close(self, route):
-        self._do("on_last_close", route)
-
-    def on_push(self, payload):
-        self._do("on_push", payload)
-
-    def on_timer(self, id):
-        self._do("on_timer", id)
-
-
-def hooks(listener):
-    return [e[0] for e in listener.events]
 
 
 # --- The stand-ins have the generated shapes ------------------------------
@@ -76,7 +31,7 @@ def wit_block(kind, name):
 def test_every_host_function_of_the_wit_with_its_parameters_in_order():
     wit = {}
     for name, params in re.findall(r"^\s*([a-z-]+): func\(([^)]*)\)", wit_block("interface", "host"), re.M):
-        names = [p.split(":")[0].strip() for p in params.split(",") if p.strip()]
+        names = re.findall(r"([a-z-]+)\s*:", params)  # not split on ",": list<tuple<a, b>>
         wit[name.replace("-", "_")] = [("except_" if n == "except" else n.replace("-", "_")) for n in names]
     assert list(wit) == list(wsgate_testing.HOST_FUNCTIONS)
     for name, params in wit.items():
@@ -89,7 +44,8 @@ def test_every_host_function_of_the_wit_with_its_parameters_in_order():
 
 @pytest.mark.skipif(not WIT.exists(), reason="wit/wsgate.wit not found beside the SDK")
 def test_enums_match_the_wit():
-    for wit_name, enum in (("error", Error), ("log-level", LogLevel)):
+    for wit_name, enum in (("error", Error), ("state-error", StateError),
+                           ("upstream-error", UpstreamError), ("log-level", LogLevel)):
         cases = re.findall(r"^\s*([a-z-]+),", wit_block("enum", wit_name), re.M)
         assert [c.upper().replace("-", "_") for c in cases] == [e.name for e in enum]
         assert [e.value for e in enum] == list(range(len(cases)))
@@ -97,7 +53,7 @@ def test_enums_match_the_wit():
 
 def test_wsgate_is_built_on_the_generated_names():
     import componentize_py_types
-    from wit_world.imports import types
+    from wit_world.imports import wsgate_plugin_types as types
 
     assert wsgate.HostError is componentize_py_types.Err
     assert wsgate.Text is types.Message_Text and wsgate.Binary is types.Message_Binary

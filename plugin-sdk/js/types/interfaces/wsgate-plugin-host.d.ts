@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/host@0.1.0' {
+declare module 'wsgate:plugin/host@0.1.1' {
   /**
    * Queues a message for one connection.
    */
@@ -67,6 +67,44 @@ declare module 'wsgate:plugin/host@0.1.0' {
    */
   export function stateSet(key: string, value: Uint8Array | undefined): void;
   /**
+   * Adds `delta` to the decimal integer stored at `key` (an absent key
+   * counts as 0) and returns the result: atomic across the plugin's
+   * instances and, with a shared backend, across nodes.
+   */
+  export function stateIncrement(key: string, delta: bigint): bigint;
+  /**
+   * Sets `key` to `new` (`none` deletes it) only if its value is
+   * `expected` (`none`: the key is absent); returns whether it did.
+   */
+  export function stateCompareAndSwap(key: string, expected: Uint8Array | undefined, new_: Uint8Array | undefined): boolean;
+  /**
+   * Sets `key`, which then expires after `ttl-ms`. `state-set` and a
+   * successful `state-compare-and-swap` make a key permanent again.
+   */
+  export function stateSetExpiring(key: string, value: Uint8Array, ttlMs: bigint): void;
+  /**
+   * Keys that start with `prefix`, in byte order, at most `limit` of
+   * them (and never more than the host's `limits.state_keys_listed`).
+   */
+  export function stateKeys(prefix: string, limit: number): Array<string>;
+  /**
+   * Opens a WebSocket client connection to `url` (`ws://` or `wss://`,
+   * allowed by the plugin's sidecar), offering `protocols` and sending
+   * `headers` with the handshake. Returns at once: `on-upstream-open`
+   * follows when the handshake succeeds, `on-upstream-close` (1006) if
+   * it fails. Messages sent before then wait in its queue.
+   */
+  export function upstreamConnect(url: string, protocols: Array<string>, headers: Array<[string, string]>): UpstreamId;
+  export function upstreamSend(id: UpstreamId, msg: Message): void;
+  /**
+   * Starts the close handshake, as `close` does for a client.
+   */
+  export function upstreamClose(id: UpstreamId, code: number, reason: string): void;
+  /**
+   * This plugin's upstreams that are connecting or open.
+   */
+  export function upstreams(): BigUint64Array;
+  /**
    * Schedules `on-timer(id)` after `delay-ms`, then every `delay-ms` if
    * `repeat`. Returns the timer id.
    */
@@ -76,8 +114,11 @@ declare module 'wsgate:plugin/host@0.1.0' {
    */
   export function cancelTimer(id: bigint): boolean;
   export function log(level: LogLevel, msg: string): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.0').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.0').Message;
-  export type Error = import('wsgate:plugin/types@0.1.0').Error;
-  export type LogLevel = import('wsgate:plugin/types@0.1.0').LogLevel;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.1').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.1').Message;
+  export type Error = import('wsgate:plugin/types@0.1.1').Error;
+  export type LogLevel = import('wsgate:plugin/types@0.1.1').LogLevel;
+  export type StateError = import('wsgate:plugin/types@0.1.1').StateError;
+  export type UpstreamId = import('wsgate:plugin/types@0.1.1').UpstreamId;
+  export type UpstreamError = import('wsgate:plugin/types@0.1.1').UpstreamError;
 }

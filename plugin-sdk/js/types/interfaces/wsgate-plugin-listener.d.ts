@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/listener@0.1.0' {
+declare module 'wsgate:plugin/listener@0.1.1' {
   /**
    * Called before the WebSocket upgrade; may reject with an HTTP status.
    */
@@ -30,8 +30,8 @@ declare module 'wsgate:plugin/listener@0.1.0' {
    * A timer set with `set-timer` fired.
    */
   export function onTimer(id: bigint): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.0').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.0').Message;
-  export type Request = import('wsgate:plugin/types@0.1.0').Request;
-  export type OpenDecision = import('wsgate:plugin/types@0.1.0').OpenDecision;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.1').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.1').Message;
+  export type Request = import('wsgate:plugin/types@0.1.1').Request;
+  export type OpenDecision = import('wsgate:plugin/types@0.1.1').OpenDecision;
 }

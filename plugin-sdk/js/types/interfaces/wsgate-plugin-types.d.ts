@@ -1,4 +1,4 @@
-declare module 'wsgate:plugin/types@0.1.0' {
+declare module 'wsgate:plugin/types@0.1.1' {
   /**
    * Opaque id of one WebSocket connection, unique for the server's lifetime.
    */
@@ -108,6 +108,62 @@ declare module 'wsgate:plugin/types@0.1.0' {
    * A configured limit was reached (timers, state size, attributes).
    */
   export type Error = 'unknown-connection' | 'closed' | 'queue-full' | 'invalid-argument' | 'limit-reached';
+  /**
+   * Opaque id of one outbound WebSocket connection (an upstream) that the
+   * plugin opened with `upstream-connect`.
+   */
+  export type UpstreamId = bigint;
+  /**
+   * Why a state call failed. A new type rather than new `error` cases:
+   * plugins built against 0.1.0 import `error` as it was.
+   * # Variants
+   * 
+   * ## `"limit-reached"`
+   * 
+   * A configured limit was reached: the plugin's state bytes.
+   * ## `"invalid-argument"`
+   * 
+   * An empty key, a key over the length limit, a TTL of zero.
+   * ## `"not-a-number"`
+   * 
+   * `state-increment` on a value that is not a decimal s64, or a
+   * result that would overflow.
+   * ## `"unavailable"`
+   * 
+   * The backend (SQLite, Redis) failed or did not answer in time;
+   * the call may or may not have taken effect.
+   */
+  export type StateError = 'limit-reached' | 'invalid-argument' | 'not-a-number' | 'unavailable';
+  /**
+   * Why an upstream call failed.
+   * # Variants
+   * 
+   * ## `"invalid-url"`
+   * 
+   * Not a `ws://` or `wss://` URL.
+   * ## `"denied"`
+   * 
+   * The plugin's sidecar does not allow this host (see
+   * `allowed_outbound_hosts`), or it resolves to an address that is
+   * not allowed.
+   * ## `"limit-reached"`
+   * 
+   * The plugin has as many upstreams open as it may.
+   * ## `"unknown-upstream"`
+   * 
+   * No upstream with that id belongs to this plugin.
+   * ## `"closed"`
+   * 
+   * The upstream is closing; it accepts nothing more.
+   * ## `"queue-full"`
+   * 
+   * Its send queue is full (the upstream is not reading).
+   * ## `"invalid-argument"`
+   * 
+   * An argument is out of range: a bad close code, a message over
+   * the size limit, too many or too long headers.
+   */
+  export type UpstreamError = 'invalid-url' | 'denied' | 'limit-reached' | 'unknown-upstream' | 'closed' | 'queue-full' | 'invalid-argument';
   /**
    * # Variants
    * 
