@@ -22,7 +22,18 @@ macro_rules! embed {
     };
 }
 
-const CONTRACT: &[Embedded] = embed!["wit/wsgate.wit"];
+/// The contract and the WASI packages it names (its `plugin-http` world,
+/// which the Python build uses, imports `wasi:http`).
+const CONTRACT: &[Embedded] = embed![
+    "wit/wsgate.wit",
+    "wit/deps/cli.wit",
+    "wit/deps/clocks.wit",
+    "wit/deps/filesystem.wit",
+    "wit/deps/http.wit",
+    "wit/deps/io.wit",
+    "wit/deps/random.wit",
+    "wit/deps/sockets.wit",
+];
 
 const RUST: &[Embedded] = embed![
     "plugin-sdk/rust/Cargo.toml",
@@ -47,6 +58,8 @@ const JS: &[Embedded] = embed![
     "plugin-sdk/js/types/interfaces/wsgate-plugin-host.d.ts",
     "plugin-sdk/js/types/interfaces/wsgate-plugin-listener.d.ts",
     "plugin-sdk/js/types/interfaces/wsgate-plugin-types.d.ts",
+    "plugin-sdk/js/types/interfaces/wsgate-plugin-upstream-listener.d.ts",
+    "plugin-sdk/js/types/interfaces/wsgate-plugin-error-listener.d.ts",
     "plugin-sdk/js/build.mjs",
     "plugin-sdk/js/package.json",
     "plugin-sdk/js/package-lock.json",
@@ -120,6 +133,7 @@ mod tests {
             write(lang, dir.path()).unwrap();
         }
         assert!(dir.path().join("wit/wsgate.wit").is_file());
+        assert!(dir.path().join("wit/deps/http.wit").is_file());
         for script in [
             "build-python-plugins.sh",
             "build-js-plugins.sh",
