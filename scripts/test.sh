@@ -83,7 +83,7 @@ sdk_tests() {
 }
 
 rust_plugins() {
-  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker
+  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker auth-chat
   "$ROOT/scripts/build-fixtures.sh" "$WSGATE_TEST_FIXTURES"
   # The benchmarks' fan-out plugin (its own workspace).
   CARGO_TARGET_DIR=$TARGET_DIR/bench-fanout cargo build --quiet --release \

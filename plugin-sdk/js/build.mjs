@@ -54,7 +54,9 @@ try {
   const { component } = await componentize({
     sourcePath: source,
     witPath: wit,
-    worldName: 'plugin',
+    // plugin-http: the plugin world plus the environment, which env()
+    // reads (fetch needs nothing from the world).
+    worldName: 'plugin-http',
     // clocks (Date.now), random, stdio (console output and uncaught errors
     // reach the host's stderr if it passes them on) and http: fetch() over
     // wasi:http/outgoing-handler, which the server answers for the hosts a

@@ -92,6 +92,8 @@ export interface Hooks {
 
 /** Logs through the host's tracing under the plugin's own target. */
 export declare function log(level: LogLevel, msg: string): void;
+/** An environment variable the sidecar was granted (`[grants] env`), else undefined. */
+export declare function env(name: string): string | undefined;
 /** The error code of a failed host call, undefined for any other error. */
 export declare function hostError(err: unknown): HostErrorCode | undefined;
 /**

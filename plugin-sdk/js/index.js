@@ -13,8 +13,17 @@
 // belongs in host.setAttribute, plugin-wide data in host.stateSet.
 
 import * as host from 'wsgate:plugin/host@0.1.1';
+import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 
 export { host };
+
+/**
+ * An environment variable the plugin's sidecar was granted (`[grants] env`),
+ * or undefined: the environment holds nothing else.
+ */
+export function env(name) {
+  return getEnvironment().find(([k]) => k === name)?.[1];
+}
 
 /** Constructors and accessors for the WIT `message` variant. */
 export const Message = {

@@ -14,8 +14,12 @@ const HOST_SPECIFIER = 'wsgate:plugin/host@0.1.1';
 // A scheme of our own rather than a data: URL, so stack traces through a
 // host call stay readable.
 const HOST_URL = 'wsgate-testing:host';
+// The SDK's env() reads WASI's environment: here, the current FakeHost's `env`.
+const ENV_SPECIFIER = 'wasi:cli/environment@0.2.12';
+const ENV_URL = 'wsgate-testing:environment';
 
 let hostSource;
+let envSource;
 
 /** @param {{ hostCalls: string[], currentHostKey: string, hookHostKey: string }} data */
 export function initialize({ hostCalls, currentHostKey, hookHostKey }) {
@@ -23,14 +27,16 @@ export function initialize({ hostCalls, currentHostKey, hookHostKey }) {
   // The host of the running hook (an AsyncLocalStorage, kept across an
   // async hook's awaits), else the current one.
   const hookKey = JSON.stringify(hookHostKey);
-  hostSource = [
-    `function current() {
+  const current = `function current() {
   const host = globalThis[Symbol.for(${hookKey})]?.getStore() ?? globalThis[Symbol.for(${key})];
   if (!host) throw new Error('no FakeHost: create one (new FakeHost()) before calling the host');
   return host;
-}`,
+}`;
+  hostSource = [
+    current,
     ...hostCalls.map((name) => `export function ${name}(...args) { return current().${name}(...args); }`),
   ].join('\n');
+  envSource = [current, 'export function getEnvironment() { return Object.entries(current().env); }'].join('\n');
 }
 
 export async function resolve(specifier, context, nextResolve) {
@@ -41,6 +47,8 @@ export async function resolve(specifier, context, nextResolve) {
       return { url: TESTING, shortCircuit: true };
     case HOST_SPECIFIER:
       return { url: HOST_URL, shortCircuit: true };
+    case ENV_SPECIFIER:
+      return { url: ENV_URL, shortCircuit: true };
     default:
       return nextResolve(specifier, context);
   }
@@ -48,5 +56,6 @@ export async function resolve(specifier, context, nextResolve) {
 
 export async function load(url, context, nextLoad) {
   if (url === HOST_URL) return { format: 'module', source: hostSource, shortCircuit: true };
+  if (url === ENV_URL) return { format: 'module', source: envSource, shortCircuit: true };
   return nextLoad(url, context);
 }

@@ -146,6 +146,8 @@ export interface FakeHostOptions {
   httpHandler?: (request: Request) => HttpAnswer | undefined | Promise<HttpAnswer | undefined>;
   /** Hostnames fetch() and upstreams may reach, as the sidecar grants them; default: any. */
   allowedHosts?: string[];
+  /** Granted environment variables, which the SDK's env() reads. */
+  env?: Record<string, string>;
 }
 
 type HostCalls = typeof import('wsgate:plugin/host@0.1.1');

@@ -271,6 +271,8 @@ export class FakeHost {
   httpHandler;
   /** Every request the plugin fetched, in order: a Request (body unread). */
   httpRequests = [];
+  /** The plugin's granted environment variables, which `env()` reads. */
+  env = {};
   /** Every upstream the plugin opened, by id: FakeUpstream handles, closed ones too. */
   upstreamsOpened = new Map();
 
@@ -296,12 +298,14 @@ export class FakeHost {
   /**
    * @param {{ routes?: string[], subprotocols?: string[], limits?: Partial<typeof DEFAULT_LIMITS>,
    *   http?: Record<string, unknown> | Map<string, unknown>, httpHandler?: (req: Request) => unknown,
-   *   allowedHosts?: string[] }} [options]
+   *   allowedHosts?: string[], env?: Record<string, string> }} [options]
    *   `routes`, `subprotocols` and `allowedHosts` (hostnames for fetch and
    *   upstreams; default: any) as in the plugin's sidecar; `http` and
-   *   `httpHandler` answer fetch() (see the fields of the same names).
+   *   `httpHandler` answer fetch() (see the fields of the same names);
+   *   `env` the granted environment variables.
    */
-  constructor({ routes = [], subprotocols = [], limits = {}, http = {}, httpHandler, allowedHosts } = {}) {
+  constructor({ routes = [], subprotocols = [], limits = {}, http = {}, httpHandler, allowedHosts, env = {} } = {}) {
+    this.env = { ...env };
     this.routes = routes;
     this.subprotocols = subprotocols;
     this.limits = { ...DEFAULT_LIMITS, ...limits };

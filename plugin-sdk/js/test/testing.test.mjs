@@ -533,3 +533,11 @@ describe('opening and closing', () => {
     assert.equal(one.connectionCount(), 1);
   });
 });
+
+test('env() reads the variables the test host grants, and nothing else', async () => {
+  const { env } = await import('wsgate');
+  const h = new FakeHost({ env: { AUTH_URL: 'http://127.0.0.1:8000/auth' } });
+  const conn = h.open(listen({ onMessage: (c, msg) => text(env(Message.asText(msg)) ?? 'unset') }), '/ws/x');
+  assert.equal(conn.sendText('AUTH_URL').val, 'http://127.0.0.1:8000/auth');
+  assert.equal(conn.sendText('HOME').val, 'unset');
+});
