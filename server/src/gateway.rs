@@ -11,6 +11,7 @@ use crate::deploy::Deployer;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{Registry, Relay};
 use crate::runtime::Runtime;
+use crate::state::Store;
 
 pub struct Gateway {
     pub config: Config,
@@ -30,10 +31,11 @@ impl Gateway {
         config: Config,
         runtime: Arc<Runtime>,
         cluster: Option<Arc<Cluster>>,
+        state: Arc<Store>,
     ) -> Arc<Gateway> {
         let registry = match &cluster {
-            Some(c) => Registry::for_node(c.node, Some(c.clone() as Arc<dyn Relay>)),
-            None => Registry::new(),
+            Some(c) => Registry::for_node(c.node, Some(c.clone() as Arc<dyn Relay>), state),
+            None => Registry::for_node(0, None, state),
         };
         let shutdown = CancellationToken::new();
         let lifecycle = Lifecycle::new(

@@ -7,7 +7,9 @@
 //! on each connection, `registry` holds connections, channels and tags,
 //! `runtime` runs plugin code in the sandbox, `deploy` turns the plugin
 //! directory into routes, `admin` and `metrics` report, `cluster` joins
-//! several nodes over Redis, and `outbound` decides what plugins may reach.
+//! several nodes over Redis, `outbound` decides what plugins may reach,
+//! and `state` keeps plugins' key-value state in memory, SQLite or the
+//! cluster's Redis.
 
 mod accept;
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod registry;
 pub mod routing;
 pub mod runtime;
 mod server;
+pub mod state;
 mod text;
 mod tls;
 

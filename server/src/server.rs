@@ -50,7 +50,8 @@ pub async fn serve(config: Config) -> Result<()> {
         false => None,
     };
     let cluster = crate::cluster::join(&config).await?;
-    let gw = Gateway::new(config, Arc::new(runtime), cluster);
+    let state = crate::state::Store::open(&config, cluster.as_ref())?;
+    let gw = Gateway::new(config, Arc::new(runtime), cluster, state);
     let cluster_leave = gw
         .cluster
         .as_ref()

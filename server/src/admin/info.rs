@@ -21,6 +21,7 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
         config["cluster"]["secret"] = json!("<redacted>");
     }
     config["effective_cache_dir"] = json!(gw.config.effective_cache_dir());
+    config["state"]["effective_backend"] = json!(gw.registry.state().kind());
 
     let scopes: BTreeMap<String, _> = gw
         .registry

@@ -44,6 +44,7 @@ pub use bus::channel_for;
 use bus::{Bus, partition};
 use envelope::{Header, Seal, WireTarget};
 use interest::{Announce, Interests};
+pub use link::Link;
 use presence::Presence;
 
 /// One node's counts, as its heartbeat reports them.
@@ -377,6 +378,17 @@ impl Cluster {
             "channels": channels,
             "tags": tags,
         })
+    }
+
+    /// A new connection to the cluster's Redis, for what else the nodes
+    /// share through it (plugin state).
+    pub async fn connect(&self) -> Result<Link> {
+        self.backend.connect().await
+    }
+
+    /// `cluster.prefix`: the start of every Redis key the cluster uses.
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
     }
 
     /// Nodes in the cluster as last heard, this one included.

@@ -13,7 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Serialize;
 
-use super::{Config, LogFormat, top_level_keys};
+use super::{Config, LogFormat, StateBackend, top_level_keys};
 
 /// Command-line flags. Each one overrides the same setting from the file and
 /// the environment.
@@ -151,6 +151,8 @@ struct Overrides {
     cluster: ClusterFlags,
     #[command(flatten)]
     tls: TlsFlags,
+    #[command(flatten)]
+    state: StateFlags,
 }
 
 /// `[timeouts]`.
@@ -232,6 +234,20 @@ struct TlsFlags {
     #[arg(long = "tls-key")]
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<PathBuf>,
+}
+
+/// `[state]`.
+#[derive(Debug, Args, Serialize)]
+struct StateFlags {
+    /// Where plugin state lives (auto: redis with --cluster, sqlite with
+    /// --state-path, else memory).
+    #[arg(long = "state-backend", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<StateBackend>,
+    /// SQLite file for plugin state, kept across restarts.
+    #[arg(long = "state-path", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
 }
 
 impl Cli {
@@ -324,6 +340,10 @@ mod tests {
             "/c.pem",
             "--tls-key",
             "/k.pem",
+            "--state-backend",
+            "sqlite",
+            "--state-path",
+            "/state.db",
         ])
         .load()
         .unwrap();
@@ -347,6 +367,8 @@ mod tests {
         assert_eq!(config.cluster.url.as_deref(), Some("redis://127.0.0.1:1"));
         assert_eq!(config.tls.cert, Some(PathBuf::from("/c.pem")));
         assert_eq!(config.tls.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(config.state.backend, StateBackend::Sqlite);
+        assert_eq!(config.state.path, Some(PathBuf::from("/state.db")));
     }
 
     #[test]

@@ -65,6 +65,55 @@ pub struct Config {
     pub cluster: Cluster,
     /// TLS for the public listener (wss:// and https://).
     pub tls: Tls,
+    /// Where plugins' key-value state lives.
+    pub state: State,
+}
+
+/// `[state]`: where plugins' key-value state (`state-get`, `state-set`,
+/// `state-increment`, ...) lives. Every backend keeps each plugin's
+/// entries apart, holds it to `limits.state_bytes`, and makes every call
+/// atomic across the plugin's instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// `auto`: `redis` when `cluster.url` is set (every node shares the
+    /// state), else `sqlite` when `path` is set, else `memory`.
+    pub backend: StateBackend,
+    /// The SQLite file for the `sqlite` backend, created if missing, so
+    /// state survives a restart. Processes on one host may share it (each
+    /// call is one transaction); nodes on several hosts share state
+    /// through the cluster's Redis instead.
+    pub path: Option<PathBuf>,
+    /// The longest a state call waits for its backend (SQLite busy with
+    /// another process, Redis slow or away); past it the call answers
+    /// `unavailable` (and may or may not have taken effect). Keeps a hook
+    /// from hanging on a backend that does not answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            backend: StateBackend::Auto,
+            path: None,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where `[state]` keeps plugins' entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// `redis` with a cluster, `sqlite` with a `path`, `memory` otherwise.
+    Auto,
+    /// In the process: fast, gone on restart, one node's own.
+    Memory,
+    /// A SQLite file (`state.path`): durable across restarts, one node's.
+    Sqlite,
+    /// The cluster's Redis (`cluster.url`): shared by every node.
+    Redis,
 }
 
 /// Several wsgate nodes behind a load balancer, sharing deliveries and
@@ -271,8 +320,14 @@ pub struct Limits {
     pub timers_per_plugin: usize,
     /// Shortest timer delay, in milliseconds.
     pub min_timer_ms: u32,
-    /// Total bytes of a plugin's key-value state (keys plus values).
+    /// Total bytes of a plugin's key-value state: keys, values and 64
+    /// bytes per entry (what an entry really costs), so a million tiny
+    /// entries are not free. Past it, writes answer `limit-reached`. On
+    /// Redis, one budget for the plugin across every node.
     pub state_bytes: usize,
+    /// The most keys one `state-keys` call returns, whatever limit the
+    /// plugin asks for: bounds what one call copies into the plugin.
+    pub state_keys_listed: usize,
     /// Attributes per connection.
     pub attributes_per_connection: usize,
     /// Bytes of attribute keys and values per connection.
@@ -350,6 +405,7 @@ impl Default for Config {
             limits: Limits::default(),
             cluster: Cluster::default(),
             tls: Tls::default(),
+            state: State::default(),
         }
     }
 }
@@ -380,6 +436,7 @@ impl Default for Limits {
             timers_per_plugin: 64,
             min_timer_ms: 10,
             state_bytes: 16 << 20,
+            state_keys_listed: 1000,
             attributes_per_connection: 64,
             attribute_bytes: 64 << 10,
             channels_per_connection: 64,
@@ -431,6 +488,16 @@ impl Config {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
         Some(base.join("wsgate").join("compiled"))
+    }
+
+    /// The state backend in effect: `state.backend`, with `auto` resolved.
+    pub fn state_backend(&self) -> StateBackend {
+        match self.state.backend {
+            StateBackend::Auto if self.cluster.url.is_some() => StateBackend::Redis,
+            StateBackend::Auto if self.state.path.is_some() => StateBackend::Sqlite,
+            StateBackend::Auto => StateBackend::Memory,
+            chosen => chosen,
+        }
     }
 
     /// Rejects settings that would make the server misbehave rather than
@@ -502,6 +569,19 @@ impl Config {
             ),
             (t.handshake.is_zero(), "timeouts.handshake must be > 0"),
             (
+                l.state_keys_listed == 0,
+                "limits.state_keys_listed must be > 0",
+            ),
+            (self.state.timeout.is_zero(), "state.timeout must be > 0"),
+            (
+                self.state.backend == StateBackend::Redis && self.cluster.url.is_none(),
+                "state.backend = \"redis\" needs a cluster: set cluster.url (the state lives in the cluster's Redis)",
+            ),
+            (
+                self.state.backend == StateBackend::Sqlite && self.state.path.is_none(),
+                "state.backend = \"sqlite\" needs state.path, the database file",
+            ),
+            (
                 self.tls.cert.is_some() && self.tls.key.is_none(),
                 "tls.cert is set but tls.key is not: set both, or neither for plain HTTP",
             ),
@@ -548,5 +628,27 @@ mod tests {
         assert_eq!(config.timeouts.hook, Duration::from_secs(5));
         assert!(config.validate().is_ok());
         assert!(!config.tls.enabled());
+        assert_eq!(config.state_backend(), StateBackend::Memory);
+    }
+
+    #[test]
+    fn the_state_backend_follows_the_cluster_then_the_path() {
+        let mut config = Config::default();
+        config.state.path = Some("/s.db".into());
+        assert_eq!(config.state_backend(), StateBackend::Sqlite);
+        config.cluster.url = Some("redis://127.0.0.1:1".into());
+        assert_eq!(config.state_backend(), StateBackend::Redis);
+        config.state.backend = StateBackend::Memory;
+        assert_eq!(config.state_backend(), StateBackend::Memory);
+
+        let mut config = Config::default();
+        config.state.backend = StateBackend::Redis;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("cluster.url"), "{err}");
+        config.state.backend = StateBackend::Sqlite;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("state.path"), "{err}");
+        config.state.path = Some("/s.db".into());
+        assert!(config.validate().is_ok());
     }
 }

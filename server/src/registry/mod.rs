@@ -12,7 +12,6 @@
 
 mod connection;
 mod relay;
-mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +23,8 @@ use dashmap::mapref::entry::Entry;
 
 pub use connection::{ConnId, Connection, Outbound, Queue, QueueLimits, SendError};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};
-pub use state::{StateError, StateStore};
+
+use crate::state::{PluginState, Store};
 
 type Members = HashMap<ConnId, Arc<Connection>>;
 
@@ -39,21 +39,27 @@ pub struct Registry {
     scopes: DashMap<Arc<str>, Arc<Scope>>,
     next_id: AtomicU64,
     relay: Option<Arc<dyn Relay>>,
+    /// Where every plugin's key-value state lives.
+    state: Arc<Store>,
 }
 
 impl Registry {
-    /// A registry for a single node: no relay, ids from 1.
+    /// A registry for a single node: no relay, ids from 1, state in memory
+    /// with the default limits.
     pub fn new() -> Arc<Registry> {
-        Registry::for_node(0, None)
+        let state = Store::memory(&crate::config::Limits::default());
+        Registry::for_node(0, None, state)
     }
 
-    /// A registry for node `node` of a cluster, relaying through `relay`.
-    pub fn for_node(node: u64, relay: Option<Arc<dyn Relay>>) -> Arc<Registry> {
+    /// A registry for node `node` of a cluster, relaying through `relay`,
+    /// with plugin state in `state`.
+    pub fn for_node(node: u64, relay: Option<Arc<dyn Relay>>, state: Arc<Store>) -> Arc<Registry> {
         debug_assert!(node <= MAX_NODE);
         Arc::new(Registry {
             scopes: DashMap::new(),
             next_id: AtomicU64::new((node << NODE_SHIFT) | 1),
             relay,
+            state,
         })
     }
 
@@ -63,16 +69,23 @@ impl Registry {
 
     /// The scope of plugin `name`, created on first use. It outlives plugin
     /// versions, so state and connections carry across a reload.
-    pub fn scope(&self, name: &str, state_limit: usize) -> Arc<Scope> {
+    pub fn scope(&self, name: &str) -> Arc<Scope> {
         if let Some(scope) = self.scopes.get(name) {
             return scope.clone();
         }
         self.scopes
             .entry(Arc::from(name))
             .or_insert_with(|| {
-                Arc::new(Scope::new(Arc::from(name), state_limit, self.relay.clone()))
+                let name: Arc<str> = Arc::from(name);
+                let state = self.state.plugin(name.clone());
+                Arc::new(Scope::new(name, state, self.relay.clone()))
             })
             .clone()
+    }
+
+    /// Where plugin state lives.
+    pub fn state(&self) -> &Store {
+        &self.state
     }
 
     /// The scope of plugin `name` if it has one on this node.
@@ -95,18 +108,19 @@ pub struct Scope {
     connections: DashMap<ConnId, Arc<Connection>>,
     channels: DashMap<String, Members>,
     tags: DashMap<String, Members>,
-    pub state: StateStore,
+    /// The plugin's key-value state, in the server's backend.
+    pub state: PluginState,
     relay: Option<Arc<dyn Relay>>,
 }
 
 impl Scope {
-    fn new(name: Arc<str>, state_limit: usize, relay: Option<Arc<dyn Relay>>) -> Scope {
+    fn new(name: Arc<str>, state: PluginState, relay: Option<Arc<dyn Relay>>) -> Scope {
         Scope {
             name,
             connections: DashMap::new(),
             channels: DashMap::new(),
             tags: DashMap::new(),
-            state: StateStore::new(state_limit),
+            state,
             relay,
         }
     }
@@ -375,8 +389,8 @@ mod tests {
     #[test]
     fn channels_are_per_plugin_and_cleaned_up() {
         let reg = Registry::new();
-        let a = reg.scope("a", 1024);
-        let b = reg.scope("b", 1024);
+        let a = reg.scope("a");
+        let b = reg.scope("b");
         let (c1, mut rx1) = conn(&reg, "a");
         let (c2, mut rx2) = conn(&reg, "b");
         a.insert(c1.clone());
@@ -429,8 +443,12 @@ mod tests {
     #[test]
     fn a_cluster_hears_first_joins_last_leaves_every_member_and_every_delivery() {
         let recorder = Arc::new(Recorder::default());
-        let reg = Registry::for_node(5, Some(recorder.clone()));
-        let s = reg.scope("a", 1024);
+        let reg = Registry::for_node(
+            5,
+            Some(recorder.clone()),
+            Store::memory(&crate::config::Limits::default()),
+        );
+        let s = reg.scope("a");
         let (c1, _rx1) = conn(&reg, "a");
         let (c2, _rx2) = conn(&reg, "a");
         assert_eq!(c1.id >> NODE_SHIFT, 5, "ids carry the node number");
@@ -481,7 +499,7 @@ mod tests {
     #[test]
     fn full_queue_closes_slow_consumer_without_blocking() {
         let reg = Registry::new();
-        let s = reg.scope("a", 1024);
+        let s = reg.scope("a");
         let (c, _rx) = conn(&reg, "a");
         s.insert(c.clone());
         assert_eq!(s.broadcast(&Message::text("1"), None), 1);

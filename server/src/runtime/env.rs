@@ -46,7 +46,7 @@ impl PluginEnv {
     pub fn new(name: &str, registry: &Registry, limits: Limits) -> PluginEnv {
         PluginEnv {
             name: Arc::from(name),
-            scope: registry.scope(name, limits.state_bytes),
+            scope: registry.scope(name),
             log_gate: LogGate::new(limits.log_lines_per_second),
             limits,
             timers: Arc::new(Timers::default()),

@@ -2,7 +2,7 @@
 //! plugin and answers bad input with a typed error instead of a trap. What
 //! a plugin can make the server hold is bounded here: message sizes,
 //! channels, tags and attribute bytes per connection, deliveries per hook
-//! call, log lines.
+//! call, log lines; state is bounded by its store (`crate::state`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +16,8 @@ use super::bindings::{Error, LogLevel, Message, StateError as HostStateError, Up
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
 use crate::protocol::{Message as WsMessage, close};
-use crate::registry::{
-    ConnId, Connection, GroupKind, Listening, Scope, SendError, StateError, Target,
-};
+use crate::registry::{ConnId, Connection, GroupKind, Listening, Scope, SendError, Target};
+use crate::state::StateError;
 use crate::text::printable;
 
 /// The data of one instance's store.
@@ -153,6 +152,16 @@ async fn joined(join: Result<Option<Listening>, Error>) -> Result<(), Error> {
         listening.await;
     }
     Ok(())
+}
+
+/// A state error as the WIT has it; why a backend failed stays in the log.
+fn state_error(e: StateError) -> HostStateError {
+    match e {
+        StateError::LimitReached => HostStateError::LimitReached,
+        StateError::InvalidArgument => HostStateError::InvalidArgument,
+        StateError::NotANumber => HostStateError::NotANumber,
+        StateError::Unavailable(_) => HostStateError::Unavailable,
+    }
 }
 
 fn send_error(e: SendError) -> Error {
@@ -300,48 +309,62 @@ impl host::Host for HostState {
         self.deliver(msg, |scope, msg| scope.send_to_tag(&tag, &msg, except))
     }
 
+    /// A key that is not valid, or a backend that fails, answers `none`:
+    /// the WIT gives `state-get` no error to return (the store logs the
+    /// backend failing). `state-increment` and the other newer calls say
+    /// `unavailable` instead.
     async fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.env.scope.state.get(&key)
+        self.env.scope.state.get(&key).await.ok().flatten()
     }
 
+    /// Its WIT error cannot say `unavailable`: a backend that fails
+    /// answers `limit-reached` (the write did not happen, or may not have).
     async fn state_set(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
-        self.check_name(&key)?;
         self.env
             .scope
             .state
             .set(&key, value)
-            .map_err(|StateError::LimitReached| Error::LimitReached)
+            .await
+            .map_err(|e| match e {
+                StateError::InvalidArgument => Error::InvalidArgument,
+                _ => Error::LimitReached,
+            })
     }
 
-    // WIP(state helper): backends behind one trait.
-    async fn state_increment(&mut self, _key: String, _delta: i64) -> Result<i64, HostStateError> {
-        Err(HostStateError::Unavailable)
+    async fn state_increment(&mut self, key: String, delta: i64) -> Result<i64, HostStateError> {
+        let state = &self.env.scope.state;
+        state.increment(&key, delta).await.map_err(state_error)
     }
 
     async fn state_compare_and_swap(
         &mut self,
-        _key: String,
-        _expected: Option<Vec<u8>>,
-        _new: Option<Vec<u8>>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
     ) -> Result<bool, HostStateError> {
-        Err(HostStateError::Unavailable)
+        let state = &self.env.scope.state;
+        let swapped = state.compare_and_swap(&key, expected, new).await;
+        swapped.map_err(state_error)
     }
 
     async fn state_set_expiring(
         &mut self,
-        _key: String,
-        _value: Vec<u8>,
-        _ttl_ms: u64,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
     ) -> Result<(), HostStateError> {
-        Err(HostStateError::Unavailable)
+        let state = &self.env.scope.state;
+        let set = state.set_expiring(&key, value, ttl_ms).await;
+        set.map_err(state_error)
     }
 
     async fn state_keys(
         &mut self,
-        _prefix: String,
-        _limit: u32,
+        prefix: String,
+        limit: u32,
     ) -> Result<Vec<String>, HostStateError> {
-        Err(HostStateError::Unavailable)
+        let state = &self.env.scope.state;
+        state.keys(&prefix, limit).await.map_err(state_error)
     }
 
     // WIP(upstream helper): the host owns outbound WebSocket connections.
