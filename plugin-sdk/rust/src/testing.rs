@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request};
+use crate::{
+    ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
+};
 
 /// The in-memory host's state for this thread.
 #[derive(Default)]
@@ -42,7 +44,10 @@ struct Fake {
     connections: BTreeMap<ConnectionId, Conn>,
     channels: BTreeMap<String, BTreeSet<ConnectionId>>,
     tags: BTreeMap<String, BTreeSet<ConnectionId>>,
-    state: HashMap<String, Vec<u8>>,
+    state: BTreeMap<String, StateEntry>,
+    /// The fake clock state deadlines are read against, in milliseconds;
+    /// [`FakeHost::advance_clock`] moves it.
+    clock_ms: u64,
     next_timer: u64,
     timers: BTreeMap<u64, (u32, bool)>,
     published: Vec<(String, Message)>,
@@ -58,6 +63,18 @@ struct Conn {
     /// Set once the plugin (or the test) closed it: it accepts nothing more.
     closed: Option<(u16, String)>,
 }
+
+/// A state entry and when it expires on the fake clock.
+struct StateEntry {
+    value: Vec<u8>,
+    expires_ms: Option<u64>,
+}
+
+/// The server's defaults: `limits.state_bytes`, what each entry costs
+/// beyond its key and value, and `limits.state_keys_listed`.
+const STATE_BYTES: usize = 16 << 20;
+const STATE_ENTRY_OVERHEAD: usize = 64;
+const STATE_KEYS_LISTED: usize = 1000;
 
 thread_local! {
     static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
@@ -107,6 +124,43 @@ impl Fake {
         sent
     }
 
+    /// The live value at `key`: an expired one is absent.
+    fn state_entry(&self, key: &str) -> Option<&StateEntry> {
+        let now = self.clock_ms;
+        self.state
+            .get(key)
+            .filter(|e| e.expires_ms.is_none_or(|at| at > now))
+    }
+
+    /// Sets or (with `None`) deletes `key`, within the server's default
+    /// quota: keys, values and 64 bytes per entry.
+    fn put_state(
+        &mut self,
+        key: &str,
+        new: Option<(Vec<u8>, Option<u64>)>,
+    ) -> Result<(), StateError> {
+        let now = self.clock_ms;
+        self.state
+            .retain(|_, e| e.expires_ms.is_none_or(|at| at > now));
+        let Some((value, expires_ms)) = new else {
+            self.state.remove(key);
+            return Ok(());
+        };
+        let cost = |k: &str, v: &[u8]| k.len() + v.len() + STATE_ENTRY_OVERHEAD;
+        let others: usize = self
+            .state
+            .iter()
+            .filter(|(k, _)| k.as_str() != key)
+            .map(|(k, e)| cost(k, &e.value))
+            .sum();
+        if others + cost(key, &value) > STATE_BYTES {
+            return Err(StateError::LimitReached);
+        }
+        let entry = StateEntry { value, expires_ms };
+        self.state.insert(key.to_owned(), entry);
+        Ok(())
+    }
+
     fn forget(&mut self, id: ConnectionId) {
         for members in self.channels.values_mut().chain(self.tags.values_mut()) {
             members.remove(&id);
@@ -122,6 +176,19 @@ fn check_name(name: &str) -> Result<(), Error> {
         return Err(Error::InvalidArgument);
     }
     Ok(())
+}
+
+/// A state key as the server checks it.
+fn check_state_key(key: &str) -> Result<(), StateError> {
+    check_name(key).map_err(|_| StateError::InvalidArgument)
+}
+
+/// A counter as the server (and Redis) keeps one: the canonical decimal
+/// text of an i64.
+fn parse_counter(value: &[u8]) -> Result<i64, StateError> {
+    let n: Option<i64> = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+    n.filter(|n| n.to_string().as_bytes() == value)
+        .ok_or(StateError::NotANumber)
 }
 
 /// The fake host calls, with the generated bindings' signatures: what
@@ -273,17 +340,68 @@ pub mod fake_host {
     }
 
     pub fn state_get(key: &str) -> Option<Vec<u8>> {
-        with(|f| f.state.get(key).cloned())
+        with(|f| f.state_entry(key).map(|e| e.value.clone()))
     }
 
     pub fn state_set(key: &str, value: Option<&[u8]>) -> Result<(), Error> {
         check_name(key)?;
+        with(|f| f.put_state(key, value.map(|v| (v.to_vec(), None))))
+            .map_err(|_| Error::LimitReached)
+    }
+
+    pub fn state_increment(key: &str, delta: i64) -> Result<i64, StateError> {
+        check_state_key(key)?;
         with(|f| {
-            match value {
-                Some(value) => f.state.insert(key.to_owned(), value.to_vec()),
-                None => f.state.remove(key),
+            let (current, expires) = match f.state_entry(key) {
+                Some(e) => (parse_counter(&e.value)?, e.expires_ms),
+                None => (0, None),
             };
-            Ok(())
+            let next = current.checked_add(delta).ok_or(StateError::NotANumber)?;
+            f.put_state(key, Some((next.to_string().into_bytes(), expires)))?;
+            Ok(next)
+        })
+    }
+
+    pub fn state_compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StateError> {
+        check_state_key(key)?;
+        with(|f| {
+            if f.state_entry(key).map(|e| &e.value[..]) != expected {
+                return Ok(false);
+            }
+            f.put_state(key, new.map(|v| (v.to_vec(), None)))?;
+            Ok(true)
+        })
+    }
+
+    pub fn state_set_expiring(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
+        check_state_key(key)?;
+        if ttl_ms == 0 {
+            return Err(StateError::InvalidArgument);
+        }
+        with(|f| {
+            let at = f.clock_ms.saturating_add(ttl_ms);
+            f.put_state(key, Some((value.to_vec(), Some(at))))
+        })
+    }
+
+    pub fn state_keys(prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
+        let limit = (limit as usize).min(STATE_KEYS_LISTED);
+        with(|f| {
+            let now = f.clock_ms;
+            Ok(f.state
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(_, e)| e.expires_ms.is_none_or(|at| at > now))
+                .map(|(k, _)| k.clone())
+                .take(limit)
+                .collect())
         })
     }
 
@@ -510,6 +628,13 @@ impl<L: Listener> FakeHost<L> {
     pub fn logs(&self) -> Vec<(LogLevel, String)> {
         with(|f| f.logs.clone())
     }
+
+    /// Moves the clock that state deadlines (`state_set_expiring`) are
+    /// read against, so a test sees keys expire without waiting. Timers
+    /// are not affected: [`FakeHost::fire_timers`] fires them.
+    pub fn advance_clock(&self, by: Duration) {
+        with(|f| f.clock_ms = f.clock_ms.saturating_add(by.as_millis() as u64));
+    }
 }
 
 /// The WebSocket client crate [`Server::connect`] uses, for its `Message`.
@@ -662,4 +787,96 @@ fn ready(port: u16) -> bool {
     tcp.write_all(request.as_bytes()).is_ok()
         && tcp.read_to_string(&mut response).is_ok()
         && response.starts_with("HTTP/1.1 200")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host;
+
+    struct Nothing;
+    impl Listener for Nothing {}
+
+    #[test]
+    fn state_calls_behave_as_the_servers() {
+        let fake = FakeHost::<Nothing>::new();
+        assert_eq!(host::state_increment("n", 5), Ok(5));
+        assert_eq!(host::state_increment("n", -7), Ok(-2));
+        assert_eq!(host::state_get("n"), Some(b"-2".to_vec()));
+        host::state_set("s", Some(b"07")).unwrap();
+        assert_eq!(host::state_increment("s", 1), Err(StateError::NotANumber));
+        host::state_set("max", Some(i64::MAX.to_string().as_bytes())).unwrap();
+        assert_eq!(host::state_increment("max", 1), Err(StateError::NotANumber));
+        assert_eq!(
+            host::state_increment("", 1),
+            Err(StateError::InvalidArgument)
+        );
+
+        assert_eq!(
+            host::state_compare_and_swap("c", Some(b"x"), Some(b"y")),
+            Ok(false)
+        );
+        assert_eq!(
+            host::state_compare_and_swap("c", None, Some(b"x")),
+            Ok(true)
+        );
+        assert_eq!(
+            host::state_compare_and_swap("c", None, Some(b"y")),
+            Ok(false)
+        );
+        assert_eq!(
+            host::state_compare_and_swap("c", Some(b"x"), None),
+            Ok(true)
+        );
+        assert_eq!(host::state_get("c"), None);
+
+        for key in ["user:b", "user:a", "users", "room"] {
+            host::state_set(key, Some(b"1")).unwrap();
+        }
+        assert_eq!(
+            host::state_keys("user:", 10),
+            Ok(vec!["user:a".into(), "user:b".into()])
+        );
+        assert_eq!(host::state_keys("", 2), Ok(vec!["max".into(), "n".into()]));
+
+        assert_eq!(
+            host::state_set_expiring("t", b"v", 0),
+            Err(StateError::InvalidArgument)
+        );
+        host::state_set_expiring("t", b"v", 100).unwrap();
+        host::state_set_expiring("kept", b"v", 100).unwrap();
+        host::state_set("kept", Some(b"w")).unwrap();
+        host::state_set_expiring("counter", b"1", 100).unwrap();
+        assert_eq!(host::state_increment("counter", 1), Ok(2));
+        fake.advance_clock(Duration::from_millis(99));
+        assert_eq!(host::state_get("t"), Some(b"v".to_vec()));
+        fake.advance_clock(Duration::from_millis(1));
+        assert_eq!(host::state_get("t"), None);
+        assert_eq!(
+            host::state_get("counter"),
+            None,
+            "an increment keeps the deadline"
+        );
+        assert_eq!(host::state_get("kept"), Some(b"w".to_vec()));
+        assert_eq!(host::state_keys("t", 10), Ok(vec![]));
+    }
+
+    #[test]
+    fn state_is_bounded_like_the_servers() {
+        let _fake = FakeHost::<Nothing>::new();
+        let big = vec![0u8; 1 << 20];
+        let stored = (0..20)
+            .take_while(|i| host::state_set(&format!("k{i}"), Some(&big)).is_ok())
+            .count();
+        assert_eq!(
+            stored, 15,
+            "16 MiB, entries counted with their keys and overhead"
+        );
+        assert_eq!(
+            host::state_set_expiring("more", &big, 1000),
+            Err(StateError::LimitReached)
+        );
+        host::state_set("k0", None).unwrap();
+        host::state_set_expiring("more", &big, 1000).unwrap();
+    }
 }
