@@ -44,14 +44,18 @@ impl Memory {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Runs `op` on `plugin`'s entries under their lock.
+    /// Runs `op` on `plugin`'s entries under their lock, after dropping
+    /// those that expired (the soonest deadlines first: nothing to do
+    /// costs one look).
     fn with<R>(&self, plugin: &str, op: impl FnOnce(&mut Entries, u64) -> R) -> R {
         let entries = match self.plugins.get(plugin) {
             Some(e) => e.clone(),
             None => self.plugins.entry(Arc::from(plugin)).or_default().clone(),
         };
         let now = self.now();
-        op(&mut entries.lock().unwrap(), now)
+        let mut entries = entries.lock().unwrap();
+        let _ = entries.purge(now);
+        op(&mut entries, now)
     }
 
     fn deadline(&self, ttl: Option<Duration>) -> Option<u64> {
