@@ -53,7 +53,10 @@ pub fn who(token: &str) -> Result<String, Refused> {
         .map_err(|e| Refused::Unavailable(format!("GET {url}: not {{\"user\":...}}: {e}")))?;
     let user = answer.user.trim();
     if user.is_empty() || user.len() > MAX_USER {
-        return Err(Refused::Unavailable(format!("GET {url}: a user name of {} bytes", user.len())));
+        return Err(Refused::Unavailable(format!(
+            "GET {url}: a user name of {} bytes",
+            user.len()
+        )));
     }
     Ok(user.to_owned())
 }

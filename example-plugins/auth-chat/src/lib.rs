@@ -81,7 +81,10 @@ fn say(user: &str, channel: &str, message: &str) {
     let seq = match host::state_increment(&seq_key(channel), 1) {
         Ok(seq) => seq as u64,
         Err(e) => {
-            log(LogLevel::Error, format!("cannot number a line in {channel}: {e:?}"));
+            log(
+                LogLevel::Error,
+                format!("cannot number a line in {channel}: {e:?}"),
+            );
             return;
         }
     };
@@ -93,10 +96,16 @@ fn say(user: &str, channel: &str, message: &str) {
     };
     let bytes = serde_json::to_vec(&line).expect("a line serializes");
     if let Err(e) = host::state_set(&line_key(channel, seq), Some(&bytes)) {
-        log(LogLevel::Warn, format!("line {seq} of {channel} not kept: {e:?}"));
+        log(
+            LogLevel::Warn,
+            format!("line {seq} of {channel} not kept: {e:?}"),
+        );
     }
     if let Err(e) = host::publish(channel, &as_message(&line), None) {
-        log(LogLevel::Warn, format!("publish to {channel} failed: {e:?}"));
+        log(
+            LogLevel::Warn,
+            format!("publish to {channel} failed: {e:?}"),
+        );
     }
 }
 

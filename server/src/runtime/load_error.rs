@@ -12,6 +12,7 @@ use wasmtime::component::Component;
 
 /// The contract this server speaks: the WIT package of `wit/wsgate.wit`.
 pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.1";
+#[cfg(test)]
 const WIT_VERSION: &str = "0.1.1";
 /// Versions this server links: 0.1.x only ever added to the contract
 /// (Wasmtime matches a 0.1.0 import to the 0.1.1 the host defines).
