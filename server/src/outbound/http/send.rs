@@ -1,0 +1,325 @@
+//! Sending one request a plugin made: checked against its grants by name,
+//! resolved and checked by address, then sent over a connection of our own
+//! to exactly the addresses checked (the name is never resolved again, so
+//! a DNS answer that changes in between cannot redirect it), with TLS and
+//! the URL's host as server name for `https`, as HTTP/1.1. Every step has
+//! its timeout, and nothing outlives the deadline of the hook that asked.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use url::Url;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+use super::body::CappedBody;
+use super::exchange::{Exchange, Outcome};
+use super::report;
+use crate::outbound::Denied;
+use crate::runtime::PluginEnv;
+use crate::text::printable;
+
+/// A response with its body, and the task that drives its connection.
+pub type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+/// Largest response head (status line and headers) read, and the most a
+/// connection buffers: what one request in flight costs the server, body
+/// pieces included, besides what the plugin has read.
+const MAX_BUFFER: usize = 64 << 10;
+
+/// When each step of one request must be done: `outbound.http.timeout`
+/// (or less, when the plugin asked for less) from the step's start, and
+/// never later than the hook's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+    end: Instant,
+}
+
+impl Steps {
+    pub fn new(limit: Duration, asked: Option<RequestOptions>, end: std::time::Instant) -> Steps {
+        let asked = asked.unwrap_or_default();
+        let pick = |asked: Option<Duration>| asked.map_or(limit, |a| a.min(limit));
+        Steps {
+            connect: pick(asked.connect_timeout),
+            first_byte: pick(asked.first_byte_timeout),
+            between_bytes: pick(asked.between_bytes_timeout),
+            end: Instant::from_std(end),
+        }
+    }
+
+    fn by(&self, step: Duration) -> Instant {
+        (Instant::now() + step).min(self.end)
+    }
+
+    /// For resolving, connecting and the TLS handshake together.
+    fn connect_by(&self) -> Instant {
+        self.by(self.connect)
+    }
+
+    /// For the response head, once connected.
+    fn first_byte_by(&self) -> Instant {
+        self.by(self.first_byte)
+    }
+
+    /// For the next piece of the body.
+    pub fn between_bytes(&self) -> Instant {
+        self.by(self.between_bytes)
+    }
+}
+
+/// Fails the request: counted, logged, and the plugin told `error`.
+fn refuse(exchange: &Exchange, outcome: Outcome, error: Error) -> Error {
+    exchange.finish(outcome, &error.to_string());
+    error
+}
+
+pub async fn send(
+    env: Arc<PluginEnv>,
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    deadline: std::time::Instant,
+) -> Result<Sent, Error> {
+    let start = std::time::Instant::now();
+    let policy = &env.grants.outbound;
+    let dest = match url_of(request.uri()).and_then(|url| policy.check(&url)) {
+        Ok(dest) => dest,
+        Err(denied) => {
+            let target = printable(&request.uri().to_string(), 256).into_owned();
+            report(&env, Outcome::Denied, &target, start, &denied.to_string());
+            return Err(match denied {
+                Denied::BadUrl => Error::HttpRequestUriInvalid,
+                _ => Error::HttpRequestDenied,
+            });
+        }
+    };
+    let client = &env.http;
+    let Ok(place) = client.in_flight.clone().try_acquire_owned() else {
+        let why = format!(
+            "{} requests already in flight (outbound.http.max_in_flight)",
+            client.settings.max_in_flight
+        );
+        report(&env, Outcome::Limited, &dest, start, &why);
+        return Err(Error::ConnectionLimitReached);
+    };
+    let exchange = Arc::new(Exchange::new(env.clone(), dest.clone(), start, place));
+    let steps = Steps::new(client.settings.timeout, options, deadline);
+    let connect_by = steps.connect_by();
+
+    let addrs = match tokio::time::timeout_at(connect_by, policy.resolve(&dest)).await {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(denied)) => {
+            let (outcome, error) = match denied {
+                Denied::PrivateAddress(..) => (Outcome::Denied, Error::DestinationIpProhibited),
+                Denied::Unresolved(_) => (
+                    Outcome::Error,
+                    Error::DnsError {
+                        rcode: Some("the name does not resolve".into()),
+                        info_code: None,
+                    },
+                ),
+                Denied::BadUrl | Denied::NotAllowed(_) => {
+                    (Outcome::Denied, Error::HttpRequestDenied)
+                }
+            };
+            exchange.finish(outcome, &denied.to_string());
+            return Err(error);
+        }
+        Err(_) => return Err(refuse(&exchange, Outcome::Timeout, Error::DnsTimeout)),
+    };
+    let tcp = match connect(&addrs, connect_by).await {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            let outcome = match error {
+                Error::ConnectionTimeout => Outcome::Timeout,
+                _ => Outcome::Error,
+            };
+            return Err(refuse(&exchange, outcome, error));
+        }
+    };
+    let io: Box<dyn Io> = if dest.scheme.is_tls() {
+        let tls = match client.tls() {
+            Ok(tls) => tls,
+            Err(why) => {
+                tracing::error!("outbound.http.tls_ca: {why}");
+                return Err(refuse(
+                    &exchange,
+                    Outcome::Error,
+                    Error::TlsCertificateError,
+                ));
+            }
+        };
+        match tokio::time::timeout_at(connect_by, super::tls::connect(tls, &dest, tcp)).await {
+            Ok(Ok(stream)) => Box::new(stream),
+            Ok(Err(error)) => return Err(refuse(&exchange, Outcome::Error, error)),
+            Err(_) => {
+                return Err(refuse(
+                    &exchange,
+                    Outcome::Timeout,
+                    Error::ConnectionTimeout,
+                ));
+            }
+        }
+    } else {
+        Box::new(tcp)
+    };
+
+    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_BUFFER)
+        .handshake(TokioIo::new(io))
+        .await
+    {
+        Ok(pair) => pair,
+        Err(e) => {
+            let (outcome, code) = response_error(&e);
+            return Err(refuse(&exchange, outcome, code.into()));
+        }
+    };
+    // The request line carries the path only: the scheme and host went
+    // into the connection and the Host header.
+    *request.uri_mut() = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| http::Uri::from_static("/"), |pq| pq.clone().into());
+
+    // The connection is driven here until the response head is in, then
+    // by its own task until the body is done; either way, never past the
+    // hook's deadline.
+    let mut conn = Box::pin(tokio::time::timeout_at(steps.end, conn));
+    let sending = tokio::time::timeout_at(steps.first_byte_by(), sender.send_request(request));
+    tokio::pin!(sending);
+    let mut ended = None;
+    let response = tokio::select! {
+        biased;
+        response = &mut sending => response,
+        end = &mut conn => {
+            ended = Some(end);
+            (&mut sending).await
+        }
+    };
+    let response = match response {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let (outcome, code) = match &ended {
+                Some(Ok(Err(cause))) => response_error(cause),
+                Some(Err(_)) => (Outcome::Timeout, ErrorCode::HttpResponseTimeout),
+                _ => response_error(&e),
+            };
+            return Err(refuse(&exchange, outcome, code.into()));
+        }
+        Err(_) => {
+            return Err(refuse(
+                &exchange,
+                Outcome::Timeout,
+                Error::HttpResponseTimeout,
+            ));
+        }
+    };
+
+    let cap = client.settings.max_response_bytes;
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > cap) {
+        return Err(refuse(
+            &exchange,
+            Outcome::TooLarge,
+            Error::HttpResponseBodySize(Some(cap)),
+        ));
+    }
+    let response = response
+        .map(|incoming| CappedBody::new(incoming, cap, steps, exchange.clone()).boxed_unsync());
+    let driver: Box<dyn Future<Output = Result<(), Error>> + Send> = match ended {
+        // The connection is already done with.
+        Some(_) => {
+            exchange.release();
+            Box::new(async { Ok(()) })
+        }
+        None => Box::new(async move {
+            match conn.await {
+                Ok(Ok(())) => exchange.release(),
+                Ok(Err(e)) => {
+                    let (outcome, code) = response_error(&e);
+                    exchange.finish(outcome, &Error::from(code).to_string());
+                }
+                Err(_) => exchange.finish(Outcome::Timeout, "the hook's deadline came"),
+            }
+            // The body reports the failure to the plugin; wasmtime would
+            // only log it again.
+            Ok(())
+        }),
+    };
+    Ok((response, driver))
+}
+
+/// A stream a request travels over: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The URL a request goes to. Credentials in the authority are refused:
+/// they would end up in the Host header.
+fn url_of(uri: &http::Uri) -> Result<Url, Denied> {
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Denied::BadUrl);
+    }
+    Url::parse(&uri.to_string()).map_err(|_| Denied::BadUrl)
+}
+
+/// A TCP connection to the first of `addrs` that answers by `by`.
+async fn connect(addrs: &[SocketAddr], by: Instant) -> Result<TcpStream, Error> {
+    let mut last = Error::ConnectionRefused;
+    for addr in addrs {
+        match tokio::time::timeout_at(by, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = connect_error(&e),
+            Err(_) => return Err(Error::ConnectionTimeout),
+        }
+    }
+    Err(last)
+}
+
+pub(super) fn connect_error(e: &std::io::Error) -> Error {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => Error::ConnectionRefused,
+        ConnectionReset | ConnectionAborted | BrokenPipe => Error::ConnectionTerminated,
+        TimedOut => Error::ConnectionTimeout,
+        _ => Error::DestinationUnavailable,
+    }
+}
+
+/// What a failed exchange with the server is, and what the plugin is told.
+pub fn response_error(e: &hyper::Error) -> (Outcome, ErrorCode) {
+    use std::error::Error as _;
+    if let Some(code) = e.source().and_then(|s| s.downcast_ref::<ErrorCode>()) {
+        return (Outcome::Error, code.clone());
+    }
+    let code = if e.is_timeout() {
+        return (Outcome::Timeout, ErrorCode::HttpResponseTimeout);
+    } else if e.is_parse_too_large() {
+        ErrorCode::HttpResponseHeaderSectionSize(Some(MAX_BUFFER as u32))
+    } else if e.is_incomplete_message() {
+        ErrorCode::HttpResponseIncomplete
+    } else if e.is_canceled() || e.is_closed() {
+        ErrorCode::ConnectionTerminated
+    } else {
+        ErrorCode::HttpProtocolError
+    };
+    (Outcome::Error, code)
+}
