@@ -218,6 +218,7 @@ async fn a_hanging_upstream_times_out_and_the_others_are_served() {
     let server = setup.start(&[]).await;
     let mut ws = server.connect("/ws/fetch").await;
     let mut echo = server.connect("/ws/echo").await;
+    let base = server.rss_kib();
 
     // No answer at all: the first byte never comes.
     let start = Instant::now();
@@ -255,6 +256,9 @@ async fn a_hanging_upstream_times_out_and_the_others_are_served() {
     assert_eq!(ask(&mut ws, "ping").await, "pong");
     echo_answers(&mut echo, "after").await;
     assert_eq!(counted(&server, "timeout").await, 3);
+    let after = server.rss_kib();
+    eprintln!("HANG: rss before {base} KiB, after {after} KiB");
+    assert!(after < base + 32 * 1024, "RSS {base} -> {after} KiB");
     // The server let go of the upstream's connections.
     eventually(
         "upstream connections closed",

@@ -3,7 +3,7 @@
 //! ```ignore
 //! use wsgate_sdk::http;
 //!
-//! let answer = http::get("https://auth.example.com/check?token=abc")?;
+//! let answer = http::get("https://auth.example.com/me", &[("authorization", "Bearer abc")])?;
 //! if answer.status == 200 { /* ... */ }
 //!
 //! let created = http::Request::post("https://api.example.com/items", r#"{"name":"x"}"#)
@@ -247,9 +247,14 @@ impl HttpError {
     }
 }
 
-/// `GET url`.
-pub fn get(url: &str) -> Result<Response, HttpError> {
-    request(Request::get(url))
+/// `GET url` with `headers`.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Response, HttpError> {
+    let req = headers
+        .iter()
+        .fold(Request::get(url), |req, (name, value)| {
+            req.header(*name, *value)
+        });
+    request(req)
 }
 
 /// Sends `req` and reads the whole response.

@@ -938,7 +938,7 @@ mod tests {
     impl Listener for Fetcher {
         fn on_open(_conn: ConnectionId, req: Request) -> OpenDecision {
             let url = req.query_param("url").unwrap_or_default();
-            let greeting = match get(url) {
+            let greeting = match get(url, &[]) {
                 Ok(resp) => format!("{} {}", resp.status, resp.text().unwrap_or("")),
                 Err(e) => e.name().to_owned(),
             };

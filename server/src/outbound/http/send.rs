@@ -323,3 +323,42 @@ pub fn response_error(e: &hyper::Error) -> (Outcome, ErrorCode) {
     };
     (Outcome::Error, code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_step_goes_past_the_hook_deadline() {
+        let now = std::time::Instant::now();
+        let limit = Duration::from_secs(5);
+        // The plugin asked for less than the limit for connecting only.
+        let asked = RequestOptions {
+            connect_timeout: Some(Duration::from_millis(100)),
+            first_byte_timeout: Some(Duration::from_secs(60)),
+            between_bytes_timeout: None,
+        };
+        let steps = Steps::new(limit, Some(asked), now + Duration::from_secs(60));
+        let within = |at: Instant, most: Duration| at <= Instant::now() + most;
+        assert!(within(steps.connect_by(), Duration::from_millis(100)));
+        assert!(within(steps.first_byte_by(), limit));
+        assert!(within(steps.between_bytes(), limit));
+        // A hook deadline 1 s away bounds every step.
+        let steps = Steps::new(limit, None, now + Duration::from_secs(1));
+        let end = Instant::from_std(now + Duration::from_secs(1));
+        assert!(steps.connect_by() <= end);
+        assert!(steps.first_byte_by() <= end);
+        assert!(steps.between_bytes() <= end);
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused() {
+        let uri: http::Uri = "http://user:pw@example.com/x".parse().unwrap();
+        assert_eq!(url_of(&uri), Err(Denied::BadUrl));
+        let uri: http::Uri = "https://example.com:8443/x?y=1".parse().unwrap();
+        assert_eq!(
+            url_of(&uri).unwrap().as_str(),
+            "https://example.com:8443/x?y=1"
+        );
+    }
+}
