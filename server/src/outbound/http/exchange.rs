@@ -115,6 +115,10 @@ impl Exchange {
         }
     }
 
+    pub fn dest(&self) -> &Destination {
+        &self.dest
+    }
+
     /// The request ended with `outcome` (`why` says how, for the log):
     /// counted unless it already was, and its place given back.
     pub fn finish(&self, outcome: Outcome, why: &str) {

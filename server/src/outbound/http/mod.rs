@@ -1,6 +1,7 @@
 //! Outbound HTTP for plugins: `wasi:http/outgoing-handler`, linked for
 //! every plugin, sends only what the plugin's `allowed_outbound_hosts`
-//! grant (`send.rs`: the checks, the connection, the timeouts; `tls.rs`;
+//! grant (`send.rs`: admission and the HTTP exchange, with the timeouts;
+//! `connect.rs`: resolved, checked addresses and nothing else; `tls.rs`;
 //! `body.rs`: the response body's cap; `exchange.rs`: the in-flight place,
 //! outcome and metrics of one request). A plugin without a grant still
 //! loads, and every request it makes fails with `HTTP-request-denied`.
@@ -9,6 +10,7 @@
 //! streams, header rules); the hooks here decide what is sent and how.
 
 mod body;
+mod connect;
 mod exchange;
 mod send;
 mod tls;

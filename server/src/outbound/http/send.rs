@@ -1,18 +1,14 @@
-//! Sending one request a plugin made: checked against its grants by name,
-//! resolved and checked by address, then sent over a connection of our own
-//! to exactly the addresses checked (the name is never resolved again, so
-//! a DNS answer that changes in between cannot redirect it), with TLS and
-//! the URL's host as server name for `https`, as HTTP/1.1. Every step has
-//! its timeout, and nothing outlives the deadline of the hook that asked.
+//! Sending one request a plugin made: admitted when its grants allow the
+//! URL by name and a place among its requests in flight is free, sent over
+//! a connection to the checked addresses (`connect.rs`), as HTTP/1.1, its
+//! response body capped (`body.rs`). Every step has its timeout, and
+//! nothing outlives the deadline of the hook that asked.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use url::Url;
 use wasmtime_wasi_http::io::TokioIo;
@@ -20,6 +16,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 use super::body::CappedBody;
+use super::connect::Io;
 use super::exchange::{Exchange, Outcome};
 use super::report;
 use crate::outbound::Denied;
@@ -65,7 +62,7 @@ impl Steps {
     }
 
     /// For resolving, connecting and the TLS handshake together.
-    fn connect_by(&self) -> Instant {
+    pub fn connect_by(&self) -> Instant {
         self.by(self.connect)
     }
 
@@ -80,25 +77,63 @@ impl Steps {
     }
 }
 
-/// Fails the request: counted, logged, and the plugin told `error`.
-fn refuse(exchange: &Exchange, outcome: Outcome, error: Error) -> Error {
-    exchange.finish(outcome, &error.to_string());
-    error
+/// Why a request failed at some step: how it is counted, what the plugin
+/// is told, and (when the error alone would not say) what the log says.
+pub(super) struct Failure {
+    outcome: Outcome,
+    error: Error,
+    why: Option<String>,
 }
 
+impl Failure {
+    pub(super) fn new(outcome: Outcome, error: Error) -> Failure {
+        Failure {
+            outcome,
+            error,
+            why: None,
+        }
+    }
+
+    pub(super) fn because(mut self, why: impl Into<String>) -> Failure {
+        self.why = Some(why.into());
+        self
+    }
+
+    fn from_code((outcome, code): (Outcome, ErrorCode)) -> Failure {
+        Failure::new(outcome, code.into())
+    }
+}
+
+/// Sends a plugin's request, made in a hook that must end by `deadline`.
 pub async fn send(
     env: Arc<PluginEnv>,
-    mut request: http::Request<WasiBody>,
+    request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
     deadline: std::time::Instant,
 ) -> Result<Sent, Error> {
+    let exchange = admit(&env, request.uri())?;
+    let steps = Steps::new(env.http.settings.timeout, options, deadline);
+    let sent = async {
+        let io = super::connect::open(&env, exchange.dest(), &steps).await?;
+        let cap = env.http.settings.max_response_bytes;
+        exchange_over(io, request, steps, cap, &exchange).await
+    };
+    sent.await.map_err(|failure| {
+        let why = failure.why.unwrap_or_else(|| failure.error.to_string());
+        exchange.finish(failure.outcome, &why);
+        failure.error
+    })
+}
+
+/// The request's place among the plugin's requests in flight, if its URL
+/// is granted by name and a place is free; refused at once otherwise.
+fn admit(env: &Arc<PluginEnv>, uri: &http::Uri) -> Result<Arc<Exchange>, Error> {
     let start = std::time::Instant::now();
-    let policy = &env.grants.outbound;
-    let dest = match url_of(request.uri()).and_then(|url| policy.check(&url)) {
+    let dest = match url_of(uri).and_then(|url| env.grants.outbound.check(&url)) {
         Ok(dest) => dest,
         Err(denied) => {
-            let target = printable(&request.uri().to_string(), 256).into_owned();
-            report(&env, Outcome::Denied, &target, start, &denied.to_string());
+            let target = printable(&uri.to_string(), 256).into_owned();
+            report(env, Outcome::Denied, &target, start, &denied.to_string());
             return Err(match denied {
                 Denied::BadUrl => Error::HttpRequestUriInvalid,
                 _ => Error::HttpRequestDenied,
@@ -111,82 +146,26 @@ pub async fn send(
             "{} requests already in flight (outbound.http.max_in_flight)",
             client.settings.max_in_flight
         );
-        report(&env, Outcome::Limited, &dest, start, &why);
+        report(env, Outcome::Limited, &dest, start, &why);
         return Err(Error::ConnectionLimitReached);
     };
-    let exchange = Arc::new(Exchange::new(env.clone(), dest.clone(), start, place));
-    let steps = Steps::new(client.settings.timeout, options, deadline);
-    let connect_by = steps.connect_by();
+    Ok(Arc::new(Exchange::new(env.clone(), dest, start, place)))
+}
 
-    let addrs = match tokio::time::timeout_at(connect_by, policy.resolve(&dest)).await {
-        Ok(Ok(addrs)) => addrs,
-        Ok(Err(denied)) => {
-            let (outcome, error) = match denied {
-                Denied::PrivateAddress(..) => (Outcome::Denied, Error::DestinationIpProhibited),
-                Denied::Unresolved(_) => (
-                    Outcome::Error,
-                    Error::DnsError {
-                        rcode: Some("the name does not resolve".into()),
-                        info_code: None,
-                    },
-                ),
-                Denied::BadUrl | Denied::NotAllowed(_) => {
-                    (Outcome::Denied, Error::HttpRequestDenied)
-                }
-            };
-            exchange.finish(outcome, &denied.to_string());
-            return Err(error);
-        }
-        Err(_) => return Err(refuse(&exchange, Outcome::Timeout, Error::DnsTimeout)),
-    };
-    let tcp = match connect(&addrs, connect_by).await {
-        Ok(tcp) => tcp,
-        Err(error) => {
-            let outcome = match error {
-                Error::ConnectionTimeout => Outcome::Timeout,
-                _ => Outcome::Error,
-            };
-            return Err(refuse(&exchange, outcome, error));
-        }
-    };
-    let io: Box<dyn Io> = if dest.scheme.is_tls() {
-        let tls = match client.tls() {
-            Ok(tls) => tls,
-            Err(why) => {
-                tracing::error!("outbound.http.tls_ca: {why}");
-                return Err(refuse(
-                    &exchange,
-                    Outcome::Error,
-                    Error::TlsCertificateError,
-                ));
-            }
-        };
-        match tokio::time::timeout_at(connect_by, super::tls::connect(tls, &dest, tcp)).await {
-            Ok(Ok(stream)) => Box::new(stream),
-            Ok(Err(error)) => return Err(refuse(&exchange, Outcome::Error, error)),
-            Err(_) => {
-                return Err(refuse(
-                    &exchange,
-                    Outcome::Timeout,
-                    Error::ConnectionTimeout,
-                ));
-            }
-        }
-    } else {
-        Box::new(tcp)
-    };
-
-    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
+/// The request and its response head over `io`, as HTTP/1.1; the body
+/// comes as the plugin reads it, capped at `cap` bytes.
+async fn exchange_over(
+    io: Box<dyn Io>,
+    mut request: http::Request<WasiBody>,
+    steps: Steps,
+    cap: u64,
+    exchange: &Arc<Exchange>,
+) -> Result<Sent, Failure> {
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_BUFFER)
         .handshake(TokioIo::new(io))
         .await
-    {
-        Ok(pair) => pair,
-        Err(e) => {
-            let (outcome, code) = response_error(&e);
-            return Err(refuse(&exchange, outcome, code.into()));
-        }
-    };
+        .map_err(|e| Failure::from_code(response_error(&e)))?;
     // The request line carries the path only: the scheme and host went
     // into the connection and the Host header.
     *request.uri_mut() = request
@@ -212,30 +191,21 @@ pub async fn send(
     let response = match response {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let (outcome, code) = match &ended {
+            return Err(Failure::from_code(match &ended {
                 Some(Ok(Err(cause))) => response_error(cause),
                 Some(Err(_)) => (Outcome::Timeout, ErrorCode::HttpResponseTimeout),
                 _ => response_error(&e),
-            };
-            return Err(refuse(&exchange, outcome, code.into()));
+            }));
         }
-        Err(_) => {
-            return Err(refuse(
-                &exchange,
-                Outcome::Timeout,
-                Error::HttpResponseTimeout,
-            ));
-        }
+        Err(_) => return Err(Failure::new(Outcome::Timeout, Error::HttpResponseTimeout)),
     };
 
-    let cap = client.settings.max_response_bytes;
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > cap) {
-        return Err(refuse(
-            &exchange,
+        return Err(Failure::new(
             Outcome::TooLarge,
             Error::HttpResponseBodySize(Some(cap)),
         ));
@@ -248,26 +218,25 @@ pub async fn send(
             exchange.release();
             Box::new(async { Ok(()) })
         }
-        None => Box::new(async move {
-            match conn.await {
-                Ok(Ok(())) => exchange.release(),
-                Ok(Err(e)) => {
-                    let (outcome, code) = response_error(&e);
-                    exchange.finish(outcome, &Error::from(code).to_string());
+        None => {
+            let exchange = exchange.clone();
+            Box::new(async move {
+                match conn.await {
+                    Ok(Ok(())) => exchange.release(),
+                    Ok(Err(e)) => {
+                        let (outcome, code) = response_error(&e);
+                        exchange.finish(outcome, &Error::from(code).to_string());
+                    }
+                    Err(_) => exchange.finish(Outcome::Timeout, "the hook's deadline came"),
                 }
-                Err(_) => exchange.finish(Outcome::Timeout, "the hook's deadline came"),
-            }
-            // The body reports the failure to the plugin; wasmtime would
-            // only log it again.
-            Ok(())
-        }),
+                // The body reports the failure to the plugin; wasmtime
+                // would only log it again.
+                Ok(())
+            })
+        }
     };
     Ok((response, driver))
 }
-
-/// A stream a request travels over: TCP, or TLS over it.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The URL a request goes to. Credentials in the authority are refused:
 /// they would end up in the Host header.
@@ -276,32 +245,6 @@ fn url_of(uri: &http::Uri) -> Result<Url, Denied> {
         return Err(Denied::BadUrl);
     }
     Url::parse(&uri.to_string()).map_err(|_| Denied::BadUrl)
-}
-
-/// A TCP connection to the first of `addrs` that answers by `by`.
-async fn connect(addrs: &[SocketAddr], by: Instant) -> Result<TcpStream, Error> {
-    let mut last = Error::ConnectionRefused;
-    for addr in addrs {
-        match tokio::time::timeout_at(by, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
-            Ok(Err(e)) => last = connect_error(&e),
-            Err(_) => return Err(Error::ConnectionTimeout),
-        }
-    }
-    Err(last)
-}
-
-pub(super) fn connect_error(e: &std::io::Error) -> Error {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => Error::ConnectionRefused,
-        ConnectionReset | ConnectionAborted | BrokenPipe => Error::ConnectionTerminated,
-        TimedOut => Error::ConnectionTimeout,
-        _ => Error::DestinationUnavailable,
-    }
 }
 
 /// What a failed exchange with the server is, and what the plugin is told.

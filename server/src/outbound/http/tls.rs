@@ -82,6 +82,6 @@ fn tls_error(e: &std::io::Error) -> Error {
             alert_message: Some(format!("{alert:?}")),
         },
         Some(_) => Error::TlsProtocolError,
-        None => super::send::connect_error(e),
+        None => super::connect::io_error(e),
     }
 }
