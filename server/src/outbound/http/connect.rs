@@ -59,7 +59,7 @@ pub async fn open(
     if !dest.scheme.is_tls() {
         return Ok(Box::new(tcp));
     }
-    let config = env.http.tls().map_err(|why| {
+    let config = env.http.tls().await.map_err(|why| {
         tracing::error!("outbound.http.tls_ca: {why}");
         Failure::new(Outcome::Error, Error::TlsCertificateError)
     })?;

@@ -48,10 +48,21 @@ impl HttpClient {
         })
     }
 
-    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        self.tls
-            .get_or_init(|| tls::client_config(self.settings.tls_ca.as_deref()))
-            .clone()
+    /// The TLS configuration; the first call reads certificate files, off
+    /// the async workers.
+    async fn tls(self: &Arc<Self>) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(config) = self.tls.get() {
+            return config.clone();
+        }
+        let client = self.clone();
+        tokio::task::spawn_blocking(move || {
+            client
+                .tls
+                .get_or_init(|| tls::client_config(client.settings.tls_ca.as_deref()))
+                .clone()
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }
 
