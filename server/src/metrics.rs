@@ -36,6 +36,8 @@ pub struct Metrics {
     cluster_frames: IntCounterVec,
     pub cluster_nodes: IntGaugeVec,
     pub cluster_partitions: IntGauge,
+    pub outbound_http_requests: IntCounterVec,
+    pub outbound_http_seconds: HistogramVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -69,8 +71,28 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(hook_seconds.clone()))
             .expect("unique metric");
+        let outbound_http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "outbound_http_request_duration_seconds",
+                "Plugins' outbound HTTP requests, from the request to the end of the response body (or the failure)",
+            )
+            .buckets(vec![
+                0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(outbound_http_seconds.clone()))
+            .expect("unique metric");
         let p = &["plugin"];
         Metrics {
+            outbound_http_requests: counter(
+                &r,
+                "outbound_http_requests_total",
+                "Plugins' outbound HTTP requests by outcome: ok, denied (not granted, or a private address), timeout, too_large (response body over the cap), limited (too many in flight), error",
+                &["plugin", "outcome"],
+            ),
+            outbound_http_seconds,
             messages_in: counter(
                 &r,
                 "messages_received_total",

@@ -127,6 +127,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub mod cluster;
 pub mod raw;
 pub mod redis;
+pub mod upstream;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

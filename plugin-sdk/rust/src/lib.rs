@@ -22,6 +22,7 @@
 //! belongs in [`host::set_attribute`] and plugin-wide data in
 //! [`host::state_set`], never in statics.
 
+pub mod http;
 mod request;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -2,7 +2,9 @@
 //! [`host`](crate::host) is an in-memory host that behaves like wsgate's
 //! for one plugin (connections, channels, tags, attributes, state, timers,
 //! logs), and [`FakeHost`] drives a listener's hooks the way the server
-//! does and shows what the plugin asked for. [`serve`] starts a real
+//! does and shows what the plugin asked for; the plugin's
+//! [`http`](crate::http) requests go to a handler the test gives
+//! ([`FakeHost::on_http`]). [`serve`] starts a real
 //! `wsgate` with a built plugin, for an integration test, and
 //! [`Server::connect`] is a WebSocket client for it.
 //!
@@ -33,9 +35,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::http::{self, HttpError};
 use crate::{
     ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
 };
+
+/// Answers a plugin's HTTP requests in a test.
+type HttpHandler = Box<dyn FnMut(&http::Request) -> Result<http::Response, HttpError>>;
 
 /// The in-memory host's state for this thread.
 #[derive(Default)]
@@ -53,6 +59,8 @@ struct Fake {
     published: Vec<(String, Message)>,
     logs: Vec<(LogLevel, String)>,
     open_routes: HashMap<String, usize>,
+    http_handler: Option<HttpHandler>,
+    http_requests: Vec<http::Request>,
 }
 
 #[derive(Default)]
@@ -425,6 +433,27 @@ pub mod fake_host {
     }
 }
 
+/// [`http::request`] with the `testing` feature: recorded, then answered
+/// by the test's handler; without one, denied, as by a server that granted
+/// the plugin nothing.
+pub(crate) fn fake_http(req: http::Request) -> Result<http::Response, HttpError> {
+    http::split_url(&req.url)?;
+    let handler = with(|f| {
+        f.http_requests.push(req.clone());
+        f.http_handler.take()
+    });
+    let Some(mut handler) = handler else {
+        return Err(HttpError::Denied);
+    };
+    // Called outside the fake's borrow: the handler may use the host too.
+    let answer = handler(&req);
+    // Unless the handler set another meanwhile.
+    with(|f| {
+        f.http_handler.get_or_insert(handler);
+    });
+    answer
+}
+
 /// A handshake request for [`FakeHost::open`], built up from its path.
 pub fn request(path: &str) -> Request {
     Request {
@@ -635,6 +664,28 @@ impl<L: Listener> FakeHost<L> {
     pub fn advance_clock(&self, by: Duration) {
         with(|f| f.clock_ms = f.clock_ms.saturating_add(by.as_millis() as u64));
     }
+
+    /// Answers the plugin's HTTP requests from now on, e.g. with canned
+    /// responses by URL or an error such as [`HttpError::Timeout`]. Until
+    /// a handler is set, every request fails with [`HttpError::Denied`].
+    ///
+    /// ```ignore
+    /// host.on_http(|req| match req.url.as_str() {
+    ///     "https://auth.example.com/check" => Ok(http::Response::new(200, "ok")),
+    ///     _ => Err(HttpError::Denied),
+    /// });
+    /// ```
+    pub fn on_http(
+        &self,
+        handler: impl FnMut(&http::Request) -> Result<http::Response, HttpError> + 'static,
+    ) {
+        with(|f| f.http_handler = Some(Box::new(handler)));
+    }
+
+    /// Every HTTP request the plugin made so far, answered or not.
+    pub fn http_requests(&self) -> Vec<http::Request> {
+        with(|f| f.http_requests.clone())
+    }
 }
 
 /// The WebSocket client crate [`Server::connect`] uses, for its `Message`.
@@ -793,6 +844,7 @@ fn ready(port: u16) -> bool {
 mod tests {
     use super::*;
     use crate::host;
+    use crate::http::{Response, get};
 
     struct Nothing;
     impl Listener for Nothing {}
@@ -878,5 +930,46 @@ mod tests {
         );
         host::state_set("k0", None).unwrap();
         host::state_set_expiring("more", &big, 1000).unwrap();
+    }
+
+    /// Fetches `?url=` on open and greets with the status or the error.
+    struct Fetcher;
+
+    impl Listener for Fetcher {
+        fn on_open(_conn: ConnectionId, req: Request) -> OpenDecision {
+            let url = req.query_param("url").unwrap_or_default();
+            let greeting = match get(url, &[]) {
+                Ok(resp) => format!("{} {}", resp.status, resp.text().unwrap_or("")),
+                Err(e) => e.name().to_owned(),
+            };
+            OpenDecision::Greet(Message::text(greeting))
+        }
+    }
+
+    #[test]
+    fn http_requests_are_answered_by_the_tests_handler() {
+        let host = FakeHost::<Fetcher>::new();
+        let open = |url: &str| {
+            let conn = host.open(request("/ws/f").with_query("url", url)).unwrap();
+            host.received_texts(conn)
+        };
+        // No handler: denied, as by a server that granted nothing.
+        assert_eq!(open("https://api.example.com/x"), ["denied"]);
+        host.on_http(|req| match req.url.as_str() {
+            "https://api.example.com/x" => Ok(Response::new(200, "hi").with_header("X-A", "1")),
+            _ => Err(HttpError::Timeout),
+        });
+        assert_eq!(open("https://api.example.com/x"), ["200 hi"]);
+        assert_eq!(open("https://slow.example.com/"), ["timeout"]);
+        assert_eq!(open("ftp://example.com/"), ["invalid-url"]);
+        let urls: Vec<String> = host.http_requests().into_iter().map(|r| r.url).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://api.example.com/x",
+                "https://api.example.com/x",
+                "https://slow.example.com/"
+            ]
+        );
     }
 }

@@ -37,6 +37,7 @@ const CONTRACT: &[Embedded] = embed![
 
 const RUST: &[Embedded] = embed![
     "plugin-sdk/rust/Cargo.toml",
+    "plugin-sdk/rust/src/http.rs",
     "plugin-sdk/rust/src/lib.rs",
     "plugin-sdk/rust/src/request.rs",
     "plugin-sdk/rust/src/testing.rs",

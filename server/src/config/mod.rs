@@ -59,6 +59,8 @@ pub struct Config {
     /// What plugins may be granted at all: a sidecar's `[grants]` must fall
     /// within these lists, and by default nothing is allowed.
     pub grants: GrantPolicy,
+    /// Bounds on what granted plugins do outside.
+    pub outbound: Outbound,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Scale-out: several nodes as one, over Redis.
@@ -236,6 +238,52 @@ impl GrantPolicy {
     }
 }
 
+/// `[outbound]`: what a plugin's calls to the outside world may cost once
+/// its grants allow them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbound {
+    /// `[outbound.http]`: requests over `wasi:http`.
+    pub http: OutboundHttp,
+}
+
+/// `[outbound.http]`: limits on the HTTP requests a plugin makes. A request
+/// runs inside the hook that made it and keeps that instance busy, so every
+/// one of these is also bounded by the hook's own deadline
+/// (`timeouts.hook`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundHttp {
+    /// How long each step of a request may take: connecting (TCP and TLS),
+    /// then waiting for the response's first byte, then each wait between
+    /// two pieces of the body. Never past the calling hook's deadline,
+    /// whichever comes first; a plugin may ask for less per request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest response body a plugin may read, in bytes: past it the body
+    /// stream fails (`HTTP-response-body-size`) and the connection is
+    /// dropped, so a huge or endless response costs the server no more.
+    pub max_response_bytes: u64,
+    /// Requests one plugin version may have in flight at once (from the
+    /// request to the end of its response body); one more fails at once
+    /// with `connection-limit-reached` rather than waiting.
+    pub max_in_flight: usize,
+    /// PEM file of certificate authorities trusted for `https://` besides
+    /// the system's (for services signed by a private CA).
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for OutboundHttp {
+    fn default() -> Self {
+        OutboundHttp {
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+            max_in_flight: 16,
+            tls_ca: None,
+        }
+    }
+}
+
 /// The token-protected admin listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -401,6 +449,7 @@ impl Default for Config {
             listen_backlog: 4096,
             trusted_proxies: Vec::new(),
             grants: GrantPolicy::default(),
+            outbound: Outbound::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cluster: Cluster::default(),
@@ -580,6 +629,22 @@ impl Config {
             (
                 self.state.backend == StateBackend::Sqlite && self.state.path.is_none(),
                 "state.backend = \"sqlite\" needs state.path, the database file",
+            ),
+            (
+                self.outbound.http.timeout.is_zero(),
+                "outbound.http.timeout must be > 0",
+            ),
+            (
+                self.outbound.http.max_in_flight == 0,
+                "outbound.http.max_in_flight must be > 0",
+            ),
+            (
+                self.outbound
+                    .http
+                    .tls_ca
+                    .as_ref()
+                    .is_some_and(|p| !p.is_file()),
+                "outbound.http.tls_ca is not a readable file",
             ),
             (
                 self.tls.cert.is_some() && self.tls.key.is_none(),

@@ -74,7 +74,8 @@ impl Loader<'_> {
         let env = PluginEnv::new(name, self.registry, limits)
             .with_timers(timers)
             .with_subprotocols(sidecar.subprotocols.clone())
-            .with_grants(grants);
+            .with_grants(grants)
+            .with_outbound_http(&self.config.outbound.http);
         let env = Arc::new(env);
         let hook_timeout = self.config.timeouts.hook;
         let pool = InstancePool::new(

@@ -59,6 +59,10 @@ impl Runtime {
         // WASI is linked so ordinary toolchain output instantiates, but each
         // store's WasiCtx grants nothing: no files, env, args or sockets.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // So is `wasi:http`, for every plugin: a plugin that uses it loads
+        // without a grant, and each request it makes is checked against
+        // its grants (`outbound::http`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         super::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,

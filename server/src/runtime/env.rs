@@ -10,8 +10,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use super::plugin_log::LogGate;
 use super::timers::Timers;
-use crate::config::Limits;
+use crate::config::{Limits, OutboundHttp};
 use crate::outbound::OutboundPolicy;
+use crate::outbound::http::HttpClient;
 use crate::registry::{Registry, Scope};
 
 pub struct PluginEnv {
@@ -25,8 +26,11 @@ pub struct PluginEnv {
     pub subprotocols: Vec<String>,
     /// What the sidecar grants beyond the empty sandbox.
     pub grants: Grants,
-    /// The plugin's allowance of log lines.
-    pub(super) log_gate: LogGate,
+    /// Its outbound HTTP requests: limits, those in flight, counters.
+    pub http: Arc<HttpClient>,
+    /// The plugin's allowance of log lines (its outbound requests' failures
+    /// count against it too).
+    pub(crate) log_gate: LogGate,
 }
 
 /// Capabilities a sidecar granted, resolved at load time.
@@ -48,6 +52,7 @@ impl PluginEnv {
             name: Arc::from(name),
             scope: registry.scope(name),
             log_gate: LogGate::new(limits.log_lines_per_second),
+            http: HttpClient::new(name, OutboundHttp::default()),
             limits,
             timers: Arc::new(Timers::default()),
             subprotocols: Vec::new(),
@@ -69,6 +74,14 @@ impl PluginEnv {
 
     pub fn with_grants(self, grants: Grants) -> PluginEnv {
         PluginEnv { grants, ..self }
+    }
+
+    /// `[outbound.http]` limits instead of the defaults.
+    pub fn with_outbound_http(self, settings: &OutboundHttp) -> PluginEnv {
+        PluginEnv {
+            http: HttpClient::new(&self.name, settings.clone()),
+            ..self
+        }
     }
 
     /// The WASI context for one instance: nothing but what was granted.

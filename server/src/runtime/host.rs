@@ -10,11 +10,13 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::wsgate::plugin::{host, types};
 use super::bindings::{Error, LogLevel, Message, StateError as HostStateError, UpstreamError};
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
+use crate::outbound::http::HttpHooks;
 use crate::protocol::{Message as WsMessage, close};
 use crate::registry::{ConnId, Connection, GroupKind, Listening, Scope, SendError, Target};
 use crate::state::StateError;
@@ -24,6 +26,9 @@ use crate::text::printable;
 pub struct HostState {
     pub env: Arc<PluginEnv>,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// Sends the plugin's `wasi:http` requests, within its grants.
+    http_hooks: HttpHooks,
     table: ResourceTable,
     pub limits: StoreLimits,
     /// When the running hook must stop; checked at every epoch tick.
@@ -44,6 +49,8 @@ impl HostState {
             .build();
         HostState {
             wasi: env.wasi_ctx(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks::new(env.clone()),
             deliveries_left: env.limits.deliveries_per_hook,
             env,
             table: ResourceTable::new(),
@@ -142,6 +149,18 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // A request made now must end by the running hook's deadline.
+        self.http_hooks.deadline = self.deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

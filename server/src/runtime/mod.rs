@@ -23,6 +23,7 @@ pub use env::{Grants, PluginEnv};
 pub use hook::{Hook, OpenDecision, OpenRequest};
 pub use listener::{HookError, Listener};
 pub use load_error::{LISTENER_EXPORT, LoadError, Stage, WIT_PACKAGE};
+pub use plugin_log::Gate;
 pub use pool::{Instance, InstancePool, Prepared};
 pub use quarantine::Quarantine;
 pub use timers::{TimerTarget, Timers};
