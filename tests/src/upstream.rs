@@ -1,5 +1,5 @@
 //! A real HTTP/1.1 server on a loopback port, for plugins' outbound
-//! requests to reach: a few routes that answer, echo, hang, stall or
+//! requests to reach: a few routes that answer, echo, authenticate, hang, stall or
 //! stream without end, over plain TCP or TLS, recording what arrived.
 //! One request per connection (`Connection: close`).
 
@@ -176,6 +176,12 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, sni: Option<String>,
             });
             respond(&mut io, 200, &[], body.to_string().as_bytes()).await
         }
+        // An application's auth endpoint: who a bearer token belongs to.
+        "/auth" => match seen.header("authorization") {
+            Some("Bearer ann-token") => respond(&mut io, 200, &[], br#"{"user":"ann"}"#).await,
+            Some("Bearer bob-token") => respond(&mut io, 200, &[], br#"{"user":"bob"}"#).await,
+            _ => respond(&mut io, 401, &[], b"").await,
+        },
         "/hang" => {
             // Holds the connection until the client goes away.
             let mut sink = [0u8; 1024];

@@ -91,9 +91,7 @@ async fn an_invalid_token_is_401_before_the_upgrade() {
     for plugin in LANGUAGES {
         let (status, _) = server.handshake_error(&path(plugin, "forged")).await;
         assert_eq!(status, 401, "{plugin}");
-        let (status, _) = server
-            .handshake_error(&format!("/ws/{plugin}/lobby"))
-            .await;
+        let (status, _) = server.handshake_error(&format!("/ws/{plugin}/lobby")).await;
         assert_eq!(status, 401, "{plugin}: no token at all");
     }
 }
