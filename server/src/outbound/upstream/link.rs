@@ -26,6 +26,8 @@ use crate::registry::{Outbound, PushError, Queue, QueueSender};
 pub(super) struct Link {
     pub id: UpstreamId,
     tx: QueueSender,
+    /// How long an orderly close may wait behind what is queued.
+    close_timeout: Duration,
     /// The handshake is done: a close now goes through the queue.
     opened: AtomicBool,
     /// Set once the plugin or the host decided to close: nothing more is
@@ -39,10 +41,11 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub fn new(id: UpstreamId, tx: QueueSender) -> Link {
+    pub fn new(id: UpstreamId, tx: QueueSender, close_timeout: Duration) -> Link {
         Link {
             id,
             tx,
+            close_timeout,
             opened: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -63,8 +66,9 @@ impl Link {
         })
     }
 
-    /// Starts an orderly close: what is queued goes out first. One still
-    /// connecting stops connecting.
+    /// Starts an orderly close: what is queued goes out first, within the
+    /// close timeout; an upstream that has not taken it by then (it stopped
+    /// reading) is closed at once. One still connecting stops connecting.
     pub fn close(&self, frame: CloseFrame) -> Result<(), CallError> {
         if self.closing.swap(true, Ordering::AcqRel) {
             return Err(CallError::Closed);
@@ -72,7 +76,16 @@ impl Link {
         self.set_close_reason(&frame);
         if !self.opened.load(Ordering::Acquire) || self.tx.push(Outbound::Close(frame)).is_err() {
             self.shutdown.cancel();
+            return Ok(());
         }
+        let shutdown = self.shutdown.clone();
+        let wait = self.close_timeout;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => shutdown.cancel(),
+            }
+        });
         Ok(())
     }
 

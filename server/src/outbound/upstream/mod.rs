@@ -212,7 +212,7 @@ impl Upstreams {
                 return Err(CallError::LimitReached);
             }
             let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let link = Arc::new(Link::new(id, tx));
+            let link = Arc::new(Link::new(id, tx, self.settings.timeouts.close));
             links.insert(id, link.clone());
             link
         };
