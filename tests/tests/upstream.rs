@@ -50,6 +50,8 @@ impl Feed {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut path = String::new();
+                    // tungstenite's callback type, not ours to shrink.
+                    #[allow(clippy::result_large_err)]
                     let record =
                         |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                             path = req.uri().to_string();
@@ -404,6 +406,7 @@ async fn refusals_and_drops_are_reported_and_a_trap_costs_one_message() {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = refusing.accept().await {
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)]
                 let refuse = |_: &_, _| {
                     let mut resp =
                         tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(None);
