@@ -694,7 +694,7 @@ async fn a_huge_message_or_a_flood_from_an_upstream_is_bounded() {
     assert_rss_within(
         &server,
         base,
-        48,
+        24,
         "a huge message and a flood from an upstream",
     );
 }
