@@ -264,9 +264,3 @@ async fn talk(upstreams: &Upstreams, id: UpstreamId, wire: &mut Wire<Link, Strea
         }
     }
 }
-
-/// How long a closing upstream may hold its slot at most: the close
-/// handshake, then the socket's own close.
-pub(super) fn wind_down(close: Duration) -> Duration {
-    close * 2
-}

@@ -36,6 +36,7 @@ use self::request::UpstreamRequest;
 use super::{Denied, OutboundPolicy};
 use crate::config::{Limits, Timeouts};
 use crate::metrics::UpstreamMetrics;
+use crate::protocol::wire::Peer;
 use crate::protocol::{CloseCode, CloseFrame, Message, ReassemblyBudget, close};
 use crate::registry::{QueueLimits, queue};
 
@@ -103,6 +104,7 @@ pub struct UpstreamSettings {
     pub timeouts: Timeouts,
     /// Resolution, TCP, TLS and the handshake together.
     pub connect_timeout: Duration,
+    /// Whom `wss://` upstreams are trusted as: Mozilla's roots by default.
     pub tls: Arc<rustls::ClientConfig>,
 }
 
@@ -251,7 +253,7 @@ impl Upstreams {
         let links = self.links.lock().unwrap();
         let mut ids: Vec<UpstreamId> = links
             .values()
-            .filter(|link| !crate::protocol::wire::Peer::is_closing(&***link))
+            .filter(|link| !link.is_closing())
             .map(|link| link.id)
             .collect();
         ids.sort_unstable();
@@ -296,11 +298,6 @@ impl Upstreams {
         {
             tracing::warn!(plugin = %self.plugin, "some upstreams did not close within {bound:?}");
         }
-    }
-
-    /// How long closing an upstream can take: its close handshake.
-    pub fn wind_down(&self) -> Duration {
-        link::wind_down(self.settings.timeouts.close)
     }
 }
 
