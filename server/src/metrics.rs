@@ -191,7 +191,7 @@ impl Metrics {
             upstreams: gauge(
                 &r,
                 "upstreams",
-                "Upstream WebSocket connections plugins have open or opening",
+                "Upstream WebSocket connections plugins hold: connecting, open or closing",
                 p,
             ),
             upstream_messages: counter(
@@ -209,7 +209,7 @@ impl Metrics {
             upstream_failures: counter(
                 &r,
                 "upstream_connect_failures_total",
-                "Upstream connections that never opened, by reason: denied, unresolved, refused, timeout, tls, handshake, network, closed (by the plugin or the server before they opened)",
+                "Upstream connections that never opened, by reason: denied, unresolved, refused, timeout, tls, handshake, network",
                 &["plugin", "reason"],
             ),
             registry: r,
@@ -296,7 +296,7 @@ impl Traffic {
 /// One plugin's upstream metrics, resolved once per plugin.
 pub struct UpstreamMetrics {
     plugin: Arc<str>,
-    /// Upstreams connecting or open.
+    /// Upstreams held: connecting, open or closing.
     pub open: IntGauge,
     /// Messages from the upstreams.
     pub received: Traffic,

@@ -483,6 +483,18 @@ async fn refusals_and_drops_are_reported_and_a_trap_costs_one_message() {
         format!("close {id} 1006 connection lost")
     );
     assert_eq!(d.ask("list").await, "[]");
+
+    let (status, metrics) = server.admin("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"wsgate_upstream_connect_failures_total{plugin="dialer",reason="handshake"} 1"#,
+        r#"wsgate_upstream_messages_total{direction="in",plugin="dialer"} 2"#,
+        r#"wsgate_upstream_messages_total{direction="out",plugin="dialer"} 1"#,
+        r#"wsgate_upstream_bytes_total{direction="out",plugin="dialer"} 14"#,
+        r#"wsgate_upstreams{plugin="dialer"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
