@@ -237,13 +237,13 @@ impl Server {
     /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
     /// until it is ready: every plugin loaded or failed (`/readyz`).
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
-        Server::spawn(plugins, free_port(), args, &[], None).await
+        Server::spawn(plugins, free_port(), args, None, &[]).await
     }
 
-    /// Like [`Server::start`], with extra environment variables (for
-    /// plugins granted them).
+    /// Like [`Server::start`], with extra environment variables, e.g. ones
+    /// the config lets sidecars grant.
     pub async fn start_with_env(plugins: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::spawn(plugins, free_port(), args, env, None).await
+        Server::spawn(plugins, free_port(), args, None, env).await
     }
 
     /// Like [`Server::start`], but returns as soon as the public port
@@ -279,7 +279,7 @@ impl Server {
 
     /// Like [`Server::start`], with the public listener on `port`.
     pub async fn start_on(plugins: &Path, port: u16, args: &[&str]) -> Server {
-        Server::spawn(plugins, port, args, &[], None).await
+        Server::spawn(plugins, port, args, None, &[]).await
     }
 
     /// Like [`Server::start`], with the public listener on TLS with `cert`;
@@ -292,15 +292,15 @@ impl Server {
             cert.key.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        Server::spawn(plugins, free_port(), &all, &[], Some(cert.client.clone())).await
+        Server::spawn(plugins, free_port(), &all, Some(cert.client.clone()), &[]).await
     }
 
     async fn spawn(
         plugins: &Path,
         port: u16,
         args: &[&str],
-        env: &[(&str, &str)],
         tls: Option<Arc<rustls::ClientConfig>>,
+        env: &[(&str, &str)],
     ) -> Server {
         let admin_port = free_port();
         let log_dir = tempfile::tempdir().unwrap();
