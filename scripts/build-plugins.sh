@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-"$ROOT/scripts/build-rust-plugins.sh" "$OUT" echo chat ticker auth-chat
+"$ROOT/scripts/build-rust-plugins.sh" "$OUT" echo chat ticker auth-chat relay
 
 for lang in python js; do
   script="$ROOT/scripts/build-$lang-plugins.sh"

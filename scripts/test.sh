@@ -77,13 +77,13 @@ lint_while_building() {
 # test runners; their integration tests serve the plugins built above.
 sdk_tests() {
   # Rust listeners' unit tests run natively, on the SDK's in-memory host.
-  cargo test --quiet -p chat -p wsgate-sdk --features wsgate-sdk/testing
+  cargo test --quiet -p chat -p relay -p wsgate-sdk --features wsgate-sdk/testing
   "$ROOT/scripts/test-python-sdk.sh" -q
   "$ROOT/scripts/test-js-sdk.sh"
 }
 
 rust_plugins() {
-  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker auth-chat
+  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker auth-chat relay
   "$ROOT/scripts/build-fixtures.sh" "$WSGATE_TEST_FIXTURES"
   # The benchmarks' fan-out plugin (its own workspace).
   CARGO_TARGET_DIR=$TARGET_DIR/bench-fanout cargo build --quiet --release \

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub cluster_partitions: IntGauge,
     pub outbound_http_requests: IntCounterVec,
     pub outbound_http_seconds: HistogramVec,
+    upstreams: IntGaugeVec,
+    upstream_messages: IntCounterVec,
+    upstream_bytes: IntCounterVec,
+    upstream_failures: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +188,30 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            upstreams: gauge(
+                &r,
+                "upstreams",
+                "Upstream WebSocket connections plugins hold: connecting, open or closing",
+                p,
+            ),
+            upstream_messages: counter(
+                &r,
+                "upstream_messages_total",
+                "Messages plugins exchanged with their upstreams, by direction (in: from the upstream, out: to it)",
+                &["plugin", "direction"],
+            ),
+            upstream_bytes: counter(
+                &r,
+                "upstream_bytes_total",
+                "Payload bytes plugins exchanged with their upstreams, by direction",
+                &["plugin", "direction"],
+            ),
+            upstream_failures: counter(
+                &r,
+                "upstream_connect_failures_total",
+                "Upstream connections that never opened, by reason: denied, unresolved, refused, timeout, tls, handshake, network",
+                &["plugin", "reason"],
+            ),
             registry: r,
         }
     }
@@ -241,11 +269,65 @@ impl PluginMetrics {
         self.messages_in.inc();
         self.bytes_in.inc_by(bytes as u64);
     }
+}
 
-    /// Counts one message written to a client.
-    pub fn sent(&self, bytes: usize) {
-        self.messages_out.inc();
-        self.bytes_out.inc_by(bytes as u64);
+/// A message counter and its byte counter, bumped together.
+#[derive(Clone)]
+pub struct Traffic {
+    messages: IntCounter,
+    bytes: IntCounter,
+}
+
+impl Traffic {
+    pub fn new(messages: &IntCounter, bytes: &IntCounter) -> Traffic {
+        Traffic {
+            messages: messages.clone(),
+            bytes: bytes.clone(),
+        }
+    }
+
+    /// One message of `bytes` payload bytes.
+    pub fn count(&self, bytes: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+/// One plugin's upstream metrics, resolved once per plugin.
+pub struct UpstreamMetrics {
+    plugin: Arc<str>,
+    /// Upstreams held: connecting, open or closing.
+    pub open: IntGauge,
+    /// Messages from the upstreams.
+    pub received: Traffic,
+    /// Messages written to the upstreams.
+    pub sent: Traffic,
+}
+
+impl UpstreamMetrics {
+    pub fn new(plugin: &str) -> UpstreamMetrics {
+        let m = metrics();
+        let direction = |dir: &str| {
+            Traffic::new(
+                &m.upstream_messages.with_label_values(&[plugin, dir]),
+                &m.upstream_bytes.with_label_values(&[plugin, dir]),
+            )
+        };
+        UpstreamMetrics {
+            plugin: Arc::from(plugin),
+            open: m.upstreams.with_label_values(&[plugin]),
+            received: direction("in"),
+            sent: direction("out"),
+        }
+    }
+
+    /// Counts an upstream that never opened, by a reason of a few fixed
+    /// words (the label's values stay few).
+    pub fn connect_failed(&self, reason: &'static str) {
+        metrics()
+            .upstream_failures
+            .with_label_values(&[&*self.plugin, reason])
+            .inc();
     }
 }
 

@@ -126,7 +126,13 @@ pub async fn serve(config: Config) -> Result<()> {
         .timeouts
         .shutdown
         .max(wind_down(&gw.config.timeouts));
-    if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+    // Plugins' upstreams close beside the clients (1001); the plugins
+    // hear of it while they are still loaded.
+    let (waited, ()) = tokio::join!(
+        tokio::time::timeout(bound, tasks.wait()),
+        gw.deployer.stop_upstreams(bound)
+    );
+    if waited.is_err() {
         tracing::warn!("some connections did not close within {bound:?}");
     }
     let _ = tokio::time::timeout(bound, server).await;

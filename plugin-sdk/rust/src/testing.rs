@@ -1,10 +1,13 @@
 //! Unit tests for listeners, without a server: with the `testing` feature,
 //! [`host`](crate::host) is an in-memory host that behaves like wsgate's
 //! for one plugin (connections, channels, tags, attributes, state, timers,
-//! logs), and [`FakeHost`] drives a listener's hooks the way the server
-//! does and shows what the plugin asked for; the plugin's
+//! upstreams, logs), and [`FakeHost`] drives a listener's hooks the way the
+//! server does and shows what the plugin asked for; the plugin's
 //! [`http`](crate::http) requests go to a handler the test gives
-//! ([`FakeHost::on_http`]). [`serve`] starts a real
+//! ([`FakeHost::on_http`]). Upstreams connect to nothing: the test plays
+//! the upstream, opening it, delivering its messages and closing it
+//! ([`FakeHost::upstream_opened`] and the like), and sees what the plugin
+//! sent it. [`serve`] starts a real
 //! `wsgate` with a built plugin, for an integration test, and
 //! [`Server::connect`] is a WebSocket client for it.
 //!
@@ -38,10 +41,15 @@ use std::time::{Duration, Instant};
 use crate::http::{self, HttpError};
 use crate::{
     ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
+    UpstreamError, UpstreamId,
 };
 
 /// Answers a plugin's HTTP requests in a test.
 type HttpHandler = Box<dyn FnMut(&http::Request) -> Result<http::Response, HttpError>>;
+
+/// Upstreams a plugin may hold at once, as the server's default
+/// `limits.upstreams_per_plugin`.
+pub const MAX_UPSTREAMS: usize = 16;
 
 /// The in-memory host's state for this thread.
 #[derive(Default)]
@@ -61,6 +69,19 @@ struct Fake {
     open_routes: HashMap<String, usize>,
     http_handler: Option<HttpHandler>,
     http_requests: Vec<http::Request>,
+    next_upstream: UpstreamId,
+    upstreams: BTreeMap<UpstreamId, Upstream>,
+    /// Every `upstream-connect` that returned an id, in order.
+    upstream_connects: Vec<(UpstreamId, String)>,
+}
+
+/// One upstream the plugin opened, until the test closes it.
+#[derive(Default)]
+struct Upstream {
+    /// What the plugin sent it since the test last looked.
+    sent: Vec<Message>,
+    /// Set once the plugin closed it: it accepts nothing more.
+    closed: Option<(u16, String)>,
 }
 
 #[derive(Default)]
@@ -428,6 +449,68 @@ pub mod fake_host {
         with(|f| f.timers.remove(&id).is_some())
     }
 
+    /// Records the upstream; the test opens it with
+    /// [`FakeHost::upstream_opened`]. Only `ws://` and `wss://` URLs, and
+    /// [`MAX_UPSTREAMS`] at once, as the server allows; the sidecar's
+    /// `allowed_outbound_hosts` is not checked here.
+    pub fn upstream_connect(
+        url: &str,
+        _protocols: &[String],
+        _headers: &[(String, String)],
+    ) -> Result<UpstreamId, UpstreamError> {
+        let scheme_ok = url.starts_with("ws://") || url.starts_with("wss://");
+        if !scheme_ok || url.len() <= "wss://".len() {
+            return Err(UpstreamError::InvalidUrl);
+        }
+        with(|f| {
+            if f.upstreams.len() >= MAX_UPSTREAMS {
+                return Err(UpstreamError::LimitReached);
+            }
+            f.next_upstream += 1;
+            let id = f.next_upstream;
+            f.upstreams.insert(id, Upstream::default());
+            f.upstream_connects.push((id, url.to_owned()));
+            Ok(id)
+        })
+    }
+
+    pub fn upstream_send(id: UpstreamId, msg: &Message) -> Result<(), UpstreamError> {
+        with(|f| match f.upstreams.get_mut(&id) {
+            None => Err(UpstreamError::UnknownUpstream),
+            Some(up) if up.closed.is_some() => Err(UpstreamError::Closed),
+            Some(up) => {
+                up.sent.push(msg.clone());
+                Ok(())
+            }
+        })
+    }
+
+    pub fn upstream_close(id: UpstreamId, code: u16, reason: &str) -> Result<(), UpstreamError> {
+        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !sendable || reason.len() > 123 {
+            return Err(UpstreamError::InvalidArgument);
+        }
+        with(|f| match f.upstreams.get_mut(&id) {
+            None => Err(UpstreamError::UnknownUpstream),
+            Some(up) if up.closed.is_some() => Err(UpstreamError::Closed),
+            Some(up) => {
+                up.closed = Some((code, reason.to_owned()));
+                Ok(())
+            }
+        })
+    }
+
+    /// Connecting or open: not closed by the plugin, not closed by the test.
+    pub fn upstreams() -> Vec<UpstreamId> {
+        with(|f| {
+            f.upstreams
+                .iter()
+                .filter(|(_, up)| up.closed.is_none())
+                .map(|(id, _)| *id)
+                .collect()
+        })
+    }
+
     pub fn log(level: LogLevel, msg: &str) {
         with(|f| f.logs.push((level, msg.to_owned())));
     }
@@ -685,6 +768,45 @@ impl<L: Listener> FakeHost<L> {
     /// Every HTTP request the plugin made so far, answered or not.
     pub fn http_requests(&self) -> Vec<http::Request> {
         with(|f| f.http_requests.clone())
+    }
+
+    /// Every `upstream-connect` that returned an id so far, with its URL.
+    pub fn upstream_connects(&self) -> Vec<(UpstreamId, String)> {
+        with(|f| f.upstream_connects.clone())
+    }
+
+    /// The upstream's handshake succeeded: `on-upstream-open`.
+    pub fn upstream_opened(&self, id: UpstreamId) {
+        L::on_upstream_open(id);
+    }
+
+    /// A message from the upstream: `on-upstream-message`.
+    pub fn upstream_message(&self, id: UpstreamId, msg: Message) {
+        L::on_upstream_message(id, msg);
+    }
+
+    /// The upstream closed (or never opened: 1006 and a reason, as the
+    /// server reports a failed connect): it is gone, then
+    /// `on-upstream-close`.
+    pub fn upstream_closed(&self, id: UpstreamId, code: u16, reason: &str) {
+        with(|f| f.upstreams.remove(&id));
+        L::on_upstream_close(id, code, reason.to_owned());
+    }
+
+    /// What the plugin sent the upstream since the last look.
+    pub fn sent_upstream(&self, id: UpstreamId) -> Vec<Message> {
+        with(|f| {
+            f.upstreams
+                .get_mut(&id)
+                .map(|up| std::mem::take(&mut up.sent))
+                .unwrap_or_default()
+        })
+    }
+
+    /// How the plugin closed the upstream, if it did (and the test has not
+    /// closed it since).
+    pub fn upstream_closed_by_plugin(&self, id: UpstreamId) -> Option<(u16, String)> {
+        with(|f| f.upstreams.get(&id).and_then(|up| up.closed.clone()))
     }
 }
 

@@ -341,6 +341,12 @@ pub struct Timeouts {
     /// connects and then trickles bytes (slowloris) cannot pin a socket.
     #[serde(with = "humantime_serde")]
     pub handshake: Duration,
+    /// How long a plugin's upstream may take to open: name resolution,
+    /// TCP connect, TLS and the WebSocket handshake together. Past it the
+    /// plugin hears `on-upstream-close` with 1006 "timed out connecting",
+    /// so an upstream that never answers holds its slot no longer.
+    #[serde(with = "humantime_serde")]
+    pub upstream_connect: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -366,6 +372,12 @@ pub struct Limits {
     pub instance_memory: usize,
     /// Pending timers per plugin.
     pub timers_per_plugin: usize,
+    /// Outbound WebSocket connections (upstreams) one plugin may hold at
+    /// once, connecting, open or closing; `upstream-connect` past it is
+    /// `limit-reached`. Each is held to the client limits: messages up to
+    /// `max_message_size` either way, `send_queue` and `send_queue_bytes`
+    /// waiting to be written.
+    pub upstreams_per_plugin: usize,
     /// Shortest timer delay, in milliseconds.
     pub min_timer_ms: u32,
     /// Total bytes of a plugin's key-value state: keys, values and 64
@@ -469,6 +481,7 @@ impl Default for Timeouts {
             shutdown: Duration::from_secs(10),
             watch_debounce: Duration::from_millis(300),
             handshake: Duration::from_secs(10),
+            upstream_connect: Duration::from_secs(10),
         }
     }
 }
@@ -483,6 +496,7 @@ impl Default for Limits {
             instances_per_plugin: 0,
             instance_memory: 128 << 20,
             timers_per_plugin: 64,
+            upstreams_per_plugin: 16,
             min_timer_ms: 10,
             state_bytes: 16 << 20,
             state_keys_listed: 1000,
@@ -645,6 +659,10 @@ impl Config {
                     .as_ref()
                     .is_some_and(|p| !p.is_file()),
                 "outbound.http.tls_ca is not a readable file",
+            ),
+            (
+                t.upstream_connect.is_zero(),
+                "timeouts.upstream_connect must be > 0",
             ),
             (
                 self.tls.cert.is_some() && self.tls.key.is_none(),

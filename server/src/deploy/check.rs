@@ -12,7 +12,7 @@ use super::valid_name;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::routing::{Sidecar, check_pattern};
-use crate::runtime::{LoadError, Runtime, Stage, Timers, content_hash};
+use crate::runtime::{LoadError, Runtime, Stage, content_hash};
 
 /// What a plugin that checked clean is.
 #[derive(Debug)]
@@ -97,9 +97,7 @@ pub async fn check(
         hash: hash.clone(),
         sidecar,
     };
-    let loaded = loader
-        .load(&name, source, Arc::new(Timers::default()))
-        .await?;
+    let loaded = loader.load(&name, source, &loader.shared(&name)).await?;
     Ok(Checked {
         name,
         hash,

@@ -31,14 +31,14 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::load::{Loaded, Loader, Source};
+use super::load::{Loaded, Loader, Shared, Source};
 use super::{Deployment, plugin_files, valid_name};
 use crate::config::Config;
 use crate::metrics::metrics;
 use crate::protocol::CloseCode;
 use crate::registry::{Connection, Registry};
 use crate::routing::{OnReload, OpenCounters, Sidecar};
-use crate::runtime::{Listener, LoadError, Runtime, Stage, Timers, content_hash};
+use crate::runtime::{Listener, LoadError, Runtime, Stage, content_hash};
 use crate::unix_ms;
 
 pub struct Deployer {
@@ -49,8 +49,8 @@ pub struct Deployer {
     live: ArcSwap<Deployment>,
     state: tokio::sync::Mutex<State>,
     counters: OpenCounters,
-    /// Each plugin's timers, shared by its versions.
-    timers: dashmap::DashMap<String, Arc<Timers>>,
+    /// Each plugin's timers and upstreams, shared by its versions.
+    shared: dashmap::DashMap<String, Arc<Shared>>,
     ready: AtomicBool,
     /// The latest plugin summaries, readable without waiting for a reload.
     summary: Mutex<Vec<PluginInfo>>,
@@ -203,7 +203,7 @@ impl Deployer {
             live: ArcSwap::from_pointee(Deployment::default()),
             state: Default::default(),
             counters: OpenCounters::default(),
-            timers: Default::default(),
+            shared: Default::default(),
             ready: AtomicBool::new(false),
             summary: Mutex::default(),
             started: Instant::now(),
@@ -309,8 +309,12 @@ impl Deployer {
         jobs.sort_by_key(|(_, source)| source.bytes.len());
         let mut loads = futures_util::stream::iter(jobs)
             .map(|(job, source)| async move {
-                let timers = self.timers.entry(job.name.clone()).or_default().clone();
-                let loaded = self.loader().load(&job.name, source, timers).await;
+                let shared = self
+                    .shared
+                    .entry(job.name.clone())
+                    .or_insert_with(|| Arc::new(self.loader().shared(&job.name)))
+                    .clone();
+                let loaded = self.loader().load(&job.name, source, &shared).await;
                 (job, loaded)
             })
             .buffer_unordered(parallel);
@@ -575,6 +579,13 @@ impl Deployer {
             }
         }
         Ok(())
+    }
+
+    /// The server is shutting down: every plugin's upstreams are closed
+    /// (1001), their close handshakes waited for up to `bound`.
+    pub async fn stop_upstreams(&self, bound: std::time::Duration) {
+        let all: Vec<Arc<Shared>> = self.shared.iter().map(|s| s.value().clone()).collect();
+        futures_util::future::join_all(all.iter().map(|s| s.upstreams.stop(bound))).await;
     }
 
     /// Puts a stopped plugin back in service, loading it from disk.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use crate::config::{Config, GrantPolicy};
+use crate::outbound::upstream::{UpstreamSettings, Upstreams};
 use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::registry::Registry;
 use crate::routing::{OnReload, Sidecar, SidecarGrants};
@@ -43,12 +44,28 @@ pub(super) struct Loader<'a> {
     pub config: &'a Config,
 }
 
+/// What a plugin's versions share: its timers and its upstreams.
+pub(super) struct Shared {
+    pub timers: Arc<Timers>,
+    pub upstreams: Arc<Upstreams>,
+}
+
 impl Loader<'_> {
+    /// Fresh timers and upstreams for plugin `name`, on the config's
+    /// limits and timeouts.
+    pub fn shared(&self, name: &str) -> Shared {
+        let settings = UpstreamSettings::new(&self.config.limits, &self.config.timeouts);
+        Shared {
+            timers: Arc::default(),
+            upstreams: Upstreams::new(name, settings),
+        }
+    }
+
     pub async fn load(
         &self,
         name: &str,
         source: Source,
-        timers: Arc<Timers>,
+        shared: &Shared,
     ) -> Result<Loaded, LoadError> {
         let Source {
             bytes,
@@ -72,7 +89,8 @@ impl Loader<'_> {
         let imports = self.runtime.imports(&compiled);
         let limits = self.config.limits.clone();
         let env = PluginEnv::new(name, self.registry, limits)
-            .with_timers(timers)
+            .with_timers(shared.timers.clone())
+            .with_upstreams(shared.upstreams.clone())
             .with_subprotocols(sidecar.subprotocols.clone())
             .with_grants(grants)
             .with_outbound_http(&self.config.outbound.http);

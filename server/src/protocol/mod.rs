@@ -1,10 +1,12 @@
-//! The WebSocket protocol side: close codes and the per-connection session.
+//! The WebSocket protocol side: close codes, the socket's message layer,
+//! the conversation with a peer (`wire`) and the client session on it.
 
 pub mod close;
 mod message;
 pub mod session;
 mod socket;
+pub mod wire;
 
 pub use close::{CloseCode, CloseFrame};
 pub use message::{Message, Utf8Bytes};
-pub use socket::ReassemblyBudget;
+pub use socket::{Incoming, ReadError, ReassemblyBudget, Socket};

@@ -14,8 +14,9 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use yawc::streaming::Streaming;
-use yawc::{Frame, HttpStream, HttpWebSocket, OpCode, WebSocketError};
+use yawc::{Frame, HttpStream, OpCode, WebSocket, WebSocketError};
 
 use super::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
@@ -42,19 +43,20 @@ pub enum ReadError {
     },
 }
 
-/// The connection, for one reader and one writer (after `split`).
+/// The connection, for one reader and one writer (after `split`): a
+/// client's upgraded HTTP stream, or an upstream's TCP or TLS stream.
 ///
 /// yawc does not stop anything being sent after a close frame; this drops
 /// whatever would follow one (RFC 6455 §5.5.1).
-pub struct Socket {
-    ws: Streaming<HttpStream>,
+pub struct Socket<S = HttpStream> {
+    ws: Streaming<S>,
     max_message_size: usize,
     budget: Arc<ReassemblyBudget>,
     /// The message being reassembled, if one is under way.
     partial: Option<Partial>,
     /// A close frame has been sent or queued.
     closed: bool,
-    /// The close was ours, so yawc's echo of the client's reply to it must
+    /// The close was ours, so yawc's echo of the peer's reply to it must
     /// never go out.
     own_close: bool,
 }
@@ -123,8 +125,8 @@ impl Drop for Partial {
     }
 }
 
-impl Socket {
-    pub fn new(ws: HttpWebSocket, max_message_size: usize, budget: Arc<ReassemblyBudget>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    pub fn new(ws: WebSocket<S>, max_message_size: usize, budget: Arc<ReassemblyBudget>) -> Self {
         Socket {
             ws: ws.into_streaming(),
             max_message_size,
@@ -242,7 +244,7 @@ fn protocol_error(reason: &'static str) -> ReadError {
     }
 }
 
-impl Stream for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
     type Item = Result<Incoming, ReadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -282,7 +284,7 @@ impl Stream for Socket {
     }
 }
 
-impl Sink<Frame> for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -4,87 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::protocol::{CloseCode, CloseFrame, Message};
-use futures_channel::mpsc;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
+use crate::protocol::{CloseCode, CloseFrame, Message};
+
 pub type ConnId = u64;
-
-/// What the writer task takes from a connection's queue.
-#[derive(Debug)]
-pub enum Outbound {
-    Data(Message),
-    /// Send a close frame after everything queued before it.
-    Close(CloseFrame),
-}
-
-impl Outbound {
-    /// The bytes it holds, as the queue's byte bound counts them.
-    fn weight(&self) -> usize {
-        match self {
-            Outbound::Data(msg) => msg.len(),
-            Outbound::Close(frame) => frame.reason.len() + 2,
-        }
-    }
-}
-
-/// How much one connection's queue may hold: items and payload bytes. A
-/// shared message (a broadcast) counts in full against every queue it is
-/// in, although its bytes exist once.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    pub items: usize,
-    pub bytes: usize,
-}
-
-/// What a queue holds now.
-#[derive(Debug, Default)]
-struct Fill {
-    items: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-impl Fill {
-    fn take(&self, item: &Outbound) {
-        self.items.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(item.weight(), Ordering::AcqRel);
-    }
-}
-
-/// The receiving end of a connection's queue, read by its session only.
-///
-/// Counts bound the queue, over a channel that allocates per item and
-/// holds no buffer while empty: a bounded channel would keep a block of
-/// slots per connection, the largest thing an idle connection owned.
-#[derive(Debug)]
-pub struct Queue {
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    fill: Arc<Fill>,
-}
-
-impl Queue {
-    /// The next item; `None` once every sender is gone. Cancel-safe: an
-    /// item is counted out in the same poll that takes it.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.next().await;
-        if let Some(item) = &item {
-            self.fill.take(item);
-        }
-        item
-    }
-
-    /// The next item if one is queued now.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok()?;
-        self.fill.take(&item);
-        Some(item)
-    }
-}
 
 /// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +34,7 @@ pub struct Connection {
     pub path: String,
     pub remote: SocketAddr,
     pub opened_at: SystemTime,
-    tx: mpsc::UnboundedSender<Outbound>,
-    /// What the queue holds now, and the most it may hold.
-    fill: Arc<Fill>,
-    capacity: QueueLimits,
+    tx: QueueSender,
     /// Set once the server has decided to close: nothing more is queued.
     closing: AtomicBool,
     /// Cancelled when the close must happen now, ahead of queued data
@@ -128,10 +54,9 @@ impl Connection {
         route: Arc<str>,
         path: String,
         remote: SocketAddr,
-        queue: QueueLimits,
+        limits: QueueLimits,
     ) -> (Arc<Connection>, Queue) {
-        let (tx, rx) = mpsc::unbounded();
-        let fill = Arc::new(Fill::default());
+        let (tx, rx) = queue(limits);
         let conn = Connection {
             id,
             plugin,
@@ -140,8 +65,6 @@ impl Connection {
             remote,
             opened_at: SystemTime::now(),
             tx,
-            fill: fill.clone(),
-            capacity: queue,
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -149,7 +72,7 @@ impl Connection {
             channels: Mutex::default(),
             tags: Mutex::default(),
         };
-        (Arc::new(conn), Queue { rx, fill })
+        (Arc::new(conn), rx)
     }
 
     /// Queues a message without waiting. A full queue means the client has
@@ -167,16 +90,9 @@ impl Connection {
 
     /// Queues an item if the queue has room for it, in items and bytes.
     fn push(&self, item: Outbound) -> Result<(), SendError> {
-        let weight = item.weight();
-        let items = self.fill.items.fetch_add(1, Ordering::AcqRel);
-        let bytes = self.fill.bytes.fetch_add(weight, Ordering::AcqRel);
-        if items >= self.capacity.items || bytes + weight > self.capacity.bytes {
-            self.fill.take(&item);
-            return Err(SendError::QueueFull);
-        }
-        self.tx.unbounded_send(item).map_err(|e| {
-            self.fill.take(&e.into_inner());
-            SendError::Closed
+        self.tx.push(item).map_err(|e| match e {
+            PushError::Full => SendError::QueueFull,
+            PushError::Gone => SendError::Closed,
         })
     }
 

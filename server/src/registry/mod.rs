@@ -11,6 +11,7 @@
 //! which never relays again.
 
 mod connection;
+mod queue;
 mod relay;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use crate::protocol::Message;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-pub use connection::{ConnId, Connection, Outbound, Queue, QueueLimits, SendError};
+pub use connection::{ConnId, Connection, SendError};
+pub use queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};
 
 use crate::state::{PluginState, Store};

@@ -10,9 +10,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use super::plugin_log::LogGate;
 use super::timers::Timers;
-use crate::config::{Limits, OutboundHttp};
+use crate::config::{Limits, OutboundHttp, Timeouts};
 use crate::outbound::OutboundPolicy;
 use crate::outbound::http::HttpClient;
+use crate::outbound::upstream::{UpstreamSettings, Upstreams};
 use crate::registry::{Registry, Scope};
 
 pub struct PluginEnv {
@@ -21,6 +22,9 @@ pub struct PluginEnv {
     pub limits: Limits,
     /// Shared by every version of the plugin, so timers survive a reload.
     pub timers: Arc<Timers>,
+    /// Shared by every version of the plugin, so upstreams stay open
+    /// across a reload.
+    pub upstreams: Arc<Upstreams>,
     /// Subprotocols the plugin speaks, from its sidecar, in order of
     /// preference.
     pub subprotocols: Vec<String>,
@@ -46,13 +50,16 @@ pub struct Grants {
 
 impl PluginEnv {
     /// Plugin `name` in its scope of `registry`, with its own timers and
-    /// nothing granted: no files, environment or subprotocols.
+    /// upstreams (on the default timeouts) and nothing granted: no files,
+    /// environment, subprotocols or outbound hosts.
     pub fn new(name: &str, registry: &Registry, limits: Limits) -> PluginEnv {
+        let upstreams = UpstreamSettings::new(&limits, &Timeouts::default());
         PluginEnv {
             name: Arc::from(name),
             scope: registry.scope(name),
             log_gate: LogGate::new(limits.log_lines_per_second),
             http: HttpClient::new(name, OutboundHttp::default()),
+            upstreams: Upstreams::new(name, upstreams),
             limits,
             timers: Arc::new(Timers::default()),
             subprotocols: Vec::new(),
@@ -63,6 +70,11 @@ impl PluginEnv {
     /// Timers shared with the plugin's other versions.
     pub fn with_timers(self, timers: Arc<Timers>) -> PluginEnv {
         PluginEnv { timers, ..self }
+    }
+
+    /// Upstreams shared with the plugin's other versions.
+    pub fn with_upstreams(self, upstreams: Arc<Upstreams>) -> PluginEnv {
+        PluginEnv { upstreams, ..self }
     }
 
     pub fn with_subprotocols(self, subprotocols: Vec<String>) -> PluginEnv {

@@ -17,6 +17,7 @@ use super::bindings::{Error, LogLevel, Message, StateError as HostStateError, Up
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
 use crate::outbound::http::HttpHooks;
+use crate::outbound::upstream::CallError;
 use crate::protocol::{Message as WsMessage, close};
 use crate::registry::{ConnId, Connection, GroupKind, Listening, Scope, SendError, Target};
 use crate::state::StateError;
@@ -37,6 +38,8 @@ pub struct HostState {
     deliveries_left: usize,
     /// The running call was told its delivery budget is spent (logged once).
     budget_warned: bool,
+    /// The plugin exports the upstream hooks: it may open upstreams.
+    pub(super) upstream_hooks: bool,
 }
 
 impl HostState {
@@ -57,6 +60,7 @@ impl HostState {
             limits,
             deadline: Instant::now(),
             budget_warned: false,
+            upstream_hooks: false,
         }
     }
 
@@ -180,6 +184,18 @@ fn state_error(e: StateError) -> HostStateError {
         StateError::InvalidArgument => HostStateError::InvalidArgument,
         StateError::NotANumber => HostStateError::NotANumber,
         StateError::Unavailable(_) => HostStateError::Unavailable,
+    }
+}
+
+fn upstream_error(e: CallError) -> UpstreamError {
+    match e {
+        CallError::InvalidUrl => UpstreamError::InvalidUrl,
+        CallError::Denied => UpstreamError::Denied,
+        CallError::LimitReached => UpstreamError::LimitReached,
+        CallError::UnknownUpstream => UpstreamError::UnknownUpstream,
+        CallError::Closed => UpstreamError::Closed,
+        CallError::QueueFull => UpstreamError::QueueFull,
+        CallError::InvalidArgument => UpstreamError::InvalidArgument,
     }
 }
 
@@ -386,31 +402,41 @@ impl host::Host for HostState {
         state.keys(&prefix, limit).await.map_err(state_error)
     }
 
-    // WIP(upstream helper): the host owns outbound WebSocket connections.
+    /// `denied` for a plugin without the `upstream-listener` export: it
+    /// could never hear what became of the upstream.
     fn upstream_connect(
         &mut self,
-        _url: String,
-        _protocols: Vec<String>,
-        _headers: Vec<(String, String)>,
+        url: String,
+        protocols: Vec<String>,
+        headers: Vec<(String, String)>,
     ) -> Result<u64, UpstreamError> {
-        Err(UpstreamError::Denied)
+        if !self.upstream_hooks {
+            tracing::debug!(plugin = %self.env.name,
+                "upstream-connect denied: the plugin does not export upstream-listener");
+            return Err(UpstreamError::Denied);
+        }
+        let env = &self.env;
+        env.upstreams
+            .connect(&env.grants.outbound, &url, protocols, headers)
+            .map_err(upstream_error)
     }
 
-    fn upstream_send(&mut self, _id: u64, _msg: Message) -> Result<(), UpstreamError> {
-        Err(UpstreamError::UnknownUpstream)
+    fn upstream_send(&mut self, id: u64, msg: Message) -> Result<(), UpstreamError> {
+        self.env
+            .upstreams
+            .send(id, msg.into())
+            .map_err(upstream_error)
     }
 
-    fn upstream_close(
-        &mut self,
-        _id: u64,
-        _code: u16,
-        _reason: String,
-    ) -> Result<(), UpstreamError> {
-        Err(UpstreamError::UnknownUpstream)
+    fn upstream_close(&mut self, id: u64, code: u16, reason: String) -> Result<(), UpstreamError> {
+        self.env
+            .upstreams
+            .close(id, code, &reason)
+            .map_err(upstream_error)
     }
 
     fn upstreams(&mut self) -> Vec<u64> {
-        Vec::new()
+        self.env.upstreams.ids()
     }
 
     fn set_timer(&mut self, delay_ms: u32, repeat: bool) -> Result<u64, Error> {

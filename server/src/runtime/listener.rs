@@ -16,6 +16,7 @@ use super::pool::{Instance, InstancePool};
 use super::quarantine::Quarantine;
 use super::timers::TimerTarget;
 use crate::metrics::PluginMetrics;
+use crate::outbound::upstream::{UpstreamEvent, UpstreamId, UpstreamTarget};
 use crate::protocol::{CloseFrame, Message};
 use crate::registry::ConnId;
 
@@ -70,12 +71,16 @@ impl Listener {
         })
     }
 
-    /// Puts this version in service: the plugin's timers fire into it from
-    /// now on. Called once it has started, so a version that fails to start
-    /// never takes the timers from the one serving.
+    /// Puts this version in service: the plugin's timers fire into it, and
+    /// its upstreams' events go to it, from now on. Called once it has
+    /// started, so a version that fails to start never takes them from the
+    /// one serving.
     pub fn activate(self: &Arc<Self>) {
         let target: Arc<dyn TimerTarget> = self.clone();
         self.env.timers.bind(Arc::downgrade(&target));
+        let target: Arc<dyn UpstreamTarget> = self.clone();
+        let hooks = self.pool.has_upstream_hooks();
+        self.env.upstreams.bind(Arc::downgrade(&target), hooks);
     }
 
     /// Instantiates once up front, so a plugin that cannot start (a
@@ -244,8 +249,27 @@ impl TimerTarget for Listener {
     }
 }
 
+/// A trap or overrun in an upstream hook is logged and counted (by the
+/// hook call) and costs only that event: the upstream stays open.
+impl UpstreamTarget for Listener {
+    fn deliver(
+        self: Arc<Self>,
+        id: UpstreamId,
+        event: UpstreamEvent,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let _ = match event {
+                UpstreamEvent::Open => self.on_upstream_open(id).await,
+                UpstreamEvent::Message(msg) => self.on_upstream_message(id, msg).await,
+                UpstreamEvent::Close(frame) => self.on_upstream_close(id, frame).await,
+            };
+        })
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         self.env.timers.release(self);
+        self.env.upstreams.release(self);
     }
 }

@@ -131,7 +131,9 @@ impl InstancePool {
 
     pub async fn instantiate(&self) -> wasmtime::Result<Instance> {
         let pre = &self.pre.pre;
-        let mut store = Store::new(pre.engine(), HostState::new(self.env.clone()));
+        let mut state = HostState::new(self.env.clone());
+        state.upstream_hooks = self.pre.has_upstream_hooks();
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|ctx| {
             if std::time::Instant::now() >= ctx.data().deadline {
@@ -159,6 +161,11 @@ impl InstancePool {
             upstream,
             errors,
         })
+    }
+
+    /// Whether the plugin exports the upstream hooks.
+    pub fn has_upstream_hooks(&self) -> bool {
+        self.pre.has_upstream_hooks()
     }
 
     /// The store an instance would get, without the instance: the least

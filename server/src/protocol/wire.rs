@@ -1,0 +1,340 @@
+//! One side of a WebSocket conversation, whoever the peer is: the socket,
+//! what is queued for it, pings, the idle deadline and the close
+//! handshake. A client's session and a plugin's upstream both run on it;
+//! they differ only in what they do with the messages they read.
+//!
+//! A peer that stops reading blocks writes, never the rest of the server:
+//! a blocked write gives way to an abort (the peer's `shutdown`) and to the
+//! idle and close deadlines.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Interval, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use yawc::{Frame, HttpStream, WebSocketError};
+
+use super::socket::{Incoming, ReadError, Socket};
+use super::{CloseCode, CloseFrame};
+use crate::config::Timeouts;
+use crate::metrics::Traffic;
+use crate::registry::{Outbound, Queue};
+
+/// Frames read, or queued frames written, before the next flush, so one
+/// busy connection cannot hold back what it already produced.
+pub const MAX_BATCH: usize = 256;
+
+/// What the host keeps about the far end of a conversation besides the
+/// socket: how and whether it is closing. Implemented by a client
+/// [`Connection`](crate::registry::Connection) and by an upstream.
+pub trait Peer {
+    /// Its id, for logs.
+    fn id(&self) -> u64;
+    /// Cancelled when the close must happen now, ahead of the queue.
+    fn shutdown(&self) -> &CancellationToken;
+    /// The code and reason the host closed with, if it closed first.
+    fn close_reason(&self) -> Option<CloseFrame>;
+    fn is_closing(&self) -> bool;
+    /// Nothing more may be queued: the conversation is ending.
+    fn mark_closing(&self);
+    /// Queues a close after what is already queued (the idle timeout).
+    fn close(&self, code: CloseCode, reason: &str);
+    /// Closes now, ahead of the queue (the peer broke the protocol).
+    fn abort(&self, code: CloseCode, reason: &str);
+}
+
+/// What woke the conversation up.
+pub enum Event {
+    Abort,
+    Frame(Option<Result<Incoming, ReadError>>),
+    Queued(Option<Outbound>),
+    Ping,
+    Deadline,
+}
+
+/// The socket and everything that decides what is written to it and when.
+pub struct Wire<P: Peer, S = HttpStream> {
+    pub socket: Socket<S>,
+    queue: Queue,
+    /// Fires when the conversation must close now, ahead of its queue
+    /// (slow consumer, bad input, shutdown).
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The idle deadline until a close frame of ours is out, then the
+    /// deadline for the peer's reply to it.
+    deadline: Pin<Box<Sleep>>,
+    ping: Interval,
+    /// We have started our close: nothing else will be written, and only
+    /// the peer's reply (or the deadline) is awaited.
+    close_sent: bool,
+    /// Our close frame is in the socket. Until it is, closing the socket
+    /// would make yawc write a 1000 of its own in its place.
+    close_written: bool,
+    /// Frames were written since the last flush.
+    unflushed: bool,
+    /// When the current burst of frames arrived (one clock read per
+    /// burst, not per frame).
+    pub last_frame: Instant,
+    pub peer: Arc<P>,
+    timeouts: Timeouts,
+    /// Counts what is written.
+    sent: Traffic,
+    /// What a message written may weigh: no more than a client may send.
+    pub max_message_size: usize,
+}
+
+impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
+    /// The first ping goes out after `first_ping`, then one every
+    /// `timeouts.ping_interval`.
+    pub fn new(
+        socket: Socket<S>,
+        queue: Queue,
+        peer: Arc<P>,
+        timeouts: Timeouts,
+        first_ping: std::time::Duration,
+        sent: Traffic,
+        max_message_size: usize,
+    ) -> Self {
+        let now = Instant::now();
+        Wire {
+            socket,
+            queue,
+            shutdown: Box::pin(peer.shutdown().clone().cancelled_owned()),
+            deadline: Box::pin(tokio::time::sleep(timeouts.idle)),
+            ping: tokio::time::interval_at(now + first_ping, timeouts.ping_interval),
+            close_sent: false,
+            close_written: false,
+            unflushed: false,
+            last_frame: now,
+            peer,
+            timeouts,
+            sent,
+            max_message_size,
+        }
+    }
+
+    /// Flushes what the last step wrote, then waits for the next event.
+    pub async fn next_event(&mut self) -> Result<Event, CloseFrame> {
+        if self.unflushed {
+            self.flush().await?;
+        }
+        Ok(tokio::select! {
+            biased;
+            _ = self.shutdown.as_mut(), if !self.close_sent => Event::Abort,
+            next = self.socket.next() => Event::Frame(next),
+            item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
+            _ = self.ping.tick(), if !self.close_sent => Event::Ping,
+            _ = self.deadline.as_mut() => Event::Deadline,
+        })
+    }
+
+    /// Handles every event but a frame, which is the caller's.
+    pub async fn on_event(&mut self, event: Event) -> Result<(), CloseFrame> {
+        match event {
+            Event::Abort => self.abort().await,
+            Event::Queued(Some(item)) => {
+                self.write(item).await?;
+                self.write_queued().await
+            }
+            Event::Queued(None) => Err(self.over(CloseCode::ABNORMAL)),
+            Event::Ping => self.feed(Frame::ping(Bytes::new())).await,
+            Event::Deadline => self.on_deadline(),
+            Event::Frame(_) => Ok(()),
+        }
+    }
+
+    /// Writes one queued item (or a reply) for the next flush.
+    pub async fn write(&mut self, item: Outbound) -> Result<(), CloseFrame> {
+        match item {
+            Outbound::Data(msg) => {
+                self.sent.count(msg.len());
+                self.feed(msg.into_frame()).await
+            }
+            Outbound::Close(frame) => self.send_close(frame).await,
+        }
+    }
+
+    /// Writes what is queued now, up to a batch, unless a close is out.
+    pub async fn write_queued(&mut self) -> Result<(), CloseFrame> {
+        for _ in 0..MAX_BATCH {
+            if self.close_sent {
+                break;
+            }
+            let Some(item) = self.queue.try_recv() else {
+                break;
+            };
+            self.write(item).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes now, ahead of anything still queued.
+    async fn abort(&mut self) -> Result<(), CloseFrame> {
+        let frame = self.over(CloseCode::GOING_AWAY);
+        self.send_close(frame).await
+    }
+
+    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), CloseFrame> {
+        self.close_sent = true;
+        self.deadline
+            .as_mut()
+            .reset(Instant::now() + self.timeouts.close);
+        self.peer.shutdown().cancel();
+        self.feed(frame.to_frame()).await?;
+        self.close_written = true;
+        Ok(())
+    }
+
+    async fn feed(&mut self, frame: Frame) -> Result<(), CloseFrame> {
+        self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
+        if Pin::new(&mut self.socket).start_send(frame).is_err() {
+            return Err(self.over(CloseCode::ABNORMAL));
+        }
+        self.unflushed = true;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), CloseFrame> {
+        self.blocked(|socket, cx| socket.poll_flush(cx)).await?;
+        self.unflushed = false;
+        Ok(())
+    }
+
+    /// Waits for the socket, e.g. for room in its write buffer. A peer
+    /// that does not read can keep this waiting, so an abort ends the
+    /// conversation (`finish` still tries to send the close frame) and the
+    /// deadlines still apply.
+    async fn blocked(
+        &mut self,
+        mut poll: impl FnMut(Pin<&mut Socket<S>>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
+    ) -> Result<(), CloseFrame> {
+        enum Woken {
+            Done(Result<(), WebSocketError>),
+            Abort,
+            Deadline,
+        }
+        loop {
+            let woken = poll_fn(|cx| {
+                if let Poll::Ready(done) = poll(Pin::new(&mut self.socket), cx) {
+                    return Poll::Ready(Woken::Done(done));
+                }
+                if !self.close_sent && self.shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Abort);
+                }
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woken::Deadline);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woken {
+                Woken::Done(Ok(())) => return Ok(()),
+                Woken::Done(Err(_)) => return Err(self.over(CloseCode::ABNORMAL)),
+                Woken::Abort => return Err(self.over(CloseCode::GOING_AWAY)),
+                Woken::Deadline => self.on_deadline()?,
+            }
+        }
+    }
+
+    /// The idle deadline re-arms itself while frames keep coming; past it,
+    /// or past the wait for the peer's close reply, the conversation ends.
+    fn on_deadline(&mut self) -> Result<(), CloseFrame> {
+        if self.close_sent || self.peer.is_closing() {
+            return Err(self.over(CloseCode::ABNORMAL));
+        }
+        let now = Instant::now();
+        let due = self.last_frame + self.timeouts.idle;
+        if due <= now {
+            // Queues the close frame; the deadline becomes the wait for
+            // the reply once it is out, or ends a socket too stuck to take it.
+            self.peer.close(CloseCode::GOING_AWAY, "idle timeout");
+            self.deadline.as_mut().reset(now + self.timeouts.close);
+        } else {
+            self.deadline.as_mut().reset(due);
+        }
+        Ok(())
+    }
+
+    /// Runs a hook call. A slow one (it yielded) does not hold up what
+    /// others queue for this peer: that is written meanwhile.
+    pub async fn while_running<R>(
+        &mut self,
+        mut hook: Pin<&mut impl Future<Output = R>>,
+    ) -> Result<R, CloseFrame> {
+        // Most hook calls finish without ever yielding.
+        if let Some(result) = hook.as_mut().now_or_never() {
+            return Ok(result);
+        }
+        // Boxed: this is the rare case, and inline its state would add to
+        // every connection's task.
+        Box::pin(self.write_alongside(hook)).await
+    }
+
+    async fn write_alongside<R>(
+        &mut self,
+        mut hook: Pin<&mut impl Future<Output = R>>,
+    ) -> Result<R, CloseFrame> {
+        // A failed write ends the conversation, but only once the hook is
+        // done: dropping a call midway would waste its instance.
+        let mut over = None;
+        loop {
+            tokio::select! {
+                biased;
+                result = hook.as_mut() => return over.map_or(Ok(result), Err),
+                item = self.queue.recv(), if !self.close_sent && over.is_none() => {
+                    let Some(item) = item else { continue };
+                    let written = async {
+                        self.write(item).await?;
+                        self.write_queued().await?;
+                        self.flush().await
+                    };
+                    over = written.await.err();
+                }
+            }
+        }
+    }
+
+    /// The close code and reason the host chose, else `default`.
+    pub fn over(&self, default: CloseCode) -> CloseFrame {
+        self.peer
+            .close_reason()
+            .unwrap_or_else(|| CloseFrame::new(default, String::new()))
+    }
+
+    /// Closes for a peer that broke the protocol, with the code the
+    /// failure calls for (the one yawc has sent, for its own errors): that
+    /// is what the plugin hears. A connection that simply broke is 1006.
+    pub fn read_error(&self, e: ReadError) -> CloseFrame {
+        let Some(code) = e.close_code() else {
+            return self.over(CloseCode::ABNORMAL);
+        };
+        let reason = e.reason();
+        tracing::debug!(peer = self.peer.id(), "peer broke the protocol: {reason}");
+        self.peer.abort(code, &reason);
+        self.over(code)
+    }
+
+    /// Ends the close handshake: the host's close frame if it chose to
+    /// close but could not send it yet (bad input, a stuck socket), then
+    /// the echo of the peer's close that yawc queued.
+    pub async fn finish(&mut self) {
+        self.peer.mark_closing();
+        let close = self.timeouts.close;
+        if !self.close_written
+            && let Some(frame) = self.peer.close_reason()
+        {
+            let sent = tokio::time::timeout(close, self.socket.send(frame.to_frame())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // A socket too stuck to take our close frame in time is
+                // dropped: closing it would send yawc's 1000 instead, and
+                // tell the peer all was well.
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(close, self.socket.close()).await;
+    }
+}
