@@ -248,6 +248,26 @@ async fn on_error_hears_of_traps_and_overruns_once_each() {
 }
 
 #[tokio::test]
+async fn a_hook_waiting_in_a_host_call_is_cut_off_at_its_deadline() {
+    let (_dir, server) = fixtures(&["--hook-timeout", "300ms"]).await;
+    let mut victim = server.connect("/ws/trap").await;
+    let start = Instant::now();
+    send_text(&mut victim, "sleep").await;
+    let (code, _) = expect_close(&mut victim).await;
+    let took = start.elapsed();
+    assert_eq!(code, 1011);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        server
+            .logs()
+            .contains("on-message ran past its 300ms deadline")
+    );
+    let mut other = server.connect("/ws/trap").await;
+    send_text(&mut other, "ok").await;
+    assert_eq!(next_text(&mut other).await, "ok");
+}
+
+#[tokio::test]
 async fn a_runaway_hook_hits_its_deadline_while_others_keep_working() {
     let (_dir, server) = fixtures(&["--hook-timeout", "300ms"]).await;
     let mut victim = server.connect("/ws/spin").await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Trap;
 
+use super::engine::EPOCH_TICK;
 use super::env::PluginEnv;
 use super::hook::{Hook, OpenDecision, OpenRequest};
 use super::load_error::{LoadError, Stage};
@@ -107,7 +108,15 @@ impl Listener {
         })?;
         let start = Instant::now();
         loan.instance().begin_call(start + self.hook_timeout);
-        let result = f(loan.instance()).await;
+        // The epoch interrupts guest code at the deadline, but not a host
+        // call the guest waits in (a WASI sleep or poll): a few ticks past
+        // the deadline the call is dropped, abandoning the instance, so the
+        // deadline holds whatever the guest waits on.
+        let cutoff = start + self.hook_timeout + 5 * EPOCH_TICK;
+        let call = tokio::time::timeout_at(cutoff.into(), f(loan.instance()));
+        let result = call
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)));
         self.metrics.observe_hook(hook.index(), start.elapsed());
         match result {
             Ok(value) => {
