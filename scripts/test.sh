@@ -36,21 +36,25 @@ HOST_CRATES=(-p wsgate -p wsgate-tests -p wsgate-bench)
 
 # Test dependencies that need no build: one after another, since apt
 # allows one installer at a time.
+# The steps below that run several commands chain them with &&: run_step
+# calls a step as `step || rc=$?`, and bash ignores `set -e` inside anything
+# left of `||`, so without the chain a failure in the middle of a step would
+# go unnoticed unless its last command failed too.
 services() {
-  "$ROOT/scripts/setup-redis.sh"
-  "$ROOT/tests/browser/setup.sh"
-  if [ -x "$AUTOBAHN/setup.sh" ]; then "$AUTOBAHN/setup.sh"; fi
+  "$ROOT/scripts/setup-redis.sh" &&
+    "$ROOT/tests/browser/setup.sh" &&
+    if [ -x "$AUTOBAHN/setup.sh" ]; then "$AUTOBAHN/setup.sh"; fi
 }
 
 guest_plugins() {
-  "$ROOT/scripts/build-python-plugins.sh" "$WSGATE_TEST_PLUGINS"
-  "$ROOT/scripts/build-js-plugins.sh" "$WSGATE_TEST_PLUGINS"
-  # clang and wasi-libc from apt (after the services' packages: apt.sh
-  # takes turns), then wit-bindgen, compiled once into the tool cache.
-  "$ROOT/scripts/setup-c.sh"
-  "$ROOT/scripts/build-c-plugins.sh" "$WSGATE_TEST_PLUGINS"
-  # The JavaScript SDK's TypeScript types must be what the WIT says now.
-  "$ROOT/scripts/check-js-types.sh"
+  "$ROOT/scripts/build-python-plugins.sh" "$WSGATE_TEST_PLUGINS" &&
+    "$ROOT/scripts/build-js-plugins.sh" "$WSGATE_TEST_PLUGINS" &&
+    # clang and wasi-libc from apt (after the services' packages: apt.sh
+    # takes turns), then wit-bindgen, compiled once into the tool cache.
+    "$ROOT/scripts/setup-c.sh" &&
+    "$ROOT/scripts/build-c-plugins.sh" "$WSGATE_TEST_PLUGINS" &&
+    # The JavaScript SDK's TypeScript types must be what the WIT says now.
+    "$ROOT/scripts/check-js-types.sh"
 }
 
 # clippy-driver as the workspace members' compiler: every later cargo
@@ -77,17 +81,17 @@ lint_while_building() {
 # test runners; their integration tests serve the plugins built above.
 sdk_tests() {
   # Rust listeners' unit tests run natively, on the SDK's in-memory host.
-  cargo test --quiet -p chat -p relay -p wsgate-sdk --features wsgate-sdk/testing
-  "$ROOT/scripts/test-python-sdk.sh" -q
-  "$ROOT/scripts/test-js-sdk.sh"
+  cargo test --quiet -p chat -p relay -p auth-chat -p wsgate-sdk --features wsgate-sdk/testing &&
+    "$ROOT/scripts/test-python-sdk.sh" -q &&
+    "$ROOT/scripts/test-js-sdk.sh"
 }
 
 rust_plugins() {
-  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker auth-chat relay
-  "$ROOT/scripts/build-fixtures.sh" "$WSGATE_TEST_FIXTURES"
-  # The benchmarks' fan-out plugin (its own workspace).
-  CARGO_TARGET_DIR=$TARGET_DIR/bench-fanout cargo build --quiet --release \
-    --target wasm32-wasip2 --manifest-path "$ROOT/bench/fanout-plugin/Cargo.toml"
+  "$ROOT/scripts/build-rust-plugins.sh" "$WSGATE_TEST_PLUGINS" echo chat ticker auth-chat relay &&
+    "$ROOT/scripts/build-fixtures.sh" "$WSGATE_TEST_FIXTURES" &&
+    # The benchmarks' fan-out plugin (its own workspace).
+    CARGO_TARGET_DIR=$TARGET_DIR/bench-fanout cargo build --quiet --release \
+      --target wasm32-wasip2 --manifest-path "$ROOT/bench/fanout-plugin/Cargo.toml"
 }
 
 run_step toolchain "$ROOT/scripts/setup.sh"
