@@ -509,6 +509,20 @@ impl Server {
         rss_kib(self.pid()).0
     }
 
+    /// Asserts the server grew by less than `bound_mib` over `base_kib`
+    /// (what `rss_kib` said before `attack`), and logs by how much.
+    pub fn assert_rss_within(&self, base_kib: u64, bound_mib: u64, attack: &str) {
+        let now = self.rss_kib();
+        eprintln!(
+            "RSS {attack}: {base_kib} KiB before, {now} KiB after (+{} KiB; bound +{bound_mib} MiB)",
+            now.saturating_sub(base_kib)
+        );
+        assert!(
+            now < base_kib + bound_mib * 1024,
+            "{attack}: RSS grew from {base_kib} KiB to {now} KiB (bound +{bound_mib} MiB)"
+        );
+    }
+
     /// Kills the process without warning, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

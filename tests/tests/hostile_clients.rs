@@ -24,19 +24,6 @@ async fn still_served(ws: &mut Client, what: &str) {
     );
 }
 
-/// Asserts the server grew by less than `bound_mib` over `base_kib`.
-fn assert_rss_within(server: &Server, base_kib: u64, bound_mib: u64, attack: &str) {
-    let now = server.rss_kib();
-    eprintln!(
-        "RSS {attack}: {base_kib} KiB before, {now} KiB after (+{} KiB; bound +{bound_mib} MiB)",
-        now.saturating_sub(base_kib)
-    );
-    assert!(
-        now < base_kib + bound_mib * 1024,
-        "{attack}: RSS grew from {base_kib} KiB to {now} KiB (bound +{bound_mib} MiB)"
-    );
-}
-
 /// Clients that send an upgrade request and vanish while `on-open` runs:
 /// every connection that `on-open` accepted gets its `on-close`, nothing
 /// stays registered, subscribed or counted on its route.
@@ -114,7 +101,7 @@ async fn abandoned_handshakes_leave_nothing_behind() {
             .is_some_and(|l| l == "last-close /ws/lifecycle/room/{channel}"),
         "{events}"
     );
-    assert_rss_within(&server, base, 64, "abandoned handshakes");
+    server.assert_rss_within(base, 64, "abandoned handshakes");
 }
 
 /// A client that sends pings and never reads the pongs: the server answers
@@ -140,7 +127,7 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
     let _ = tokio::time::timeout(Duration::from_secs(4), flooding).await;
     still_served(&mut echo, "during the flood").await;
     eprintln!("PING FLOOD: {} MiB of pings written", sent >> 20);
-    assert_rss_within(&server, base, 48, "ping flood");
+    server.assert_rss_within(base, 48, "ping flood");
 }
 
 /// Messages begun and never finished, as fragments or as one frame still
@@ -181,7 +168,7 @@ async fn unfinished_messages_share_one_budget() {
         eprintln!("{attack}: {held} of 160 held (1 MiB each), {refused} refused with 1013");
         assert!(held <= 64, "{attack}: {held} held");
         assert!(refused > 0, "{attack}: none refused with 1013");
-        assert_rss_within(&server, base, 128, attack);
+        server.assert_rss_within(base, 128, attack);
     }
 }
 
@@ -210,7 +197,7 @@ async fn a_member_who_never_reads_pins_at_most_its_byte_bound() {
             .expect("the reading member keeps getting the channel");
         assert_eq!(got.len(), body.len());
     }
-    assert_rss_within(&server, base, 40, "a stuck member of a busy channel");
+    server.assert_rss_within(base, 40, "a stuck member of a busy channel");
     // The stuck member was closed as a slow consumer (while it still holds
     // its socket open).
     let info = server.admin_info("?connections=true").await;
@@ -329,7 +316,7 @@ async fn what_a_plugin_can_make_the_server_hold_is_bounded() {
         "{logs}"
     );
     still_served(&mut echo, "after the plugin's attempts").await;
-    assert_rss_within(&server, base, 96, "a plugin pushing its limits");
+    server.assert_rss_within(base, 96, "a plugin pushing its limits");
 }
 
 /// Reads until the peer closes (true) or `wait` passes (false).
@@ -442,7 +429,7 @@ async fn listeners_hold_no_connection_for_nothing() {
         info, 401,
         "an unauthenticated request is answered, not dropped"
     );
-    assert_rss_within(&server, base, 32, "listener abuse");
+    server.assert_rss_within(base, 32, "listener abuse");
 }
 
 /// Requests and frames that break the protocols are refused the way the

@@ -266,15 +266,7 @@ async fn quota_holds(server: &Server, quota: usize, bound_mib: u64, what: &str) 
     assert_eq!(ask(&mut ws, "del fill:0").await, "Ok(())");
     assert_eq!(ask(&mut ws, &more).await, "Ok(())");
     still_served(&mut echo, "after").await;
-    let now = server.rss_kib();
-    eprintln!(
-        "RSS {what}: {base} KiB before, {now} KiB after (+{} KiB; bound +{bound_mib} MiB)",
-        now.saturating_sub(base)
-    );
-    assert!(
-        now < base + bound_mib * 1024,
-        "{what}: RSS grew from {base} KiB to {now} KiB (bound +{bound_mib} MiB)"
-    );
+    server.assert_rss_within(base, bound_mib, what);
 }
 
 #[tokio::test]

@@ -611,19 +611,6 @@ async fn upstreams_outlive_a_reload_and_close_with_the_plugin_or_the_server() {
     );
 }
 
-/// The server's memory grew by less than `bound_mib`.
-fn assert_rss_within(server: &Server, base_kib: u64, bound_mib: u64, attack: &str) {
-    let now = server.rss_kib();
-    eprintln!(
-        "RSS {attack}: {base_kib} KiB before, {now} KiB after (+{} KiB; bound +{bound_mib} MiB)",
-        now.saturating_sub(base_kib)
-    );
-    assert!(
-        now < base_kib + bound_mib * 1024,
-        "{attack}: RSS grew from {base_kib} KiB to {now} KiB (bound +{bound_mib} MiB)"
-    );
-}
-
 /// Another client of the same plugin is answered promptly.
 async fn honest_is_served(honest: &mut Dialer, during: &str) {
     let asked = Instant::now();
@@ -703,12 +690,7 @@ async fn a_huge_message_or_a_flood_from_an_upstream_is_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("flood: {sent} messages in 3 s, all delivered");
-    assert_rss_within(
-        &server,
-        base,
-        24,
-        "a huge message and a flood from an upstream",
-    );
+    server.assert_rss_within(base, 24, "a huge message and a flood from an upstream");
 }
 
 #[tokio::test]
@@ -785,12 +767,7 @@ async fn upstreams_that_stall_are_given_up_within_their_timeouts() {
         .unwrap();
     assert!((64..1000).contains(&sent), "{filled}");
     honest_is_served(&mut honest, "while an upstream does not read").await;
-    assert_rss_within(
-        &server,
-        base,
-        24,
-        "4 MiB queued for an upstream that does not read",
-    );
+    server.assert_rss_within(base, 24, "4 MiB queued for an upstream that does not read");
     assert_eq!(d.ask(&format!("close {id} 1000 bye")).await, "Ok(())");
     let closing = Instant::now();
     assert_eq!(
@@ -836,5 +813,5 @@ async fn upstreams_that_stall_are_given_up_within_their_timeouts() {
         .expect("the host closed the socket")
         .unwrap();
     honest_is_served(&mut honest, "after").await;
-    assert_rss_within(&server, base, 24, "stalling upstreams");
+    server.assert_rss_within(base, 24, "stalling upstreams");
 }
