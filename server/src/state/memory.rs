@@ -57,10 +57,6 @@ impl Memory {
         let _ = entries.purge(now);
         op(&mut entries, now)
     }
-
-    fn deadline(&self, ttl: Option<Duration>) -> Option<u64> {
-        ttl.map(|ttl| self.now() + ttl.as_millis() as u64)
-    }
 }
 
 #[async_trait]
@@ -76,8 +72,8 @@ impl Backend for Memory {
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
     ) -> Result<(), StateError> {
-        let expires = self.deadline(ttl);
         self.with(plugin, |t, now| {
+            let expires = table::expiry(ttl, now);
             table::set(t, key, value.as_deref(), expires, self.quota, now)
         })
     }

@@ -333,7 +333,7 @@ impl Backend for Sqlite {
     ) -> Result<(), StateError> {
         let (key, quota) = (key.to_owned(), self.quota);
         self.write(plugin, move |rows, now| {
-            let expires = ttl.map(|ttl| now + ttl.as_millis() as u64);
+            let expires = table::expiry(ttl, now);
             table::set(rows, &key, value.as_deref(), expires, quota, now)
         })
         .await

@@ -11,6 +11,8 @@
 //! still count against the quota until purged: a write that would go over
 //! it purges the plugin's expired entries first.
 
+use std::time::Duration;
+
 use super::{StateError, cost};
 
 /// An entry as stored, live or not.
@@ -44,6 +46,12 @@ pub trait Table {
 
 pub fn get(t: &mut impl Table, key: &str, now: u64) -> Result<Option<Vec<u8>>, StateError> {
     Ok(t.load(key)?.filter(|s| s.live(now)).map(|s| s.value))
+}
+
+/// When a key set at `now` with `ttl` expires, in the clock `now` is read
+/// from.
+pub fn expiry(ttl: Option<Duration>, now: u64) -> Option<u64> {
+    ttl.map(|ttl| now + ttl.as_millis() as u64)
 }
 
 /// Sets `key` to `value` (`None` deletes it), expiring at `expires`.
