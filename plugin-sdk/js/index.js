@@ -12,7 +12,7 @@
 // any event, so never keep state in module variables: per-connection data
 // belongs in host.setAttribute, plugin-wide data in host.stateSet.
 
-import * as host from 'wsgate:plugin/host@0.1.1';
+import * as host from 'wsgate:plugin/host@0.1.2';
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 
 export { host };
