@@ -1370,6 +1370,9 @@ class FakeHost:
             raise TypeError("history must be a wsgate_testing.HistoryConfig")
         #: The sidecar's ``[history]``, or None: nothing recorded.
         self.history_config = history
+        #: Set to a HistoryError (e.g. ``UNAVAILABLE``: Redis is down) to make
+        #: ``publish_recorded`` and ``history`` fail with it.
+        self.history_error: Optional[HistoryError] = None
         self._histories: Dict[str, _ChannelHistory] = {}
         #: URL (or "METHOD URL") -> reply, for outbound HTTP.
         self.http: Dict[str, object] = dict(http or {})
@@ -1629,6 +1632,8 @@ class FakeHost:
             raise Err(HistoryError.INVALID_ARGUMENT)
         if not self._recorded(channel):
             raise Err(HistoryError.NOT_RECORDED)
+        if self.history_error is not None:
+            raise Err(self.history_error)
         history = self._history(channel)
         if positioned is not None:
             before, after = positioned
@@ -1655,6 +1660,8 @@ class FakeHost:
             raise Err(HistoryError.INVALID_ARGUMENT)
         if not self._recorded(channel):
             raise Err(HistoryError.NOT_RECORDED)
+        if self.history_error is not None:
+            raise Err(self.history_error)
         return self._history(channel).page(since, min(limit, self.history_config.size))
 
     def channels(self) -> List[str]:

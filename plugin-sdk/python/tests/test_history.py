@@ -283,3 +283,12 @@ def test_what_is_published_during_on_open_follows_what_on_open_sends(host):
                                                        wsgate.OpenDecision.reject(400, "no"))[1]),
                         route=ROUTE, params={"channel": "lobby"})
     assert refused.inbox == []
+
+
+def test_a_history_error_can_be_played(host):
+    wsgate.publish_recorded("lobby", "x")
+    host.history_error = HistoryError.UNAVAILABLE
+    assert host_error(wsgate.history, "lobby") is HistoryError.UNAVAILABLE
+    assert host_error(wsgate.publish_recorded, "lobby", "y") is HistoryError.UNAVAILABLE
+    host.history_error = None
+    assert texts(wsgate.history("lobby")) == ["x"]
