@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/host@0.1.1' {
+declare module 'wsgate:plugin/host@0.1.2' {
   /**
    * Queues a message for one connection.
    */
@@ -25,18 +25,47 @@ declare module 'wsgate:plugin/host@0.1.1' {
    */
   export function publish(channel: string, msg: Message, except: ConnectionId | undefined): number;
   /**
-   * Channels with at least one subscriber.
+   * Publishes as `publish` does, and records the message in the
+   * channel's history (the sidecar's `[history] channels` must match
+   * the channel, else `not-recorded`). Returns the message's position;
+   * a `positioned` publication is delivered and recorded with that
+   * position filled in.
+   */
+  export function publishRecorded(channel: string, publication: Publication, except: ConnectionId | undefined): Published;
+  /**
+   * The channel's recorded messages after `since` (all kept ones for
+   * `none`), oldest first, at most `limit` (and the history's size);
+   * `recovered` says whether the whole gap since `since` was kept.
+   */
+  export function history(channel: string, since: Position | undefined, limit: number): HistoryPage;
+  /**
+   * Channels with at least one subscriber. In a cluster: on any node.
    */
   export function channels(): Array<string>;
   /**
-   * Subscribers of one channel.
+   * Subscribers of one channel. In a cluster: on every node.
    */
   export function subscribers(channel: string): BigUint64Array;
   /**
-   * This plugin's open connections.
+   * `channels` on this node only.
+   */
+  export function nodeChannels(): Array<string>;
+  /**
+   * `subscribers` on this node only.
+   */
+  export function nodeSubscribers(channel: string): BigUint64Array;
+  /**
+   * This plugin's open connections (on this node).
    */
   export function connections(): BigUint64Array;
+  /**
+   * This plugin's open connections. In a cluster: on every node.
+   */
   export function connectionCount(): number;
+  /**
+   * `connection-count` on this node only.
+   */
+  export function nodeConnectionCount(): number;
   /**
    * Per-connection attributes: the session scope. Gone when the
    * connection closes.
@@ -52,7 +81,15 @@ declare module 'wsgate:plugin/host@0.1.1' {
    */
   export function tag(conn: ConnectionId, tag: string): void;
   export function untag(conn: ConnectionId, tag: string): void;
+  /**
+   * Connections with `tag`. In a cluster: on every node, as
+   * `subscribers` asks.
+   */
   export function tagged(tag: string): BigUint64Array;
+  /**
+   * `tagged` on this node only.
+   */
+  export function nodeTagged(tag: string): BigUint64Array;
   /**
    * Sends to every connection with `tag` except `except`; returns the count.
    */
@@ -114,11 +151,16 @@ declare module 'wsgate:plugin/host@0.1.1' {
    */
   export function cancelTimer(id: bigint): boolean;
   export function log(level: LogLevel, msg: string): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.1').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.1').Message;
-  export type Error = import('wsgate:plugin/types@0.1.1').Error;
-  export type LogLevel = import('wsgate:plugin/types@0.1.1').LogLevel;
-  export type StateError = import('wsgate:plugin/types@0.1.1').StateError;
-  export type UpstreamId = import('wsgate:plugin/types@0.1.1').UpstreamId;
-  export type UpstreamError = import('wsgate:plugin/types@0.1.1').UpstreamError;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.2').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.2').Message;
+  export type Error = import('wsgate:plugin/types@0.1.2').Error;
+  export type LogLevel = import('wsgate:plugin/types@0.1.2').LogLevel;
+  export type StateError = import('wsgate:plugin/types@0.1.2').StateError;
+  export type UpstreamId = import('wsgate:plugin/types@0.1.2').UpstreamId;
+  export type UpstreamError = import('wsgate:plugin/types@0.1.2').UpstreamError;
+  export type Position = import('wsgate:plugin/types@0.1.2').Position;
+  export type Publication = import('wsgate:plugin/types@0.1.2').Publication;
+  export type Published = import('wsgate:plugin/types@0.1.2').Published;
+  export type HistoryPage = import('wsgate:plugin/types@0.1.2').HistoryPage;
+  export type HistoryError = import('wsgate:plugin/types@0.1.2').HistoryError;
 }
