@@ -22,6 +22,7 @@
 //! belongs in [`host::set_attribute`] and plugin-wide data in
 //! [`host::state_set`], never in statics.
 
+pub mod history;
 pub mod http;
 mod position;
 mod request;
@@ -42,7 +43,7 @@ pub mod bindings {
 }
 
 /// Host calls: send, broadcast, close, channels, tags, history, presence,
-/// state, upstreams, timers, log.
+/// state, upstreams, timers, log. [`history`] builds on the history calls.
 #[cfg(not(feature = "testing"))]
 pub use bindings::wsgate::plugin::host;
 pub use bindings::wsgate::plugin::types::{
