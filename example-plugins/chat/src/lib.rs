@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 use wsgate_sdk::history::{self, PublishError};
 use wsgate_sdk::{
-    ConnectionId, Listener, LogLevel, Message, OpenDecision, Position, Request, export_listener,
-    host, log,
+    ConnectionId, HistoryError, Listener, LogLevel, Message, OpenDecision, Position, Request,
+    export_listener, host, log,
 };
 
 const SERVER: &str = "<server>";
@@ -85,10 +85,10 @@ fn render(from: &str, message: &str, channel: &str, to: Option<&str>, pos: Optio
     serde_json::to_string(&body).expect("chat message serializes")
 }
 
-/// Publishes a channel message with its position in it. Should history
-/// fail (Redis not answering, a sidecar without `[history]`), the line
-/// still goes out live, without a position: clients then cannot replay
-/// it, but everyone connected sees it.
+/// Publishes a channel message with its position in it. Served without
+/// its sidecar, the chat records nothing: the line then goes out without
+/// a position, which clients take as a message they cannot resume from.
+/// (When the history backend fails, the server sends nothing at all.)
 fn announce(channel: &str, from: &str, message: &str) {
     let positioned = history::publish_positioned(
         channel,
@@ -102,7 +102,7 @@ fn announce(channel: &str, from: &str, message: &str) {
         LogLevel::Warn,
         format!("recorded publish to {channel} failed: {e}"),
     );
-    if let PublishError::History(_) = e {
+    if e == PublishError::History(HistoryError::NotRecorded) {
         let plain = Message::text(render(from, message, channel, None, None));
         if let Err(e) = host::publish(channel, &plain, None) {
             log(
@@ -529,10 +529,8 @@ mod tests {
             got[0],
             json!({"type": "recovery", "recovered": false, "latest": null})
         );
-        // The chat goes on live, without positions.
-        assert_eq!(story(&got[1..]), [r#"<server>: "bob connected""#]);
-        assert!(got[1].get("pos").is_none());
-        assert_eq!(heard(&host, alice), [pair(SERVER, "bob connected")]);
+        assert_eq!(got.len(), 1, "its join could not be published either");
+        assert!(heard(&host, alice).is_empty());
         let warned = |needle: &str| {
             host.logs()
                 .iter()
@@ -540,6 +538,25 @@ mod tests {
         };
         assert!(warned("history of lobby unreadable"));
         assert!(warned("recorded publish to lobby failed"));
+    }
+
+    #[test]
+    fn served_without_its_sidecar_the_chat_goes_on_without_positions() {
+        let host = FakeHost::<Chat>::new();
+        let alice = join(&host, "alice", "lobby");
+        host.send_text(alice, "hi");
+        let got = received(&host, alice);
+        assert_eq!(
+            story(&got),
+            [r#"<server>: "alice connected""#, r#"alice: "hi""#]
+        );
+        assert!(got.iter().all(|m| m.get("pos").is_none()));
+        // A returning client learns that nothing can be replayed.
+        let bob = join_since(&host, "bob", "lobby", Some("e:1")).unwrap();
+        assert_eq!(
+            story(&received(&host, bob)),
+            ["recovered:false", r#"<server>: "bob connected""#]
+        );
     }
 
     #[test]

@@ -337,8 +337,8 @@ pub mod fake_host {
     }
 
     /// To a recorded channel, as [`publish_recorded`] with a plain
-    /// message; if the history backend is unavailable, delivered but not
-    /// recorded.
+    /// message; if the history backend is unavailable, nothing is sent and
+    /// the answer is [`Error::LimitReached`], as the server answers.
     pub fn publish(
         channel: &str,
         msg: &Message,
@@ -346,11 +346,12 @@ pub mod fake_host {
     ) -> Result<u32, Error> {
         check_name(channel)?;
         with(|f| {
-            if f.history.records(channel) && !f.history.unavailable {
+            if f.history.records(channel) {
                 let plain = Publication::Plain(msg.clone());
-                if let Ok(published) = f.publish_recorded(channel, &plain, except) {
-                    return Ok(published.delivered);
-                }
+                return match f.publish_recorded(channel, &plain, except) {
+                    Ok(published) => Ok(published.delivered),
+                    Err(_) => Err(Error::LimitReached),
+                };
             }
             f.published.push((channel.to_owned(), msg.clone()));
             let ids = f.subscribers_of(channel);
@@ -893,7 +894,10 @@ impl<L: Listener> FakeHost<L> {
     }
 
     /// While `failing`, history calls and `publish-recorded` fail with
-    /// [`HistoryError::Unavailable`], as when Redis does not answer.
+    /// [`HistoryError::Unavailable`], and `publish` to a recorded channel
+    /// with [`Error::LimitReached`], as when Redis does not answer. (The
+    /// server's per-hook delivery budget, `limit-reached`, is not
+    /// modelled.)
     pub fn history_unavailable(&self, failing: bool) {
         with(|f| f.history.unavailable = failing);
     }
@@ -1384,12 +1388,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unavailable_history_fails_recorded_calls_only() {
+    fn an_unavailable_history_fails_publishes_to_recorded_channels() {
         let fake = FakeHost::<Nothing>::new();
-        fake.record_history(HistoryConfig::channels(&["*"]));
+        fake.record_history(HistoryConfig::channels(&["c"]));
         let conn = fake
             .open(request("/ws/c").with_param("channel", "c"))
             .unwrap();
+        host::subscribe(conn, "other").unwrap();
         publish("c", "kept");
         fake.history_unavailable(true);
         let plain = Publication::plain(Message::text("x"));
@@ -1398,7 +1403,12 @@ mod tests {
             Err(HistoryError::Unavailable)
         );
         assert_eq!(host::history("c", None, 1), Err(HistoryError::Unavailable));
-        assert_eq!(host::publish("c", &Message::text("live"), None), Ok(1));
+        assert_eq!(
+            host::publish("c", &Message::text("lost"), None),
+            Err(Error::LimitReached),
+            "nothing sent, as the server"
+        );
+        assert_eq!(host::publish("other", &Message::text("live"), None), Ok(1));
         fake.history_unavailable(false);
         assert_eq!(fake.received_texts(conn), ["kept", "live"]);
         assert_eq!(texts(&host::history("c", None, 10).unwrap()), ["kept"]);
