@@ -68,15 +68,23 @@ function whisper(conn, name, channel, w) {
   }
 }
 
-/** Publishes a channel message, recorded, with its position as "pos". */
+/**
+ * Publishes a channel message, recorded, with its position as "pos";
+ * returns whether it was published.
+ */
 function announce(channel, from, message) {
   const body = bodyOf(from, message, channel);
   try {
     publishPositioned(channel, (pos) => JSON.stringify({ ...body, pos }));
+    return true;
   } catch (e) {
     log('warn', `publish to ${channel} failed: ${hostError(e) ?? e}`);
+    return false;
   }
 }
+
+/** What a sender is told when its line could not be published (the history is unavailable). */
+const NOT_DELIVERED = Message.text(JSON.stringify({ type: 'error', error: 'not delivered; try again' }));
 
 const recovery = (recovered, latest) => Message.text(JSON.stringify({
   type: 'recovery', recovered, latest: latest === undefined ? null : Position.format(latest),
@@ -153,7 +161,11 @@ export function onMessage(conn, msg) {
   if (text === undefined || !who) return;
   const w = parseWhisper(text);
   if (w) whisper(conn, who.name, who.channel, w);
-  else announce(who.channel, who.name, text);
+  else if (!announce(who.channel, who.name, text)) {
+    try {
+      host.send(conn, NOT_DELIVERED);
+    } catch {}
+  }
 }
 
 export function onClose(conn, code, reason) {

@@ -262,3 +262,14 @@ test('history unavailable: the notice says so with latest null, and the client i
   assert.deepEqual(inbox(conn), [recovery(false, undefined)]);
   assert.ok(host.logs.some((l) => l.msg.includes('history of lobby failed')));
 });
+
+test('a line that cannot be recorded is not sent, and its sender is told', () => {
+  const alice = join('alice', 'lobby');
+  const bob = join('bob', 'lobby');
+  alice.take();
+  bob.take();
+  host.historyError = 'unavailable';
+  alice.sendText('hello');
+  assert.deepEqual(alice.take().map((m) => JSON.parse(m.val)), [{ type: 'error', error: 'not delivered; try again' }]);
+  assert.deepEqual(bob.take(), []);
+});

@@ -89,12 +89,20 @@ def whisper(conn, name, channel, w):
 
 
 def announce(channel, sender, message):
-    """Publishes a channel message, recorded, with its position as "pos"."""
+    """Publishes a channel message, recorded, with its position as "pos";
+    returns whether it was published."""
     body = body_of(sender, message, channel)
     try:
         wsgate.publish_positioned(channel, lambda pos: to_json({**body, "pos": pos}))
+        return True
     except HostError as e:
         wsgate.log(LogLevel.WARN, f"publish to {channel} failed: {e.value}")
+        return False
+
+
+# What a sender is told when its line could not be published (the history
+# is unavailable).
+NOT_DELIVERED = to_json({"type": "error", "error": "not delivered; try again"})
 
 
 def recovery(recovered, latest):
@@ -170,8 +178,11 @@ class Listener(wsgate.Listener):
         w = parse_whisper(text)
         if w is not None:
             whisper(conn, ident[0], ident[1], w)
-        else:
-            announce(ident[1], ident[0], text)
+        elif not announce(ident[1], ident[0], text):
+            try:
+                host.send(conn, Message.text(NOT_DELIVERED))
+            except HostError:
+                pass
         return None
 
     def on_close(self, conn, code, reason):

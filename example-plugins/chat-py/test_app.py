@@ -268,3 +268,12 @@ def test_history_unavailable_says_so_and_accepts(host):
     assert conn.accepted
     assert heard(conn) == [recovery(False, None)]
     assert any("history of lobby failed" in log.msg for log in host.logs)
+
+
+def test_a_line_that_cannot_be_recorded_is_not_sent_and_its_sender_is_told(host):
+    ann, bob = join(host, "ann"), join(host, "bob")
+    ann.clear(), bob.clear()
+    host.history_error = HistoryError.UNAVAILABLE
+    ann.send_text("hello")
+    assert ann.json() == [{"type": "error", "error": "not delivered; try again"}]
+    assert bob.json() == []

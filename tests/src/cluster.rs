@@ -52,10 +52,23 @@ pub fn join(name: &str, channel: &str) -> String {
     format!("/ws/chat/{channel}?username={name}")
 }
 
-/// Two nodes with the chat plugin on the Redis at `url`, both seeing each
-/// other.
-pub async fn two_nodes(url: &str, extra: &str) -> (tempfile::TempDir, Node, Node) {
+/// The chat example with its channels not recorded: what the bus tests
+/// use, since a recorded channel's delivery needs Redis (its history is
+/// there), and they show the bus alone (history: tests/tests/history.rs).
+pub fn unrecorded_chat() -> tempfile::TempDir {
     let dir = plugin_dir(example_plugins(), &["chat"]);
+    std::fs::write(
+        dir.path().join("chat.toml"),
+        "routes = [\"/ws/chat/{channel}\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Two nodes with the chat plugin (channels not recorded) on the Redis at
+/// `url`, both seeing each other.
+pub async fn two_nodes(url: &str, extra: &str) -> (tempfile::TempDir, Node, Node) {
+    let dir = unrecorded_chat();
     let a = node(dir.path(), url, extra).await;
     let b = node(dir.path(), url, extra).await;
     until_info(&a.server, "two nodes", |i| {

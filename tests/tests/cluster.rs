@@ -93,7 +93,7 @@ async fn a_redis_restart_costs_only_cross_node_delivery_while_it_lasts() {
 #[tokio::test]
 async fn a_live_nodes_number_is_never_handed_out_again() {
     let redis = Redis::start().await;
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let dir = unrecorded_chat();
     let a = node(dir.path(), &redis.url(), "").await;
     let info = a.server.admin_info("").await;
     let taken = info["cluster"]["node"].as_u64().unwrap();
@@ -122,7 +122,7 @@ async fn a_live_nodes_number_is_never_handed_out_again() {
 #[tokio::test]
 async fn the_bus_delivers_only_what_a_node_itself_would() {
     let redis = Redis::start().await;
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let dir = unrecorded_chat();
     let a = node(dir.path(), &redis.url(), "").await;
     let mut alice = a.server.connect(&join("alice", "lobby")).await;
     drain(&mut alice, QUIET).await;
@@ -170,7 +170,7 @@ async fn the_bus_delivers_only_what_a_node_itself_would() {
 #[tokio::test]
 async fn a_hanging_redis_does_not_grow_the_outbox_without_bound() {
     let redis = Redis::start().await;
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let dir = unrecorded_chat();
     let a = node(dir.path(), &redis.url(), "outbox_bytes = 8388608\n").await;
     let mut alice = a.server.connect(&join("alice", "lobby")).await;
     drain(&mut alice, QUIET).await;
@@ -278,7 +278,7 @@ async fn deliveries_reach_only_the_nodes_that_have_members() {
 #[tokio::test]
 async fn a_hanging_redis_delays_a_join_by_at_most_a_second() {
     let redis = Redis::start().await;
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let dir = unrecorded_chat();
     let a = node(dir.path(), &redis.url(), "").await;
     let mut alice = a.server.connect(&join("alice", "lobby")).await;
     drain(&mut alice, QUIET).await;
@@ -325,7 +325,7 @@ async fn a_hanging_redis_delays_a_join_by_at_most_a_second() {
 #[tokio::test]
 async fn nodes_with_different_partition_counts_are_reported() {
     let redis = Redis::start().await;
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    let dir = unrecorded_chat();
     let a = node(dir.path(), &redis.url(), "").await;
     let b = node(dir.path(), &redis.url(), "partitions = 64\n").await;
     until_info(&a.server, "two nodes", |i| {

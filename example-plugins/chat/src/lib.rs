@@ -89,29 +89,40 @@ fn render(from: &str, message: &str, channel: &str, to: Option<&str>, pos: Optio
 /// its sidecar, the chat records nothing: the line then goes out without
 /// a position, which clients take as a message they cannot resume from.
 /// (When the history backend fails, the server sends nothing at all.)
-fn announce(channel: &str, from: &str, message: &str) {
+/// Publishes a channel message, recorded, with its position as "pos";
+/// returns whether it was published.
+fn announce(channel: &str, from: &str, message: &str) -> bool {
     let positioned = history::publish_positioned(
         channel,
         |pos| render(from, message, channel, None, Some(pos)),
         None,
     );
     let Err(e) = positioned else {
-        return;
+        return true;
     };
     log(
         LogLevel::Warn,
         format!("recorded publish to {channel} failed: {e}"),
     );
-    if e == PublishError::History(HistoryError::NotRecorded) {
-        let plain = Message::text(render(from, message, channel, None, None));
-        if let Err(e) = host::publish(channel, &plain, None) {
+    if e != PublishError::History(HistoryError::NotRecorded) {
+        return false;
+    }
+    let plain = Message::text(render(from, message, channel, None, None));
+    match host::publish(channel, &plain, None) {
+        Ok(_) => true,
+        Err(e) => {
             log(
                 LogLevel::Warn,
                 format!("publish to {channel} failed: {e:?}"),
             );
+            false
         }
     }
 }
+
+/// What a sender is told when its line could not be published (the
+/// history is unavailable).
+const NOT_DELIVERED: &str = r#"{"type":"error","error":"not delivered; try again"}"#;
 
 fn recovery(recovered: bool, latest: Option<&Position>) -> Message {
     let notice = Recovery {
@@ -219,7 +230,11 @@ impl Listener for Chat {
         let (name, channel) = identity(conn)?;
         match serde_json::from_str::<Whisper>(text) {
             Ok(w) => whisper(conn, &name, &channel, w),
-            Err(_) => announce(&channel, &name, text),
+            Err(_) => {
+                if !announce(&channel, &name, text) {
+                    let _ = host::send(conn, &Message::text(NOT_DELIVERED));
+                }
+            }
         }
         None
     }
@@ -538,6 +553,22 @@ mod tests {
         };
         assert!(warned("history of lobby unreadable"));
         assert!(warned("recorded publish to lobby failed"));
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_recorded_is_not_sent_and_its_sender_is_told() {
+        let host = chat_host();
+        let alice = join(&host, "alice", "lobby");
+        let bob = join(&host, "bob", "lobby");
+        received(&host, alice);
+        received(&host, bob);
+        host.history_unavailable(true);
+        host.send_text(alice, "hello");
+        assert_eq!(
+            received(&host, alice),
+            [json!({"type": "error", "error": "not delivered; try again"})]
+        );
+        assert!(received(&host, bob).is_empty());
     }
 
     #[test]
