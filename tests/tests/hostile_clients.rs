@@ -177,7 +177,9 @@ async fn unfinished_messages_share_one_budget() {
 /// is closed as a slow consumer long before it pins the channel's traffic.
 #[tokio::test]
 async fn a_member_who_never_reads_pins_at_most_its_byte_bound() {
-    let dir = plugin_dir(example_plugins(), &["chat"]);
+    // Not recorded: what history keeps is bounded on its own
+    // (limits.history_bytes, tests/tests/history.rs).
+    let dir = wsgate_tests::cluster::unrecorded_chat();
     let server = Server::start(dir.path(), &[]).await;
     let mut reader = server.connect("/ws/chat/lobby?username=reader").await;
     drain(&mut reader, Duration::from_millis(200)).await;

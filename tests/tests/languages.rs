@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::SinkExt;
+use serde_json::Value;
+use wsgate::history::Position;
 use wsgate_tests::tungstenite::Message;
 use wsgate_tests::{
     Client, Server, assert_silent, example_plugins, next_json, next_msg, next_text, plugin_dir,
@@ -20,16 +22,25 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Reads the next chat message and checks all four fields.
-async fn expect_chat(ws: &mut Client, from: &str, message: &str, channel: &str) {
+/// Reads the next chat message and checks all four fields, and its
+/// position where the chat records the channel (a fifth field, `pos`).
+async fn expect_chat(ws: &mut Client, from: &str, message: &str, channel: &str) -> Value {
     let json = next_json(ws).await;
     let obj = json
         .as_object()
         .unwrap_or_else(|| panic!("not an object: {json}"));
+    let positioned = match obj.get("pos") {
+        Some(pos) => {
+            let pos = pos.as_str().unwrap_or_default();
+            assert!(pos.parse::<Position>().is_ok(), "pos: {json}");
+            1
+        }
+        None => 0,
+    };
     assert_eq!(
         obj.len(),
-        4,
-        "exactly from/message/channel/timestamp: {json}"
+        4 + positioned,
+        "exactly from/message/channel/timestamp (and pos): {json}"
     );
     assert_eq!(json["from"], from, "{json}");
     assert_eq!(json["message"], message, "{json}");
@@ -41,6 +52,66 @@ async fn expect_chat(ws: &mut Client, from: &str, message: &str, channel: &str) 
         ts.abs_diff(now_ms()) < 60_000,
         "timestamp {ts} is not now: {json}"
     );
+    json
+}
+
+fn position_of(json: &Value) -> Position {
+    let pos = json["pos"].as_str().unwrap_or_default();
+    pos.parse()
+        .unwrap_or_else(|_| panic!("no position: {json}"))
+}
+
+/// The chats that record their channels: every channel message carries its
+/// position, and a client that comes back with `since` gets what it
+/// missed, in order, then the recovery notice; a `since` that is no
+/// position is refused, one of another epoch starts the client afresh.
+async fn resume_scenario(name: &str) {
+    let dir = plugin_dir(example_plugins(), &[name]);
+    let server = Server::start(dir.path(), &[]).await;
+    let url = |user: &str| format!("/ws/{name}/lobby?username={user}");
+    let mut alice = server.connect(&url("alice")).await;
+    let joined =
+        position_of(&expect_chat(&mut alice, "<server>", "alice connected", "lobby").await);
+    let mut positions = vec![joined.clone()];
+    for line in ["one", "two", "three"] {
+        send_text(&mut alice, line).await;
+        positions.push(position_of(
+            &expect_chat(&mut alice, "alice", line, "lobby").await,
+        ));
+    }
+    for (a, b) in positions.iter().zip(&positions[1..]) {
+        assert_eq!(
+            (&a.epoch, a.offset + 1),
+            (&b.epoch, b.offset),
+            "{positions:?}"
+        );
+    }
+    let since = format!("{}&since={}", url("bob"), positions[1]);
+    let mut bob = server.connect(&since).await;
+    for line in ["two", "three"] {
+        expect_chat(&mut bob, "alice", line, "lobby").await;
+    }
+    let notice = next_json(&mut bob).await;
+    assert_eq!(notice["type"], "recovery", "{notice}");
+    assert_eq!(notice["recovered"], true, "{notice}");
+    assert_eq!(notice["latest"], positions[3].to_string(), "{notice}");
+    expect_chat(&mut bob, "<server>", "bob connected", "lobby").await;
+    expect_chat(&mut alice, "<server>", "bob connected", "lobby").await;
+
+    let (status, _) = server
+        .handshake_error(&format!("{}&since=junk", url("carol")))
+        .await;
+    assert_eq!(status, 400);
+    let mut carol = server
+        .connect(&format!("{}&since=0000:2", url("carol")))
+        .await;
+    let notice = next_json(&mut carol).await;
+    assert_eq!(
+        (notice["type"].as_str(), notice["recovered"].as_bool()),
+        (Some("recovery"), Some(false))
+    );
+    // What is kept, from the oldest: a fresh start.
+    expect_chat(&mut carol, "<server>", "alice connected", "lobby").await;
 }
 
 /// The chat scenario of `example-plugins/chat`, run against the plugin
@@ -173,6 +244,21 @@ async fn chat_python() {
 #[tokio::test]
 async fn chat_javascript() {
     chat_scenario("chat-js").await;
+}
+
+#[tokio::test]
+async fn chat_rust_resumes() {
+    resume_scenario("chat").await;
+}
+
+#[tokio::test]
+async fn chat_python_resumes() {
+    resume_scenario("chat-py").await;
+}
+
+#[tokio::test]
+async fn chat_javascript_resumes() {
+    resume_scenario("chat-js").await;
 }
 
 #[tokio::test]
