@@ -183,7 +183,7 @@ function recorder(client) {
   clients.push(client);
   const log = [];
   client.on('message', (d) => log.push(typeof d === 'object' ? `msg ${d.pos ?? d.message ?? JSON.stringify(d)}` : `msg ${d}`));
-  client.on('reset', (r) => log.push(`reset ${r.reason} ${r.latest}`));
+  client.on('reset', (r) => log.push(`reset ${r.reason} ${r.latest} after ${r.previous}`));
   client.on('recovered', (r) => log.push(`recovered ${r.latest} ${r.replayed}`));
   return log;
 }
@@ -295,7 +295,7 @@ test('a live message of another epoch emits reset and is delivered', async () =>
   client.on('reset', () => { positionAtReset = client.position; });
   client.connect();
   await until(() => urls.length === 2, 'the reconnect');
-  assert.deepEqual(log, ['msg e:1', 'msg e:2', 'reset epoch f:7', 'msg f:7', 'msg f:8', 'reset epoch e:3', 'msg e:3']);
+  assert.deepEqual(log, ['msg e:1', 'msg e:2', 'reset epoch f:7 after e:2', 'msg f:7', 'msg f:8', 'reset epoch e:3 after f:8', 'msg e:3']);
   assert.equal(positionAtReset, 'e:3');
   assert.equal(urls[1], '/?since=e:3');
   client.close();
@@ -318,8 +318,8 @@ test('recovered:false emits reset, forgets the position, and the kept history fo
   await until(() => log.includes('msg g:1'), 'g:1');
   assert.deepEqual(log, [
     'msg e:1', 'msg e:2',
-    'reset not-recovered e:9', 'msg e:6', 'msg e:7', 'msg e:8', 'msg e:9', 'msg e:10',
-    'reset not-recovered null', 'msg g:1',
+    'reset not-recovered e:9 after e:2', 'msg e:6', 'msg e:7', 'msg e:8', 'msg e:9', 'msg e:10',
+    'reset not-recovered null after e:10', 'msg g:1',
   ]);
   assert.equal(positionAtReset, null);
   assert.deepEqual(notMessages, [], 'recovery notices are not messages');

@@ -105,11 +105,14 @@
  *   `reconnecting` `{ attempt, delay, at }` — a retry is scheduled in `delay` ms
  *                  (`at` is the `Date.now()` it will fire at).
  *   `state`        the new `state` string.
- *   `reset`        `{ reason, latest }` — the messages since `position` cannot be
- *                  replayed: `reason` `'not-recovered'` (the server said so; the kept
- *                  history follows as `message`s, oldest first) or `'epoch'` (a live
- *                  message of a new history epoch; it follows as a `message`).
- *                  `latest`: the server's newest position, if it said (else `null`).
+ *   `reset`        `{ reason, latest, previous }` — the messages since `previous` (the
+ *                  position before the reset) cannot be replayed: `reason`
+ *                  `'not-recovered'` (the server said so; the history it keeps follows
+ *                  as `message`s, oldest first) or `'epoch'` (a live message of a new
+ *                  history epoch; it follows as a `message`). `latest`: the server's
+ *                  newest position, if it said (else `null`). When `latest` has the
+ *                  epoch of `previous`, what follows may repeat messages already
+ *                  delivered (a view rebuilds from it); otherwise it is all new.
  *   `recovered`    `{ latest, replayed }` — after a reconnect with `since`, the whole
  *                  gap was replayed (`replayed` messages, already delivered).
  *
@@ -443,8 +446,9 @@ export class WsgateClient {
         this._emit('recovered', { latest, replayed: this._replayed });
       } else {
         // The kept history follows, oldest first: its first message sets the position.
+        const previous = this.position;
         this._pos = null;
-        this._emit('reset', { reason: 'not-recovered', latest });
+        this._emit('reset', { reason: 'not-recovered', latest, previous });
       }
       return false;
     }
@@ -461,7 +465,7 @@ export class WsgateClient {
       this._pos = pos;
     } else {
       this._pos = pos;
-      if (last) this._emit('reset', { reason: 'epoch', latest: data.pos });
+      if (last) this._emit('reset', { reason: 'epoch', latest: data.pos, previous: formatPosition(last) });
     }
     this._replayed++;
     return true;
