@@ -2,22 +2,38 @@
 //
 // Connect to /ws/chat-js/{channel}?username=NAME. The host subscribes the
 // connection to {channel}; every text message is published to the channel as
-// {"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS}, and joins and
-// leaves are announced by <server>.
+// {"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS,"pos":POS}, and
+// joins and leaves are announced by <server> the same way.
+//
+// The channel's history is recorded ([history] in chat-js.toml) and every
+// channel message carries its position POS (EPOCH:OFFSET). A client that
+// comes back with ?since=POS (the last pos it saw) gets what it missed, in
+// order, before anything live, then
+// {"type":"recovery","recovered":true,"latest":POS}. When part of the gap
+// is gone (too old, or history was lost: recovered false), the notice comes
+// first and the messages after it are the ones still kept, from the oldest:
+// the client should start over from them. A since that is not a position is
+// refused with 400; if the history cannot be read, the notice says
+// "recovered":false,"latest":null. Without since there is no replay.
 //
 // A whisper is a text message {"to":USER,"message":TEXT}: it reaches every
 // connection of USER in the same channel and every connection of the sender
-// there, and nobody else, with "to":USER,"private":true added.
+// there, and nobody else, with "to":USER,"private":true added. Whispers are
+// not channel messages: no pos, not recorded.
 
-import { host, hostError, log, Message, OpenDecision } from 'wsgate';
+import { historyPages, host, hostError, log, Message, OpenDecision, Position, publishPositioned } from 'wsgate';
 
 const SERVER = '<server>';
+/** Entries asked for per history call while replaying. */
+const REPLAY_PAGE = 100;
 
-function render(from, message, channel, to) {
+function bodyOf(from, message, channel, to) {
   const body = { from, message, channel, timestamp: Date.now() };
   if (to !== undefined) Object.assign(body, { to, private: true });
-  return Message.text(JSON.stringify(body));
+  return body;
 }
+
+const render = (from, message, channel, to) => Message.text(JSON.stringify(bodyOf(from, message, channel, to)));
 
 // The tag for one user's connections in one channel: user:NAME@CHANNEL, with
 // % and @ escaped in both, so no other name and channel can make the same tag
@@ -52,12 +68,39 @@ function whisper(conn, name, channel, w) {
   }
 }
 
+/** Publishes a channel message, recorded, with its position as "pos". */
 function announce(channel, from, message) {
+  const body = bodyOf(from, message, channel);
   try {
-    host.publish(channel, render(from, message, channel), undefined);
+    publishPositioned(channel, (pos) => JSON.stringify({ ...body, pos }));
   } catch (e) {
     log('warn', `publish to ${channel} failed: ${hostError(e) ?? e}`);
   }
+}
+
+const recovery = (recovered, latest) => Message.text(JSON.stringify({
+  type: 'recovery', recovered, latest: latest === undefined ? null : Position.format(latest),
+}));
+
+/**
+ * Sends `conn` what `channel` recorded after `since`, and the recovery
+ * notice: after the messages when the whole gap was kept, before them when
+ * it was not (they are then a fresh start).
+ */
+function replay(conn, channel, since) {
+  let pages;
+  try {
+    pages = [...historyPages(channel, since, REPLAY_PAGE)];
+  } catch (e) {
+    log('warn', `history of ${channel} failed: ${hostError(e) ?? e}`);
+    host.send(conn, recovery(false, undefined));
+    return;
+  }
+  const { recovered } = pages[0];
+  const { latest } = pages.at(-1);
+  if (!recovered) host.send(conn, recovery(false, latest));
+  for (const page of pages) for (const entry of page.entries) host.send(conn, entry.msg);
+  if (recovered) host.send(conn, recovery(true, latest));
 }
 
 /** The username and channel remembered for a connection at open time. */
@@ -77,12 +120,28 @@ export function onOpen(conn, req) {
   if (name === SERVER) return OpenDecision.reject(403, 'that username is reserved');
   const channel = req.param('channel');
   if (channel === undefined) return OpenDecision.reject(404, 'no channel in the path');
+  let since = req.queryParam('since');
+  if (since !== undefined) {
+    try {
+      since = Position.parse(since);
+    } catch {
+      return OpenDecision.reject(400, 'since must be a position, EPOCH:OFFSET');
+    }
+  }
   try {
     host.setAttribute(conn, 'username', name);
     host.setAttribute(conn, 'channel', channel);
     host.tag(conn, userTag(name, channel));
   } catch {
     return OpenDecision.reject(400, 'username or channel name too long');
+  }
+  if (since !== undefined) {
+    try {
+      replay(conn, channel, since);
+    } catch (e) {
+      // The connection is already closing.
+      log('warn', `replay to ${conn} stopped: ${hostError(e) ?? e}`);
+    }
   }
   announce(channel, SERVER, `${name} connected`);
   return OpenDecision.accept();

@@ -2,27 +2,50 @@
 
 Connect to ``/ws/chat-py/{channel}?username=NAME``. The host subscribes the
 connection to ``{channel}``; every text message is published to the channel
-as ``{"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS}``, and joins
-and leaves are announced by ``<server>``.
+as ``{"from":NAME,"message":TEXT,"channel":CH,"timestamp":MS,"pos":POS}``,
+and joins and leaves are announced by ``<server>`` the same way.
+
+The channel's history is recorded (``[history]`` in chat-py.toml) and every
+channel message carries its position ``POS`` (``EPOCH:OFFSET``). A client
+that comes back with ``?since=POS`` (the last ``pos`` it saw) gets what it
+missed, in order, before anything live, then
+``{"type":"recovery","recovered":true,"latest":POS}``. When part of the gap
+is gone (too old, or history was lost: ``recovered`` false), the notice
+comes first and the messages after it are the ones still kept, from the
+oldest: the client should start over from them. A ``since`` that is not a
+position is refused with 400; if the history cannot be read, the notice
+says ``"recovered":false,"latest":null``. Without ``since`` there is no
+replay.
 
 A whisper is a text message ``{"to":USER,"message":TEXT}``: it reaches every
 connection of USER in the same channel and every connection of the sender
-there, and nobody else, with ``"to":USER,"private":true`` added.
+there, and nobody else, with ``"to":USER,"private":true`` added. Whispers
+are not channel messages: no ``pos``, not recorded.
 """
 
 import json
 
 import wsgate
-from wsgate import HostError, LogLevel, Message, OpenDecision, host
+from wsgate import HostError, LogLevel, Message, OpenDecision, Position, host
 
 SERVER = "<server>"
+#: Entries asked for per history call while replaying.
+REPLAY_PAGE = 100
 
 
-def render(sender, message, channel, to=None):
+def to_json(body):
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def body_of(sender, message, channel, to=None):
     body = {"from": sender, "message": message, "channel": channel, "timestamp": wsgate.now_ms()}
     if to is not None:
         body.update(to=to, private=True)
-    return Message.text(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+    return body
+
+
+def render(sender, message, channel, to=None):
+    return Message.text(to_json(body_of(sender, message, channel, to)))
 
 
 def user_tag(name, channel):
@@ -66,10 +89,37 @@ def whisper(conn, name, channel, w):
 
 
 def announce(channel, sender, message):
+    """Publishes a channel message, recorded, with its position as "pos"."""
+    body = body_of(sender, message, channel)
     try:
-        host.publish(channel, render(sender, message, channel), None)
+        wsgate.publish_positioned(channel, lambda pos: to_json({**body, "pos": pos}))
     except HostError as e:
         wsgate.log(LogLevel.WARN, f"publish to {channel} failed: {e.value}")
+
+
+def recovery(recovered, latest):
+    return Message.text(to_json({"type": "recovery", "recovered": recovered,
+                                 "latest": None if latest is None else str(latest)}))
+
+
+def replay(conn, channel, since):
+    """Sends ``conn`` what ``channel`` recorded after ``since``, and the
+    recovery notice: after the messages when the whole gap was kept, before
+    them when it was not (they are then a fresh start)."""
+    try:
+        pages = list(wsgate.history_pages(channel, since, REPLAY_PAGE))
+    except HostError as e:
+        wsgate.log(LogLevel.WARN, f"history of {channel} failed: {e.value}")
+        host.send(conn, recovery(False, None))
+        return
+    recovered, latest = pages[0].recovered, pages[-1].latest
+    if not recovered:
+        host.send(conn, recovery(False, latest))
+    for page in pages:
+        for entry in page.entries:
+            host.send(conn, entry.msg)
+    if recovered:
+        host.send(conn, recovery(True, latest))
 
 
 def identity(conn):
@@ -92,12 +142,23 @@ class Listener(wsgate.Listener):
         channel = req.param("channel")
         if channel is None:
             return OpenDecision.reject(404, "no channel in the path")
+        since = req.query_param("since")
+        if since is not None:
+            try:
+                since = Position.parse(since)
+            except ValueError:
+                return OpenDecision.reject(400, "since must be a position, EPOCH:OFFSET")
         try:
             host.set_attribute(conn, "username", name)
             host.set_attribute(conn, "channel", channel)
             host.tag(conn, user_tag(name, channel))
         except HostError:
             return OpenDecision.reject(400, "username or channel name too long")
+        if since is not None:
+            try:
+                replay(conn, channel, since)
+            except HostError as e:  # the connection is already closing
+                wsgate.log(LogLevel.WARN, f"replay to {conn} stopped: {e.value}")
         announce(channel, SERVER, f"{name} connected")
         return OpenDecision.accept()
 

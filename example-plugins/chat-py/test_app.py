@@ -14,29 +14,55 @@ except ImportError:  # run from a checkout without PYTHONPATH
 
 import pytest
 
-app = wsgate_testing.load_app(Path(__file__).parent)
+from wsgate_testing import HistoryConfig  # noqa: E402
+
+from wsgate import HistoryError, Position  # noqa: E402
+
+HERE = Path(__file__).parent
+app = wsgate_testing.load_app(HERE)
 
 ROUTE = "/ws/chat-py/{channel}"  # as in chat-py.toml
+HISTORY = HistoryConfig.from_sidecar(HERE / "chat-py.toml")
 
 
 @pytest.fixture
 def host():
-    return wsgate_testing.FakeHost()
+    return wsgate_testing.FakeHost(history=HISTORY)
 
 
-def join(host, username, channel="lobby"):
-    return host.open(app.Listener, route=ROUTE, params={"channel": channel},
-                     query={"username": username})
+def join(host, username, channel="lobby", since=None):
+    query = {"username": username}
+    if since is not None:
+        query["since"] = str(since)
+    return host.open(app.Listener, route=ROUTE, params={"channel": channel}, query=query)
 
 
-def heard(conn):
-    """What a connection received, without timestamps, and forgets it."""
+def heard(conn, positions=None):
+    """What a connection received, without timestamps and positions, and
+    forgets it; a channel message's position goes to ``positions``."""
     said = []
     for body in conn.json():
-        assert isinstance(body.pop("timestamp"), int)
+        if body.get("type") != "recovery":
+            assert isinstance(body.pop("timestamp"), int)
+            if "private" in body or body["message"].endswith(" is not in " + body["channel"]):
+                assert "pos" not in body, "whispers and notes to one are not channel messages"
+            else:
+                pos = Position.parse(body.pop("pos"))
+                if positions is not None:
+                    positions.append(pos)
         said.append(body)
     conn.clear()
     return said
+
+
+def recovery(recovered, latest):
+    return {"type": "recovery", "recovered": recovered,
+            "latest": None if latest is None else str(latest)}
+
+
+def say(conn, *lines):
+    for text in lines:
+        conn.send_text(text)
 
 
 def line(sender, message, channel="lobby", to=None):
@@ -129,3 +155,116 @@ def test_leaving_is_announced_to_those_who_stay(host):
     assert heard(ann) == [line("<server>", "bob disconnected")]
     assert heard(bob) == []
     assert host.connections() == [ann.id] and host.tagged(app.user_tag("bob", "lobby")) == []
+
+
+# --- History and recovery -------------------------------------------------
+
+def test_the_sidecar_records_every_channel():
+    assert HISTORY == HistoryConfig(channels=("*",), size=100, ttl="5m")
+
+
+def test_every_channel_message_carries_its_recorded_position(host):
+    ann = join(host, "ann")
+    say(ann, "one", "two")
+    whisper(ann, "ann", "secret")
+    positions = []
+    assert heard(ann, positions) == [line("<server>", "ann connected"), line("ann", "one"),
+                                     line("ann", "two"), line("ann", "secret", to="ann")]
+    page = app.wsgate.history("lobby")
+    assert [e.position for e in page.entries] == positions
+    assert [p.offset for p in positions] == [1, 2, 3], "the whisper is not recorded"
+    for entry, pos in zip(page.entries, positions):
+        assert json.loads(entry.msg.value)["pos"] == str(pos)
+
+
+def test_a_returning_client_gets_the_gap_in_order_then_the_notice_then_live(host):
+    ann, bob = join(host, "ann"), join(host, "bob")
+    positions = []
+    heard(bob, positions)
+    last_seen = positions[-1]  # "bob connected"
+    bob.close(1006)
+    say(ann, "one", "two", "three")
+    ann.clear()
+    back = join(host, "bob", since=last_seen)
+    positions = []
+    assert heard(back, positions) == [
+        line("<server>", "bob disconnected"), line("ann", "one"), line("ann", "two"),
+        line("ann", "three"), recovery(True, Position(last_seen.epoch, last_seen.offset + 4)),
+        line("<server>", "bob connected")]
+    assert [p.offset for p in positions] == list(range(last_seen.offset + 1, last_seen.offset + 6))
+    assert heard(ann) == [line("<server>", "bob connected")], "no replay for the others"
+
+
+def test_a_client_that_missed_nothing_gets_just_the_notice(host):
+    ann = join(host, "ann")
+    positions = []
+    heard(ann, positions)
+    again = join(host, "ann", since=positions[-1])
+    assert heard(again) == [recovery(True, positions[-1]), line("<server>", "ann connected")]
+
+
+def test_replay_goes_past_one_history_page():
+    host = wsgate_testing.FakeHost(history=HistoryConfig(channels=["*"], size=1000))
+    ann = join(host, "ann")
+    start = []
+    heard(ann, start)
+    say(ann, *[str(i) for i in range(250)])
+    back = join(host, "bob", since=start[0])
+    said = heard(back)
+    assert [m["message"] for m in said[:250]] == [str(i) for i in range(250)]
+    assert said[250] == recovery(True, Position(start[0].epoch, 251))
+
+
+def test_not_recovered_when_messages_were_dropped_the_notice_comes_first(host):
+    ann, bob = join(host, "ann"), join(host, "bob")
+    positions = []
+    heard(bob, positions)
+    bob.close(1006)
+    say(ann, *[str(i) for i in range(150)])  # the sidecar keeps 100
+    back = join(host, "bob", since=positions[-1])
+    said = heard(back)
+    latest = Position(positions[-1].epoch, positions[-1].offset + 151)
+    assert said[0] == recovery(False, latest)
+    assert [m["message"] for m in said[1:101]] == [str(i) for i in range(50, 150)], \
+        "the kept ones, from the oldest"
+    assert said[101:] == [line("<server>", "bob connected")]
+
+
+def test_not_recovered_after_the_ttl(host):
+    ann = join(host, "ann")
+    positions = []
+    heard(ann, positions)
+    ann.close(1006)
+    host.advance(5 * 60_000)
+    back = join(host, "ann", since=positions[-1])
+    assert heard(back) == [recovery(False, Position(positions[-1].epoch, 2)),
+                           line("<server>", "ann connected")]
+
+
+def test_not_recovered_when_history_was_lost(host):
+    ann = join(host, "ann")
+    positions = []
+    heard(ann, positions)
+    host.new_epoch()
+    say(join(host, "bob"), "hello")
+    again = join(host, "ann", since=positions[-1])
+    said = heard(again, fresh := [])
+    assert said == [recovery(False, Position(fresh[0].epoch, 2)),
+                    line("<server>", "bob connected"), line("bob", "hello"),
+                    line("<server>", "ann connected")]
+    assert fresh[0].epoch != positions[0].epoch
+
+
+@pytest.mark.parametrize("since", ["", "nope", ":4", "e:", "e:-1", "e:x", "e:99999999999999999999999"])
+def test_a_since_that_is_not_a_position_is_refused(host, since):
+    conn = join(host, "ann", since=since)
+    assert conn.status == 400
+    assert host.publishes == [] and host.connections() == []
+
+
+def test_history_unavailable_says_so_and_accepts(host):
+    host.history_error = HistoryError.UNAVAILABLE
+    conn = join(host, "ann", since="0123456789abcdef:3")
+    assert conn.accepted
+    assert heard(conn) == [recovery(False, None)]
+    assert any("history of lobby failed" in log.msg for log in host.logs)

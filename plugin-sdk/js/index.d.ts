@@ -6,10 +6,10 @@
 /// <reference path="./types/interfaces/wsgate-plugin-upstream-listener.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-error-listener.d.ts" />
 
-import type * as wit from 'wsgate:plugin/types@0.1.1';
+import type * as wit from 'wsgate:plugin/types@0.1.2';
 
-/** Every host call: send, publish, attributes, tags, state, upstreams, timers, log. */
-export * as host from 'wsgate:plugin/host@0.1.1';
+/** Every host call: send, publish, history, attributes, tags, state, upstreams, timers, log. */
+export * as host from 'wsgate:plugin/host@0.1.2';
 
 /** Opaque connection id; a `bigint` because the WIT type is `u64`. */
 export type ConnectionId = wit.ConnectionId;
@@ -22,7 +22,12 @@ export type UpstreamId = wit.UpstreamId;
  * (stateIncrement, stateCompareAndSwap, stateSetExpiring, stateKeys), an
  * `UpstreamError` code for the upstream calls.
  */
-export type HostErrorCode = wit.Error | wit.StateError | wit.UpstreamError;
+export type HostErrorCode = wit.Error | wit.StateError | wit.UpstreamError | wit.HistoryError;
+/** A place in a channel's history; as text `EPOCH:OFFSET`. */
+export type Position = wit.Position;
+export type Published = wit.Published;
+export type HistoryPage = wit.HistoryPage;
+export type HistoryEntry = wit.HistoryEntry;
 export type Message = wit.Message;
 export type OpenDecision = wit.OpenDecision;
 
@@ -40,6 +45,37 @@ export declare const OpenDecision: {
   /** Refuse the handshake with `status` (400-599) and a short reason. */
   reject(status: number, reason: string): wit.OpenDecisionReject;
 };
+
+export declare const Position: {
+  /**
+   * The position written as `EPOCH:OFFSET`: the epoch is everything before
+   * the last ':'. Throws a SyntaxError for an empty epoch or an offset that
+   * is not a decimal u64.
+   */
+  parse(text: string): Position;
+  /** The `EPOCH:OFFSET` text of a position. */
+  format(pos: Position): string;
+};
+
+/**
+ * Publishes `msg` (a string is text) to `channel` and records it in its
+ * history. Throws as host calls do (hostError: 'not-recorded' when the
+ * sidecar's `[history] channels` does not match the channel).
+ */
+export declare function publishRecorded(channel: string, msg: Message | string, except?: ConnectionId): Published;
+/**
+ * Publishes and records a text that contains its own position: `render(pos)`
+ * is called once with a random placeholder, which must appear exactly once
+ * in the text it returns; the host puts `EPOCH:OFFSET` in its place.
+ */
+export declare function publishPositioned(channel: string, render: (pos: string) => string, except?: ConnectionId): Published;
+/**
+ * One page of `channel`'s history after `since` (a position or its text;
+ * undefined: all kept entries), at most `limit` (default 100) entries.
+ */
+export declare function history(channel: string, since?: Position | string, limit?: number): HistoryPage;
+/** history() page after page, up to the `latest` of the last page. */
+export declare function historyPages(channel: string, since?: Position | string, limit?: number): Generator<HistoryPage, void, void>;
 
 /** The handshake request, with lookups added by the SDK. */
 export interface Request extends wit.Request {

@@ -11,6 +11,15 @@
 // Hooks run in one of a small pool of instances and any instance may serve
 // any event, so never keep state in module variables: per-connection data
 // belongs in host.setAttribute, plugin-wide data in host.stateSet.
+//
+// Channel history (0.1.2): a channel the sidecar's `[history] channels`
+// records keeps its recent messages, each at a position (`EPOCH:OFFSET` as
+// text, see Position). publishPositioned() publishes a text that carries
+// its own position, publishRecorded() any message; history() and
+// historyPages() read it back, e.g. to replay what a returning client
+// missed. host.nodeChannels, nodeSubscribers, nodeTagged and
+// nodeConnectionCount answer for this node only, where channels,
+// subscribers, tagged and connectionCount answer for the whole cluster.
 
 import * as host from 'wsgate:plugin/host@0.1.2';
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
@@ -41,6 +50,98 @@ export const OpenDecision = {
   /** Refuse the handshake with `status` (400-599) and a short reason. */
   reject: (status, reason) => ({ tag: 'reject', val: { status, reason: String(reason) } }),
 };
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Positions in a channel's history: `{ epoch, offset }`, as text `EPOCH:OFFSET`. */
+export const Position = {
+  /**
+   * The position written as `EPOCH:OFFSET` (a `since` query parameter, a
+   * message's `pos`): the epoch is everything before the last ':'. Throws
+   * a SyntaxError for an empty epoch or an offset that is not a decimal u64.
+   */
+  parse(text) {
+    if (typeof text !== 'string') throw new SyntaxError(`a position is EPOCH:OFFSET text, not ${typeof text}`);
+    const at = text.lastIndexOf(':');
+    const epoch = text.slice(0, at);
+    const digits = text.slice(at + 1);
+    if (at <= 0 || !/^[0-9]{1,20}$/.test(digits) || BigInt(digits) > U64_MAX) {
+      throw new SyntaxError(`not a position (EPOCH:OFFSET): ${JSON.stringify(text)}`);
+    }
+    return { epoch, offset: BigInt(digits) };
+  },
+  /** The `EPOCH:OFFSET` text of a position. */
+  format: (pos) => `${pos.epoch}:${pos.offset}`,
+};
+
+// 32 hex characters no render function can guess, from WASI's random
+// source (StarlingMonkey's crypto.getRandomValues reads wasi:random).
+function sentinel() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+const asMessage = (msg) => (typeof msg === 'string' ? Message.text(msg) : msg);
+
+/**
+ * Publishes `msg` (a string is text) to `channel` and records it in the
+ * channel's history; returns `{ delivered, position }`. Throws as host
+ * calls do: hostError(e) is 'not-recorded' when the sidecar's
+ * `[history] channels` does not match the channel.
+ */
+export function publishRecorded(channel, msg, except) {
+  return host.publishRecorded(channel, { tag: 'plain', val: asMessage(msg) }, except);
+}
+
+/**
+ * Publishes and records a text message that contains its own position,
+ * which the host assigns only as it records it. `render(pos)` returns the
+ * text with `pos` where the position goes, e.g.
+ * `(pos) => JSON.stringify({ pos, text })`; it is called once with a random
+ * placeholder that the host replaces with `EPOCH:OFFSET`. Throws an Error
+ * if the text holds the placeholder other than exactly once; else as
+ * publishRecorded().
+ */
+export function publishPositioned(channel, render, except) {
+  const mark = sentinel();
+  const text = render(mark);
+  if (typeof text !== 'string') throw new TypeError(`render must return a string, not ${typeof text}`);
+  const parts = text.split(mark);
+  if (parts.length !== 2) {
+    throw new Error(`render must put its argument in the text exactly once, not ${parts.length - 1} times`);
+  }
+  return host.publishRecorded(channel, { tag: 'positioned', val: { before: parts[0], after: parts[1] } }, except);
+}
+
+const sinceOf = (since) => (typeof since === 'string' ? Position.parse(since) : since ?? undefined);
+
+/**
+ * One page of `channel`'s history: `{ entries, latest, recovered }`, the
+ * entries after `since` (a position or its text; undefined: all kept ones),
+ * oldest first, at most `limit`. `recovered` is false when part of the gap
+ * is gone; `entries` then start from the oldest kept one.
+ */
+export function history(channel, since, limit = 100) {
+  return host.history(channel, sinceOf(since), limit);
+}
+
+/**
+ * history() page after page, until the last entry reaches its page's
+ * `latest`. Whether the gap was recovered is the first page's `recovered`;
+ * should messages be dropped while it pages (a later page not recovered),
+ * it stops there, and a client sees the gap in the offsets.
+ */
+export function* historyPages(channel, since, limit = 100) {
+  since = sinceOf(since);
+  for (let first = true; ; first = false) {
+    const page = host.history(channel, since, limit);
+    if (!first && !page.recovered) return;
+    yield page;
+    const last = page.entries.at(-1)?.position;
+    if (!last || last.epoch !== page.latest.epoch || last.offset >= page.latest.offset) return;
+    since = last;
+  }
+}
 
 /** Logs through the host's tracing under the plugin's own target. */
 export function log(level, msg) {

@@ -1,7 +1,10 @@
 // Types for the wsgate JavaScript SDK's test harness (testing.mjs).
-import type { ConnectionId, HostErrorCode, LogLevel, Message, OpenDecision, toListener } from './index.js';
+import type { ConnectionId, HostErrorCode, LogLevel, Message, OpenDecision, Position, toListener } from './index.js';
 
-export { host, hostError, log, Message, OpenDecision, toListener } from './index.js';
+export {
+  host, hostError, log, Message, OpenDecision, toListener,
+  Position, publishRecorded, publishPositioned, history, historyPages,
+} from './index.js';
 
 /** A listener as the build makes it: toListener() of a module of hooks. */
 export type Listener = ReturnType<typeof toListener>;
@@ -148,9 +151,21 @@ export interface FakeHostOptions {
   allowedHosts?: string[];
   /** Granted environment variables, which the SDK's env() reads. */
   env?: Record<string, string>;
+  /** The sidecar's `[history]`; without it no channel is recorded. */
+  history?: HistoryOptions;
 }
 
-type HostCalls = typeof import('wsgate:plugin/host@0.1.1');
+/** A sidecar's `[history]` table. */
+export interface HistoryOptions {
+  /** Patterns of the recorded channels: `*` matches any run of characters. */
+  channels?: string[];
+  /** Messages kept per channel, 1-10000 (default 100). */
+  size?: number;
+  /** How long entries are kept: humantime text ("5m", the default) or milliseconds. */
+  ttl?: string | number;
+}
+
+type HostCalls = typeof import('wsgate:plugin/host@0.1.2');
 
 /** Every host call of the WIT, with the server's checks and errors. */
 export interface FakeHost extends HostCalls {}
@@ -161,8 +176,14 @@ export declare class FakeHost {
   readonly routes: string[];
   readonly subprotocols: string[];
   readonly limits: Limits;
-  /** Every publish, in order. */
-  readonly publishes: Array<{ channel: string; msg: Message; except: ConnectionId | undefined; reached: number }>;
+  /** Every publish and publishRecorded, in order; `position` where it was recorded, if it was. */
+  readonly publishes: Array<{ channel: string; msg: Message; except: ConnectionId | undefined; reached: number; position: Position | undefined }>;
+  /** The `[history]` in effect (`ttlMs` in milliseconds), or undefined: nothing recorded. */
+  readonly historyConfig: (Required<HistoryOptions> & { ttlMs: number }) | undefined;
+  /** A history error code ('unavailable', ...) that publishRecorded and history then throw. */
+  historyError: HostErrorCode | undefined;
+  /** History is lost: `channel` (every one if undefined) starts a new epoch, empty. */
+  newEpoch(channel?: string): void;
   /** Every successful close the plugin made. */
   readonly closes: Array<{ conn: ConnectionId; code: number; reason: string }>;
   readonly logs: Array<{ level: LogLevel; msg: string }>;

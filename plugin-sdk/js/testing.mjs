@@ -7,6 +7,12 @@
 // resolve `wsgate` and the SDK's host import, so it must run before the
 // listener is loaded: import it first and load the listener with
 // loadListener(), or preload it with `node --import`.
+//
+// Channel history follows the server's rules when the FakeHost is given the
+// sidecar's `[history]` table (`new FakeHost({ history: { channels: ['*'] } })`):
+// sizes, TTLs on the virtual clock, epochs (newEpoch() plays a lost
+// history), `recovered`. A cluster is not modelled: the node* calls answer
+// as their cluster-wide twins.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
@@ -23,10 +29,11 @@ import { pathToFileURL } from 'node:url';
 /** The host calls of wit/wsgate.wit (interface host), as the bindings name them. */
 const HOST_CALLS = [
   'send', 'broadcast', 'close',
-  'subscribe', 'unsubscribe', 'publish', 'channels', 'subscribers',
-  'connections', 'connectionCount',
+  'subscribe', 'unsubscribe', 'publish', 'publishRecorded', 'history',
+  'channels', 'subscribers', 'nodeChannels', 'nodeSubscribers',
+  'connections', 'connectionCount', 'nodeConnectionCount',
   'getAttribute', 'setAttribute',
-  'tag', 'untag', 'tagged', 'sendToTag',
+  'tag', 'untag', 'tagged', 'nodeTagged', 'sendToTag',
   'stateGet', 'stateSet', 'stateIncrement', 'stateCompareAndSwap', 'stateSetExpiring', 'stateKeys',
   'upstreamConnect', 'upstreamSend', 'upstreamClose', 'upstreams',
   'setTimer', 'cancelTimer',
@@ -73,7 +80,10 @@ if (!globalThis[FETCH_INSTALLED]) {
 // Imported only now: index.js imports the host interface, which resolves
 // only once the hooks above are registered.
 const sdk = await import('./index.js');
-export const { host, log, Message, OpenDecision, hostError, toListener } = sdk;
+export const {
+  host, log, Message, OpenDecision, hostError, toListener,
+  Position, publishRecorded, publishPositioned, history, historyPages,
+} = sdk;
 
 /**
  * What the ComponentizeJS bindings throw when a host call returns an
@@ -140,6 +150,85 @@ function message(m) {
 function logLevel(level) {
   if (!LOG_LEVELS.includes(level)) throw new TypeError(`"${level}" is not one of the cases of log-level`);
   return level;
+}
+
+// humantime's units, as the server reads `ttl = "5m"`, in milliseconds.
+const DURATION_UNITS = new Map([
+  [['nsec', 'ns'], 1e-6], [['usec', 'us'], 1e-3], [['msec', 'ms'], 1],
+  [['seconds', 'second', 'secs', 'sec', 's'], 1000],
+  [['minutes', 'minute', 'mins', 'min', 'm'], 60_000],
+  [['hours', 'hour', 'hrs', 'hr', 'h'], 3_600_000],
+  [['days', 'day', 'd'], 86_400_000],
+  [['weeks', 'week', 'w'], 604_800_000],
+  [['months', 'month', 'M'], 2_630_016_000],
+  [['years', 'year', 'y'], 31_557_600_000],
+].flatMap(([names, ms]) => names.map((n) => [n, ms])));
+
+/** A humantime duration ("5m", "90s", "1h 30m") in milliseconds. */
+function durationMs(text) {
+  const part = /\s*([0-9]+)\s*([A-Za-z]+)/y;
+  const trimmed = text.trim();
+  let total = 0;
+  for (part.lastIndex = 0; part.lastIndex < trimmed.length;) {
+    const m = part.exec(trimmed);
+    if (!m || !DURATION_UNITS.has(m[2])) throw new RangeError(`not a duration: ${JSON.stringify(text)} (e.g. "5m", "90s", "1h 30m")`);
+    total += Number(m[1]) * DURATION_UNITS.get(m[2]);
+  }
+  if (!trimmed) throw new RangeError('an empty duration');
+  return Math.floor(total);
+}
+
+/** The most messages `[history] size` may keep per channel. */
+const MAX_HISTORY_SIZE = 10_000;
+
+/**
+ * A sidecar's `[history]` table with the server's defaults, checked as the
+ * server checks it; `ttlMs` is the TTL in milliseconds.
+ */
+function readHistoryConfig({ channels = [], size = 100, ttl = '5m', ...rest }) {
+  const unknown = Object.keys(rest);
+  if (unknown.length) throw new TypeError(`unknown [history] keys: ${unknown.join(', ')}`);
+  if (!Array.isArray(channels)) throw new TypeError('history channels is an array of patterns, e.g. ["*"]');
+  if (!Number.isInteger(size) || size < 1 || size > MAX_HISTORY_SIZE) throw new RangeError(`history size must be 1-${MAX_HISTORY_SIZE}, not ${size}`);
+  const ttlMs = typeof ttl === 'string' ? durationMs(ttl) : Number(ttl);
+  if (!(ttlMs > 0)) throw new RangeError(`history ttl must be positive, not ${ttl}`);
+  // `*` matches any run of characters; everything else is literal.
+  const literal = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const patterns = channels.map((p) => new RegExp(`^${string(p).split('*').map(literal).join('.*')}$`, 's'));
+  return { channels: [...channels], size, ttl, ttlMs, records: (channel) => patterns.some((re) => re.test(channel)) };
+}
+
+/** One recorded channel, as the server's memory backend keeps it. */
+class ChannelHistory {
+  // 16 lowercase hex characters, as the host makes.
+  epoch = randomBytes(8).toString('hex');
+  /** Offsets given out in this epoch. */
+  last = 0n;
+  /** The newest offset dropped by size or age. */
+  droppedThrough = 0n;
+  /** `{ offset, msg, at }`, oldest first. */
+  entries = [];
+
+  expire(now, ttlMs) {
+    while (this.entries.length && this.entries[0].at + ttlMs <= now) this.droppedThrough = this.entries.shift().offset;
+  }
+
+  record(msg, now, size) {
+    this.last += 1n;
+    this.entries.push({ offset: this.last, msg, at: now });
+    while (this.entries.length > size) this.droppedThrough = this.entries.shift().offset;
+    return { epoch: this.epoch, offset: this.last };
+  }
+
+  page(since, limit) {
+    const recovered = since === undefined
+      ? this.droppedThrough === 0n
+      : since.epoch === this.epoch && this.droppedThrough <= since.offset && since.offset <= this.last;
+    const after = since !== undefined && recovered ? since.offset : 0n;
+    const entries = this.entries.filter((e) => e.offset > after).slice(0, limit)
+      .map((e) => ({ position: { epoch: this.epoch, offset: e.offset }, msg: e.msg }));
+    return { entries, latest: { epoch: this.epoch, offset: this.last }, recovered };
+  }
 }
 
 const utf8Length = (s) => Buffer.byteLength(s, 'utf8');
@@ -250,8 +339,19 @@ export async function loadListener(path) {
  * always write `await host.open(...)`.
  */
 export class FakeHost {
-  /** Every `publish`, in order: `{ channel, msg, except, reached }`. */
+  /**
+   * Every `publish` and `publishRecorded`, in order: `{ channel, msg,
+   * except, reached, position }`; `msg` as delivered (a positioned text
+   * with its position filled in), `position` undefined if not recorded.
+   */
   publishes = [];
+  /**
+   * The sidecar's `[history]` (`{ channels, size, ttl, ttlMs }`), or
+   * undefined: no channel is recorded.
+   */
+  historyConfig;
+  /** Set to a history error code (e.g. 'unavailable': Redis is down) to make publishRecorded and history fail with it. */
+  historyError;
   /** Every successful `close` the plugin made: `{ conn, code, reason }`. */
   closes = [];
   /** Every `log` line: `{ level, msg }`. */
@@ -277,6 +377,7 @@ export class FakeHost {
   upstreamsOpened = new Map();
 
   #conns = new Map();
+  #histories = new Map();
   #channels = new Map();
   #tags = new Map();
   #state = new Map();
@@ -302,10 +403,14 @@ export class FakeHost {
    *   `routes`, `subprotocols` and `allowedHosts` (hostnames for fetch and
    *   upstreams; default: any) as in the plugin's sidecar; `http` and
    *   `httpHandler` answer fetch() (see the fields of the same names);
-   *   `env` the granted environment variables.
+   *   `env` the granted environment variables; `history` the sidecar's
+   *   `[history]` table (`{ channels, size, ttl }`, e.g. `{ channels: ['*'] }`).
+   *   As in the server, what is published to a connection's channels and
+   *   tags while its on-open runs reaches it after everything on-open sent it.
    */
-  constructor({ routes = [], subprotocols = [], limits = {}, http = {}, httpHandler, allowedHosts, env = {} } = {}) {
+  constructor({ routes = [], subprotocols = [], limits = {}, http = {}, httpHandler, allowedHosts, env = {}, history } = {}) {
     this.env = { ...env };
+    this.historyConfig = history === undefined ? undefined : readHistoryConfig(history);
     this.routes = routes;
     this.subprotocols = subprotocols;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
@@ -338,6 +443,8 @@ export class FakeHost {
       id, route: req.route, path: req.path, listener,
       attributes: new Map(), channels: new Set(), tags: new Set(),
       shut: false, closing: undefined, ended: false, received: [],
+      // While on-open runs: fan-out deliveries, which wait for it to return.
+      deferred: undefined,
     };
     this.#conns.set(id, conn);
     let decision;
@@ -345,12 +452,16 @@ export class FakeHost {
       yield* this.#enterRoute(listener, req.route);
       const channel = lookup(req.params, 'channel');
       if (channel !== undefined && utf8Length(channel) <= this.limits.maxNameLen) this.#join(this.#channels, conn, 'channels', channel);
+      conn.deferred = [];
       decision = openDecision(yield this.#hook(listener, () => listener.onOpen(id, req)));
     } catch (e) {
       // The server refuses with 500 and undoes the registration.
+      conn.deferred = undefined;
       yield* this.#end(conn);
       throw e;
     }
+    conn.received.push(...conn.deferred);
+    conn.deferred = undefined;
     const handle = new FakeConnection(this, conn, decision);
     if (decision.tag === 'reject') {
       const { status, reason } = decision.val;
@@ -451,6 +562,16 @@ export class FakeHost {
     return fired;
   }
 
+  /**
+   * History is lost, as when the server restarts with in-memory history or
+   * a Redis stream is deleted: `channel` (every channel if undefined)
+   * starts a new epoch, empty, its offsets from 1 again.
+   */
+  newEpoch(channel) {
+    if (channel === undefined) this.#histories.clear();
+    else this.#histories.delete(string(channel));
+  }
+
   /** The handle of an upstream the plugin opened, by id. */
   upstream(id) {
     return this.upstreamsOpened.get(u64(id));
@@ -468,7 +589,7 @@ export class FakeHost {
     const id = u64(conn);
     msg = message(msg);
     const c = this.#conn(id);
-    if (this.#deliver(msg, [c], undefined) === 0) throw new ComponentError('closed');
+    if (this.#deliver(msg, [c], undefined, true) === 0) throw new ComponentError('closed');
   }
 
   broadcast(msg, except) {
@@ -510,9 +631,47 @@ export class FakeHost {
     msg = message(msg);
     except = optional(except, u64);
     this.#checkName(channel);
+    this.#checkDeliverable(msg);
+    // The old call records too, as plain, on a recorded channel.
+    const position = this.#recorded(channel) ? this.#record(channel, msg) : undefined;
     const reached = this.#deliver(msg, this.#members(this.#channels, channel), except);
-    this.publishes.push({ channel, msg, except, reached });
+    this.publishes.push({ channel, msg, except, reached, position });
     return reached;
+  }
+
+  publishRecorded(channel, publication, except) {
+    channel = string(channel);
+    except = optional(except, u64);
+    let msg;
+    let positioned;
+    switch (publication?.tag) {
+      case 'plain': msg = message(publication.val); break;
+      case 'positioned': positioned = { before: string(publication.val?.before), after: string(publication.val?.after) }; break;
+      default: throw new TypeError(`invalid variant tag value \`${JSON.stringify(publication?.tag)}\` specified for \`Publication\``);
+    }
+    if (channel.length === 0 || utf8Length(channel) > this.limits.maxNameLen) throw new ComponentError('invalid-argument');
+    if (!this.#recorded(channel)) throw new ComponentError('not-recorded');
+    if (this.historyError !== undefined) throw new ComponentError(this.historyError);
+    const history = this.#history(channel);
+    if (positioned) msg = Message.text(`${positioned.before}${history.epoch}:${history.last + 1n}${positioned.after}`);
+    // Too big (invalid-argument) or past the hook's delivery budget
+    // (limit-reached), as the host says: nothing recorded.
+    this.#checkDeliverable(msg);
+    const position = this.#record(channel, msg);
+    const reached = this.#deliver(msg, this.#members(this.#channels, channel), except);
+    this.publishes.push({ channel, msg, except, reached, position });
+    return { delivered: reached, position: { ...position } };
+  }
+
+  history(channel, since, limit) {
+    channel = string(channel);
+    limit = u32(limit);
+    if (since !== undefined && since !== null) since = { epoch: string(since.epoch), offset: u64(since.offset) };
+    else since = undefined;
+    if (channel.length === 0 || utf8Length(channel) > this.limits.maxNameLen || limit === 0) throw new ComponentError('invalid-argument');
+    if (!this.#recorded(channel)) throw new ComponentError('not-recorded');
+    if (this.historyError !== undefined) throw new ComponentError(this.historyError);
+    return this.#history(channel).page(since, Math.min(limit, this.historyConfig.size));
   }
 
   channels() {
@@ -523,12 +682,25 @@ export class FakeHost {
     return BigUint64Array.from(this.#channels.get(string(channel)) ?? []);
   }
 
+  // One node: the whole cluster.
+  nodeChannels() {
+    return this.channels();
+  }
+
+  nodeSubscribers(channel) {
+    return this.subscribers(channel);
+  }
+
   connections() {
     return BigUint64Array.from(this.#conns.keys());
   }
 
   connectionCount() {
     return this.#conns.size;
+  }
+
+  nodeConnectionCount() {
+    return this.connectionCount();
   }
 
   getAttribute(conn, key) {
@@ -568,6 +740,10 @@ export class FakeHost {
 
   tagged(tag) {
     return BigUint64Array.from(this.#tags.get(string(tag)) ?? []);
+  }
+
+  nodeTagged(tag) {
+    return this.tagged(tag);
   }
 
   sendToTag(tag, msg, except) {
@@ -842,14 +1018,37 @@ export class FakeHost {
     if (name.length === 0 || utf8Length(name) > this.limits.maxNameLen) throw new ComponentError('invalid-argument');
   }
 
-  #deliver(msg, targets, except) {
+  #recorded(channel) {
+    return this.historyConfig !== undefined && this.historyConfig.records(channel);
+  }
+
+  // The channel's history, its expired entries dropped.
+  #history(channel) {
+    let history = this.#histories.get(channel);
+    if (!history) this.#histories.set(channel, (history = new ChannelHistory()));
+    history.expire(this.now, this.historyConfig.ttlMs);
+    return history;
+  }
+
+  #record(channel, msg) {
+    return this.#history(channel).record(msg, this.now, this.historyConfig.size);
+  }
+
+  // What the server checks before queueing: the size, then the budget.
+  #checkDeliverable(msg) {
     if (messageSize(msg) > this.limits.maxMessageSize) throw new ComponentError('invalid-argument');
     if (this.#budget <= 0) throw new ComponentError('limit-reached');
+  }
+
+  // `direct` (send) reaches a connection whose on-open runs at once; fan-out
+  // waits until on-open returns.
+  #deliver(msg, targets, except, direct = false) {
+    this.#checkDeliverable(msg);
     let sent = 0;
     for (const conn of targets) {
       // A closing connection takes nothing more and is not counted.
       if (conn.id === except || conn.shut) continue;
-      conn.received.push(msg);
+      (direct || !conn.deferred ? conn.received : conn.deferred).push(msg);
       sent++;
     }
     this.#budget = Math.max(0, this.#budget - sent);

@@ -25,7 +25,18 @@ belongs in :func:`host.set_attribute`, plugin-wide data in
 Host calls that return a WIT ``result`` raise :class:`HostError` (the
 generated ``componentize_py_types.Err``) whose ``value`` is an :class:`Error`
 (a :class:`StateError` for the ``state_*`` calls but ``state_get`` and
-``state_set``, an :class:`UpstreamError` for the ``upstream_*`` calls).
+``state_set``, an :class:`UpstreamError` for the ``upstream_*`` calls, a
+:class:`HistoryError` for ``publish_recorded`` and ``history``).
+
+Channel history (0.1.2): a channel that the sidecar's ``[history] channels``
+records keeps its recent messages, each at a :class:`Position` (``EPOCH:OFFSET``
+as text). :func:`publish_positioned` publishes a text that carries its own
+position, :func:`publish_recorded` any message, :func:`history` and
+:func:`history_pages` read the history back, e.g. to replay what a returning
+client missed. ``host.node_channels``, ``host.node_subscribers``,
+``host.node_tagged`` and ``host.node_connection_count`` answer for this node
+only, where ``channels``, ``subscribers``, ``tagged`` and ``connection_count``
+answer for the whole cluster.
 :func:`http_request` and :func:`http_get` make outbound HTTP requests over
 ``wasi:http`` and raise :class:`HttpError` when no response comes.
 
@@ -35,10 +46,11 @@ time; run ``componentize-py -d wit -w plugin-http bindings .`` for a copy your
 editor can see.
 """
 
+import os
 import re
 import sys
 import time
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from componentize_py_types import Err as HostError
@@ -49,12 +61,20 @@ from wit_world.imports import wasi_http_types as http
 from wit_world.imports import host
 from wit_world.imports.wsgate_plugin_types import (
     Error,
+    HistoryEntry,
+    HistoryError,
+    HistoryPage,
     LogLevel,
     Message_Binary as Binary,
     Message_Text as Text,
     OpenDecision_Accept,
     OpenDecision_Greet,
     OpenDecision_Reject,
+    Position,
+    PositionedText,
+    Publication_Plain,
+    Publication_Positioned,
+    Published,
     Rejection,
     Request,
     StateError,
@@ -62,10 +82,11 @@ from wit_world.imports.wsgate_plugin_types import (
 )
 
 __all__ = [
-    "Binary", "Error", "HostError", "HttpError", "HttpResponse", "Listener",
-    "LogLevel", "Message", "OpenDecision", "Request", "StateError", "Text",
-    "UpstreamError", "host", "http_get", "http_request", "log", "now_ms",
-    "upstream_connect",
+    "Binary", "Error", "HistoryEntry", "HistoryError", "HistoryPage", "HostError",
+    "HttpError", "HttpResponse", "Listener", "LogLevel", "Message", "OpenDecision",
+    "Position", "Published", "Request", "StateError", "Text", "UpstreamError", "host",
+    "history", "history_pages", "http_get", "http_request", "log", "now_ms",
+    "publish_positioned", "publish_recorded", "upstream_connect",
 ]
 
 
@@ -190,6 +211,117 @@ class Listener(exports.Listener, exports.UpstreamListener, exports.ErrorListener
 
     def on_upstream_close(self, id: int, code: int, reason: str) -> None:
         """An upstream closed, or could not connect (1006, with the reason)."""
+
+
+# --- Channel history -----------------------------------------------------
+
+_U64_MAX = (1 << 64) - 1
+_OFFSET = re.compile(r"[0-9]{1,20}")
+
+
+def _parse_position(text: str) -> Position:
+    """The position written as ``EPOCH:OFFSET`` (as in a ``since`` query
+    parameter or a message's ``pos``). The epoch is everything before the
+    last ``:``; raises ValueError for an empty epoch or an offset that is not
+    a decimal u64."""
+    if not isinstance(text, str):
+        raise ValueError(f"a position is EPOCH:OFFSET text, not {type(text).__name__}")
+    epoch, colon, offset = text.rpartition(":")
+    if not colon or not epoch:
+        raise ValueError(f"not a position (EPOCH:OFFSET): {text!r}")
+    # Only ASCII digits: int() would also take "+1", " 1", "1_0" and other scripts' digits.
+    if not _OFFSET.fullmatch(offset) or int(offset) > _U64_MAX:
+        raise ValueError(f"not a position (bad offset): {text!r}")
+    return Position(epoch, int(offset))
+
+
+def _position_text(self) -> str:
+    return f"{self.epoch}:{self.offset}"
+
+
+# As for Request: added to the generated dataclass, so positions the host
+# returns have them too. ``str(pos)`` is the ``EPOCH:OFFSET`` text.
+Position.parse = staticmethod(_parse_position)
+Position.__str__ = _position_text
+
+
+def _sentinel() -> str:
+    """32 hex characters no render function can guess: WASI's random source
+    (``wasi:random``, which CPython's os.urandom reads in a component)."""
+    return os.urandom(16).hex()
+
+
+def _as_message(msg):
+    return Text(msg) if isinstance(msg, str) else msg
+
+
+def publish_recorded(channel: str, msg, except_: Optional[int] = None) -> Published:
+    """Publishes ``msg`` (a str is sent as text) to ``channel`` and records
+    it in the channel's history; returns :class:`Published`
+    (``delivered``, ``position``). Raises :class:`HostError` with a
+    :class:`HistoryError`: ``NOT_RECORDED`` when the sidecar's
+    ``[history] channels`` does not match the channel."""
+    return host.publish_recorded(channel, Publication_Plain(_as_message(msg)), except_)
+
+
+def publish_positioned(channel: str, render: Callable[[str], str],
+                       except_: Optional[int] = None) -> Published:
+    """Publishes and records a text message that contains its own position,
+    which the host assigns only as it records it.
+
+    ``render(pos)`` returns the message's text with ``pos`` where the
+    position goes, e.g. ``lambda pos: json.dumps({"pos": pos, "text": t})``.
+    It is called once, with a random placeholder; the host puts
+    ``EPOCH:OFFSET`` in its place. Raises ValueError if the text holds the
+    placeholder other than exactly once, :class:`HostError` with a
+    :class:`HistoryError` as :func:`publish_recorded`."""
+    sentinel = _sentinel()
+    text = render(sentinel)
+    if not isinstance(text, str):
+        raise TypeError(f"render must return a str, not {type(text).__name__}")
+    parts = text.split(sentinel)
+    if len(parts) != 2:
+        raise ValueError("render must put its argument in the text exactly once, "
+                         f"not {len(parts) - 1} times")
+    return host.publish_recorded(channel, Publication_Positioned(PositionedText(*parts)), except_)
+
+
+def _since(since) -> Optional[Position]:
+    return Position.parse(since) if isinstance(since, str) else since
+
+
+def history(channel: str, since: Union[Position, str, None] = None,
+            limit: int = 100) -> HistoryPage:
+    """One page of ``channel``'s history: the entries after ``since`` (a
+    :class:`Position` or its text; ``None``: all kept ones), oldest first, at
+    most ``limit``; ``latest`` is the newest position, ``recovered`` whether
+    nothing after ``since`` was lost (when not, ``entries`` start from the
+    oldest kept one). Raises :class:`HostError` with a :class:`HistoryError`,
+    ValueError for ``since`` text that is not a position."""
+    return host.history(channel, _since(since), limit)
+
+
+def history_pages(channel: str, since: Union[Position, str, None] = None,
+                  limit: int = 100) -> Iterator[HistoryPage]:
+    """:func:`history` page after page, until the last entry reaches the
+    ``latest`` of its page: everything recorded after ``since`` up to now.
+    Whether the gap was recovered is the first page's ``recovered``. Should
+    history drop messages while it pages (a later page not recovered), it
+    stops there: a client sees the gap in the offsets and asks again."""
+    since = _since(since)
+    first = True
+    while True:
+        page = host.history(channel, since, limit)
+        if not first and not page.recovered:
+            return
+        first = False
+        yield page
+        if not page.entries:
+            return
+        last = page.entries[-1].position
+        if last.epoch != page.latest.epoch or last.offset >= page.latest.offset:
+            return
+        since = last
 
 
 def log(level: LogLevel, msg: str) -> None:

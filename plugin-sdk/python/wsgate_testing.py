@@ -21,7 +21,13 @@ channels, tags, timers, limits)::
         assert conn.texts == ["hello ann"]
         assert conn.send_text("hi") == Message.text("ann: HI")
 
-Not modelled: other plugins, a cluster, send queues filling up
+Channel history follows the server's rules when the host is given the
+sidecar's ``[history]`` table (``FakeHost(history=HistoryConfig(...))`` or
+``HistoryConfig.from_sidecar(path)``): sizes, TTLs on the virtual clock,
+epochs (:meth:`FakeHost.new_epoch` plays a lost history), ``recovered``.
+
+Not modelled: other plugins, a cluster (the ``node_*`` calls answer as
+their cluster-wide twins), send queues filling up
 (``QUEUE_FULL``), client message size and rate limits, hook deadlines, the
 log rate limit. A hook that raises propagates to the test, so the traceback
 points at the bug (the server would log it and close the connection with
@@ -36,6 +42,7 @@ SDK does.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -60,8 +67,9 @@ from typing import (Dict, Generic, Iterator, List, NamedTuple, Optional,
                     Protocol, Tuple, TypeVar, Union)
 
 __all__ = [
-    "Broadcast", "Close", "Connection", "FakeHost", "HostError", "HttpFailure",
-    "HttpReply", "HttpRequest", "Limits", "Log", "Publish", "ServeError", "Server",
+    "Broadcast", "Close", "Connection", "FakeHost", "HistoryConfig", "HostError",
+    "HttpFailure", "HttpReply", "HttpRequest", "Limits", "Log", "Publish",
+    "ServeError", "Server",
     "TagSend", "Timer", "Upstream", "WebSocket", "WebSocketClosed",
     "WebSocketRefused", "load_app", "load_listener", "serve",
 ]
@@ -174,6 +182,57 @@ class UpstreamError(enum.Enum):
     INVALID_ARGUMENT = 6
 
 
+@dataclasses.dataclass
+class Position:
+    epoch: str
+    offset: int
+
+
+@dataclasses.dataclass
+class PositionedText:
+    before: str
+    after: str
+
+
+@dataclasses.dataclass
+class Publication_Plain:
+    value: Message
+
+
+@dataclasses.dataclass
+class Publication_Positioned:
+    value: PositionedText
+
+
+Publication = Union[Publication_Plain, Publication_Positioned]
+
+
+@dataclasses.dataclass
+class Published:
+    delivered: int
+    position: Position
+
+
+@dataclasses.dataclass
+class HistoryEntry:
+    position: Position
+    msg: Message
+
+
+@dataclasses.dataclass
+class HistoryPage:
+    entries: List[HistoryEntry]
+    latest: Position
+    recovered: bool
+
+
+class HistoryError(enum.Enum):
+    NOT_RECORDED = 0
+    INVALID_ARGUMENT = 1
+    LIMIT_REACHED = 2
+    UNAVAILABLE = 3
+
+
 class LogLevel(enum.Enum):
     TRACE = 0
     DEBUG = 1
@@ -246,7 +305,10 @@ class ErrorListenerProtocol(Protocol):
 HOST_FUNCTIONS = (
     "send", "broadcast", "close", "subscribe", "unsubscribe", "publish",
     "channels", "subscribers", "connections", "connection_count",
-    "get_attribute", "set_attribute", "tag", "untag", "tagged", "send_to_tag",
+    "node_channels", "node_subscribers", "node_tagged", "node_connection_count",
+    "publish_recorded", "history",
+    "get_attribute", "set_attribute", "tag", "untag", "tagged",
+    "send_to_tag",
     "state_get", "state_set", "state_increment", "state_compare_and_swap",
     "state_set_expiring", "state_keys", "upstream_connect", "upstream_send",
     "upstream_close", "upstreams", "set_timer", "cancel_timer", "log",
@@ -774,7 +836,11 @@ def _install_bindings() -> None:
         Rejection=Rejection, OpenDecision_Accept=OpenDecision_Accept,
         OpenDecision_Greet=OpenDecision_Greet, OpenDecision_Reject=OpenDecision_Reject,
         OpenDecision=OpenDecision, Error=Error, StateError=StateError,
-        UpstreamError=UpstreamError, LogLevel=LogLevel)
+        UpstreamError=UpstreamError, LogLevel=LogLevel, Position=Position,
+        PositionedText=PositionedText, Publication_Plain=Publication_Plain,
+        Publication_Positioned=Publication_Positioned, Publication=Publication,
+        Published=Published, HistoryEntry=HistoryEntry, HistoryPage=HistoryPage,
+        HistoryError=HistoryError)
     host = module("wit_world.imports.host", wsgate_plugin_types=generated_types,
                   **{name: _host_function(name) for name in HOST_FUNCTIONS})
     poll = module("wit_world.imports.poll", Pollable=Pollable)
@@ -892,13 +958,127 @@ class Limits:
     upstreams_per_plugin: int = 16
 
 
+# humantime's units, as the server reads `ttl = "5m"`, in milliseconds.
+_DURATION_UNITS = {
+    **dict.fromkeys(("nsec", "ns"), 1e-6), **dict.fromkeys(("usec", "us"), 1e-3),
+    **dict.fromkeys(("msec", "ms"), 1),
+    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 1000),
+    **dict.fromkeys(("minutes", "minute", "mins", "min", "m"), 60_000),
+    **dict.fromkeys(("hours", "hour", "hrs", "hr", "h"), 3_600_000),
+    **dict.fromkeys(("days", "day", "d"), 86_400_000),
+    **dict.fromkeys(("weeks", "week", "w"), 604_800_000),
+    **dict.fromkeys(("months", "month", "M"), 2_630_016_000),
+    **dict.fromkeys(("years", "year", "y"), 31_557_600_000),
+}
+_DURATION_PART = re.compile(r"\s*([0-9]+)\s*([A-Za-z]+)")
+
+
+def _duration_ms(text: str) -> int:
+    """A humantime duration (``"5m"``, ``"1h 30m"``, ``"90s"``) in ms."""
+    total, at = 0.0, 0
+    text = text.strip()
+    while at < len(text):
+        m = _DURATION_PART.match(text, at)
+        if m is None or m.group(2) not in _DURATION_UNITS:
+            raise ValueError(f"not a duration: {text!r} (e.g. \"5m\", \"90s\", \"1h 30m\")")
+        total += int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        at = m.end()
+    if not text:
+        raise ValueError("an empty duration")
+    return int(total)
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryConfig:
+    """A plugin sidecar's ``[history]`` table: which channels are recorded
+    (``channels``, patterns where ``*`` matches any run of characters,
+    otherwise exact), how many messages each keeps (``size``, at most
+    10000) and for how long (``ttl``: humantime text such as ``"5m"``, or
+    milliseconds). The defaults are the server's."""
+
+    channels: Tuple[str, ...] = ()
+    size: int = 100
+    ttl: Union[str, int] = "5m"
+
+    MAX_SIZE = 10_000
+
+    def __post_init__(self):
+        if isinstance(self.channels, str):
+            raise TypeError('channels is a list of patterns, e.g. ["*"]')
+        object.__setattr__(self, "channels", tuple(_str(c, "channel pattern") for c in self.channels))
+        if not isinstance(self.size, int) or not 1 <= self.size <= self.MAX_SIZE:
+            raise ValueError(f"history size must be 1-{self.MAX_SIZE}, not {self.size!r}")
+        if self.ttl_ms <= 0:
+            raise ValueError(f"history ttl must be positive, not {self.ttl!r}")
+
+    @property
+    def ttl_ms(self) -> int:
+        return _duration_ms(self.ttl) if isinstance(self.ttl, str) else _int(self.ttl, 64, "ttl")
+
+    def records(self, channel: str) -> bool:
+        """Whether a pattern matches ``channel``."""
+        return any(re.fullmatch(".*".join(map(re.escape, p.split("*"))), channel, re.S)
+                   for p in self.channels)
+
+    @classmethod
+    def from_sidecar(cls, path) -> Optional["HistoryConfig"]:
+        """The ``[history]`` table of a sidecar (``NAME.toml``), or ``None``
+        if it has none (then nothing is recorded). Needs Python 3.11+
+        (tomllib)."""
+        import tomllib
+        with open(path, "rb") as f:
+            table = tomllib.load(f).get("history")
+        if table is None:
+            return None
+        unknown = set(table) - {"channels", "size", "ttl"}
+        if unknown:
+            raise ValueError(f"unknown [history] keys: {sorted(unknown)}")
+        return cls(**table)
+
+
+class _ChannelHistory:
+    """One recorded channel, as the server's memory backend keeps it."""
+
+    def __init__(self):
+        self.epoch = secrets.token_hex(8)  # 16 lowercase hex chars, as the host makes
+        self.last = 0  # offsets given out in this epoch
+        self.dropped_through = 0  # the newest offset dropped by size or age
+        self.entries = collections.deque()  # (offset, msg, recorded at ms)
+
+    def expire(self, now_ms: int, ttl_ms: int) -> None:
+        while self.entries and self.entries[0][2] + ttl_ms <= now_ms:
+            self.dropped_through = self.entries.popleft()[0]
+
+    def record(self, msg, now_ms: int, size: int) -> Position:
+        self.last += 1
+        self.entries.append((self.last, msg, now_ms))
+        while len(self.entries) > size:
+            self.dropped_through = self.entries.popleft()[0]
+        return Position(self.epoch, self.last)
+
+    def page(self, since: Optional[Position], limit: int) -> HistoryPage:
+        if since is None:
+            recovered, after = self.dropped_through == 0, 0
+        else:
+            recovered = (since.epoch == self.epoch and self.dropped_through <= since.offset
+                         <= self.last)
+            after = since.offset if recovered else 0
+        entries = [HistoryEntry(Position(self.epoch, o), m)
+                   for o, m, _ in self.entries if o > after][:limit]
+        return HistoryPage(entries, Position(self.epoch, self.last), recovered)
+
+
 # What the host was asked to do, in order, for assertions that care about
 # the call rather than who received it.
 class Publish(NamedTuple):
+    """A ``publish`` or ``publish_recorded``; ``msg`` as delivered (a
+    positioned text with its position filled in), ``position`` where the
+    channel's history recorded it (``None``: not recorded)."""
     channel: str
     msg: Message
     except_: Optional[int]
     reached: int
+    position: Optional[Position] = None
 
 
 class Broadcast(NamedTuple):
@@ -1066,6 +1246,8 @@ class Connection:
         self.closing = False
         self.server_close: Optional[Tuple[int, str]] = None
         self.closed: Optional[Tuple[int, str]] = None
+        # While on_open runs: fan-out deliveries that wait for it to return.
+        self._deferred: Optional[List[Message]] = None
         self._opened = False  # on_open accepted: on_close is owed
         self._counted = False  # counted onto its route: must be counted off
         self._ended = False
@@ -1173,12 +1355,27 @@ class FakeHost:
     plugin's sidecar does not grant. Every request is recorded in
     :attr:`http_requests`. ``allowed_hosts``, if given, is the sidecar's
     grant: other hosts are denied to HTTP and upstreams alike.
+
+    ``history`` is the sidecar's ``[history]`` (a :class:`HistoryConfig`;
+    ``None``: no channel is recorded). Recorded channels keep their messages
+    in memory, each channel in an epoch of its own until :meth:`new_epoch`;
+    entries expire on the virtual clock. As in the server, what is
+    published to a connection's channels and tags while its ``on_open``
+    runs reaches it after everything ``on_open`` sent it.
     """
 
     def __init__(self, limits: Limits = Limits(), *, http=None, http_handler=None,
-                 allowed_hosts=None):
+                 allowed_hosts=None, history: Optional[HistoryConfig] = None):
         global _active
         self.limits = limits
+        if history is not None and not isinstance(history, HistoryConfig):
+            raise TypeError("history must be a wsgate_testing.HistoryConfig")
+        #: The sidecar's ``[history]``, or None: nothing recorded.
+        self.history_config = history
+        #: Set to a HistoryError (e.g. ``UNAVAILABLE``: Redis is down) to make
+        #: ``publish_recorded`` and ``history`` fail with it.
+        self.history_error: Optional[HistoryError] = None
+        self._histories: Dict[str, _ChannelHistory] = {}
         #: URL (or "METHOD URL") -> reply, for outbound HTTP.
         self.http: Dict[str, object] = dict(http or {})
         #: Answers the HTTP requests that :attr:`http` does not (returns a reply or None).
@@ -1244,10 +1441,14 @@ class FakeHost:
             channel = _lookup(request.params, "channel")
             if channel is not None and 0 < _utf8_len(channel) <= self.limits.max_name_len:
                 self._join(self._channels, conn.channels, conn, channel)
+            conn._deferred = []
             decision = _decision(self._call(listener, "on_open", conn.id, request))
         except BaseException:
+            conn._deferred = None
             self._end(conn, None)
             raise
+        deferred, conn._deferred = conn._deferred, None
+        conn.inbox.extend(deferred)  # fan-out during on_open follows what it sent
         conn.decision = decision
         if isinstance(decision, OpenDecision_Reject):
             status, reason = decision.value.status, decision.value.reason
@@ -1331,6 +1532,15 @@ class FakeHost:
         """The handle of an upstream the plugin opened, by id."""
         return self.upstreams_opened[id]
 
+    def new_epoch(self, channel: Optional[str] = None) -> None:
+        """History is lost, as when the server restarts with in-memory history
+        or a Redis stream is deleted: ``channel`` (every channel if None)
+        starts a new epoch, empty, its offsets from 1 again."""
+        if channel is None:
+            self._histories.clear()
+        else:
+            self._histories.pop(_str(channel, "channel"), None)
+
     def hook_failed(self, conn, detail: str = "on_message trapped", listener=None) -> None:
         """What the server does after a hook for ``conn`` (an id or a
         :class:`Connection`) trapped or overran its deadline: ``on_error`` on
@@ -1398,9 +1608,65 @@ class FakeHost:
         msg = _message(msg, "msg")
         except_ = _optional(except_, _int, 64, "except_")
         self._check_name(channel)
+        self._spend_check(msg)
+        position = None
+        if self._recorded(channel):  # the old call records too, as plain
+            position = self._record(channel, msg)
         reached = self._deliver(sorted(self._channels.get(channel, ())), msg, except_)
-        self.publishes.append(Publish(channel, msg, except_, reached))
+        self.publishes.append(Publish(channel, msg, except_, reached, position))
         return reached
+
+    def publish_recorded(self, channel, msg, except_) -> Published:
+        channel = _str(channel, "channel")
+        except_ = _optional(except_, _int, 64, "except_")
+        publication = msg
+        if isinstance(publication, Publication_Plain):
+            msg = _message(publication.value, "publication")
+            positioned = None
+        elif isinstance(publication, Publication_Positioned) and isinstance(
+                publication.value, PositionedText):
+            positioned = (_str(publication.value.before, "before"),
+                          _str(publication.value.after, "after"))
+            msg = None
+        else:
+            raise TypeError("publication must be a Publication_Plain or Publication_Positioned, "
+                            f"not {publication!r}")
+        if not channel or _utf8_len(channel) > self.limits.max_name_len:
+            raise Err(HistoryError.INVALID_ARGUMENT)
+        if not self._recorded(channel):
+            raise Err(HistoryError.NOT_RECORDED)
+        if self.history_error is not None:
+            raise Err(self.history_error)
+        history = self._history(channel)
+        if positioned is not None:
+            before, after = positioned
+            msg = Message_Text(f"{before}{history.epoch}:{history.last + 1}{after}")
+        try:
+            self._spend_check(msg)
+        except Err as e:
+            # Too big (invalid-argument), or past the hook's delivery budget
+            # (limit-reached), as the host says: nothing recorded.
+            budget = e.value == Error.LIMIT_REACHED
+            raise Err(HistoryError.LIMIT_REACHED if budget else HistoryError.INVALID_ARGUMENT) from None
+        position = self._record(channel, msg)
+        reached = self._deliver(sorted(self._channels.get(channel, ())), msg, except_)
+        self.publishes.append(Publish(channel, msg, except_, reached, position))
+        return Published(reached, position)
+
+    def history(self, channel, since, limit) -> HistoryPage:
+        channel = _str(channel, "channel")
+        limit = _int(limit, 32, "limit")
+        if since is not None:
+            if not isinstance(since, Position):
+                raise TypeError(f"since must be a Position or None, not {since!r}")
+            since = Position(_str(since.epoch, "since.epoch"), _int(since.offset, 64, "since.offset"))
+        if not channel or _utf8_len(channel) > self.limits.max_name_len or limit == 0:
+            raise Err(HistoryError.INVALID_ARGUMENT)
+        if not self._recorded(channel):
+            raise Err(HistoryError.NOT_RECORDED)
+        if self.history_error is not None:
+            raise Err(self.history_error)
+        return self._history(channel).page(since, min(limit, self.history_config.size))
 
     def channels(self) -> List[str]:
         return sorted(self._channels)
@@ -1408,11 +1674,20 @@ class FakeHost:
     def subscribers(self, channel) -> List[int]:
         return sorted(self._channels.get(_str(channel, "channel"), ()))
 
+    def node_channels(self) -> List[str]:
+        return self.channels()  # one node: the whole cluster
+
+    def node_subscribers(self, channel) -> List[int]:
+        return self.subscribers(channel)
+
     def connections(self) -> List[int]:
         return sorted(self._conns)
 
     def connection_count(self) -> int:
         return len(self._conns)
+
+    def node_connection_count(self) -> int:
+        return self.connection_count()
 
     def get_attribute(self, conn, key) -> Optional[str]:
         target = self._registered(_int(conn, 64, "conn"))
@@ -1449,6 +1724,9 @@ class FakeHost:
 
     def tagged(self, tag) -> List[int]:
         return sorted(self._tags.get(_str(tag, "tag"), ()))
+
+    def node_tagged(self, tag) -> List[int]:
+        return self.tagged(tag)
 
     def send_to_tag(self, tag, msg, except_) -> int:
         tag = _str(tag, "tag")
@@ -1702,6 +1980,20 @@ class FakeHost:
         headers = [(k.lower(), v.encode("utf-8")) for k, v in _pairs(reply.headers, "header")]
         return IncomingResponse(_int(reply.status, 16, "status"), headers, data)
 
+    def _recorded(self, channel: str) -> bool:
+        return self.history_config is not None and self.history_config.records(channel)
+
+    def _history(self, channel: str) -> _ChannelHistory:
+        """The channel's history, its expired entries dropped."""
+        history = self._histories.get(channel)
+        if history is None:
+            history = self._histories[channel] = _ChannelHistory()
+        history.expire(self.now_ms, self.history_config.ttl_ms)
+        return history
+
+    def _record(self, channel: str, msg) -> Position:
+        return self._history(channel).record(msg, self.now_ms, self.history_config.size)
+
     def _registered(self, conn: int) -> Connection:
         target = self._conns.get(conn)
         if target is None:
@@ -1729,7 +2021,7 @@ class FakeHost:
         for id in ids:
             target = self._conns.get(id)
             if target is not None and id != except_ and not target.closing:
-                target.inbox.append(msg)
+                (target.inbox if target._deferred is None else target._deferred).append(msg)
                 reached += 1
         self._spend(reached)
         return reached

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::deploy::Deployer;
+use crate::history::History;
 use crate::lifecycle::Lifecycle;
 use crate::registry::{Registry, Relay};
 use crate::runtime::Runtime;
@@ -33,9 +34,13 @@ impl Gateway {
         cluster: Option<Arc<Cluster>>,
         state: Arc<Store>,
     ) -> Arc<Gateway> {
+        let history = History::open(&config, cluster.as_ref());
         let registry = match &cluster {
-            Some(c) => Registry::for_node(c.node, Some(c.clone() as Arc<dyn Relay>), state),
-            None => Registry::for_node(0, None, state),
+            Some(c) => {
+                let relay = Some(c.clone() as Arc<dyn Relay>);
+                Registry::for_node(c.node, relay, state, history)
+            }
+            None => Registry::for_node(0, None, state, history),
         };
         let shutdown = CancellationToken::new();
         let lifecycle = Lifecycle::new(

@@ -8,8 +8,9 @@
 //! `runtime` runs plugin code in the sandbox, `deploy` turns the plugin
 //! directory into routes, `admin` and `metrics` report, `cluster` joins
 //! several nodes over Redis, `outbound` decides what plugins may reach,
-//! and `state` keeps plugins' key-value state in memory, SQLite or the
-//! cluster's Redis.
+//! `state` keeps plugins' key-value state in memory, SQLite or the
+//! cluster's Redis, and `history` keeps recorded channels' messages with
+//! their positions, so clients resume after a reconnect.
 
 mod accept;
 pub mod admin;
@@ -18,12 +19,14 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 mod rate;
+mod recent;
 pub mod registry;
 pub mod routing;
 pub mod runtime;

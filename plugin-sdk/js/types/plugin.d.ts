@@ -3,10 +3,10 @@
 /// <reference path="./interfaces/wsgate-plugin-listener.d.ts" />
 /// <reference path="./interfaces/wsgate-plugin-types.d.ts" />
 /// <reference path="./interfaces/wsgate-plugin-upstream-listener.d.ts" />
-declare module 'wsgate:plugin/plugin@0.1.1' {
-  export type * as WsgatePluginHost011 from 'wsgate:plugin/host@0.1.1'; // import wsgate:plugin/host@0.1.1
-  export type * as WsgatePluginTypes011 from 'wsgate:plugin/types@0.1.1'; // import wsgate:plugin/types@0.1.1
-  export * as listener from 'wsgate:plugin/listener@0.1.1'; // export wsgate:plugin/listener@0.1.1
-  export * as upstreamListener from 'wsgate:plugin/upstream-listener@0.1.1'; // export wsgate:plugin/upstream-listener@0.1.1
-  export * as errorListener from 'wsgate:plugin/error-listener@0.1.1'; // export wsgate:plugin/error-listener@0.1.1
+declare module 'wsgate:plugin/plugin@0.1.2' {
+  export type * as WsgatePluginHost012 from 'wsgate:plugin/host@0.1.2'; // import wsgate:plugin/host@0.1.2
+  export type * as WsgatePluginTypes012 from 'wsgate:plugin/types@0.1.2'; // import wsgate:plugin/types@0.1.2
+  export * as listener from 'wsgate:plugin/listener@0.1.2'; // export wsgate:plugin/listener@0.1.2
+  export * as upstreamListener from 'wsgate:plugin/upstream-listener@0.1.2'; // export wsgate:plugin/upstream-listener@0.1.2
+  export * as errorListener from 'wsgate:plugin/error-listener@0.1.2'; // export wsgate:plugin/error-listener@0.1.2
 }

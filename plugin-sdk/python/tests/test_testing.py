@@ -13,7 +13,8 @@ from wsgate_testing import Close, FakeHost, Limits, Log, load_app, load_listener
 
 import wsgate  # noqa: E402  (after wsgate_testing, which provides its bindings)
 from listeners import Recorder, hooks, host_error
-from wsgate import Error, HostError, LogLevel, Message, OpenDecision, StateError, UpstreamError
+from wsgate import (Error, HistoryError, HostError, LogLevel, Message, OpenDecision, StateError,
+                    UpstreamError)
 
 ROOT = Path(__file__).resolve().parents[3]
 WIT = ROOT / "wit" / "wsgate.wit"
@@ -45,7 +46,8 @@ def test_every_host_function_of_the_wit_with_its_parameters_in_order():
 @pytest.mark.skipif(not WIT.exists(), reason="wit/wsgate.wit not found beside the SDK")
 def test_enums_match_the_wit():
     for wit_name, enum in (("error", Error), ("state-error", StateError),
-                           ("upstream-error", UpstreamError), ("log-level", LogLevel)):
+                           ("upstream-error", UpstreamError), ("history-error", HistoryError),
+                           ("log-level", LogLevel)):
         cases = re.findall(r"^\s*([a-z-]+),", wit_block("enum", wit_name), re.M)
         assert [c.upper().replace("-", "_") for c in cases] == [e.name for e in enum]
         assert [e.value for e in enum] == list(range(len(cases)))

@@ -22,7 +22,9 @@
 //! belongs in [`host::set_attribute`] and plugin-wide data in
 //! [`host::state_set`], never in statics.
 
+pub mod history;
 pub mod http;
+mod position;
 mod request;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -40,13 +42,16 @@ pub mod bindings {
     });
 }
 
-/// Host calls: send, broadcast, close, channels, tags, state, timers, log.
+/// Host calls: send, broadcast, close, channels, tags, history, presence,
+/// state, upstreams, timers, log. [`history`] builds on the history calls.
 #[cfg(not(feature = "testing"))]
 pub use bindings::wsgate::plugin::host;
 pub use bindings::wsgate::plugin::types::{
-    ConnectionId, Error, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
+    ConnectionId, Error, HistoryEntry, HistoryError, HistoryPage, LogLevel, Message, OpenDecision,
+    Position, PositionedText, Publication, Published, Rejection, Request, StateError,
     UpstreamError, UpstreamId,
 };
+pub use position::ParsePositionError;
 /// Host calls, answered by the in-memory host of [`testing`].
 #[cfg(feature = "testing")]
 pub use testing::fake_host as host;

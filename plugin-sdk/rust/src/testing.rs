@@ -1,7 +1,7 @@
 //! Unit tests for listeners, without a server: with the `testing` feature,
 //! [`host`](crate::host) is an in-memory host that behaves like wsgate's
-//! for one plugin (connections, channels, tags, attributes, state, timers,
-//! upstreams, logs), and [`FakeHost`] drives a listener's hooks the way the
+//! for one plugin (connections, channels, tags, attributes, state, channel
+//! history, timers, upstreams, logs), and [`FakeHost`] drives a listener's hooks the way the
 //! server does and shows what the plugin asked for; the plugin's
 //! [`http`](crate::http) requests go to a handler the test gives
 //! ([`FakeHost::on_http`]). Upstreams connect to nothing: the test plays
@@ -27,9 +27,17 @@
 //! }
 //! ```
 //!
+//! Channel history is off until the test configures it as the plugin's
+//! sidecar would ([`FakeHost::record_history`]); [`FakeHost::lose_history`]
+//! plays a server restart, [`FakeHost::history_unavailable`] a failing
+//! Redis. The fake is one node: the `node-*` calls answer as the
+//! cluster-wide ones.
+//!
 //! The fake lives in a thread-local, so tests running in parallel (each on
 //! its own thread) never see each other's connections. A test that uses two
 //! plugins at once is beyond it: use [`serve`].
+
+mod history;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -40,9 +48,10 @@ use std::time::{Duration, Instant};
 
 use crate::http::{self, HttpError};
 use crate::{
-    ConnectionId, Error, Listener, LogLevel, Message, OpenDecision, Rejection, Request, StateError,
-    UpstreamError, UpstreamId,
+    ConnectionId, Error, HistoryError, HistoryPage, Listener, LogLevel, Message, OpenDecision,
+    Position, Publication, Published, Rejection, Request, StateError, UpstreamError, UpstreamId,
 };
+pub use history::{HistoryConfig, MAX_HISTORY_SIZE};
 
 /// Answers a plugin's HTTP requests in a test.
 type HttpHandler = Box<dyn FnMut(&http::Request) -> Result<http::Response, HttpError>>;
@@ -59,9 +68,15 @@ struct Fake {
     channels: BTreeMap<String, BTreeSet<ConnectionId>>,
     tags: BTreeMap<String, BTreeSet<ConnectionId>>,
     state: BTreeMap<String, StateEntry>,
-    /// The fake clock state deadlines are read against, in milliseconds;
-    /// [`FakeHost::advance_clock`] moves it.
+    /// The fake clock state deadlines and history ages are read against,
+    /// in milliseconds; [`FakeHost::advance_clock`] moves it.
     clock_ms: u64,
+    history: history::Histories,
+    /// The connection whose `on-open` is running, and what was published
+    /// to it meanwhile: the server delivers that after what `on-open`
+    /// sends it.
+    opening: Option<ConnectionId>,
+    held: Vec<Message>,
     next_timer: u64,
     timers: BTreeMap<u64, (u32, bool)>,
     published: Vec<(String, Message)>,
@@ -151,6 +166,55 @@ impl Fake {
             }
         }
         sent
+    }
+
+    /// [`Fake::deliver`] for what is published to channels and tags: the
+    /// connection whose `on-open` is running gets it after `on-open`.
+    fn deliver_published(
+        &mut self,
+        ids: Vec<ConnectionId>,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> u32 {
+        let held = self
+            .opening
+            .filter(|id| ids.contains(id) && except != Some(*id));
+        let others = ids.into_iter().filter(|id| Some(*id) != held).collect();
+        let sent = self.deliver(others, msg, except);
+        match held {
+            Some(_) => {
+                self.held.push(msg.clone());
+                sent + 1
+            }
+            None => sent,
+        }
+    }
+
+    fn subscribers_of(&self, channel: &str) -> Vec<ConnectionId> {
+        self.channels
+            .get(channel)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes to a recorded channel: recorded, then delivered.
+    fn publish_recorded(
+        &mut self,
+        channel: &str,
+        publication: &Publication,
+        except: Option<ConnectionId>,
+    ) -> Result<Published, HistoryError> {
+        if self.history.unavailable {
+            return Err(HistoryError::Unavailable);
+        }
+        let (position, msg) = self.history.record(channel, publication, self.clock_ms);
+        self.published.push((channel.to_owned(), msg.clone()));
+        let ids = self.subscribers_of(channel);
+        let delivered = self.deliver_published(ids, &msg, except);
+        Ok(Published {
+            delivered,
+            position,
+        })
     }
 
     /// The live value at `key`: an expired one is absent.
@@ -272,6 +336,9 @@ pub mod fake_host {
         })
     }
 
+    /// To a recorded channel, as [`publish_recorded`] with a plain
+    /// message; if the history backend is unavailable, nothing is sent and
+    /// the answer is [`Error::LimitReached`], as the server answers.
     pub fn publish(
         channel: &str,
         msg: &Message,
@@ -279,9 +346,50 @@ pub mod fake_host {
     ) -> Result<u32, Error> {
         check_name(channel)?;
         with(|f| {
+            if f.history.records(channel) {
+                let plain = Publication::Plain(msg.clone());
+                return match f.publish_recorded(channel, &plain, except) {
+                    Ok(published) => Ok(published.delivered),
+                    Err(_) => Err(Error::LimitReached),
+                };
+            }
             f.published.push((channel.to_owned(), msg.clone()));
-            let ids = f.channels.get(channel).map(|m| m.iter().copied().collect());
-            Ok(f.deliver(ids.unwrap_or_default(), msg, except))
+            let ids = f.subscribers_of(channel);
+            Ok(f.deliver_published(ids, msg, except))
+        })
+    }
+
+    pub fn publish_recorded(
+        channel: &str,
+        publication: &Publication,
+        except: Option<ConnectionId>,
+    ) -> Result<Published, HistoryError> {
+        check_name(channel).map_err(|_| HistoryError::InvalidArgument)?;
+        with(|f| {
+            if !f.history.records(channel) {
+                return Err(HistoryError::NotRecorded);
+            }
+            f.publish_recorded(channel, publication, except)
+        })
+    }
+
+    pub fn history(
+        channel: &str,
+        since: Option<&Position>,
+        limit: u32,
+    ) -> Result<HistoryPage, HistoryError> {
+        check_name(channel).map_err(|_| HistoryError::InvalidArgument)?;
+        if limit == 0 {
+            return Err(HistoryError::InvalidArgument);
+        }
+        with(|f| {
+            if !f.history.records(channel) {
+                return Err(HistoryError::NotRecorded);
+            }
+            if f.history.unavailable {
+                return Err(HistoryError::Unavailable);
+            }
+            Ok(f.history.page(channel, since, limit, f.clock_ms))
         })
     }
 
@@ -290,12 +398,17 @@ pub mod fake_host {
     }
 
     pub fn subscribers(channel: &str) -> Vec<ConnectionId> {
-        with(|f| {
-            f.channels
-                .get(channel)
-                .map(|m| m.iter().copied().collect())
-                .unwrap_or_default()
-        })
+        with(|f| f.subscribers_of(channel))
+    }
+
+    /// The fake is one node: as [`channels`].
+    pub fn node_channels() -> Vec<String> {
+        channels()
+    }
+
+    /// The fake is one node: as [`subscribers`].
+    pub fn node_subscribers(channel: &str) -> Vec<ConnectionId> {
+        subscribers(channel)
     }
 
     pub fn connections() -> Vec<ConnectionId> {
@@ -304,6 +417,11 @@ pub mod fake_host {
 
     pub fn connection_count() -> u32 {
         with(|f| f.connections.len() as u32)
+    }
+
+    /// The fake is one node: as [`connection_count`].
+    pub fn node_connection_count() -> u32 {
+        connection_count()
     }
 
     pub fn get_attribute(conn: ConnectionId, key: &str) -> Result<Option<String>, Error> {
@@ -356,6 +474,11 @@ pub mod fake_host {
         })
     }
 
+    /// The fake is one node: as [`tagged`].
+    pub fn node_tagged(tag: &str) -> Vec<ConnectionId> {
+        tagged(tag)
+    }
+
     pub fn send_to_tag(
         tag: &str,
         msg: &Message,
@@ -364,7 +487,7 @@ pub mod fake_host {
         check_name(tag)?;
         with(|f| {
             let ids = f.tags.get(tag).map(|m| m.iter().copied().collect());
-            Ok(f.deliver(ids.unwrap_or_default(), msg, except))
+            Ok(f.deliver_published(ids.unwrap_or_default(), msg, except))
         })
     }
 
@@ -600,7 +723,10 @@ impl<L: Listener> FakeHost<L> {
 
     /// Opens a connection: `on-first-open` for its route's first, the
     /// `channel` route parameter subscribed, then `on-open`. A greeting is
-    /// the first message received; a rejection leaves nothing behind.
+    /// the first message received, and what was published to the
+    /// connection's channels and tags while `on-open` ran follows what
+    /// `on-open` sent it, as the server delivers it; a rejection leaves
+    /// nothing behind.
     pub fn open(&self, req: Request) -> Result<ConnectionId, Rejection> {
         let route = req.route.clone();
         let channel = req
@@ -629,14 +755,27 @@ impl<L: Listener> FakeHost<L> {
         if let Some(channel) = channel {
             let _ = fake_host::subscribe(id, &channel);
         }
-        match L::on_open(id, req) {
-            OpenDecision::Accept => Ok(id),
+        with(|f| f.opening = Some(id));
+        let decision = L::on_open(id, req);
+        let held = with(|f| {
+            f.opening = None;
+            std::mem::take(&mut f.held)
+        });
+        let accepted = |greeting: Option<Message>| {
+            with(|f| {
+                if let Some(conn) = f.connections.get_mut(&id) {
+                    conn.received.splice(0..0, greeting);
+                    conn.received.extend(held);
+                }
+            })
+        };
+        match decision {
+            OpenDecision::Accept => {
+                accepted(None);
+                Ok(id)
+            }
             OpenDecision::Greet(msg) => {
-                with(|f| {
-                    f.connections
-                        .get_mut(&id)
-                        .map(|c| c.received.insert(0, msg))
-                });
+                accepted(Some(msg));
                 Ok(id)
             }
             OpenDecision::Reject(rejection) => {
@@ -741,9 +880,32 @@ impl<L: Listener> FakeHost<L> {
         with(|f| f.logs.clone())
     }
 
-    /// Moves the clock that state deadlines (`state_set_expiring`) are
-    /// read against, so a test sees keys expire without waiting. Timers
-    /// are not affected: [`FakeHost::fire_timers`] fires them.
+    /// Records channel history as a sidecar's `[history]` table would,
+    /// from now on (what is kept stays, within the new bounds).
+    pub fn record_history(&self, config: HistoryConfig) {
+        with(|f| f.history.configure(config));
+    }
+
+    /// Every channel's history is lost, as when a server without Redis
+    /// restarts: the next message starts a new epoch, so a client's old
+    /// position is not recovered.
+    pub fn lose_history(&self) {
+        with(|f| f.history.lose());
+    }
+
+    /// While `failing`, history calls and `publish-recorded` fail with
+    /// [`HistoryError::Unavailable`], and `publish` to a recorded channel
+    /// with [`Error::LimitReached`], as when Redis does not answer. (The
+    /// server's per-hook delivery budget, `limit-reached`, is not
+    /// modelled.)
+    pub fn history_unavailable(&self, failing: bool) {
+        with(|f| f.history.unavailable = failing);
+    }
+
+    /// Moves the clock that state deadlines (`state_set_expiring`) and
+    /// history ages (`[history] ttl`) are read against, so a test sees
+    /// keys and messages expire without waiting. Timers are not affected:
+    /// [`FakeHost::fire_timers`] fires them.
     pub fn advance_clock(&self, by: Duration) {
         with(|f| f.clock_ms = f.clock_ms.saturating_add(by.as_millis() as u64));
     }
@@ -1052,6 +1214,248 @@ mod tests {
         );
         host::state_set("k0", None).unwrap();
         host::state_set_expiring("more", &big, 1000).unwrap();
+    }
+
+    fn texts(page: &HistoryPage) -> Vec<String> {
+        let text = |e: &crate::HistoryEntry| e.msg.as_text().unwrap().to_owned();
+        page.entries.iter().map(text).collect()
+    }
+
+    fn offsets(page: &HistoryPage) -> Vec<u64> {
+        page.entries.iter().map(|e| e.position.offset).collect()
+    }
+
+    fn publish(channel: &str, text: &str) -> Position {
+        let plain = Publication::plain(Message::text(text));
+        host::publish_recorded(channel, &plain, None)
+            .unwrap()
+            .position
+    }
+
+    #[test]
+    fn history_is_kept_only_where_the_sidecar_asks() {
+        let fake = FakeHost::<Nothing>::new();
+        let plain = Publication::plain(Message::text("x"));
+        assert_eq!(
+            host::publish_recorded("lobby", &plain, None),
+            Err(HistoryError::NotRecorded),
+            "nothing is recorded by default"
+        );
+        fake.record_history(HistoryConfig::channels(&["room:*", "lobby"]));
+        assert_eq!(
+            host::publish_recorded("lobby2", &plain, None),
+            Err(HistoryError::NotRecorded)
+        );
+        assert_eq!(
+            host::history("room", None, 10),
+            Err(HistoryError::NotRecorded)
+        );
+        assert_eq!(
+            host::publish_recorded("", &plain, None),
+            Err(HistoryError::InvalidArgument)
+        );
+        assert_eq!(
+            host::history("lobby", None, 0),
+            Err(HistoryError::InvalidArgument)
+        );
+        assert!(host::publish_recorded("room:1", &plain, None).is_ok());
+        assert!(host::publish_recorded("lobby", &plain, None).is_ok());
+        host::publish("elsewhere", &Message::text("y"), None).unwrap();
+        let published: Vec<String> = fake.published().into_iter().map(|(c, _)| c).collect();
+        assert_eq!(published, ["room:1", "lobby", "elsewhere"]);
+    }
+
+    #[test]
+    fn positions_count_from_one_and_fill_in_positioned_texts() {
+        let fake = FakeHost::<Nothing>::new();
+        fake.record_history(HistoryConfig::channels(&["*"]));
+        let a = fake
+            .open(request("/ws/c").with_param("channel", "lobby"))
+            .unwrap();
+        let b = fake
+            .open(request("/ws/c").with_param("channel", "lobby"))
+            .unwrap();
+        let empty = host::history("lobby", None, 10).unwrap();
+        assert_eq!(empty.latest.offset, 0);
+        assert!(empty.recovered && empty.entries.is_empty());
+        let epoch = empty.latest.epoch;
+        assert_eq!(epoch.len(), 16);
+
+        let first = host::publish_recorded(
+            "lobby",
+            &Publication::positioned(r#"{"pos":""#, r#""}"#),
+            Some(a),
+        )
+        .unwrap();
+        assert_eq!(first.position, Position::new(&epoch, 1));
+        assert_eq!(first.delivered, 1, "all subscribers but `except`");
+        let expected = format!(r#"{{"pos":"{epoch}:1"}}"#);
+        assert_eq!(fake.received_texts(b), [expected.as_str()]);
+        assert!(fake.received(a).is_empty());
+        // The old call records too, as plain messages.
+        assert_eq!(host::publish("lobby", &Message::text("two"), None), Ok(2));
+        assert_eq!(publish("lobby", "three"), Position::new(&epoch, 3));
+
+        let all = host::history("lobby", None, 10).unwrap();
+        assert_eq!(texts(&all), [expected.as_str(), "two", "three"]);
+        assert_eq!(all.latest, Position::new(&epoch, 3));
+        assert!(all.recovered);
+        let since_one = host::history("lobby", Some(&Position::new(&epoch, 1)), 1).unwrap();
+        assert_eq!(
+            (texts(&since_one), since_one.recovered),
+            (vec!["two".into()], true)
+        );
+        assert_eq!(since_one.latest.offset, 3, "more follow");
+        let at_end = host::history("lobby", Some(&Position::new(&epoch, 3)), 10).unwrap();
+        assert!(at_end.recovered && at_end.entries.is_empty());
+        // Another channel has its own epoch and offsets.
+        assert_eq!(publish("garden", "g").offset, 1);
+        assert_ne!(
+            host::history("garden", None, 1).unwrap().latest.epoch,
+            epoch
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_by_size_and_a_gap_past_it_is_not_recovered() {
+        let fake = FakeHost::<Nothing>::new();
+        fake.record_history(HistoryConfig::channels(&["*"]).size(3));
+        let positions: Vec<Position> = (1..=5).map(|i| publish("c", &i.to_string())).collect();
+        let at = |offset: u64| positions[offset as usize - 1].clone();
+
+        let all = host::history("c", None, 100).unwrap();
+        assert_eq!(offsets(&all), [3, 4, 5]);
+        assert!(!all.recovered, "1 and 2 were dropped");
+        let page = host::history("c", Some(&at(2)), 100).unwrap();
+        assert_eq!((offsets(&page), page.recovered), (vec![3, 4, 5], true));
+        let page = host::history("c", Some(&at(1)), 2).unwrap();
+        assert_eq!(
+            (offsets(&page), page.recovered),
+            (vec![3, 4], false),
+            "2 is gone: from the oldest kept, as for no `since`"
+        );
+        let page = host::history("c", Some(&at(4)), 100).unwrap();
+        assert_eq!((offsets(&page), page.recovered), (vec![5], true));
+
+        let ahead = Position::new(at(5).epoch, 6);
+        let page = host::history("c", Some(&ahead), 100).unwrap();
+        assert_eq!((offsets(&page), page.recovered), (vec![3, 4, 5], false));
+        let elsewhere = Position::new("0000000000000000", 4);
+        let page = host::history("c", Some(&elsewhere), 100).unwrap();
+        assert_eq!((offsets(&page), page.recovered), (vec![3, 4, 5], false));
+        assert_eq!(page.latest, at(5));
+    }
+
+    #[test]
+    fn history_ages_out_on_the_fake_clock() {
+        let fake = FakeHost::<Nothing>::new();
+        fake.record_history(HistoryConfig::channels(&["*"]).ttl(Duration::from_secs(60)));
+        let first = publish("c", "old");
+        fake.advance_clock(Duration::from_secs(30));
+        publish("c", "newer");
+        fake.advance_clock(Duration::from_millis(29_999));
+        let page = host::history("c", Some(&first), 10).unwrap();
+        assert_eq!((texts(&page), page.recovered), (vec!["newer".into()], true));
+        fake.advance_clock(Duration::from_millis(1));
+        let page = host::history("c", None, 10).unwrap();
+        assert_eq!(
+            (texts(&page), page.recovered),
+            (vec!["newer".into()], false)
+        );
+        let page = host::history("c", Some(&Position::new(&first.epoch, 0)), 10).unwrap();
+        assert!(!page.recovered, "\"old\" aged out");
+        assert!(host::history("c", Some(&first), 10).unwrap().recovered);
+        fake.advance_clock(Duration::from_secs(30));
+        let page = host::history("c", Some(&first), 10).unwrap();
+        assert!(page.entries.is_empty() && !page.recovered);
+        assert_eq!(page.latest.offset, 2, "positions go on");
+        assert_eq!(publish("c", "next").offset, 3);
+    }
+
+    #[test]
+    fn lost_history_starts_a_new_epoch() {
+        let fake = FakeHost::<Nothing>::new();
+        fake.record_history(HistoryConfig::channels(&["*"]));
+        publish("c", "a");
+        let before = publish("c", "b");
+        fake.lose_history();
+        let after = publish("c", "c");
+        assert_ne!(after.epoch, before.epoch);
+        assert_eq!(after.offset, 1);
+        let page = host::history("c", Some(&before), 10).unwrap();
+        assert_eq!((texts(&page), page.recovered), (vec!["c".into()], false));
+        assert!(host::history("c", None, 10).unwrap().recovered);
+    }
+
+    #[test]
+    fn an_unavailable_history_fails_publishes_to_recorded_channels() {
+        let fake = FakeHost::<Nothing>::new();
+        fake.record_history(HistoryConfig::channels(&["c"]));
+        let conn = fake
+            .open(request("/ws/c").with_param("channel", "c"))
+            .unwrap();
+        host::subscribe(conn, "other").unwrap();
+        publish("c", "kept");
+        fake.history_unavailable(true);
+        let plain = Publication::plain(Message::text("x"));
+        assert_eq!(
+            host::publish_recorded("c", &plain, None),
+            Err(HistoryError::Unavailable)
+        );
+        assert_eq!(host::history("c", None, 1), Err(HistoryError::Unavailable));
+        assert_eq!(
+            host::publish("c", &Message::text("lost"), None),
+            Err(Error::LimitReached),
+            "nothing sent, as the server"
+        );
+        assert_eq!(host::publish("other", &Message::text("live"), None), Ok(1));
+        fake.history_unavailable(false);
+        assert_eq!(fake.received_texts(conn), ["kept", "live"]);
+        assert_eq!(texts(&host::history("c", None, 10).unwrap()), ["kept"]);
+    }
+
+    /// Publishes to its own channel, then sends to the connection itself.
+    struct Announcer;
+
+    impl Listener for Announcer {
+        fn on_open(conn: ConnectionId, _req: Request) -> OpenDecision {
+            host::publish("c", &Message::text("published"), None).unwrap();
+            host::send(conn, &Message::text("sent")).unwrap();
+            OpenDecision::Greet(Message::text("greeting"))
+        }
+    }
+
+    #[test]
+    fn what_is_published_during_on_open_follows_what_it_sends() {
+        let fake = FakeHost::<Announcer>::new();
+        let first = fake
+            .open(request("/ws/c").with_param("channel", "c"))
+            .unwrap();
+        assert_eq!(
+            fake.received_texts(first),
+            ["greeting", "sent", "published"]
+        );
+        let second = fake
+            .open(request("/ws/c").with_param("channel", "c"))
+            .unwrap();
+        assert_eq!(fake.received_texts(first), ["published"]);
+        assert_eq!(
+            fake.received_texts(second),
+            ["greeting", "sent", "published"]
+        );
+    }
+
+    #[test]
+    fn node_local_presence_is_the_whole_fake() {
+        let fake = FakeHost::<Nothing>::new();
+        let conn = fake
+            .open(request("/ws/c").with_param("channel", "c"))
+            .unwrap();
+        host::tag(conn, "t").unwrap();
+        assert_eq!(host::node_channels(), host::channels());
+        assert_eq!(host::node_subscribers("c"), [conn]);
+        assert_eq!(host::node_tagged("t"), [conn]);
+        assert_eq!(host::node_connection_count(), 1);
     }
 
     /// Fetches `?url=` on open and greets with the status or the error.

@@ -33,6 +33,37 @@ pub enum Header {
         name: String,
         present: bool,
     },
+    /// A message recorded in a channel's history, published to the bus by
+    /// the recording script, which puts the position between the header
+    /// line and the message (`POSITION\n`), and, with `at`, into the
+    /// message too, at that byte offset. Every node delivers it, the
+    /// publisher's too: the bus is what orders a channel's messages. The
+    /// seal covers the message without its position, which the script
+    /// only learns.
+    Recorded {
+        node: u64,
+        plugin: String,
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<ConnId>,
+        binary: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<usize>,
+    },
+    /// Asks `node`'s peers with members in a group to list them to it.
+    Query {
+        node: u64,
+        id: u64,
+        plugin: String,
+        kind: GroupKind,
+        name: String,
+    },
+    /// The answer to query `id`: the members on `node`.
+    Members {
+        node: u64,
+        id: u64,
+        members: Vec<ConnId>,
+    },
     /// Every group with members on `node`, replacing what was known of it.
     /// `reply` asks every other node to answer with its own snapshot (a
     /// node sends it when it (re)joins the bus).
@@ -87,6 +118,8 @@ pub enum DecodeError {
     NotUtf8,
     #[error("not sealed with this cluster's secret")]
     Unsealed,
+    #[error("a recorded message without a valid position")]
+    BadPosition,
 }
 
 const SEAL_LEN: usize = 32;
@@ -106,48 +139,98 @@ impl Seal {
 }
 
 pub fn encode(seal: &Seal, header: &Header, payload: &[u8]) -> Bytes {
-    let json = serde_json::to_vec(header).expect("headers always serialize");
-    let mut out = BytesMut::with_capacity(SEAL_LEN + json.len() + 1 + payload.len());
-    if let Some(mut mac) = seal.mac() {
-        mac.update(&json);
-        mac.update(b"\n");
-        mac.update(payload);
-        out.put_slice(&mac.finalize().into_bytes());
-    }
-    out.put_slice(&json);
-    out.put_u8(b'\n');
+    let mut out = head(seal, header, &[payload]);
     out.put_slice(payload);
     out.freeze()
 }
 
+/// The seal and header line, sealing `payload` (in parts) with them.
+fn head(seal: &Seal, header: &Header, payload: &[&[u8]]) -> BytesMut {
+    let json = serde_json::to_vec(header).expect("headers always serialize");
+    let len: usize = payload.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(SEAL_LEN + json.len() + 1 + len);
+    if let Some(mut mac) = seal.mac() {
+        mac.update(&json);
+        mac.update(b"\n");
+        for part in payload {
+            mac.update(part);
+        }
+        out.put_slice(&mac.finalize().into_bytes());
+    }
+    out.put_slice(&json);
+    out.put_u8(b'\n');
+    out
+}
+
+/// The start of a [`Header::Recorded`] frame, up to where the recording
+/// script adds the position: it seals the message without the position
+/// (`before` and `after` it, or the whole message as `before`).
+pub fn recorded_head(seal: &Seal, header: &Header, before: &[u8], after: &[u8]) -> Bytes {
+    head(seal, header, &[before, after]).freeze()
+}
+
 /// A header and, for deliveries, the message it carries.
 pub fn decode(seal: &Seal, mut frame: Bytes) -> Result<(Header, Option<Message>), DecodeError> {
-    if let Some(mut mac) = seal.mac() {
-        if frame.len() < SEAL_LEN {
-            return Err(DecodeError::Unsealed);
-        }
-        let sealed = frame.split_to(SEAL_LEN);
-        mac.update(&frame);
-        mac.verify_slice(&sealed)
-            .map_err(|_| DecodeError::Unsealed)?;
-    }
+    let sealed = match seal.mac() {
+        Some(_) if frame.len() < SEAL_LEN => return Err(DecodeError::Unsealed),
+        Some(_) => Some(frame.split_to(SEAL_LEN)),
+        None => None,
+    };
     // serde_json escapes newlines inside strings, so the first one ends
-    // the header.
+    // the header. Nothing of the header is used before the seal is checked.
+    // Before the seal is checked, anything not understood is a frame
+    // that is not sealed right.
+    let unsealed = |e: DecodeError| match sealed {
+        Some(_) => DecodeError::Unsealed,
+        None => e,
+    };
     let split = frame
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or(DecodeError::NoHeader)?;
-    let header: Header =
-        serde_json::from_slice(&frame[..split]).map_err(|e| DecodeError::Header(e.to_string()))?;
-    let body = frame.slice(split + 1..);
-    let msg = match &header {
-        Header::Deliver { binary: true, .. } => Some(Message::Binary(body)),
-        Header::Deliver { binary: false, .. } => Some(Message::Text(
-            Utf8Bytes::try_from(body).map_err(|_| DecodeError::NotUtf8)?,
-        )),
-        _ => None,
+        .ok_or(DecodeError::NoHeader)
+        .map_err(unsealed)?;
+    let header: Result<Header, _> = serde_json::from_slice(&frame[..split]);
+    let header = header.map_err(|e| unsealed(DecodeError::Header(e.to_string())))?;
+    let json = frame.slice(..split);
+    let mut body = frame.slice(split + 1..);
+    let mut parts = [body.clone(), Bytes::new()];
+    if let Header::Recorded { at, .. } = &header {
+        let end = body
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or(DecodeError::BadPosition)?;
+        let line = body.slice(..end);
+        let position = std::str::from_utf8(&line).map_err(|_| DecodeError::BadPosition)?;
+        position
+            .parse::<crate::history::Position>()
+            .map_err(|_| DecodeError::BadPosition)?;
+        let len = position.len();
+        body = body.slice(end + 1..);
+        parts = match *at {
+            Some(at) if body.get(at..at + len) == Some(position.as_bytes()) => {
+                [body.slice(..at), body.slice(at + len..)]
+            }
+            Some(_) => return Err(DecodeError::BadPosition),
+            None => [body.clone(), Bytes::new()],
+        };
+    }
+    if let (Some(sealed), Some(mut mac)) = (sealed, seal.mac()) {
+        mac.update(&json);
+        mac.update(b"\n");
+        mac.update(&parts[0]);
+        mac.update(&parts[1]);
+        mac.verify_slice(&sealed)
+            .map_err(|_| DecodeError::Unsealed)?;
+    }
+    let binary = match &header {
+        Header::Deliver { binary, .. } | Header::Recorded { binary, .. } => binary,
+        _ => return Ok((header, None)),
     };
-    Ok((header, msg))
+    let msg = match binary {
+        true => Message::Binary(body),
+        false => Message::Text(Utf8Bytes::try_from(body).map_err(|_| DecodeError::NotUtf8)?),
+    };
+    Ok((header, Some(msg)))
 }
 
 #[cfg(test)]
@@ -223,6 +306,54 @@ mod tests {
             decode(&Seal::new(None), encode(&Seal::new(None), &snapshot, b"")).unwrap(),
             (snapshot, None)
         );
+    }
+
+    /// What the recording script appends to the head.
+    fn as_script_would(head: Bytes, position: &str, body: &[u8]) -> Bytes {
+        [head.as_ref(), position.as_bytes(), b"\n", body]
+            .concat()
+            .into()
+    }
+
+    #[test]
+    fn recorded_frames_carry_their_position_under_the_seal() {
+        let seal = Seal::new(Some("s3cret"));
+        let header = Header::Recorded {
+            node: 2,
+            plugin: "chat".into(),
+            channel: "lobby".into(),
+            except: None,
+            binary: false,
+            at: Some(8),
+        };
+        let head = recorded_head(&seal, &header, b"{\"pos\":\"", b"\"}");
+        let frame = as_script_would(head.clone(), "ab12:7", b"{\"pos\":\"ab12:7\"}");
+        let (back, msg) = decode(&seal, frame).unwrap();
+        assert_eq!(back, header);
+        assert_eq!(msg, Some(Message::text("{\"pos\":\"ab12:7\"}")));
+        // The message changed around the position: refused.
+        let changed = as_script_would(head.clone(), "ab12:7", b"{\"pos\":\"ab12:7\"!");
+        assert_eq!(decode(&seal, changed).unwrap_err(), DecodeError::Unsealed);
+        // A position that is not one, or not where the header says.
+        let junk = as_script_would(head.clone(), "ab 12:7", b"{\"pos\":\"ab 12:7\"}");
+        assert_eq!(decode(&seal, junk).unwrap_err(), DecodeError::BadPosition);
+        let elsewhere = as_script_would(head, "ab12:7", b"{\"pos\":\"\"}ab12:7");
+        assert_eq!(
+            decode(&seal, elsewhere).unwrap_err(),
+            DecodeError::BadPosition
+        );
+        // A plain recorded message is sealed whole.
+        let plain = Header::Recorded {
+            node: 2,
+            plugin: "chat".into(),
+            channel: "lobby".into(),
+            except: None,
+            binary: true,
+            at: None,
+        };
+        let head = recorded_head(&seal, &plain, &[0, 1, 2], b"");
+        let (_, msg) = decode(&seal, as_script_would(head, "ab12:8", &[0, 1, 2])).unwrap();
+        assert_eq!(msg, Some(Message::Binary(Bytes::from_static(&[0, 1, 2]))));
     }
 
     #[test]

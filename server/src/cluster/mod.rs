@@ -21,7 +21,9 @@ mod bus;
 mod envelope;
 mod interest;
 mod link;
+mod on_demand;
 mod presence;
+mod queries;
 mod redis;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,12 +42,24 @@ use crate::protocol::Message;
 use crate::registry::{
     ConnId, GroupKind, Interest, Listening, MAX_NODE, NODE_SHIFT, Registry, Relay, Target,
 };
-pub use bus::channel_for;
 use bus::{Bus, partition};
+pub use bus::{channel_for, key};
 use envelope::{Header, Seal, WireTarget};
 use interest::{Announce, Interests};
 pub use link::Link;
+pub use on_demand::OnDemand;
 use presence::Presence;
+use queries::Queries;
+
+/// A recorded message's way onto the bus, for the history script.
+pub struct RecordedFrame {
+    /// The Redis channel.
+    pub bus: String,
+    /// The frame up to the position, which the script appends.
+    pub head: Bytes,
+    /// PUBLISH, or SPUBLISH on a Redis Cluster.
+    pub command: &'static str,
+}
 
 /// One node's counts, as its heartbeat reports them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,6 +99,8 @@ pub struct Cluster {
     /// Bytes of the frames in `outbox` now (bounded by `outbox_bytes`).
     outbox_held: AtomicUsize,
     presence: Presence,
+    /// Presence questions waiting for other nodes' answers.
+    queries: Arc<Queries>,
     /// The partitions this node has members in.
     interests: Interests,
     /// The latest heartbeat reports of the other live nodes.
@@ -158,6 +174,7 @@ pub async fn join(config: &Config) -> Result<Option<Arc<Cluster>>> {
         outbox_rx: Mutex::new(Some(rx)),
         outbox_held: AtomicUsize::new(0),
         presence: Presence::default(),
+        queries: Arc::default(),
         peers: RwLock::new(Vec::new()),
         connected: AtomicBool::new(false),
         lost: AtomicU64::new(0),
@@ -221,7 +238,54 @@ impl Cluster {
             Header::Deliver { node, .. }
             | Header::Presence { node, .. }
             | Header::Snapshot { node, .. }
+            | Header::Query { node, .. }
+            | Header::Members { node, .. }
                 if node == self.node => {}
+            // Recorded messages reach their own node through the bus too:
+            // the bus orders them.
+            Header::Recorded {
+                node,
+                plugin,
+                channel,
+                except,
+                ..
+            } => {
+                crate::metrics::cluster_frames().received.inc();
+                let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
+                    return;
+                };
+                if msg.len() > self.max_message_size + crate::history::Position::MAX_TEXT {
+                    crate::metrics::cluster_frames().refused.inc();
+                    tracing::warn!(
+                        "cluster: refused a {}-byte recorded message from node {node}: over limits.max_message_size",
+                        msg.len()
+                    );
+                    return;
+                }
+                scope.deliver(crate::registry::Target::Channel(&channel), &msg, except);
+            }
+            Header::Query {
+                node,
+                id,
+                plugin,
+                kind,
+                name,
+            } => {
+                let members = registry
+                    .existing_scope(&plugin)
+                    .map(|s| match kind {
+                        GroupKind::Channel => s.subscribers(&name),
+                        GroupKind::Tag => s.tagged(&name),
+                    })
+                    .unwrap_or_default();
+                let header = Header::Members {
+                    node: self.node,
+                    id,
+                    members,
+                };
+                self.enqueue(Bus::Node(node), envelope::encode(&self.seal, &header, b""));
+            }
+            Header::Members { node, id, members } => self.queries.answer(id, node, members),
             Header::Deliver {
                 node,
                 plugin,
@@ -291,6 +355,53 @@ impl Cluster {
             Announce::Now(frame) => self.enqueue(Bus::Control, frame),
             Announce::Held => {}
             Announce::Dropped => self.count_lost(1),
+        }
+    }
+
+    /// The bus channel of `plugin`'s channel `channel`: its history keys
+    /// take its name as their hash tag, to share its slot.
+    pub fn bus_channel_of(&self, plugin: &str, channel: &str) -> String {
+        let interest = Interest::Group(GroupKind::Channel, channel);
+        Bus::Partition(self.partition(plugin, interest)).name(&self.settings.prefix)
+    }
+
+    /// What the history script needs to publish a recorded message to
+    /// the bus.
+    pub fn recorded_frame(
+        &self,
+        plugin: &str,
+        channel: &str,
+        except: Option<ConnId>,
+        body: &crate::history::Body,
+    ) -> RecordedFrame {
+        use crate::history::Body;
+        let (binary, at, before, after): (bool, Option<usize>, &[u8], &[u8]) = match body {
+            Body::Plain(msg) => {
+                let (binary, bytes) = msg.payload();
+                (binary, None, bytes, b"")
+            }
+            Body::Positioned { before, after } => (
+                false,
+                Some(before.len()),
+                before.as_bytes(),
+                after.as_bytes(),
+            ),
+        };
+        let header = Header::Recorded {
+            node: self.node,
+            plugin: plugin.to_owned(),
+            channel: channel.to_owned(),
+            except,
+            binary,
+            at,
+        };
+        RecordedFrame {
+            bus: self.bus_channel_of(plugin, channel),
+            head: envelope::recorded_head(&self.seal, &header, before, after),
+            command: match self.settings.mode {
+                crate::config::RedisMode::Cluster => "SPUBLISH",
+                _ => "PUBLISH",
+            },
         }
     }
 
@@ -463,5 +574,53 @@ impl Relay for Cluster {
 
     fn unlisten(&self, plugin: &str, interest: Interest<'_>) {
         self.interests.remove(self.partition(plugin, interest));
+    }
+
+    fn remote_names(&self, plugin: &str, kind: GroupKind) -> Vec<String> {
+        self.presence.names(plugin, kind)
+    }
+
+    fn remote_connections(&self, plugin: &str) -> usize {
+        let peers = self.peers.read().unwrap();
+        peers
+            .iter()
+            .filter_map(|p| p.plugins.get(plugin))
+            .map(|counts| counts.connections)
+            .sum()
+    }
+
+    fn remote_members(
+        &self,
+        plugin: &str,
+        kind: GroupKind,
+        name: &str,
+    ) -> futures_util::future::BoxFuture<'static, Vec<ConnId>> {
+        let nodes = self.presence.nodes(plugin, kind, name);
+        if nodes.is_empty() {
+            return Box::pin(std::future::ready(Vec::new()));
+        }
+        let (id, answer) = self.queries.ask(nodes.clone());
+        for node in nodes {
+            let header = Header::Query {
+                node: self.node,
+                id,
+                plugin: plugin.to_owned(),
+                kind,
+                name: name.to_owned(),
+            };
+            self.enqueue(Bus::Node(node), envelope::encode(&self.seal, &header, b""));
+        }
+        let queries = self.queries.clone();
+        let wait = self.settings.presence_timeout;
+        Box::pin(async move {
+            if let Ok(Ok(members)) = tokio::time::timeout(wait, answer).await {
+                return members;
+            }
+            let (members, silent) = queries.give_up(id);
+            tracing::warn!(
+                "cluster: nodes {silent:?} did not list their members within cluster.presence_timeout ({wait:?}); answered without them"
+            );
+            members
+        })
     }
 }

@@ -61,6 +61,14 @@ impl Presence {
         });
     }
 
+    /// The other nodes with members in a group.
+    pub fn nodes(&self, plugin: &str, kind: GroupKind, name: &str) -> HashSet<u64> {
+        self.groups
+            .get(&key(plugin, kind, name))
+            .map(|nodes| nodes.clone())
+            .unwrap_or_default()
+    }
+
     pub fn nodes_with(&self, plugin: &str, kind: GroupKind, name: &str) -> u32 {
         self.groups
             .get(&key(plugin, kind, name))

@@ -37,10 +37,13 @@ const CONTRACT: &[Embedded] = embed![
 
 const RUST: &[Embedded] = embed![
     "plugin-sdk/rust/Cargo.toml",
+    "plugin-sdk/rust/src/history.rs",
     "plugin-sdk/rust/src/http.rs",
     "plugin-sdk/rust/src/lib.rs",
+    "plugin-sdk/rust/src/position.rs",
     "plugin-sdk/rust/src/request.rs",
     "plugin-sdk/rust/src/testing.rs",
+    "plugin-sdk/rust/src/testing/history.rs",
 ];
 
 const PYTHON: &[Embedded] = embed![

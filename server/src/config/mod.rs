@@ -152,6 +152,11 @@ pub struct Cluster {
     /// `node_ttl + heartbeat`).
     #[serde(with = "humantime_serde")]
     pub node_ttl: Duration,
+    /// How long `subscribers` and `tagged` wait for the other nodes with
+    /// members to list theirs; a node that has not answered by then is
+    /// left out of the answer (and the miss is logged).
+    #[serde(with = "humantime_serde")]
+    pub presence_timeout: Duration,
     /// Deliveries waiting to be forwarded to Redis; beyond it new ones are
     /// dropped (counted and logged) rather than letting memory grow during
     /// an outage.
@@ -174,6 +179,7 @@ impl Default for Cluster {
             partitions: 16_384,
             heartbeat: Duration::from_secs(2),
             node_ttl: Duration::from_secs(6),
+            presence_timeout: Duration::from_millis(500),
             queue: 65_536,
             outbox_bytes: 64 << 20,
             secret: None,
@@ -298,6 +304,12 @@ pub struct Admin {
     /// Connections the admin listener holds at once; more are closed on
     /// arrival.
     pub max_connections: usize,
+    /// How long the publish API remembers an `Idempotency-Key`: a retry
+    /// within it is answered as the first publish was and not delivered
+    /// again. Long enough for a client's retries, short enough to bound
+    /// what is kept (also at most 100,000 keys per plugin on one node).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 impl Default for Admin {
@@ -307,6 +319,7 @@ impl Default for Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
             max_connections: 64,
+            idempotency_window: Duration::from_secs(300),
         }
     }
 }
@@ -388,6 +401,12 @@ pub struct Limits {
     /// The most keys one `state-keys` call returns, whatever limit the
     /// plugin asks for: bounds what one call copies into the plugin.
     pub state_keys_listed: usize,
+    /// Bytes of a plugin's channel history held in this process when not
+    /// clustered (messages plus 64 bytes each, channel names plus 128):
+    /// past it, the oldest messages of any of its channels go first, and
+    /// clients that needed them are told they cannot resume. Clustered,
+    /// history is in Redis, bounded per channel by `[history] size`.
+    pub history_bytes: usize,
     /// Attributes per connection.
     pub attributes_per_connection: usize,
     /// Bytes of attribute keys and values per connection.
@@ -500,6 +519,7 @@ impl Default for Limits {
             min_timer_ms: 10,
             state_bytes: 16 << 20,
             state_keys_listed: 1000,
+            history_bytes: 64 << 20,
             attributes_per_connection: 64,
             attribute_bytes: 64 << 10,
             channels_per_connection: 64,

@@ -81,6 +81,10 @@ impl Loader<'_> {
             LoadError::new(Stage::Sidecar, format!("{name}.toml: {e}"))
                 .with_hint("the server's [grants] in wsgate.toml lists what sidecars may ask for")
         })?;
+        sidecar
+            .history
+            .validate()
+            .map_err(|e| LoadError::new(Stage::Sidecar, format!("{name}.toml: {e}")))?;
         let rt = self.runtime.clone();
         let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, hash))
             .await
@@ -93,6 +97,7 @@ impl Loader<'_> {
             .with_upstreams(shared.upstreams.clone())
             .with_subprotocols(sidecar.subprotocols.clone())
             .with_grants(grants)
+            .with_recording(sidecar.history.clone())
             .with_outbound_http(&self.config.outbound.http);
         let env = Arc::new(env);
         let hook_timeout = self.config.timeouts.hook;

@@ -2,6 +2,7 @@
 //! everything else.
 
 mod client_addr;
+mod idempotency;
 mod origin;
 pub mod publish;
 mod static_files;

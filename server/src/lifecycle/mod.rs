@@ -159,6 +159,7 @@ impl Lifecycle {
                 bytes: self.limits.send_queue_bytes,
             },
         );
+        conn.hold_until_opened();
         let registration = Registration::new(conn, route, slot, self.tasks.clone());
         let (decided, decision) = oneshot::channel();
         let (upgrade, upgraded) = oneshot::channel();

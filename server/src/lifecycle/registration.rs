@@ -90,7 +90,9 @@ impl Registration {
         for listening in [held.listening.take(), joined].into_iter().flatten() {
             listening.await;
         }
-        listener.on_open(conn.id, request).await
+        let decision = listener.on_open(conn.id, request).await;
+        conn.opened();
+        decision
     }
 
     /// `on-open` accepted the connection: from now on it is owed an

@@ -37,6 +37,11 @@ pub struct Connection {
     tx: QueueSender,
     /// Set once the server has decided to close: nothing more is queued.
     closing: AtomicBool,
+    /// Set while `on-open` runs: deliveries to the connection's groups
+    /// wait in `parked` (counted in its queue's room), so that whatever
+    /// `on-open` sends it (a replay of history) comes first.
+    opening: AtomicBool,
+    parked: Mutex<Vec<Outbound>>,
     /// Cancelled when the close must happen now, ahead of queued data
     /// (slow consumer, shutdown), or once the close frame has gone out.
     pub shutdown: CancellationToken,
@@ -66,6 +71,8 @@ impl Connection {
             opened_at: SystemTime::now(),
             tx,
             closing: AtomicBool::new(false),
+            opening: AtomicBool::new(false),
+            parked: Mutex::default(),
             shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
             attributes: Mutex::default(),
@@ -86,6 +93,45 @@ impl Connection {
             self.abort(CloseCode::POLICY, "send queue full");
         }
         queued
+    }
+
+    /// Queues a delivery to one of the connection's groups (or to it by
+    /// id from outside its own hooks): as [`send`](Self::send), except that
+    /// while `on-open` runs it waits until `on-open` returned.
+    pub fn deliver(&self, msg: Message) -> Result<(), SendError> {
+        if self.opening.load(Ordering::Acquire) {
+            let mut parked = self.parked.lock().unwrap();
+            if self.opening.load(Ordering::Acquire) {
+                if self.is_closing() {
+                    return Err(SendError::Closed);
+                }
+                let item = Outbound::Data(msg);
+                if self.tx.reserve(&item).is_err() {
+                    drop(parked);
+                    self.abort(CloseCode::POLICY, "send queue full");
+                    return Err(SendError::QueueFull);
+                }
+                parked.push(item);
+                return Ok(());
+            }
+        }
+        self.send(msg)
+    }
+
+    /// Holds deliveries back until [`opened`](Self::opened): for a
+    /// connection whose `on-open` is about to run.
+    pub fn hold_until_opened(&self) {
+        self.opening.store(true, Ordering::Release);
+    }
+
+    /// `on-open` returned: what waited for it is queued, after what it sent.
+    pub fn opened(&self) {
+        let mut parked = self.parked.lock().unwrap();
+        for item in parked.drain(..) {
+            let _ = self.tx.push_reserved(item);
+        }
+        *parked = Vec::new();
+        self.opening.store(false, Ordering::Release);
     }
 
     /// Queues an item if the queue has room for it, in items and bytes.

@@ -26,6 +26,7 @@ pub use connection::{ConnId, Connection, SendError};
 pub use queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};
 
+use crate::history::History;
 use crate::state::{PluginState, Store};
 
 type Members = HashMap<ConnId, Arc<Connection>>;
@@ -43,6 +44,8 @@ pub struct Registry {
     relay: Option<Arc<dyn Relay>>,
     /// Where every plugin's key-value state lives.
     state: Arc<Store>,
+    /// Where every plugin's channel history lives.
+    history: Arc<History>,
 }
 
 impl Registry {
@@ -50,18 +53,24 @@ impl Registry {
     /// with the default limits.
     pub fn new() -> Arc<Registry> {
         let state = Store::memory(&crate::config::Limits::default());
-        Registry::for_node(0, None, state)
+        Registry::for_node(0, None, state, History::memory())
     }
 
     /// A registry for node `node` of a cluster, relaying through `relay`,
-    /// with plugin state in `state`.
-    pub fn for_node(node: u64, relay: Option<Arc<dyn Relay>>, state: Arc<Store>) -> Arc<Registry> {
+    /// with plugin state in `state` and channel history in `history`.
+    pub fn for_node(
+        node: u64,
+        relay: Option<Arc<dyn Relay>>,
+        state: Arc<Store>,
+        history: Arc<History>,
+    ) -> Arc<Registry> {
         debug_assert!(node <= MAX_NODE);
         Arc::new(Registry {
             scopes: DashMap::new(),
             next_id: AtomicU64::new((node << NODE_SHIFT) | 1),
             relay,
             state,
+            history,
         })
     }
 
@@ -88,6 +97,11 @@ impl Registry {
     /// Where plugin state lives.
     pub fn state(&self) -> &Store {
         &self.state
+    }
+
+    /// Where channel history lives.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// The scope of plugin `name` if it has one on this node.
@@ -262,6 +276,37 @@ impl Scope {
         member_ids(&self.channels, channel)
     }
 
+    /// Channels with members anywhere in the cluster: this node's, and
+    /// those other nodes announced.
+    pub fn cluster_channel_names(&self) -> Vec<String> {
+        let mut names = self.channel_names();
+        if let Some(relay) = &self.relay {
+            let local: std::collections::HashSet<String> = names.iter().cloned().collect();
+            let remote = relay.remote_names(&self.name, GroupKind::Channel);
+            names.extend(remote.into_iter().filter(|n| !local.contains(n)));
+        }
+        names
+    }
+
+    /// A group's members on every node (this node's first).
+    pub async fn cluster_members(&self, kind: GroupKind, name: &str) -> Vec<ConnId> {
+        let mut members = member_ids(self.groups(kind), name);
+        if let Some(relay) = &self.relay {
+            members.extend(relay.remote_members(&self.name, kind, name).await);
+        }
+        members
+    }
+
+    /// Connections on every node: this node's now, the others' as of
+    /// their last heartbeats.
+    pub fn cluster_connection_count(&self) -> usize {
+        let remote = self
+            .relay
+            .as_ref()
+            .map_or(0, |r| r.remote_connections(&self.name));
+        self.connection_count() + remote
+    }
+
     pub fn tagged(&self, tag: &str) -> Vec<ConnId> {
         member_ids(&self.tags, tag)
     }
@@ -325,6 +370,28 @@ impl Scope {
         local + remote
     }
 
+    /// How many a delivery to `target` reaches, counted as [`send`]
+    /// counts, without delivering: for a recorded publish, which reaches
+    /// this node's members through the bus.
+    ///
+    /// [`send`]: Self::send
+    pub fn reach(&self, target: Target<'_>, except: Option<ConnId>) -> u32 {
+        let local = match target {
+            Target::Channel(name) => collect(&self.channels, name),
+            Target::Tag(name) => collect(&self.tags, name),
+            _ => Vec::new(),
+        };
+        let local = local
+            .iter()
+            .filter(|c| Some(c.id) != except && !c.is_closing())
+            .count() as u32;
+        let remote = match (&self.relay, target.group()) {
+            (Some(relay), Some((kind, name))) => relay.remote_nodes(&self.name, kind, name),
+            _ => 0,
+        };
+        local + remote
+    }
+
     /// Delivers on this node only: what a delivery relayed from another
     /// node does here.
     pub fn deliver(&self, target: Target<'_>, msg: &Message, except: Option<ConnId>) -> u32 {
@@ -362,7 +429,7 @@ fn collect(groups: &DashMap<String, Members>, name: &str) -> Vec<Arc<Connection>
 fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
     let mut sent = 0;
     for conn in targets {
-        if Some(conn.id) != except && conn.send(msg.clone()).is_ok() {
+        if Some(conn.id) != except && conn.deliver(msg.clone()).is_ok() {
             sent += 1;
         }
     }
@@ -440,6 +507,25 @@ mod tests {
             let event = format!("unlisten {plugin} {interest:?}");
             self.events.lock().unwrap().push(event);
         }
+        fn remote_names(&self, _: &str, _: GroupKind) -> Vec<String> {
+            vec!["elsewhere".into()]
+        }
+        fn remote_connections(&self, _: &str) -> usize {
+            3
+        }
+        fn remote_members(
+            &self,
+            _: &str,
+            _: GroupKind,
+            name: &str,
+        ) -> futures_util::future::BoxFuture<'static, Vec<ConnId>> {
+            let members = if name == "elsewhere" {
+                vec![1 << NODE_SHIFT]
+            } else {
+                vec![]
+            };
+            Box::pin(async move { members })
+        }
     }
 
     #[test]
@@ -449,6 +535,7 @@ mod tests {
             5,
             Some(recorder.clone()),
             Store::memory(&crate::config::Limits::default()),
+            History::memory(),
         );
         let s = reg.scope("a");
         let (c1, _rx1) = conn(&reg, "a");

@@ -113,13 +113,27 @@ pub struct QueueSender {
 impl QueueSender {
     /// Queues an item if the queue has room for it, in items and bytes.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+        self.reserve(&item)?;
+        self.push_reserved(item)
+    }
+
+    /// Counts an item in, as if it were queued, if there is room: what is
+    /// held back to be queued later ([`push_reserved`]) takes its room now.
+    ///
+    /// [`push_reserved`]: Self::push_reserved
+    pub fn reserve(&self, item: &Outbound) -> Result<(), PushError> {
         let weight = item.weight();
         let items = self.fill.items.fetch_add(1, Ordering::AcqRel);
         let bytes = self.fill.bytes.fetch_add(weight, Ordering::AcqRel);
         if items >= self.capacity.items || bytes + weight > self.capacity.bytes {
-            self.fill.take(&item);
+            self.fill.take(item);
             return Err(PushError::Full);
         }
+        Ok(())
+    }
+
+    /// Queues an item [`reserve`](Self::reserve) counted in.
+    pub fn push_reserved(&self, item: Outbound) -> Result<(), PushError> {
         self.tx.unbounded_send(item).map_err(|e| {
             self.fill.take(&e.into_inner());
             PushError::Gone

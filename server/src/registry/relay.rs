@@ -113,4 +113,21 @@ pub trait Relay: Send + Sync {
 
     /// One member fewer has `interest`.
     fn unlisten(&self, plugin: &str, interest: Interest<'_>);
+
+    /// Groups of one kind with members on other nodes, as those nodes
+    /// announced them.
+    fn remote_names(&self, plugin: &str, kind: GroupKind) -> Vec<String>;
+
+    /// The plugin's connections on other nodes, as of their last
+    /// heartbeats.
+    fn remote_connections(&self, plugin: &str) -> usize;
+
+    /// The members of a group on other nodes, asked of each node that has
+    /// any; resolves with what answered within a bounded wait.
+    fn remote_members(
+        &self,
+        plugin: &str,
+        kind: GroupKind,
+        name: &str,
+    ) -> futures_util::future::BoxFuture<'static, Vec<ConnId>>;
 }

@@ -21,6 +21,10 @@ pub struct Sidecar {
     /// Capabilities beyond the empty sandbox; none by default.
     #[serde(default)]
     pub grants: SidecarGrants,
+    /// Which channels keep a history that clients resume from; none by
+    /// default.
+    #[serde(default)]
+    pub history: crate::history::Recording,
 }
 
 /// `[grants]` in a sidecar: what a plugin may see of the host.

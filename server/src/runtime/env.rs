@@ -11,6 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use super::plugin_log::LogGate;
 use super::timers::Timers;
 use crate::config::{Limits, OutboundHttp, Timeouts};
+use crate::history::{History, Recording};
 use crate::outbound::OutboundPolicy;
 use crate::outbound::http::HttpClient;
 use crate::outbound::upstream::{UpstreamSettings, Upstreams};
@@ -32,6 +33,10 @@ pub struct PluginEnv {
     pub grants: Grants,
     /// Its outbound HTTP requests: limits, those in flight, counters.
     pub http: Arc<HttpClient>,
+    /// Which of its channels keep a history, from its sidecar.
+    pub recording: Recording,
+    /// Where the server keeps channel history.
+    pub history: Arc<History>,
     /// The plugin's allowance of log lines (its outbound requests' failures
     /// count against it too).
     pub(crate) log_gate: LogGate,
@@ -64,6 +69,8 @@ impl PluginEnv {
             timers: Arc::new(Timers::default()),
             subprotocols: Vec::new(),
             grants: Grants::default(),
+            recording: Recording::default(),
+            history: registry.history().clone(),
         }
     }
 
@@ -86,6 +93,10 @@ impl PluginEnv {
 
     pub fn with_grants(self, grants: Grants) -> PluginEnv {
         PluginEnv { grants, ..self }
+    }
+
+    pub fn with_recording(self, recording: Recording) -> PluginEnv {
+        PluginEnv { recording, ..self }
     }
 
     /// `[outbound.http]` limits instead of the defaults.

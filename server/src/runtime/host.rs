@@ -12,10 +12,15 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::bindings::wsgate::plugin::types::HistoryEntry;
 use super::bindings::wsgate::plugin::{host, types};
-use super::bindings::{Error, LogLevel, Message, StateError as HostStateError, UpstreamError};
+use super::bindings::{
+    Error, HistoryError, HistoryPage, LogLevel, Message, Position, Publication, Published,
+    StateError as HostStateError, UpstreamError,
+};
 use super::env::PluginEnv;
 use super::plugin_log::Gate;
+use crate::history::{self, Body};
 use crate::outbound::http::HttpHooks;
 use crate::outbound::upstream::CallError;
 use crate::protocol::{Message as WsMessage, close};
@@ -104,17 +109,53 @@ impl HostState {
         deliver: impl FnOnce(&Scope, WsMessage) -> u32,
     ) -> Result<u32, Error> {
         self.check_message(&msg)?;
-        if self.deliveries_left == 0 {
-            if !std::mem::replace(&mut self.budget_warned, true) {
-                tracing::warn!(plugin = %self.env.name,
-                    "a hook call queued more than limits.deliveries_per_hook ({}) messages; further sends in this call fail",
-                    self.env.limits.deliveries_per_hook);
-            }
-            return Err(Error::LimitReached);
-        }
+        self.budget_left()?;
         let sent = deliver(&self.env.scope, msg.into());
-        self.deliveries_left = self.deliveries_left.saturating_sub(sent as usize);
+        self.spend(sent);
         Ok(sent)
+    }
+
+    /// Whether the call may still deliver (a refusal is logged once).
+    fn budget_left(&mut self) -> Result<(), Error> {
+        if self.deliveries_left > 0 {
+            return Ok(());
+        }
+        if !std::mem::replace(&mut self.budget_warned, true) {
+            tracing::warn!(plugin = %self.env.name,
+                "a hook call queued more than limits.deliveries_per_hook ({}) messages; further sends in this call fail",
+                self.env.limits.deliveries_per_hook);
+        }
+        Err(Error::LimitReached)
+    }
+
+    fn spend(&mut self, sent: u32) {
+        self.deliveries_left = self.deliveries_left.saturating_sub(sent as usize);
+    }
+
+    /// Records `body` on a recorded channel and has it delivered, within
+    /// the size limit and the call's delivery budget.
+    async fn record(
+        &mut self,
+        channel: String,
+        body: Body,
+        except: Option<ConnId>,
+    ) -> Result<history::Published, HistoryError> {
+        if self.check_name(&channel).is_err() || body.len() > self.env.limits.max_message_size {
+            return Err(HistoryError::InvalidArgument);
+        }
+        self.budget_left().map_err(|_| HistoryError::LimitReached)?;
+        let env = self.env.clone();
+        let publish = history::Publish {
+            scope: &env.scope,
+            recording: &env.recording,
+            channel: &channel,
+            body,
+            except,
+            idempotency: None,
+        };
+        let published = env.history.publish(publish).await.map_err(history_error)?;
+        self.spend(published.delivered);
+        Ok(published)
     }
 
     /// Adds `conn` to a channel or tag, within the per-connection cap.
@@ -199,6 +240,22 @@ fn upstream_error(e: CallError) -> UpstreamError {
     }
 }
 
+/// A history error as the WIT has it; why a backend failed stays in the log.
+fn history_error(e: history::HistoryError) -> HistoryError {
+    match e {
+        history::HistoryError::NotRecorded => HistoryError::NotRecorded,
+        history::HistoryError::InvalidArgument => HistoryError::InvalidArgument,
+        history::HistoryError::Unavailable(_) => HistoryError::Unavailable,
+    }
+}
+
+fn position(p: history::Position) -> Position {
+    Position {
+        epoch: p.epoch,
+        offset: p.offset,
+    }
+}
+
 fn send_error(e: SendError) -> Error {
     match e {
         SendError::Closed => Error::Closed,
@@ -252,22 +309,98 @@ impl host::Host for HostState {
         Ok(())
     }
 
-    fn publish(
+    /// On a recorded channel, the message is recorded too; the WIT gives
+    /// this call no `unavailable`, so a history backend that fails answers
+    /// `limit-reached` (and nothing was delivered, or may not have been).
+    async fn publish(
         &mut self,
         channel: String,
         msg: Message,
         except: Option<ConnId>,
     ) -> Result<u32, Error> {
         self.check_name(&channel)?;
+        if self.env.recording.records(&channel) {
+            let body = Body::Plain(msg.into());
+            return match self.record(channel, body, except).await {
+                Ok(published) => Ok(published.delivered),
+                Err(HistoryError::InvalidArgument) => Err(Error::InvalidArgument),
+                Err(_) => Err(Error::LimitReached),
+            };
+        }
         self.deliver(msg, |scope, msg| scope.publish(&channel, &msg, except))
     }
 
-    fn channels(&mut self) -> Vec<String> {
-        self.env.scope.channel_names()
+    async fn publish_recorded(
+        &mut self,
+        channel: String,
+        msg: Publication,
+        except: Option<ConnId>,
+    ) -> Result<Published, HistoryError> {
+        let body = match msg {
+            Publication::Plain(msg) => Body::Plain(msg.into()),
+            Publication::Positioned(text) => Body::Positioned {
+                before: text.before,
+                after: text.after,
+            },
+        };
+        let published = self.record(channel, body, except).await?;
+        Ok(Published {
+            delivered: published.delivered,
+            position: position(published.position),
+        })
     }
 
-    fn subscribers(&mut self, channel: String) -> Vec<ConnId> {
-        self.env.scope.subscribers(&channel)
+    async fn history(
+        &mut self,
+        channel: String,
+        since: Option<Position>,
+        limit: u32,
+    ) -> Result<HistoryPage, HistoryError> {
+        if self.check_name(&channel).is_err()
+            || since
+                .as_ref()
+                .is_some_and(|s| !history::Position::valid_epoch(&s.epoch))
+        {
+            return Err(HistoryError::InvalidArgument);
+        }
+        let since = since.map(|s| history::Position::new(s.epoch, s.offset));
+        let env = &self.env;
+        let page = env
+            .history
+            .read(&env.name, &env.recording, &channel, since.as_ref(), limit)
+            .await
+            .map_err(history_error)?;
+        // A page goes into the plugin's memory at once: at most
+        // `max_message_size` bytes of it past the first entry (the rest
+        // is the next page).
+        let mut bytes = 0;
+        let entries = page
+            .entries
+            .into_iter()
+            .take_while(|e| {
+                let first = bytes == 0;
+                bytes += e.msg.len() + 1;
+                first || bytes <= env.limits.max_message_size
+            })
+            .map(|e| HistoryEntry {
+                position: position(e.position),
+                msg: e.msg.into(),
+            })
+            .collect();
+        Ok(HistoryPage {
+            entries,
+            latest: position(page.latest),
+            recovered: page.recovered,
+        })
+    }
+
+    fn channels(&mut self) -> Vec<String> {
+        self.env.scope.cluster_channel_names()
+    }
+
+    async fn subscribers(&mut self, channel: String) -> Vec<ConnId> {
+        let scope = self.env.scope.clone();
+        scope.cluster_members(GroupKind::Channel, &channel).await
     }
 
     fn connections(&mut self) -> Vec<ConnId> {
@@ -275,6 +408,22 @@ impl host::Host for HostState {
     }
 
     fn connection_count(&mut self) -> u32 {
+        self.env.scope.cluster_connection_count() as u32
+    }
+
+    fn node_channels(&mut self) -> Vec<String> {
+        self.env.scope.channel_names()
+    }
+
+    fn node_subscribers(&mut self, channel: String) -> Vec<ConnId> {
+        self.env.scope.subscribers(&channel)
+    }
+
+    fn node_tagged(&mut self, tag: String) -> Vec<ConnId> {
+        self.env.scope.tagged(&tag)
+    }
+
+    fn node_connection_count(&mut self) -> u32 {
         self.env.scope.connection_count() as u32
     }
 
@@ -330,8 +479,9 @@ impl host::Host for HostState {
         Ok(())
     }
 
-    fn tagged(&mut self, tag: String) -> Vec<ConnId> {
-        self.env.scope.tagged(&tag)
+    async fn tagged(&mut self, tag: String) -> Vec<ConnId> {
+        let scope = self.env.scope.clone();
+        scope.cluster_members(GroupKind::Tag, &tag).await
     }
 
     fn send_to_tag(

@@ -23,8 +23,7 @@
 //!
 //! Connections are the cluster's (`cluster/link.rs`: one Redis or a Redis
 //! Cluster, plain or TLS): one multiplexed connection, opened on first use
-//! and again after it fails, no sooner than [`RECONNECT_WAIT`] after a
-//! failed attempt. Any failure is `unavailable`; `state.timeout` bounds
+//! and again after it fails (`cluster/on_demand.rs`). Any failure is `unavailable`; `state.timeout` bounds
 //! every call (and the connection's own timeouts bound each command).
 
 use std::sync::Arc;
@@ -32,14 +31,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::FromRedisValue;
-use tokio::time::Instant;
 
 use super::{Backend, ENTRY_OVERHEAD, StateError};
-use crate::cluster::{Cluster, Link};
+use crate::cluster::{Cluster, OnDemand};
 
-/// After a failed connection attempt, calls fail at once for this long
-/// instead of each waiting for another attempt.
-pub const RECONNECT_WAIT: Duration = Duration::from_millis(500);
 /// Expired entries a script cleans up in passing.
 const PURGE_BATCH: u32 = 64;
 
@@ -178,9 +173,8 @@ return out
 ";
 
 pub struct Redis {
-    cluster: Arc<Cluster>,
+    redis: OnDemand,
     quota: u64,
-    link: tokio::sync::Mutex<Slot>,
     scripts: Scripts,
 }
 
@@ -189,13 +183,6 @@ struct Scripts {
     write: String,
     increment: String,
     keys: String,
-}
-
-/// The connection, or when the next attempt may be made.
-#[derive(Default)]
-struct Slot {
-    link: Option<Link>,
-    not_before: Option<Instant>,
 }
 
 /// The Redis keys of one plugin (and one of its keys).
@@ -241,9 +228,8 @@ impl Redis {
     pub fn new(cluster: Arc<Cluster>, quota: u64) -> Redis {
         let full = |script: &str| format!("{COMMON}{script}");
         Redis {
-            cluster,
+            redis: OnDemand::new(cluster),
             quota,
-            link: Default::default(),
             scripts: Scripts {
                 write: full(WRITE),
                 increment: full(INCREMENT),
@@ -253,53 +239,11 @@ impl Redis {
     }
 
     fn keys_of(&self, plugin: &str, key: &str) -> Keys {
-        Keys::new(self.cluster.prefix(), plugin, key)
+        Keys::new(self.redis.cluster().prefix(), plugin, key)
     }
 
-    async fn link(&self) -> Result<Link, StateError> {
-        let mut slot = self.link.lock().await;
-        if let Some(link) = &slot.link {
-            return Ok(link.clone());
-        }
-        if slot.not_before.is_some_and(|at| Instant::now() < at) {
-            return Err(StateError::Unavailable(
-                "waiting to reconnect to Redis".into(),
-            ));
-        }
-        match self.cluster.connect().await {
-            Ok(link) => {
-                *slot = Slot {
-                    link: Some(link.clone()),
-                    not_before: None,
-                };
-                Ok(link)
-            }
-            Err(e) => {
-                slot.not_before = Some(Instant::now() + RECONNECT_WAIT);
-                Err(StateError::Unavailable(format!(
-                    "cannot connect to Redis: {e}"
-                )))
-            }
-        }
-    }
-
-    /// Runs one command; a broken connection is dropped, so the next call
-    /// opens a new one.
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
-        let mut link = self.link().await?;
-        match cmd.query_async(&mut link).await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                {
-                    self.link.lock().await.link = None;
-                }
-                Err(StateError::Unavailable(format!("Redis: {e}")))
-            }
-        }
+        self.redis.query(cmd).await.map_err(StateError::Unavailable)
     }
 
     async fn write(

@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/host@0.1.1' {
+declare module 'wsgate:plugin/host@0.1.2' {
   /**
    * Queues a message for one connection.
    */
@@ -21,22 +21,58 @@ declare module 'wsgate:plugin/host@0.1.1' {
   export function unsubscribe(conn: ConnectionId, channel: string): void;
   /**
    * Sends to every subscriber of `channel` except `except`; returns the
-   * number of connections it was queued for.
+   * number of connections it was queued for. On a recorded channel (see
+   * `publish-recorded`) the message is recorded too; if the history
+   * backend fails, nothing is sent and the answer is `limit-reached`.
    */
   export function publish(channel: string, msg: Message, except: ConnectionId | undefined): number;
   /**
-   * Channels with at least one subscriber.
+   * Channels with at least one subscriber. In a cluster: anywhere in
+   * the cluster, as last announced by the other nodes (they announce a
+   * channel's first and last member as it happens).
    */
   export function channels(): Array<string>;
   /**
-   * Subscribers of one channel.
+   * Subscribers of one channel. In a cluster: on every node, asked of
+   * the nodes with members when called; a node that does not answer
+   * within `cluster.presence_timeout` is left out.
    */
   export function subscribers(channel: string): BigUint64Array;
   /**
-   * This plugin's open connections.
+   * This plugin's open connections on this node.
    */
   export function connections(): BigUint64Array;
+  /**
+   * This plugin's open connections. In a cluster: on every node, this
+   * node's exactly and the others' as of their last heartbeat
+   * (`cluster.heartbeat`).
+   */
   export function connectionCount(): number;
+  /**
+   * `channels`, `subscribers`, `tagged` and `connection-count` for
+   * this node alone (the same answers when not clustered).
+   */
+  export function nodeChannels(): Array<string>;
+  export function nodeSubscribers(channel: string): BigUint64Array;
+  export function nodeTagged(tag: string): BigUint64Array;
+  export function nodeConnectionCount(): number;
+  /**
+   * Publishes to a recorded channel: one that a `[history] channels`
+   * pattern of the plugin's sidecar matches. The message is given the
+   * channel's next position and kept in its history (bounded by
+   * `[history] size` and `ttl`), then queued to every subscriber but
+   * `except`. Every subscriber, on every node, gets a channel's
+   * recorded messages in the order of their positions.
+   */
+  export function publishRecorded(channel: string, msg: Publication, except: ConnectionId | undefined): Published;
+  /**
+   * Recorded messages of `channel` after `since` (from the oldest kept
+   * when `none`), at most `limit` (and never more than the history's
+   * size). A client that comes back passes the position of the last
+   * message it got; replay the page to it, or tell it to reload when
+   * the page is not `recovered`.
+   */
+  export function history(channel: string, since: Position | undefined, limit: number): HistoryPage;
   /**
    * Per-connection attributes: the session scope. Gone when the
    * connection closes.
@@ -52,6 +88,10 @@ declare module 'wsgate:plugin/host@0.1.1' {
    */
   export function tag(conn: ConnectionId, tag: string): void;
   export function untag(conn: ConnectionId, tag: string): void;
+  /**
+   * Connections with `tag`. In a cluster: on every node, as
+   * `subscribers` asks.
+   */
   export function tagged(tag: string): BigUint64Array;
   /**
    * Sends to every connection with `tag` except `except`; returns the count.
@@ -114,11 +154,16 @@ declare module 'wsgate:plugin/host@0.1.1' {
    */
   export function cancelTimer(id: bigint): boolean;
   export function log(level: LogLevel, msg: string): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.1').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.1').Message;
-  export type Error = import('wsgate:plugin/types@0.1.1').Error;
-  export type LogLevel = import('wsgate:plugin/types@0.1.1').LogLevel;
-  export type StateError = import('wsgate:plugin/types@0.1.1').StateError;
-  export type UpstreamId = import('wsgate:plugin/types@0.1.1').UpstreamId;
-  export type UpstreamError = import('wsgate:plugin/types@0.1.1').UpstreamError;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.2').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.2').Message;
+  export type Error = import('wsgate:plugin/types@0.1.2').Error;
+  export type LogLevel = import('wsgate:plugin/types@0.1.2').LogLevel;
+  export type StateError = import('wsgate:plugin/types@0.1.2').StateError;
+  export type UpstreamId = import('wsgate:plugin/types@0.1.2').UpstreamId;
+  export type UpstreamError = import('wsgate:plugin/types@0.1.2').UpstreamError;
+  export type Position = import('wsgate:plugin/types@0.1.2').Position;
+  export type Publication = import('wsgate:plugin/types@0.1.2').Publication;
+  export type Published = import('wsgate:plugin/types@0.1.2').Published;
+  export type HistoryPage = import('wsgate:plugin/types@0.1.2').HistoryPage;
+  export type HistoryError = import('wsgate:plugin/types@0.1.2').HistoryError;
 }

@@ -1,7 +1,11 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/listener@0.1.1' {
+declare module 'wsgate:plugin/listener@0.1.2' {
   /**
    * Called before the WebSocket upgrade; may reject with an HTTP status.
+   * The connection is already in its route's channel. What is
+   * published to its channels and tags while `on-open` runs reaches it
+   * after everything `on-open` sends it, so a replay of history sent
+   * here comes before the live messages that follow it.
    */
   export function onOpen(conn: ConnectionId, req: Request): OpenDecision;
   /**
@@ -15,11 +19,14 @@ declare module 'wsgate:plugin/listener@0.1.1' {
   export function onClose(conn: ConnectionId, code: number, reason: string): void;
   /**
    * The first connection on `route` is opening (called before its
-   * `on-open`); re-armed after the route drains.
+   * `on-open`); re-armed after the route drains. Per node: in a
+   * cluster, each node calls it for its own first connection, since
+   * what a plugin starts here (timers, upstreams) runs on that node.
    */
   export function onFirstOpen(route: string): void;
   /**
    * The last connection on `route` closed (called after its `on-close`).
+   * Per node, as `on-first-open`.
    */
   export function onLastClose(route: string): void;
   /**
@@ -30,8 +37,8 @@ declare module 'wsgate:plugin/listener@0.1.1' {
    * A timer set with `set-timer` fired.
    */
   export function onTimer(id: bigint): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.1').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.1').Message;
-  export type Request = import('wsgate:plugin/types@0.1.1').Request;
-  export type OpenDecision = import('wsgate:plugin/types@0.1.1').OpenDecision;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.2').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.2').Message;
+  export type Request = import('wsgate:plugin/types@0.1.2').Request;
+  export type OpenDecision = import('wsgate:plugin/types@0.1.2').OpenDecision;
 }

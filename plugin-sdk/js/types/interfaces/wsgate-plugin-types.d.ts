@@ -1,4 +1,4 @@
-declare module 'wsgate:plugin/types@0.1.1' {
+declare module 'wsgate:plugin/types@0.1.2' {
   /**
    * Opaque id of one WebSocket connection, unique for the server's lifetime.
    */
@@ -164,6 +164,106 @@ declare module 'wsgate:plugin/types@0.1.1' {
    * the size limit, too many or too long headers.
    */
   export type UpstreamError = 'invalid-url' | 'denied' | 'limit-reached' | 'unknown-upstream' | 'closed' | 'queue-full' | 'invalid-argument';
+  /**
+   * A place in a channel's history. `epoch` names one unbroken history
+   * of the channel: it changes whenever history was lost (in-memory
+   * history after a restart, a Redis stream that expired or was
+   * deleted), so offsets of different epochs are never compared.
+   * `offset` counts the channel's recorded messages within the epoch,
+   * from 1; offset 0 is "before the first". As text (in a query string,
+   * in a message) a position is `EPOCH:OFFSET`.
+   */
+  export interface Position {
+    epoch: string,
+    offset: bigint,
+  }
+  /**
+   * A text message that carries its own position: the host assigns the
+   * position, then records and delivers `before`, the position as
+   * `EPOCH:OFFSET`, and `after`. A plugin cannot know the position
+   * before it is assigned, and a client resuming needs it inside the
+   * message.
+   */
+  export interface PositionedText {
+    before: string,
+    after: string,
+  }
+  /**
+   * What `publish-recorded` publishes.
+   */
+  export type Publication = PublicationPlain | PublicationPositioned;
+  /**
+   * Recorded and delivered as it is.
+   */
+  export interface PublicationPlain {
+    tag: 'plain',
+    val: Message,
+  }
+  /**
+   * Recorded and delivered with its position filled in.
+   */
+  export interface PublicationPositioned {
+    tag: 'positioned',
+    val: PositionedText,
+  }
+  /**
+   * A published message and where it stands.
+   */
+  export interface Published {
+    /**
+     * Connections it was queued for on this node, plus one for each
+     * other node with subscribers (as `publish` counts).
+     */
+    delivered: number,
+    position: Position,
+  }
+  export interface HistoryEntry {
+    position: Position,
+    msg: Message,
+  }
+  /**
+   * A slice of a channel's history.
+   */
+  export interface HistoryPage {
+    /**
+     * Messages after `since`, oldest first, at most `limit`.
+     */
+    entries: Array<HistoryEntry>,
+    /**
+     * The channel's newest position now. When it is past the last
+     * entry, more follow: ask again from the last entry.
+     */
+    latest: Position,
+    /**
+     * Whether nothing after `since` was lost: every message after it
+     * is in `entries` or after them. False when `since` is from
+     * another epoch, or when messages after it were dropped by the
+     * history's size or age; the client should then reload.
+     */
+    recovered: boolean,
+  }
+  /**
+   * Why a history call failed.
+   * # Variants
+   * 
+   * ## `"not-recorded"`
+   * 
+   * The channel is not recorded: no `[history] channels` pattern
+   * of the plugin's sidecar matches it.
+   * ## `"invalid-argument"`
+   * 
+   * An empty or too long channel name, a message over the size
+   * limit, a limit of 0.
+   * ## `"limit-reached"`
+   * 
+   * The hook call already queued `limits.deliveries_per_hook`
+   * messages; nothing was published.
+   * ## `"unavailable"`
+   * 
+   * The history backend (Redis) failed or did not answer in time;
+   * the call may or may not have taken effect.
+   */
+  export type HistoryError = 'not-recorded' | 'invalid-argument' | 'limit-reached' | 'unavailable';
   /**
    * # Variants
    * 
