@@ -606,6 +606,7 @@ test('the demo resumes after the server restarts, with no line lost', { skip: !!
     }
     assert.ok(replayed > 0, 'the pages were replayed the events published while they were away');
     t.diagnostic(`${answers.length} feed lines, ${replayed} events replayed to the two pages`);
+    await ann.locator('#messages li.note.resumed').first().scrollIntoViewIfNeeded();
     await shot(ann, '09-resumed-after-restart');
   } catch (e) {
     throw new Error(`${e.stack ?? e}\n--- wsgate log ---\n${node.log()}`);
