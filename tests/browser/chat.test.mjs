@@ -8,7 +8,9 @@
 //   WSGATE_TEST_PLUGINS  a plugin directory to serve (default: built into
 //                        target/browser-plugins with scripts/build-plugins.sh)
 //   WSGATE_TEST_URL      test an already running server instead of starting one
-//                        (the server-restart test is then skipped)
+//                        (the server-restart tests are then skipped)
+//   WSGATE_REDIS_SERVER  the redis-server binary for the resume test (default:
+//                        redis-server; tests/browser/setup.sh installs it)
 //   CHROMIUM             the browser (default: /usr/bin/chromium)
 //   WSGATE_DOCS_SCREENSHOT=1   also write docs/demo.png
 //
@@ -131,12 +133,18 @@ function wsgateBin() {
  */
 function serverEnv() {
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' };
-  for (const k of ['WSGATE_BIN', 'WSGATE_TEST_PLUGINS', 'WSGATE_TEST_URL', 'WSGATE_DOCS_SCREENSHOT']) delete env[k];
+  for (const k of ['WSGATE_BIN', 'WSGATE_TEST_PLUGINS', 'WSGATE_TEST_URL', 'WSGATE_DOCS_SCREENSHOT', 'WSGATE_REDIS_SERVER']) {
+    delete env[k];
+  }
   return env;
 }
 
-/** Starts wsgate on a free port and waits until /healthz is 200 and the chat route upgrades. */
-async function startWsgate() {
+/**
+ * Starts wsgate on a free port and waits until /healthz is 200 and the chat route upgrades.
+ * `args` are added to the command line and `env` to the environment (the admin listener
+ * is off unless `args` turn it on: its default port would be shared by every server).
+ */
+async function startWsgate({ args = ['--no-admin'], env = {} } = {}) {
   const bin = wsgateBin();
   const plugins = pluginDir();
   const port = await freePort();
@@ -146,10 +154,10 @@ async function startWsgate() {
 
   const launch = async () => {
     log = '';
-    child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--plugins', plugins], {
+    child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--plugins', plugins, ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: serverEnv(),
+      env: { ...serverEnv(), ...env },
     });
     const keep = (chunk) => {
       log = (log + chunk).slice(-20_000);
@@ -190,6 +198,83 @@ async function startWsgate() {
   return { base, port, stop, restart: launch, log: () => log };
 }
 
+/**
+ * A private redis-server on a free port, persisting to an append-only file in a temp
+ * directory (what a deployment whose history must survive restarts would run).
+ */
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'wsgate-redis-'));
+  tempDirs.push(dir);
+  const bin = process.env.WSGATE_REDIS_SERVER || 'redis-server';
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes'];
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (c) => { log = (log + c).slice(-10_000); });
+  child.stderr.on('data', (c) => { log = (log + c).slice(-10_000); });
+  const failed = new Promise((_, reject) => {
+    child.once('error', (e) => reject(new Error(`cannot run ${bin} (${e.message}): run tests/browser/setup.sh`)));
+    child.once('exit', (code) => reject(new Error(`redis-server exited (${code})\n${log}`)));
+  });
+  failed.catch(() => {});
+  const pong = () => new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1', () => sock.write('PING\r\n'));
+    sock.setTimeout(1000, () => { sock.destroy(); resolve(false); });
+    sock.on('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    sock.on('error', () => resolve(false));
+  });
+  const deadline = Date.now() + 20_000;
+  while (!(await Promise.race([pong(), failed]))) {
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`redis-server did not answer PING within 20 s\n${log}`);
+    }
+    await sleep(100);
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/**
+ * POSTs `body` to the admin publish API until the server accepts it (200): through a
+ * restart the connection is refused, and the plugin is not loaded yet (404) for a moment.
+ * Anything else (400: the channel is not recorded, or no placeholder; 401) fails.
+ * @returns {Promise<object>} the answer, {"delivered", "position", "duplicate"?}
+ */
+async function publishUntilAccepted(admin, token, pathname, body, headers) {
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const res = await new Promise((resolve) => {
+      const req = http.request(new URL(pathname, admin), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain; charset=utf-8', ...headers },
+      }, (r) => {
+        let text = '';
+        r.setEncoding('utf8');
+        r.on('data', (c) => { text += c; });
+        r.on('end', () => resolve({ status: r.statusCode, text }));
+        r.on('error', () => resolve({ status: null, text: '' }));
+      });
+      req.on('error', () => resolve({ status: null, text: '' }));
+      req.setTimeout(5000, () => req.destroy());
+      req.end(body);
+    });
+    if (res.status === 200) return JSON.parse(res.text);
+    if (res.status !== null && res.status !== 404 && res.status < 500) {
+      throw new Error(`publish ${pathname} answered ${res.status}: ${res.text}`);
+    }
+    if (Date.now() > deadline) throw new Error(`publish ${pathname} not accepted within 90 s (last: ${res.status} ${res.text})`);
+    await sleep(100);
+  }
+}
+
 async function shot(page, name) {
   mkdirSync(SHOTS, { recursive: true });
   const file = path.join(SHOTS, `${name}.png`);
@@ -208,8 +293,8 @@ async function openPage() {
   return page;
 }
 
-async function joinAs(page, username, channel) {
-  await page.goto(`${server.base}/`);
+async function joinAs(page, username, channel, base = server.base) {
+  await page.goto(`${base}/`);
   await page.fill('#username', username);
   await page.fill('#channel', channel);
   await page.click('#join-button');
@@ -411,4 +496,125 @@ test('a page reconnects with backoff after the server restarts', { skip: !!proce
   await seesMessage(ann, 'bob', 'back again');
   await shot(ann, '08-reconnected');
   await Promise.all([ann.close(), bob.close()]);
+});
+
+test('the demo resumes after the server restarts, with no line lost', { skip: !!process.env.WSGATE_TEST_URL && 'needs a server the test controls' }, async (t) => {
+  // History in Redis (the chat sidecar records every channel), so positions survive the
+  // restart: the pages reconnect with since= and are replayed what they missed.
+  const redis = await startRedis();
+  const token = `browser-test-${process.pid}`;
+  const admin = `http://127.0.0.1:${await freePort()}`;
+  const node = await startWsgate({
+    args: ['--cluster', redis.url, '--admin-listen', new URL(admin).host],
+    env: { WSGATE_ADMIN__TOKEN: token },
+  });
+  const pages = [];
+  let publisher;
+  try {
+    const ann = await openPage();
+    const bob = await openPage();
+    pages.push(ann, bob);
+    await joinAs(ann, 'ann', 'resume', node.base);
+    await joinAs(bob, 'bob', 'resume', node.base);
+    await seesPresence(ann, 'bob', 'joined');
+
+    // A feed publishes "feed N" through the publish API, one line every 100 ms, each
+    // retried until accepted through the restart. The plugin's JSON carries its
+    // position thanks to the placeholder; the key makes a retry deliver once.
+    const placeholder = '@@POS@@';
+    const run = `${process.pid}-${Date.now()}`;
+    const answers = [];
+    const publishLine = (n) => publishUntilAccepted(
+      admin, token, '/publish/chat/channel/resume',
+      JSON.stringify({ from: 'feed', message: `feed ${n}`, channel: 'resume', timestamp: Date.now(), pos: placeholder }),
+      { 'Position-Placeholder': placeholder, 'Idempotency-Key': `${run}-${n}` },
+    );
+    publisher = { stopped: false, failure: null };
+    publisher.done = (async () => {
+      for (let n = 1; !publisher.stopped; n++) {
+        answers.push(await publishLine(n));
+        if (n === 3) {
+          // A retry of an accepted publish: answered as the first, delivered once.
+          const again = await publishLine(n);
+          assert.equal(again.duplicate, true, `a retried publish is a duplicate: ${JSON.stringify(again)}`);
+          assert.deepEqual(again.position, answers[2].position);
+        }
+        await sleep(100);
+      }
+    })().catch((e) => { publisher.failure = e; });
+    const published = () => answers.length;
+    const waitPublished = async (n) => {
+      while (published() < n && !publisher.failure) await sleep(50);
+      if (publisher.failure) throw publisher.failure;
+    };
+
+    await waitPublished(8);
+    await say(ann, 'ann before the restart');
+    await say(bob, 'bob before the restart');
+    for (const page of pages) await seesMessage(page, 'bob', 'bob before the restart');
+    await waitPublished(12);
+
+    // Restart in mid-conversation. The pages back off (1 s, 2 s, ...) while the feed
+    // keeps retrying, so lines are recorded while the pages are away.
+    await node.stop();
+    await sleep(3000);
+    await node.restart();
+    for (const page of pages) {
+      await page.locator('#status[data-state="open"]').waitFor({ timeout: 45_000 });
+      await page.locator('#messages li.note.resumed').first().waitFor({ timeout: TIMEOUT });
+    }
+    await say(ann, 'ann after the restart');
+    await say(bob, 'bob after the restart');
+    await waitPublished(published() + 10);
+    publisher.stopped = true;
+    await publisher.done;
+    if (publisher.failure) throw publisher.failure;
+    const last = `feed ${answers.length}`;
+
+    const typed = ['ann before the restart', 'bob before the restart', 'ann after the restart', 'bob after the restart'];
+    const feed = answers.map((_, i) => `feed ${i + 1}`);
+    const shown = [];
+    for (const page of pages) {
+      await seesMessage(page, 'feed', last);
+      await seesMessage(page, 'bob', 'bob after the restart');
+      await sleep(300); // anything shown twice would arrive by now
+      shown.push(await page.locator('#messages li.msg .text').allInnerTexts());
+    }
+    const [annSaw, bobSaw] = shown;
+    // Every line exactly once, the feed in order, and both pages in the same order.
+    assert.deepEqual(annSaw.filter((l) => l.startsWith('feed ')), feed, 'ann: the feed, every line once, in order');
+    assert.deepEqual(annSaw.filter((l) => !l.startsWith('feed ')).sort(), [...typed].sort(), 'ann: each typed line once');
+    assert.deepEqual(bobSaw, annSaw, 'bob sees the same lines in the same order');
+    for (const saw of shown) {
+      assert.ok(saw.indexOf('ann before the restart') < saw.indexOf('ann after the restart'));
+      assert.ok(saw.indexOf('bob before the restart') < saw.indexOf('bob after the restart'));
+    }
+
+    // Positions: one epoch (kept in Redis across the restart), offsets rising.
+    const epochs = new Set(answers.map((a) => a.position.epoch));
+    assert.equal(epochs.size, 1, `one epoch across the restart: ${[...epochs]}`);
+    for (let i = 1; i < answers.length; i++) {
+      assert.ok(answers[i].position.offset > answers[i - 1].position.offset, `offsets rise: ${JSON.stringify(answers.slice(i - 1, i + 1))}`);
+    }
+    // The pages resumed (recovered, no reload) and were replayed what they missed.
+    let replayed = 0;
+    for (const page of pages) {
+      assert.equal(await page.locator('#messages li.note.warn').count(), 0, 'no history reload');
+      const note = await page.locator('#messages li.note.resumed').first().innerText();
+      replayed += Number(/caught up on (\d+)/.exec(note)?.[1] ?? 0);
+      t.diagnostic(`${page === ann ? 'ann' : 'bob'}: ${note.split(' · ')[0]}`);
+    }
+    assert.ok(replayed > 0, 'the pages were replayed the events published while they were away');
+    t.diagnostic(`${answers.length} feed lines, ${replayed} events replayed to the two pages`);
+    await ann.locator('#messages li.note.resumed').first().scrollIntoViewIfNeeded();
+    await shot(ann, '09-resumed-after-restart');
+  } catch (e) {
+    throw new Error(`${e.stack ?? e}\n--- wsgate log ---\n${node.log()}`);
+  } finally {
+    if (publisher) publisher.stopped = true;
+    await publisher?.done;
+    await Promise.all(pages.map((p) => p.close()));
+    await node.stop();
+    await redis.stop();
+  }
 });

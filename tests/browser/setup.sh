@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need: Debian's chromium (apt), Node.js 20+
-# (apt, if there is none) and the pinned npm packages (npm ci). Idempotent,
+# (apt, if there is none), redis-server (apt, for the resume test's private
+# Redis) and the pinned npm packages (npm ci). Idempotent,
 # and quick once done; scripts/test.sh runs it early, in the background.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -12,6 +13,9 @@ exec </dev/null
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "== installing chromium (apt)" >&2
   apt_install chromium
+fi
+if [ -z "${WSGATE_REDIS_SERVER:-}" ]; then
+  "$HERE/../../scripts/setup-redis.sh"
 fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "== installing nodejs and npm (apt)" >&2

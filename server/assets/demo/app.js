@@ -8,6 +8,13 @@
 //
 // Deep links: /?channel=lobby pre-fills the channel; /?channel=lobby&username=ann&join
 // joins straight away (the server, not the page, then decides whether the name is fine).
+//
+// Resuming: with channel history on (the chat examples' sidecars turn it on), each
+// channel event also carries "pos":"EPOCH:OFFSET". wsgate-client.js reconnects with
+// since=EPOCH:OFFSET and hands this page every event once, in order, the missed ones
+// included; when the server no longer has them all it says `reset`, and the page
+// rebuilds its log from what the server replays (or, when the server's history
+// restarted, keeps it and notes that some events may be missing).
 
 import { WsgateClient } from './wsgate-client.js';
 
@@ -48,7 +55,12 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute:
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'short', day: 'numeric', month: 'short' });
 
-/** Current session: { client, username, channel, everOpened, countdown } or null. */
+/**
+ * Current session: { client, username, channel, everOpened, countdown, quietOpen,
+ * saidReconnected } or null. `quietOpen`: the client left a connection to fetch a gap
+ * (a close with reason 'gap'), so the next open is no news to the reader.
+ * `saidReconnected`: this connection's open was announced in the log.
+ */
 let session = null;
 /** name -> { online: boolean } for the people list, in first-seen order. */
 const people = new Map();
@@ -159,17 +171,23 @@ function join(username, channel) {
     shouldReconnect: async ({ opened }) =>
       opened || session?.everOpened || !(await client.probe('/healthz')),
   });
-  session = { client, username, channel, everOpened: false, countdown: null };
+  session = {
+    client, username, channel, everOpened: false, countdown: null, quietOpen: false, saidReconnected: false,
+  };
 
   client.on('state', (state) => onState(state));
   client.on('open', () => {
-    if (session.everOpened) addSystemNote('Reconnected.', 'ok');
+    session.saidReconnected = session.everOpened && !session.quietOpen;
+    if (session.saidReconnected) addSystemNote('Reconnected.', 'ok');
     session.everOpened = true;
+    session.quietOpen = false;
     hideBanner();
     setComposerEnabled(true);
     els.input.focus();
   });
   client.on('message', (data) => onMessage(data));
+  client.on('reset', (info) => onReset(info));
+  client.on('recovered', (info) => onRecovered(info));
   client.on('close', (info) => onClose(info));
   client.on('reconnecting', (info) => onReconnecting(info));
   client.connect();
@@ -212,7 +230,11 @@ function onState(state) {
 }
 
 function onClose({ code, reason, opened, willReconnect, byClient }) {
-  if (byClient || !session) return;
+  if (!session) return;
+  if (byClient) {
+    session.quietOpen = willReconnect && reason === 'gap';
+    return;
+  }
   if (willReconnect) return; // onReconnecting shows the banner
   if (!opened && !session.everOpened) {
     // Refused before the upgrade (the server answered /healthz, so it is up).
@@ -260,6 +282,40 @@ function stopCountdown() {
     clearInterval(session.countdown);
     session.countdown = null;
   }
+}
+
+// ---------------------------------------------------------------- resuming
+
+/**
+ * The events since the last one shown cannot all be replayed. When the server still
+ * has this history (`latest` in the epoch of `previous`: away longer than it keeps), it
+ * replays what it keeps from the oldest, which may repeat lines shown already: the log
+ * is rebuilt from that. Otherwise (the server's history restarted, or is unavailable)
+ * everything that follows is new: the log stays, with a note that some events of the
+ * meantime may be missing.
+ */
+function onReset({ latest, previous }) {
+  if (!session) return;
+  const epochOf = (pos) => pos?.slice(0, pos.lastIndexOf(':'));
+  if (latest && previous && epochOf(latest) === epochOf(previous)) {
+    // The notice comes first thing on a resumed connection: keep saying so.
+    clearMessages();
+    if (session.saidReconnected) addSystemNote('Reconnected.', 'ok');
+    addSystemNote(
+      'History reloaded: you were away longer than the server keeps this channel’s messages, ' +
+        'so the log starts again at the oldest one it still has.',
+      'warn',
+    );
+  } else {
+    addSystemNote('The server’s history of this channel restarted: messages sent meanwhile may be missing.', 'warn');
+  }
+}
+
+/** Reconnected and the whole gap was replayed (already shown, in order). */
+function onRecovered({ replayed }) {
+  if (!session) return;
+  const what = replayed === 1 ? '1 missed event' : `${replayed} missed events`;
+  addSystemNote(replayed ? `Resumed: caught up on ${what}.` : 'Resumed: nothing missed.', 'info resumed');
 }
 
 // ---------------------------------------------------------------- messages

@@ -7,6 +7,8 @@
  *  - automatic reconnection with exponential backoff and jitter,
  *  - JSON parsing of incoming text frames and a `sendJson()` helper,
  *  - event callbacks: `open`, `message`, `close`, `error`, `reconnecting`, `state`,
+ *    `reset`, `recovered`,
+ *  - resuming after a reconnect without losing or repeating a message (see below),
  *  - a clean, final `close()` that stops reconnecting.
  *
  * Browsers do not expose the HTTP status of a refused WebSocket handshake (a plugin
@@ -14,6 +16,25 @@
  * 1006. The `close` event therefore reports `opened: false` when the connection never
  * opened, so an application can tell "refused or unreachable" from "dropped"; see
  * {@link WsgateClient#probe} to tell the first two apart.
+ *
+ * Resuming (option `resume`, on by default). A server whose channel history is on
+ * (wsgate's `[history]`; the chat examples) puts each channel message's position,
+ * `"pos": "EPOCH:OFFSET"`, in the JSON it sends. The client remembers the last one and
+ * reconnects with `?since=EPOCH:OFFSET`; the plugin replays what was missed and then
+ * says `{"type":"recovery","recovered":true|false,"latest":...}`. So that every message
+ * reaches the application exactly once and in order:
+ *  - a message at or before the last position (same epoch) was already seen: dropped;
+ *  - a message past the next one (same epoch) means some were lost on the way: it is
+ *    dropped and the client reconnects at once with `since=` the last one, to have the
+ *    gap replayed;
+ *  - a message of another epoch means the server's history restarted: `reset`
+ *    `{ reason: 'epoch' }`, and the message is delivered;
+ *  - `recovered: false` (away longer than the history keeps, or history unavailable):
+ *    `reset` `{ reason: 'not-recovered' }`; what follows is the history from its oldest
+ *    kept message, so an application clears its view and rebuilds it;
+ *  - `recovered: true`: `recovered`; the gap has been delivered as `message`s.
+ * Recovery notices are never delivered as `message`. Positions are only read from
+ * parsed JSON objects, so `resume` needs `json` not `false`.
  *
  * @example
  *   import { WsgateClient } from './wsgate-client.js';
@@ -46,6 +67,8 @@
  *       frames that look like JSON objects/arrays and falls back to the raw string;
  *       `true` parses every text frame (a parse failure is an `error` event);
  *       `false` never parses.
+ *     - `resume` (boolean, default `true`): track message positions and resume after a
+ *       reconnect (above); `false` delivers every message as it comes.
  *     - `binaryType` (default `'arraybuffer'`), `WebSocket` (a constructor, for tests
  *       or Node).
  *
@@ -64,18 +87,34 @@
  *   `state`   `'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'`.
  *   `url`     the resolved `ws(s):` URL.  `attempt`  failed attempts in a row.
  *   `socket`  the current `WebSocket` or `null`.
+ *   `position`  the last position seen, `'EPOCH:OFFSET'`, or `null` (none yet, after a
+ *             `reset` `not-recovered`, or with `resume: false`). Kept across
+ *             `close()`/`connect()`, so a reconnect after `connect()` resumes too.
  *
  * Events (`on(type, fn)`; `fn` receives one argument unless noted)
- *   `open`         `{ url, attempt }` — `attempt` is how many retries it took.
+ *   `open`         `{ url, attempt, since }` — `attempt` is how many retries it took;
+ *                  `since`: the position asked to resume from, or `null`.
  *   `message`      `(data, event)` — parsed JSON, a string, or an ArrayBuffer/Blob.
  *   `close`        `{ code, reason, wasClean, opened, willReconnect, byClient }`.
  *                  `opened: false` means the handshake never completed (refused,
  *                  e.g. HTTP 403 from a plugin's `on-open`, or server unreachable).
+ *                  Leaving a connection to resume after a gap reports
+ *                  `{ code: 1000, reason: 'gap', byClient: true, willReconnect: true }`.
  *   `error`        `{ event, error?, opened }` — a socket error (always followed by
  *                  `close`), or a JSON parse error with `json: true`.
  *   `reconnecting` `{ attempt, delay, at }` — a retry is scheduled in `delay` ms
  *                  (`at` is the `Date.now()` it will fire at).
  *   `state`        the new `state` string.
+ *   `reset`        `{ reason, latest, previous }` — the messages since `previous` (the
+ *                  position before the reset) cannot be replayed: `reason`
+ *                  `'not-recovered'` (the server said so; the history it keeps follows
+ *                  as `message`s, oldest first) or `'epoch'` (a live message of a new
+ *                  history epoch; it follows as a `message`). `latest`: the server's
+ *                  newest position, if it said (else `null`). When `latest` has the
+ *                  epoch of `previous`, what follows may repeat messages already
+ *                  delivered (a view rebuilds from it); otherwise it is all new.
+ *   `recovered`    `{ latest, replayed }` — after a reconnect with `since`, the whole
+ *                  gap was replayed (`replayed` messages, already delivered).
  *
  * @module wsgate-client
  * @license Apache-2.0
@@ -92,10 +131,11 @@ const DEFAULTS = Object.freeze({
   shouldReconnect: undefined,
   json: 'auto',
   binaryType: 'arraybuffer',
+  resume: true,
   WebSocket: undefined,
 });
 
-const EVENTS = ['open', 'message', 'close', 'error', 'reconnecting', 'state'];
+const EVENTS = ['open', 'message', 'close', 'error', 'reconnecting', 'state', 'reset', 'recovered'];
 
 /**
  * Resolves `url` to a `ws:`/`wss:` URL, relative to the current page if needed.
@@ -125,6 +165,48 @@ export function backoffDelay(attempt, { minDelay, maxDelay, factor }) {
   return Math.min(maxDelay, minDelay * Math.pow(factor, exp));
 }
 
+/**
+ * Parses a position `EPOCH:OFFSET` (the last `:` separates them; the epoch is not
+ * empty, the offset a decimal integer). Offsets are BigInts: they are u64 on the server.
+ * @param {string} text
+ * @returns {{epoch: string, offset: bigint} | null} `null` if `text` is not a position
+ */
+export function parsePosition(text) {
+  if (typeof text !== 'string') return null;
+  const i = text.lastIndexOf(':');
+  const epoch = text.slice(0, i);
+  const offset = text.slice(i + 1);
+  if (i < 1 || !/^[0-9]{1,20}$/.test(offset)) return null;
+  const n = BigInt(offset);
+  return n <= 0xffff_ffff_ffff_ffffn ? { epoch, offset: n } : null;
+}
+
+/**
+ * `url` with its `since` query parameter set to `position` (an existing one replaced).
+ * Only that parameter is touched: the rest of the query keeps its exact encoding.
+ * @param {string} url
+ * @param {string} position `EPOCH:OFFSET`
+ * @returns {string}
+ */
+export function withSince(url, position) {
+  const u = new URL(url);
+  const kept = u.search.slice(1).split('&').filter((part) => {
+    if (part === '') return false;
+    const key = part.split('=', 1)[0];
+    try {
+      return decodeURIComponent(key.replace(/\+/g, ' ')) !== 'since';
+    } catch {
+      return true;
+    }
+  });
+  const at = position.lastIndexOf(':');
+  kept.push(`since=${encodeURIComponent(position.slice(0, at))}:${position.slice(at + 1)}`);
+  u.search = `?${kept.join('&')}`;
+  return u.href;
+}
+
+const formatPosition = (pos) => `${pos.epoch}:${pos.offset}`;
+
 export class WsgateClient {
   /**
    * @param {string | URL} url
@@ -141,6 +223,9 @@ export class WsgateClient {
     this._retryAt = 0;
     this._stopped = true;
     this._generation = 0; // ignores events of sockets we have abandoned
+    this._pos = null; // last position delivered: { epoch, offset: bigint }
+    this._replayed = 0; // positioned messages delivered on this connection so far
+    this._gapRetries = 0; // reconnects after a gap in a row, without progress
     this._onOnline = () => {
       if (this._state === 'reconnecting') this.reconnectNow();
     };
@@ -150,10 +235,11 @@ export class WsgateClient {
   get url() { return this._url; }
   get attempt() { return this._attempt; }
   get socket() { return this._socket; }
+  get position() { return this._pos && formatPosition(this._pos); }
 
   /**
    * Subscribes to an event. Returns a function that unsubscribes.
-   * @param {'open'|'message'|'close'|'error'|'reconnecting'|'state'} type
+   * @param {'open'|'message'|'close'|'error'|'reconnecting'|'state'|'reset'|'recovered'} type
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -174,6 +260,7 @@ export class WsgateClient {
     if (!this._stopped) return this;
     this._stopped = false;
     this._attempt = 0;
+    this._gapRetries = 0;
     globalThis.addEventListener?.('online', this._onOnline);
     this._open();
     return this;
@@ -257,10 +344,13 @@ export class WsgateClient {
   _open() {
     const Impl = this.options.WebSocket ?? globalThis.WebSocket;
     const generation = ++this._generation;
+    const since = this.options.resume ? this.position : null;
+    const url = since ? withSince(this._url, since) : this._url;
+    this._replayed = 0;
     this._setState('connecting');
     let ws;
     try {
-      ws = new Impl(this._url, this.options.protocols);
+      ws = new Impl(url, this.options.protocols);
     } catch (error) {
       // Bad URL or a blocked port: reported like a failed connection.
       this._emit('error', { event: null, error, opened: false });
@@ -277,11 +367,14 @@ export class WsgateClient {
       const attempt = this._attempt;
       this._attempt = 0;
       this._setState('open');
-      this._emit('open', { url: this._url, attempt });
+      this._emit('open', { url, attempt, since });
     };
     ws.onmessage = (event) => {
       if (generation !== this._generation) return;
-      this._emit('message', this._decode(event.data), event);
+      const data = this._decode(event.data);
+      // _admit may emit reset/recovered or start over after a gap; a listener may close.
+      if (!this._admit(data) || generation !== this._generation) return;
+      this._emit('message', data, event);
     };
     ws.onerror = (event) => {
       if (generation !== this._generation) return;
@@ -324,14 +417,78 @@ export class WsgateClient {
       return;
     }
     this._attempt++;
-    const delay = this._jittered(backoffDelay(this._attempt, this.options));
+    this._retryLater(this._attempt);
+  }
+
+  /** Schedules retry number `attempt` after its backoff delay. */
+  _retryLater(attempt) {
+    const generation = this._generation;
+    const delay = this._jittered(backoffDelay(attempt, this.options));
     this._retryAt = Date.now() + delay;
     this._setState('reconnecting');
-    this._emit('reconnecting', { attempt: this._attempt, delay, at: this._retryAt });
+    this._emit('reconnecting', { attempt, delay, at: this._retryAt });
     this._timer = setTimeout(() => {
       this._timer = null;
       if (!this._stopped && generation === this._generation) this._open();
     }, delay);
+  }
+
+  /**
+   * The resume rules (see the module doc) for one incoming message: updates the
+   * position, emits `reset`/`recovered`, and says whether to deliver the message.
+   * @returns {boolean}
+   */
+  _admit(data) {
+    if (!this.options.resume || data === null || typeof data !== 'object' || Array.isArray(data)) return true;
+    if (data.type === 'recovery' && typeof data.recovered === 'boolean') {
+      const latest = typeof data.latest === 'string' ? data.latest : null;
+      if (data.recovered) {
+        this._emit('recovered', { latest, replayed: this._replayed });
+      } else {
+        // The kept history follows, oldest first: its first message sets the position.
+        const previous = this.position;
+        this._pos = null;
+        this._emit('reset', { reason: 'not-recovered', latest, previous });
+      }
+      return false;
+    }
+    const pos = parsePosition(data.pos);
+    if (!pos) return true;
+    const last = this._pos;
+    if (last && pos.epoch === last.epoch) {
+      if (pos.offset <= last.offset) return false; // already delivered (a replay)
+      if (pos.offset > last.offset + 1n) {
+        this._resumeAfterGap();
+        return false;
+      }
+      this._gapRetries = 0;
+      this._pos = pos;
+    } else {
+      this._pos = pos;
+      if (last) this._emit('reset', { reason: 'epoch', latest: data.pos, previous: formatPosition(last) });
+    }
+    this._replayed++;
+    return true;
+  }
+
+  /**
+   * Messages were lost on the way (a node lost its Redis subscription, say): drop this
+   * connection and reconnect with `since` at once, so that the plugin replays the gap.
+   * Only a gap that comes back without any progress in between waits for a backoff,
+   * so that a server that keeps skipping cannot make the client spin.
+   */
+  _resumeAfterGap() {
+    const ws = this._socket;
+    this._generation++; // the old socket's remaining events are ignored
+    this._socket = null;
+    this._gapRetries++;
+    try { ws?.close(1000, 'gap'); } catch { /* already closing */ }
+    this._emit('close', {
+      code: 1000, reason: 'gap', wasClean: true, opened: true, attempt: this._attempt, willReconnect: true, byClient: true,
+    });
+    if (this._stopped) return; // a close listener called close()
+    if (this._gapRetries === 1) this._open();
+    else this._retryLater(this._gapRetries - 1);
   }
 
   _jittered(ms) {
