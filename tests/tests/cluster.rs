@@ -343,3 +343,130 @@ async fn nodes_with_different_partition_counts_are_reported() {
         .await;
     }
 }
+
+/// Asks `cmd` until `check` holds for the answer (at most 10 s).
+async fn ask_until(ws: &mut Client, cmd: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ask(ws, cmd).await;
+        if check(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the last answer was {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Presence answers for the whole cluster (`subscribers` and `tagged` by
+/// asking the nodes with members, `connection-count` from heartbeats,
+/// `channels` from announcements), and the `node-*` calls for one node.
+#[tokio::test]
+async fn presence_answers_for_the_cluster_and_node_calls_for_one_node() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(fixture_plugins(), &["inspect"]);
+    let a = node(dir.path(), &redis.url(), "").await;
+    let b = node(dir.path(), &redis.url(), "").await;
+    until_info(&a.server, "two nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let mut on_a = a.server.connect("/ws/inspect").await;
+    let mut on_b = b.server.connect("/ws/inspect").await;
+    let id = |greeting: serde_json::Value| greeting["id"].as_u64().expect("the greeting's id");
+    let (ia, ib) = (
+        id(next_json(&mut on_a).await),
+        id(next_json(&mut on_b).await),
+    );
+    let mut both = [ia, ib];
+    both.sort_unstable();
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(ask(ws, "subscribe room").await, "Ok(())");
+        assert_eq!(ask(ws, "tag t").await, "Ok(())");
+    }
+    let parse = |answer: &str| -> serde_json::Value { serde_json::from_str(answer).unwrap() };
+    let answer = ask_until(
+        &mut on_a,
+        "presence room t",
+        "the whole cluster's presence",
+        |a| {
+            let a = parse(a);
+            a["subscribers"] == serde_json::json!(both) && a["count"] == 2
+        },
+    )
+    .await;
+    let presence = parse(&answer);
+    assert_eq!(presence["tagged"], serde_json::json!(both), "{presence}");
+    assert_eq!(
+        presence["channels"],
+        serde_json::json!(["room"]),
+        "{presence}"
+    );
+    let node = &presence["node"];
+    assert_eq!(node["subscribers"], serde_json::json!([ia]), "{presence}");
+    assert_eq!(node["tagged"], serde_json::json!([ia]), "{presence}");
+    assert_eq!(node["count"], 1, "{presence}");
+    // A channel only the other node has is listed too, but not as this node's.
+    assert_eq!(ask(&mut on_b, "subscribe kitchen").await, "Ok(())");
+    let answer = ask_until(
+        &mut on_a,
+        "presence kitchen t",
+        "the other node's channel",
+        |a| parse(a)["channels"] == serde_json::json!(["kitchen", "room"]),
+    )
+    .await;
+    let presence = parse(&answer);
+    assert_eq!(
+        presence["subscribers"],
+        serde_json::json!([ib]),
+        "{presence}"
+    );
+    assert_eq!(
+        presence["node"]["channels"],
+        serde_json::json!(["room"]),
+        "{presence}"
+    );
+    assert_eq!(
+        presence["node"]["subscribers"],
+        serde_json::json!([]),
+        "{presence}"
+    );
+}
+
+/// `on-first-open` and `on-last-close` are per node: each node calls them
+/// for its own connections (what a plugin starts there runs there).
+#[tokio::test]
+async fn first_open_and_last_close_are_per_node() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(fixture_plugins(), &["lifecycle"]);
+    let a = node(dir.path(), &redis.url(), "").await;
+    let b = node(dir.path(), &redis.url(), "").await;
+    // The fixture logs hooks into plugin state, which the cluster shares.
+    let mut on_a = a.server.connect("/ws/lifecycle").await;
+    let mut on_b = b.server.connect("/ws/lifecycle").await;
+    let mut second_on_a = a.server.connect("/ws/lifecycle").await;
+    let mut probe = a.server.connect("/ws/lifecycle/probe").await;
+    let count = |events: &str, what: &str| events.lines().filter(|l| l.starts_with(what)).count();
+    let events = ask(&mut probe, "events").await;
+    assert_eq!(
+        count(&events, "first-open /ws/lifecycle"),
+        2,
+        "one per node:\n{events}"
+    );
+    assert_eq!(count(&events, "open "), 3, "{events}");
+    // One at a time: the fixture's log is a read-then-write of shared state.
+    for (closed, (ws, last_closes)) in [(&mut second_on_a, 0), (&mut on_a, 1), (&mut on_b, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        ws.close(None).await.unwrap();
+        // Each node's last connection closing is that node's last close.
+        let events = ask_until(&mut probe, "events", "the close logged", |e| {
+            count(e, "close ") == closed + 1 && count(e, "last-close /ws/lifecycle") == last_closes
+        })
+        .await;
+        assert_eq!(count(&events, "first-open /ws/lifecycle"), 2, "{events}");
+    }
+}
