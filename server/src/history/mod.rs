@@ -53,7 +53,9 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn len(&self) -> usize {
+    /// Its size as delivered at most (a position is at most
+    /// [`Position::MAX_TEXT`] bytes), for the size limit.
+    pub fn max_len(&self) -> usize {
         match self {
             Body::Plain(m) => m.len(),
             Body::Positioned { before, after } => before.len() + after.len() + Position::MAX_TEXT,

@@ -1,6 +1,7 @@
 //! Where a page of history starts, and whether it recovers everything a
-//! client missed: the same rule for every backend (Redis runs it as Lua,
-//! `redis.rs`, and its tests hold the two to the same cases).
+//! client missed: the same rule for every backend (the memory backend
+//! calls it; Redis runs it as Lua in `redis.rs`, which must be kept to the
+//! same cases).
 
 use super::Position;
 
@@ -34,11 +35,14 @@ pub fn plan(since: Option<&Position>, kept: Kept<'_>) -> (u64, bool) {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
 
-    /// (since, latest, first) -> (from, recovered), for every backend.
-    pub const CASES: &[(Option<(&str, u64)>, u64, u64, u64, bool)] = &[
+    /// A client's `since` as (epoch, offset).
+    type Since = Option<(&'static str, u64)>;
+
+    /// (since, latest, first) -> (from, recovered).
+    const CASES: &[(Since, u64, u64, u64, bool)] = &[
         // Nothing published yet.
         (None, 0, 1, 1, true),
         (Some(("e", 0)), 0, 1, 1, true),

@@ -140,7 +140,7 @@ impl HostState {
         body: Body,
         except: Option<ConnId>,
     ) -> Result<history::Published, HistoryError> {
-        if self.check_name(&channel).is_err() || body.len() > self.env.limits.max_message_size {
+        if self.check_name(&channel).is_err() || body.max_len() > self.env.limits.max_message_size {
             return Err(HistoryError::InvalidArgument);
         }
         self.budget_left().map_err(|_| HistoryError::LimitReached)?;
