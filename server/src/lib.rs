@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
+mod health;
 pub mod history;
 pub mod http;
 pub mod lifecycle;

@@ -51,6 +51,14 @@ pub use on_demand::OnDemand;
 use presence::Presence;
 use queries::Queries;
 
+/// A delivery another node relayed.
+struct Relayed<'a> {
+    node: u64,
+    plugin: &'a str,
+    target: crate::registry::Target<'a>,
+    except: Option<ConnId>,
+}
+
 /// A recorded message's way onto the bus, for the history script.
 pub struct RecordedFrame {
     /// The Redis channel.
@@ -250,19 +258,16 @@ impl Cluster {
                 except,
                 ..
             } => {
-                crate::metrics::cluster_frames().received.inc();
-                let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
-                    return;
+                // The position the script put in may add to the message.
+                let limit = self.max_message_size + crate::history::Position::MAX_TEXT;
+                let target = crate::registry::Target::Channel(&channel);
+                let relayed = Relayed {
+                    node,
+                    plugin: &plugin,
+                    target,
+                    except,
                 };
-                if msg.len() > self.max_message_size + crate::history::Position::MAX_TEXT {
-                    crate::metrics::cluster_frames().refused.inc();
-                    tracing::warn!(
-                        "cluster: refused a {}-byte recorded message from node {node}: over limits.max_message_size",
-                        msg.len()
-                    );
-                    return;
-                }
-                scope.deliver(crate::registry::Target::Channel(&channel), &msg, except);
+                self.deliver_here(registry, relayed, msg, limit);
             }
             Header::Query {
                 node,
@@ -293,21 +298,14 @@ impl Cluster {
                 except,
                 ..
             } => {
-                crate::metrics::cluster_frames().received.inc();
-                let (Some(scope), Some(msg)) = (registry.existing_scope(&plugin), msg) else {
-                    return;
+                let target = target.as_target();
+                let relayed = Relayed {
+                    node,
+                    plugin: &plugin,
+                    target,
+                    except,
                 };
-                // Nodes check sizes before relaying, so this is a node with
-                // other limits, or not a node.
-                if msg.len() > self.max_message_size {
-                    crate::metrics::cluster_frames().refused.inc();
-                    tracing::warn!(
-                        "cluster: refused a {}-byte delivery from node {node}: over limits.max_message_size",
-                        msg.len()
-                    );
-                    return;
-                }
-                scope.deliver(target.as_target(), &msg, except);
+                self.deliver_here(registry, relayed, msg, self.max_message_size);
             }
             Header::Presence {
                 node,
@@ -327,6 +325,32 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Delivers what another node relayed to this node's members. Nodes
+    /// check sizes before relaying, so a message over `limit` is from a
+    /// node with other limits, or not from a node: refused.
+    fn deliver_here(
+        &self,
+        registry: &Registry,
+        r: Relayed<'_>,
+        msg: Option<Message>,
+        limit: usize,
+    ) {
+        crate::metrics::cluster_frames().received.inc();
+        let (Some(scope), Some(msg)) = (registry.existing_scope(r.plugin), msg) else {
+            return;
+        };
+        let node = r.node;
+        if msg.len() > limit {
+            crate::metrics::cluster_frames().refused.inc();
+            tracing::warn!(
+                "cluster: refused a {}-byte delivery from node {node}: over limits.max_message_size",
+                msg.len()
+            );
+            return;
+        }
+        scope.deliver(r.target, &msg, r.except);
     }
 
     /// Tells the other nodes every group this node has members in.

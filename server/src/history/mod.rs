@@ -20,13 +20,13 @@ mod redis;
 mod rules;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::health::Health;
 use crate::protocol::Message;
 use crate::registry::{ConnId, Scope};
 
@@ -131,9 +131,8 @@ pub trait Backend: Send + Sync {
 /// The server's channel history: the backend, and whether it is failing.
 pub struct History {
     backend: Box<dyn Backend>,
-    /// Bounds every call, as `state.timeout` bounds state calls.
-    timeout: Duration,
-    failing: AtomicBool,
+    /// Bounds every call by `state.timeout`, and logs the backend failing.
+    health: Health,
 }
 
 impl History {
@@ -145,8 +144,7 @@ impl History {
         };
         Arc::new(History {
             backend,
-            timeout: config.state.timeout,
-            failing: AtomicBool::new(false),
+            health: Health::new("channel history", config.state.timeout),
         })
     }
 
@@ -181,33 +179,21 @@ impl History {
         self.bounded(read).await
     }
 
-    /// Runs one call within the timeout, and logs the backend failing
-    /// (once, with the reason) and answering again.
+    /// Runs one call within `state.timeout`, logging the backend failing.
     async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, HistoryError>>,
     ) -> Result<T, HistoryError> {
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(HistoryError::Unavailable(format!(
-                "no answer within state.timeout ({:?})",
-                self.timeout
-            ))),
-        };
-        match &result {
-            Err(HistoryError::Unavailable(why)) => {
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "channel history: {why}; history calls fail until it answers again"
-                    );
-                }
-            }
-            _ => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("channel history answers again");
-                }
-            }
-        }
-        result
+        self.health
+            .bounded(call, unavailable, HistoryError::Unavailable)
+            .await
+    }
+}
+
+/// Why a call failed, when it failed because the backend did.
+fn unavailable(e: &HistoryError) -> Option<&str> {
+    match e {
+        HistoryError::Unavailable(why) => Some(why),
+        _ => None,
     }
 }

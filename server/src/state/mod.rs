@@ -21,7 +21,6 @@ mod sqlite;
 mod table;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,6 +28,7 @@ use async_trait::async_trait;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Limits, StateBackend};
+use crate::health::Health;
 
 pub use memory::Memory;
 
@@ -112,9 +112,8 @@ pub struct Store {
     quota: u64,
     max_key_len: usize,
     keys_listed: usize,
-    timeout: Duration,
-    /// Calls fail with `unavailable` now: logged when it starts and ends.
-    failing: AtomicBool,
+    /// Bounds every call by `state.timeout`, and logs the backend failing.
+    health: Health,
 }
 
 impl Store {
@@ -170,8 +169,7 @@ impl Store {
             quota: quota(limits),
             max_key_len: limits.max_name_len,
             keys_listed: limits.state_keys_listed,
-            timeout,
-            failing: AtomicBool::new(false),
+            health: Health::new(format!("plugin state ({kind:?})"), timeout),
         })
     }
 
@@ -194,29 +192,9 @@ impl Store {
         &self,
         call: impl Future<Output = Result<T, StateError>>,
     ) -> Result<T, StateError> {
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StateError::Unavailable(format!(
-                "no answer within state.timeout ({:?})",
-                self.timeout
-            ))),
-        };
-        match &result {
-            Err(StateError::Unavailable(why)) => {
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "plugin state ({:?}): {why}; state calls fail until it answers again",
-                        self.kind
-                    );
-                }
-            }
-            _ => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("plugin state ({:?}) answers again", self.kind);
-                }
-            }
-        }
-        result
+        self.health
+            .bounded(call, unavailable, StateError::Unavailable)
+            .await
     }
 }
 
@@ -325,5 +303,13 @@ impl PluginState {
         }
         let call = self.store.backend.keys(&self.plugin, prefix, limit);
         self.store.bounded(call).await
+    }
+}
+
+/// Why a call failed, when it failed because the backend did.
+fn unavailable(e: &StateError) -> Option<&str> {
+    match e {
+        StateError::Unavailable(why) => Some(why),
+        _ => None,
     }
 }
