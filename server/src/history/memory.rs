@@ -250,3 +250,143 @@ impl Backend for Memory {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Body, Publish};
+    use crate::registry::{Registry, Scope};
+
+    fn recording(size: usize, ttl: Duration) -> Recording {
+        Recording {
+            patterns: vec!["*".into()],
+            size,
+            ttl,
+        }
+    }
+
+    async fn publish(
+        m: &Memory,
+        scope: &Scope,
+        r: &Recording,
+        channel: &str,
+        text: &str,
+    ) -> Published {
+        let body = Body::Positioned {
+            before: format!("{text}@"),
+            after: String::new(),
+        };
+        let p = Publish {
+            scope,
+            recording: r,
+            channel,
+            body,
+            except: None,
+            idempotency: None,
+        };
+        m.publish(p).await.unwrap()
+    }
+
+    fn texts(page: &Page) -> Vec<String> {
+        page.entries
+            .iter()
+            .map(|e| match &e.msg {
+                Message::Text(t) => t.as_str().to_owned(),
+                Message::Binary(_) => panic!("text expected"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn size_trims_the_oldest_and_a_client_behind_it_is_not_recovered() {
+        let (reg, m) = (Registry::new(), Memory::new(1 << 20));
+        let (scope, r) = (reg.scope("p"), recording(3, Duration::from_secs(60)));
+        let mut positions = Vec::new();
+        for i in 1..=5 {
+            positions.push(
+                publish(&m, &scope, &r, "c", &format!("m{i}"))
+                    .await
+                    .position,
+            );
+        }
+        assert_eq!(positions[4].offset, 5);
+        let epoch = &positions[0].epoch;
+        assert_eq!(positions[2].to_string(), format!("{epoch}:3"));
+        let page = m.read("p", &r, "c", Some(&positions[1]), 10).await.unwrap();
+        assert!(page.recovered);
+        assert_eq!(
+            texts(&page),
+            [
+                format!("m3@{epoch}:3"),
+                format!("m4@{epoch}:4"),
+                format!("m5@{epoch}:5")
+            ]
+        );
+        let page = m.read("p", &r, "c", Some(&positions[0]), 10).await.unwrap();
+        assert!(!page.recovered, "m2 was trimmed");
+        assert_eq!(page.entries[0].position.offset, 3);
+        let page = m
+            .read("p", &r, "c", Some(&Position::new("other", 4)), 1)
+            .await
+            .unwrap();
+        assert!(!page.recovered);
+        assert_eq!((page.entries.len(), page.latest.offset), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn old_messages_expire_and_the_budget_drops_the_oldest_of_any_channel() {
+        let (reg, m) = (Registry::new(), Memory::new(10 * 1024));
+        let (scope, r) = (reg.scope("p"), recording(100, Duration::from_millis(50)));
+        let first = publish(&m, &scope, &r, "a", "x").await.position;
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let page = m.read("p", &r, "a", Some(&first), 10).await.unwrap();
+        assert!(page.recovered, "nothing after `first` was lost");
+        let page = m
+            .read(
+                "p",
+                &r,
+                "a",
+                Some(&Position::new(first.epoch.clone(), 0)),
+                10,
+            )
+            .await
+            .unwrap();
+        assert!(!page.recovered, "`first` expired");
+        assert!(page.entries.is_empty());
+
+        let r = recording(100, Duration::from_secs(60));
+        let big = "b".repeat(1000);
+        for _ in 0..20 {
+            publish(&m, &scope, &r, "a", &big).await;
+            publish(&m, &scope, &r, "b", &big).await;
+        }
+        let logs = m.logs("p");
+        let logs = logs.lock().unwrap();
+        assert!(logs.bytes <= 10 * 1024, "{} bytes held", logs.bytes);
+        let kept = |c: &str| logs.channels[c].entries.len();
+        assert!(
+            kept("a") >= 3 && kept("b") >= 3,
+            "both channels keep their newest"
+        );
+        assert_eq!(logs.channels["b"].entries.back().unwrap().offset, 20);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_publishes_once() {
+        let (reg, m) = (Registry::new(), Memory::new(1 << 20));
+        let (scope, r) = (reg.scope("p"), recording(10, Duration::from_secs(60)));
+        let once = |key| Publish {
+            scope: &scope,
+            recording: &r,
+            channel: "c",
+            body: Body::Plain(Message::text("hi")),
+            except: None,
+            idempotency: Some((key, Duration::from_secs(60))),
+        };
+        let first = m.publish(once("k")).await.unwrap();
+        let again = m.publish(once("k")).await.unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.position, again.position);
+        assert_eq!(m.publish(once("other")).await.unwrap().position.offset, 2);
+    }
+}
