@@ -1,7 +1,7 @@
 //! Where a page of history starts, and whether it recovers everything a
 //! client missed: the same rule for every backend (the memory backend
-//! calls it; Redis runs it as Lua in `redis.rs`, which must be kept to the
-//! same cases).
+//! calls it; Redis runs it as Lua in `redis.rs`; tests/tests/history_rules.rs
+//! holds both to the same cases through a real plugin).
 
 use super::Position;
 
