@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use axum_server::accept::DefaultAcceptor;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::accept::{ConnectionCap, Http1Only};
@@ -95,15 +95,21 @@ pub async fn serve(config: Config) -> Result<()> {
         .first_request_timeout(handshake);
     public.http_builder().http1().header_read_timeout(handshake);
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY: sessions batch their own writes, so Nagle's algorithm
+    // only adds delay: a second small frame written to a socket before the
+    // client acknowledged the first (a client that also sends, and so
+    // delays its acknowledgements) waited for that acknowledgement, up to
+    // tens of milliseconds (bench/history.sh's publishers, BENCHMARKS.md).
     let server = match tls {
         Some(tls) => {
-            let acceptor =
-                RustlsAcceptor::new(RustlsConfig::from_config(tls)).handshake_timeout(handshake);
+            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls))
+                .handshake_timeout(handshake)
+                .acceptor(NoDelayAcceptor::new());
             tokio::spawn(public.acceptor(Http1Only(acceptor)).serve(make_service))
         }
         None => tokio::spawn(
             public
-                .acceptor(Http1Only(DefaultAcceptor::new()))
+                .acceptor(Http1Only(NoDelayAcceptor::new()))
                 .serve(make_service),
         ),
     };

@@ -15,6 +15,11 @@
 //!   subscriber's index), plus a publisher connection that sends one text
 //!   message per round; reports the time until all M have it (p50/p99 over R
 //!   rounds) and the per-delivery latency.
+//! - `pubsub`: P publishers and S subscribers on one channel; each publisher
+//!   gets its own messages back and keeps K in flight (closed loop); reports
+//!   publishes/s, deliveries/s (and per server CPU-second) and
+//!   publish-to-subscriber latency, and fails on a lost, missing or
+//!   reordered message.
 //! - `connect`: opens and closes connections as fast as C workers can for D
 //!   seconds; reports connections/s and handshake latency.
 //! - `idle`: opens N connections, prints `READY connected=N`, holds them
@@ -32,6 +37,7 @@ mod cpu;
 mod echo;
 mod idle;
 mod lane;
+mod pubsub;
 mod stats;
 mod target;
 mod wait;
@@ -45,6 +51,7 @@ use common::{raise_nofile, runtime, watchdog};
 use connect::ConnectArgs;
 use echo::{EchoArgs, RelayArgs};
 use idle::IdleArgs;
+use pubsub::PubsubArgs;
 use wait::WaitArgs;
 
 #[derive(Parser)]
@@ -65,6 +72,9 @@ enum Cmd {
     Relay(RelayArgs),
     /// Broadcast fan-out latency: one publish, time until all subscribers have it.
     Broadcast(BroadcastArgs),
+    /// Publish throughput on one channel: P publishers (getting their own
+    /// messages back), S subscribers.
+    Pubsub(PubsubArgs),
     /// Connection (handshake) rate.
     Connect(ConnectArgs),
     /// Hold N idle connections (for memory measurements).
@@ -106,6 +116,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Broadcast(a) => {
             watchdog(a.common.max_time);
             runtime(a.common.threads)?.block_on(broadcast::broadcast(a))
+        }
+        Cmd::Pubsub(a) => {
+            watchdog(a.common.max_time);
+            runtime(a.common.threads)?.block_on(pubsub::pubsub(a))
         }
         Cmd::Connect(a) => {
             watchdog(a.common.max_time);
