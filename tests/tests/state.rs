@@ -465,7 +465,8 @@ async fn state_calls_answer_unavailable_while_redis_hangs_and_recover() {
     }
     let logs = server.logs();
     assert!(
-        logs.contains("state calls fail until it answers again"),
+        logs.contains("plugin state (Redis): ")
+            && logs.contains("calls fail until it answers again"),
         "{logs}"
     );
     assert!(

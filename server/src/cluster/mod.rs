@@ -47,7 +47,7 @@ pub use bus::{channel_for, key};
 use envelope::{Header, Seal, WireTarget};
 use interest::{Announce, Interests};
 pub use link::Link;
-pub use on_demand::OnDemand;
+pub use on_demand::{Lua, OnDemand};
 use presence::Presence;
 use queries::Queries;
 

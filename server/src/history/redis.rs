@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::{Backend, Body, Entry, HistoryError, Page, Position, Publish, Published, Recording};
-use crate::cluster::{Cluster, OnDemand};
+use crate::cluster::{Cluster, Lua, OnDemand};
 use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::Target;
 
@@ -124,8 +124,8 @@ return {epoch, int(latest), recovered and 1 or 0, entries}
 
 pub struct Redis {
     redis: OnDemand,
-    publish: String,
-    read: String,
+    publish: Lua,
+    read: Lua,
 }
 
 /// A channel's keys (and, for a publish, its idempotency key's).
@@ -173,8 +173,8 @@ impl Redis {
     pub fn new(cluster: Arc<Cluster>) -> Redis {
         Redis {
             redis: OnDemand::new(cluster),
-            publish: format!("{COMMON}{PUBLISH}"),
-            read: format!("{COMMON}{READ}"),
+            publish: Lua::new(format!("{COMMON}{PUBLISH}")),
+            read: Lua::new(format!("{COMMON}{READ}")),
         }
     }
 
@@ -201,9 +201,8 @@ impl Backend for Redis {
         };
         let flag = |on: bool| if on { "1" } else { "0" };
         let meta_ttl = META_TTL.max(p.recording.ttl);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&self.publish)
-            .arg(3)
+        let mut cmd = self.publish.call();
+        cmd.arg(3)
             .arg(&keys.stream)
             .arg(&keys.meta)
             .arg(keys.idempotency(plugin, p.idempotency.map(|(k, _)| k)))
@@ -222,7 +221,7 @@ impl Backend for Redis {
             .arg(p.idempotency.map_or(1, |(_, window)| ms(window)));
         let (position, duplicate): (String, i64) = self
             .redis
-            .query(&cmd)
+            .eval(&self.publish, &cmd)
             .await
             .map_err(HistoryError::Unavailable)?;
         let position: Position = position.parse().map_err(|_| bad_answer("publish"))?;
@@ -248,9 +247,8 @@ impl Backend for Redis {
     ) -> Result<Page, HistoryError> {
         let keys = Keys::new(self.cluster(), plugin, channel);
         let meta_ttl = META_TTL.max(recording.ttl);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&self.read)
-            .arg(2)
+        let mut cmd = self.read.call();
+        cmd.arg(2)
             .arg(&keys.stream)
             .arg(&keys.meta)
             .arg(since.map_or("", |s| s.epoch.as_str()))
@@ -261,7 +259,7 @@ impl Backend for Redis {
             .arg(ms(meta_ttl));
         let answer: Value = self
             .redis
-            .query(&cmd)
+            .eval(&self.read, &cmd)
             .await
             .map_err(HistoryError::Unavailable)?;
         page(answer).ok_or_else(|| bad_answer("read"))

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use redis::FromRedisValue;
 
 use super::{Backend, ENTRY_OVERHEAD, StateError};
-use crate::cluster::{Cluster, OnDemand};
+use crate::cluster::{Cluster, Lua, OnDemand};
 
 /// Expired entries a script cleans up in passing.
 const PURGE_BATCH: u32 = 64;
@@ -178,11 +178,11 @@ pub struct Redis {
     scripts: Scripts,
 }
 
-/// The scripts' full text, each with [`COMMON`] in front.
+/// The scripts, each with [`COMMON`] in front.
 struct Scripts {
-    write: String,
-    increment: String,
-    keys: String,
+    write: Lua,
+    increment: Lua,
+    keys: Lua,
 }
 
 /// The Redis keys of one plugin (and one of its keys).
@@ -209,11 +209,11 @@ impl Keys {
         }
     }
 
-    /// EVAL of `script` with these keys, ARGV[1] and then `args`.
-    fn eval(&self, script: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(script)
-            .arg(5)
+    /// A call of `script` with these keys and ARGV[1], for the caller to
+    /// add the other arguments.
+    fn eval(&self, script: &Lua) -> redis::Cmd {
+        let mut cmd = script.call();
+        cmd.arg(5)
             .arg(&self.value)
             .arg(&self.bytes)
             .arg(&self.cost)
@@ -226,7 +226,7 @@ impl Keys {
 
 impl Redis {
     pub fn new(cluster: Arc<Cluster>, quota: u64) -> Redis {
-        let full = |script: &str| format!("{COMMON}{script}");
+        let full = |script: &str| Lua::new(format!("{COMMON}{script}"));
         Redis {
             redis: OnDemand::new(cluster),
             quota,
@@ -244,6 +244,13 @@ impl Redis {
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
         self.redis.query(cmd).await.map_err(StateError::Unavailable)
+    }
+
+    async fn eval<T: FromRedisValue>(&self, lua: &Lua, cmd: &redis::Cmd) -> Result<T, StateError> {
+        self.redis
+            .eval(lua, cmd)
+            .await
+            .map_err(StateError::Unavailable)
     }
 
     async fn write(
@@ -267,7 +274,7 @@ impl Redis {
             .arg(ttl.map_or(0, |t| t.as_millis() as u64))
             .arg(flag(matches!(expected, Some(Some(_)))))
             .arg(expected.flatten().unwrap_or_default());
-        match self.query::<i64>(&cmd).await? {
+        match self.eval::<i64>(&self.scripts.write, &cmd).await? {
             1 => Ok(true),
             0 => Ok(false),
             _ => Err(StateError::LimitReached),
@@ -302,7 +309,7 @@ impl Backend for Redis {
             .arg(ENTRY_OVERHEAD)
             .arg(PURGE_BATCH)
             .arg(delta);
-        let answer: Vec<Vec<u8>> = self.query(&cmd).await?;
+        let answer: Vec<Vec<u8>> = self.eval(&self.scripts.increment, &cmd).await?;
         match answer.as_slice() {
             [ok, value] if ok == b"ok" => std::str::from_utf8(value)
                 .ok()
@@ -341,7 +348,7 @@ impl Backend for Redis {
         let min = [b"[", prefix.as_bytes()].concat();
         let max = [b"[", prefix.as_bytes(), b"\xff"].concat();
         cmd.arg(min).arg(max).arg(limit).arg(PURGE_BATCH);
-        self.query(&cmd).await
+        self.eval(&self.scripts.keys, &cmd).await
     }
 }
 
