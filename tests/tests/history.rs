@@ -689,3 +689,142 @@ async fn a_flood_of_large_messages_is_held_to_the_history_budget() {
     send_text(&mut honest, "after").await;
     assert_eq!(next_json(&mut honest).await["message"], "after");
 }
+
+/// A connection of the inspect fixture and its id (from its greeting).
+async fn inspect_client(server: &Server) -> (Client, u64) {
+    let mut ws = server.connect("/ws/inspect").await;
+    let greeting = next_json(&mut ws).await;
+    let id = greeting["id"].as_u64().expect("an id in the greeting");
+    (ws, id)
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Cluster-wide presence: `connection-count`, `subscribers`, `tagged` and
+/// `channels` answer for every node (the count as of the nodes' last
+/// heartbeats), the `node-*` calls for this node alone; a dead node drops
+/// out of both.
+#[tokio::test]
+async fn presence_answers_for_the_whole_cluster_and_node_calls_for_one_node() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(fixture_plugins(), &["inspect"]);
+    let a = node(dir.path(), &redis.url(), "").await;
+    let mut b = node(dir.path(), &redis.url(), "").await;
+    until_info(&a.server, "two nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let (mut x, x_id) = inspect_client(&a.server).await;
+    let (mut y, y_id) = inspect_client(&b.server).await;
+    let (mut z, z_id) = inspect_client(&b.server).await;
+    let (_w, _) = inspect_client(&b.server).await;
+    for ws in [&mut x, &mut y, &mut z] {
+        assert_eq!(ask(ws, "sub room").await, "Ok(())");
+    }
+    assert_eq!(ask(&mut z, "tag vip").await, "Ok(())");
+    assert_eq!(ask(&mut y, "sub attic").await, "Ok(())");
+
+    // The other node's count arrives with its heartbeat.
+    let deadline = Instant::now() + Duration::from_millis(NODE_TTL_MS + 5 * HEARTBEAT_MS);
+    let seen = loop {
+        let seen: Value = serde_json::from_str(&ask(&mut x, "presence room vip").await).unwrap();
+        if seen["count"] == 4 || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(seen["count"], 4, "{seen}");
+    assert_eq!(seen["node-count"], 1, "{seen}");
+    let mut room = vec![x_id, y_id, z_id];
+    room.sort_unstable();
+    assert_eq!(ids(&seen["subscribers"]), room, "{seen}");
+    assert_eq!(ids(&seen["node-subscribers"]), [x_id], "{seen}");
+    assert_eq!(ids(&seen["tagged"]), [z_id], "{seen}");
+    assert_eq!(ids(&seen["node-tagged"]), Vec::<u64>::new(), "{seen}");
+    assert_eq!(seen["channels"], json!(["attic", "room"]), "{seen}");
+    assert_eq!(seen["node-channels"], json!(["room"]), "{seen}");
+    // And from node B's side.
+    let seen: Value = serde_json::from_str(&ask(&mut y, "presence room vip").await).unwrap();
+    assert_eq!(seen["node-count"], 3, "{seen}");
+    assert_eq!(ids(&seen["subscribers"]), room, "{seen}");
+    assert_eq!(ids(&seen["node-tagged"]), [z_id], "{seen}");
+
+    // Node B dies: it drops out within node_ttl + heartbeat.
+    b.server.kill();
+    let deadline = Instant::now() + Duration::from_millis(NODE_TTL_MS + 2 * HEARTBEAT_MS + 500);
+    let seen = loop {
+        let seen: Value = serde_json::from_str(&ask(&mut x, "presence room vip").await).unwrap();
+        if seen["count"] == 1 || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(seen["count"], 1, "{seen}");
+    assert_eq!(ids(&seen["subscribers"]), [x_id], "{seen}");
+    assert_eq!(ids(&seen["tagged"]), Vec::<u64>::new(), "{seen}");
+    assert_eq!(seen["channels"], json!(["room"]), "{seen}");
+}
+
+/// The lifecycle fixture's log of hooks (kept in plugin state, which a
+/// cluster shares through Redis), without adding to it.
+async fn lifecycle_events(server: &Server) -> Vec<String> {
+    let mut probe = server.connect("/ws/lifecycle/probe").await;
+    let log = ask(&mut probe, "events").await;
+    log.lines()
+        .filter(|l| l.starts_with("first-open") || l.starts_with("last-close"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `on-first-open` and `on-last-close` are per node, as the contract
+/// says: each node calls them for its own first and last connection on a
+/// route, whatever the other nodes hold.
+#[tokio::test]
+async fn first_open_and_last_close_are_per_node() {
+    let redis = Redis::start().await;
+    let dir = plugin_dir(fixture_plugins(), &["lifecycle"]);
+    let a = node(dir.path(), &redis.url(), "").await;
+    let b = node(dir.path(), &redis.url(), "").await;
+    until_info(&a.server, "two nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let wait = |n: usize| {
+        let server = &a.server;
+        async move {
+            eventually("the hooks", server, Duration::from_secs(10), || async {
+                let events = lifecycle_events(server).await;
+                (events.len() >= n).then_some(events)
+            })
+            .await
+        }
+    };
+    let mut on_a = a.server.connect("/ws/lifecycle").await;
+    assert_eq!(wait(1).await, ["first-open /ws/lifecycle"]);
+    let mut on_b = b.server.connect("/ws/lifecycle").await;
+    assert_eq!(
+        wait(2).await,
+        ["first-open /ws/lifecycle", "first-open /ws/lifecycle"],
+        "node B's first connection, though node A has one"
+    );
+    on_a.close(None).await.unwrap();
+    assert_eq!(
+        wait(3).await[2],
+        "last-close /ws/lifecycle",
+        "node A's last connection, though node B has one"
+    );
+    on_b.close(None).await.unwrap();
+    let events = wait(4).await;
+    assert_eq!(events[3], "last-close /ws/lifecycle");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(lifecycle_events(&a.server).await.len(), 4);
+}
