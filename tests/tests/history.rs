@@ -615,9 +615,11 @@ async fn a_flood_of_large_messages_is_held_to_the_history_budget() {
     drop(watcher);
     let base = server.rss_kib();
 
-    // The flooder does not read: each of its connections is closed as a
-    // slow consumer once its own echoes fill its send queue, and it comes
-    // back for more, until it has sent MESSAGES.
+    // The flooder does not read: each of its connections ends once its
+    // own echoes fill its send queue (closed as a slow consumer), or once
+    // the server, stuck writing to it, stops reading (then the flooder
+    // drops it after a second, which resets it), and it comes back for
+    // more, until it has sent MESSAGES.
     let url = server.ws_url(&join("flooder", "lobby"));
     let writer = tokio::spawn(async move {
         let line = "x".repeat(SIZE);
@@ -628,11 +630,9 @@ async fn a_flood_of_large_messages_is_held_to_the_history_budget() {
                 .expect("connect");
             connections += 1;
             while sent < MESSAGES {
-                if ws
-                    .send(tungstenite::Message::text(line.clone()))
-                    .await
-                    .is_err()
-                {
+                let send = ws.send(tungstenite::Message::text(line.clone()));
+                let sent_in_time = tokio::time::timeout(Duration::from_secs(1), send).await;
+                if !matches!(sent_in_time, Ok(Ok(()))) {
                     break;
                 }
                 sent += 1;
@@ -641,7 +641,13 @@ async fn a_flood_of_large_messages_is_held_to_the_history_budget() {
         (sent, connections)
     });
     let mut rounds = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !writer.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the flood did not get through in 60 s\n{}",
+            tail(&server.logs(), 40)
+        );
         send_text(&mut honest, &format!("still here {rounds}")).await;
         let echo = tokio::time::timeout(Duration::from_secs(10), next_json(&mut honest))
             .await
