@@ -380,7 +380,8 @@ impl Redis {
         }
     }
 
-    /// Kills the server, as an outage would (all data is lost).
+    /// Kills the server, as an outage would (all data is lost, unless it
+    /// was started with [`Redis::start_persistent`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

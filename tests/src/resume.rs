@@ -125,10 +125,10 @@ fn classify(text: &str) -> Seen {
     let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
         return Seen::Plain;
     };
-    if obj.get("type").and_then(Value::as_str) == Some("recovery") {
-        if let Some(recovered) = obj.get("recovered").and_then(Value::as_bool) {
-            return Seen::Recovery(recovered);
-        }
+    if obj.get("type").and_then(Value::as_str) == Some("recovery")
+        && let Some(recovered) = obj.get("recovered").and_then(Value::as_bool)
+    {
+        return Seen::Recovery(recovered);
     }
     match obj.get("pos").and_then(Value::as_str).map(str::parse) {
         Some(Ok(pos)) => Seen::Positioned(pos),
