@@ -271,3 +271,79 @@ impl ResumingClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(last: Option<&str>) -> ResumingClient {
+        ResumingClient {
+            urls: vec!["ws://h/ws/chat/lobby?username=a".into()],
+            current: 0,
+            ws: None,
+            last: last.map(|p| p.parse().unwrap()),
+            pending: None,
+            counters: Counters::default(),
+        }
+    }
+
+    fn msg(pos: &str) -> String {
+        format!(r#"{{"from":"a","message":"m","pos":"{pos}"}}"#)
+    }
+
+    #[test]
+    fn positions_parse_at_the_last_colon_and_strictly() {
+        let p: Position = "a:b:12".parse().unwrap();
+        assert_eq!((p.epoch.as_str(), p.offset), ("a:b", 12));
+        assert_eq!(p.to_string(), "a:b:12");
+        for bad in ["", "abc", ":1", "e:", "e:-1", "e:+1", "e:1.5", "e: 1"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn since_is_added_or_replaced_in_the_query() {
+        let p: Position = "e:7".parse().unwrap();
+        assert_eq!(with_since("ws://h/x", Some(&p)), "ws://h/x?since=e:7");
+        assert_eq!(
+            with_since("ws://h/x?u=a&since=e:1&v=b", Some(&p)),
+            "ws://h/x?u=a&v=b&since=e:7"
+        );
+        assert_eq!(with_since("ws://h/x?since=e:1", None), "ws://h/x");
+    }
+
+    #[test]
+    fn the_next_offset_is_handed_on_a_repeat_dropped_a_gap_reconnects() {
+        let mut c = client(Some("e:5"));
+        assert_eq!(c.take(msg("e:6")), Some(Event::Message(msg("e:6"))));
+        assert_eq!(c.take(msg("e:6")), None);
+        assert_eq!(c.take(msg("e:3")), None);
+        assert_eq!(c.counters.duplicates, 2);
+        assert_eq!(c.take(msg("e:8")), None, "7 is missing");
+        assert_eq!(c.counters.gaps, 1);
+        assert_eq!(c.position().unwrap().offset, 6, "it resumes after 6");
+        // Messages without a position pass as they are.
+        assert_eq!(c.take("plain".into()), Some(Event::Message("plain".into())));
+    }
+
+    #[test]
+    fn a_new_epoch_or_a_failed_recovery_starts_afresh() {
+        let mut c = client(Some("e:5"));
+        assert_eq!(c.take(msg("f:1")), Some(Event::Reset(ResetReason::Epoch)));
+        assert_eq!(
+            c.pending.take(),
+            Some(msg("f:1")),
+            "handed on after the reset"
+        );
+        assert_eq!(c.position().unwrap().to_string(), "f:1");
+        let notice = r#"{"type":"recovery","recovered":false,"latest":"f:9"}"#;
+        assert_eq!(
+            c.take(notice.into()),
+            Some(Event::Reset(ResetReason::NotRecovered))
+        );
+        assert!(c.position().is_none());
+        assert_eq!(c.take(msg("f:4")), Some(Event::Message(msg("f:4"))));
+        let notice = r#"{"type":"recovery","recovered":true,"latest":"f:4"}"#;
+        assert_eq!(c.take(notice.into()), Some(Event::Recovered));
+    }
+}
