@@ -127,6 +127,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub mod cluster;
 pub mod raw;
 pub mod redis;
+pub mod resume;
 pub mod upstream;
 
 pub fn free_port() -> u16 {

@@ -1,6 +1,7 @@
 //! Private Redis servers for cluster tests: a standalone `redis-server`
-//! (plain or TLS-only), and a three-master Redis Cluster. Each runs on its
-//! own free ports with no persistence and is killed on drop.
+//! (plain or TLS-only, without persistence or with an fsync'd append-only
+//! file), and a three-master Redis Cluster. Each runs on its own free
+//! ports and is killed on drop.
 //! `redis-server` comes from Debian's `redis-server` package
 //! (scripts/setup-redis.sh installs it); Debian builds it with TLS.
 
@@ -236,6 +237,8 @@ pub struct Redis {
     pub port: u16,
     /// Set for [`Redis::start_tls`]: the server speaks TLS only.
     tls: Option<RedisTls>,
+    /// Set for [`Redis::start_persistent`]: where its append-only file is.
+    data: Option<tempfile::TempDir>,
 }
 
 impl Redis {
@@ -244,6 +247,7 @@ impl Redis {
             child: None,
             port: super::free_port(),
             tls: None,
+            data: None,
         };
         redis.spawn().await;
         redis
@@ -257,6 +261,21 @@ impl Redis {
             child: None,
             port: super::free_port(),
             tls: Some(RedisTls::generate()),
+            data: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// A Redis that keeps its data across [`Redis::stop`] and
+    /// [`Redis::restart`]: an append-only file, fsync'd on every write
+    /// (`appendfsync always`), so even a kill loses nothing it answered.
+    pub async fn start_persistent() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: super::free_port(),
+            tls: None,
+            data: Some(tempfile::tempdir().unwrap()),
         };
         redis.spawn().await;
         redis
@@ -304,7 +323,18 @@ impl Redis {
                 ]);
             }
         }
-        args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
+        args.extend(["--bind", "127.0.0.1", "--save", ""].map(String::from));
+        match &self.data {
+            None => args.extend(["--appendonly", "no"].map(String::from)),
+            Some(dir) => args.extend([
+                "--dir".into(),
+                dir.path().to_str().unwrap().to_owned(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+            ]),
+        }
         let mut child = spawn_redis_server(&args, None);
         wait_listening(self.port, &mut child, "redis-server").await;
         self.child = Some(child);
@@ -350,7 +380,8 @@ impl Redis {
         }
     }
 
-    /// Kills the server, as an outage would (all data is lost).
+    /// Kills the server, as an outage would (all data is lost, unless it
+    /// was started with [`Redis::start_persistent`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
