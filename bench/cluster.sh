@@ -68,16 +68,7 @@ log() { printf '[cluster %3ss] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 # ------------------------------------------------------------------ build
-command -v redis-server >/dev/null || die "redis-server not found"
-if [ $BUILD = 1 ]; then
-  log "cargo build --profile $PROFILE -p wsgate -p wsgate-bench; bench/fanout-plugin"
-  (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p wsgate -p wsgate-bench)
-  CARGO_TARGET_DIR=$TARGET/bench-fanout cargo build --quiet --release --target wasm32-wasip2 \
-    --manifest-path "$BENCH/fanout-plugin/Cargo.toml" > "$OUT/logs/build-plugin.log" 2>&1 \
-    || { cat "$OUT/logs/build-plugin.log" >&2; die "fanout plugin build"; }
-fi
-WASM=$TARGET/bench-fanout/wasm32-wasip2/release/fanout.wasm
-for f in "$REL/wsgate" "$LOADGEN" "$WASM"; do [ -f "$f" ] || die "missing $f (build first)"; done
+build_fanout_bench
 PLUGINS=$TARGET/bench-cluster-plugins
 rm -rf "$PLUGINS"; mkdir -p "$PLUGINS"
 cp "$WASM" "$BENCH/fanout-plugin/fanout.toml" "$PLUGINS/"

@@ -1,5 +1,5 @@
 # Shared by the benchmark drivers that start servers of their own
-# (cluster.sh, scale.sh, hold.sh): where the binaries are, CPU pinning, a
+# (cluster.sh, scale.sh, hold.sh, history.sh): where the binaries are, CPU pinning, a
 # time limit on the whole run, every started process stopped on exit, and a
 # private redis-server. Sourced; expects ROOT, OUT, PROFILE, PIN, RUN_LIMIT,
 # NAME and `log`/`die` to be set by the driver.
@@ -71,4 +71,19 @@ start_redis() {
   redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { cat "$OUT/logs/redis.log" >&2; die "redis-server"; }
   REDIS_URL=redis://127.0.0.1:$REDIS_PORT
   log "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+}
+
+# build_fanout_bench: with BUILD=1, wsgate and the load generator in PROFILE
+# and bench/fanout-plugin; then WASM (the plugin), and every binary checked.
+build_fanout_bench() {
+  command -v redis-server >/dev/null || die "redis-server not found"
+  if [ "$BUILD" = 1 ]; then
+    log "cargo build --profile $PROFILE -p wsgate -p wsgate-bench; bench/fanout-plugin"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p wsgate -p wsgate-bench)
+    CARGO_TARGET_DIR=$TARGET/bench-fanout cargo build --quiet --release --target wasm32-wasip2 \
+      --manifest-path "$ROOT/bench/fanout-plugin/Cargo.toml" > "$OUT/logs/build-plugin.log" 2>&1 \
+      || { cat "$OUT/logs/build-plugin.log" >&2; die "fanout plugin build"; }
+  fi
+  WASM=$TARGET/bench-fanout/wasm32-wasip2/release/fanout.wasm
+  for f in "$REL/wsgate" "$LOADGEN" "$WASM"; do [ -f "$f" ] || die "missing $f (build first)"; done
 }

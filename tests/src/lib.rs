@@ -130,6 +130,16 @@ pub mod redis;
 pub mod resume;
 pub mod upstream;
 
+/// A `wsgate.toml` holding `toml`, and its path; the file lasts as long
+/// as the returned directory.
+pub fn config_file(toml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wsgate.toml");
+    std::fs::write(&file, toml).unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

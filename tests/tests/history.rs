@@ -34,15 +34,6 @@ fn chat_with_history(history: &str) -> tempfile::TempDir {
     dir
 }
 
-/// A `wsgate.toml` holding `toml`, and its path.
-fn config(toml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wsgate.toml");
-    std::fs::write(&file, toml).unwrap();
-    let path = file.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
 const PLACEHOLDER: &str = "@@P@@";
 
 /// The publish API's answer to one request, or why there was none.
@@ -240,6 +231,33 @@ async fn until_progress(progress: &AtomicU64, n: u64) {
     }
 }
 
+/// Two nodes of the chat (every channel recorded, 10,000 kept for 10
+/// minutes) on the Redis at `url`, and `clients` resuming clients of the
+/// lobby spread over them, all connected.
+async fn two_nodes_with_clients(
+    url: &str,
+    clients: usize,
+) -> (
+    tempfile::TempDir,
+    Node,
+    Node,
+    Vec<tokio::task::JoinHandle<Outcome>>,
+) {
+    let dir = chat_with_history("size = 10000\nttl = \"10m\"");
+    let a = node(dir.path(), url, "").await;
+    let b = node(dir.path(), url, "").await;
+    until_info(&a.server, "two nodes", |i| {
+        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let tasks = lobby_clients(&[&a.server, &b.server], clients, Duration::from_secs(20)).await;
+    until_info(&b.server, "every client", |i| {
+        i["cluster"]["connections"]["total"] == clients
+    })
+    .await;
+    (dir, a, b, tasks)
+}
+
 /// (a) 200 clients over two nodes, 5,000 messages; node A is killed
 /// (SIGKILL) in the middle; its clients come back on node B with `since`
 /// and resume. Every client gets every message once, in order.
@@ -250,18 +268,7 @@ async fn a_node_killed_mid_stream_costs_no_client_a_message() {
     raise_fd_limit();
     let started = Instant::now();
     let redis = Redis::start().await;
-    let dir = chat_with_history("size = 10000\nttl = \"10m\"");
-    let a = node(dir.path(), &redis.url(), "").await;
-    let b = node(dir.path(), &redis.url(), "").await;
-    until_info(&a.server, "two nodes", |i| {
-        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
-    })
-    .await;
-    let tasks = lobby_clients(&[&a.server, &b.server], CLIENTS, Duration::from_secs(20)).await;
-    until_info(&b.server, "every client", |i| {
-        i["cluster"]["connections"]["total"] == CLIENTS
-    })
-    .await;
+    let (_dir, a, b, tasks) = two_nodes_with_clients(&redis.url(), CLIENTS).await;
     eprintln!("{CLIENTS} clients connected after {:?}", started.elapsed());
 
     let progress = Arc::new(AtomicU64::new(0));
@@ -315,18 +322,7 @@ async fn a_redis_restart_mid_stream_costs_no_client_a_message() {
     raise_fd_limit();
     let started = Instant::now();
     let mut redis = Redis::start_persistent().await;
-    let dir = chat_with_history("size = 10000\nttl = \"10m\"");
-    let a = node(dir.path(), &redis.url(), "").await;
-    let b = node(dir.path(), &redis.url(), "").await;
-    until_info(&a.server, "two nodes", |i| {
-        i["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
-    })
-    .await;
-    let tasks = lobby_clients(&[&a.server, &b.server], CLIENTS, Duration::from_secs(20)).await;
-    until_info(&b.server, "every client", |i| {
-        i["cluster"]["connections"]["total"] == CLIENTS
-    })
-    .await;
+    let (_dir, a, b, tasks) = two_nodes_with_clients(&redis.url(), CLIENTS).await;
 
     let progress = Arc::new(AtomicU64::new(0));
     let restarter = {
@@ -606,7 +602,7 @@ async fn a_flood_of_large_messages_is_held_to_the_history_budget() {
     // messages; it is far below what the flood records (checked below).
     const BOUND_MIB: u64 = 24;
     let dir = chat_with_history("size = 10000\nttl = \"10m\"");
-    let (_cfg, file) = config(&format!("[limits]\nhistory_bytes = {BUDGET}\n"));
+    let (_cfg, file) = config_file(&format!("[limits]\nhistory_bytes = {BUDGET}\n"));
     let server = Server::start(dir.path(), &["--config", &file]).await;
     let mut honest = server.connect(&join("honest", "kitchen")).await;
     drain(&mut honest, QUIET).await;

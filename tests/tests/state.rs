@@ -22,15 +22,6 @@ fn plugins() -> tempfile::TempDir {
     dir
 }
 
-/// A config file holding `toml`, kept as long as the returned directory.
-fn config(toml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wsgate.toml");
-    std::fs::write(&file, toml).unwrap();
-    let path = file.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
 async fn state_client(server: &Server) -> Client {
     server.connect("/ws/state").await
 }
@@ -272,7 +263,7 @@ async fn quota_holds(server: &Server, quota: usize, bound_mib: u64, what: &str) 
 #[tokio::test]
 async fn memory_state_semantics_atomicity_and_listing_bound() {
     let dir = plugins();
-    let (_cfg, file) = config("[limits]\nstate_keys_listed = 2\n");
+    let (_cfg, file) = config_file("[limits]\nstate_keys_listed = 2\n");
     let server = Server::start(dir.path(), &["--config", &file]).await;
     let info = server.admin_info("").await;
     assert_eq!(info["config"]["state"]["effective_backend"], "memory");
@@ -340,7 +331,7 @@ async fn a_client_filling_sqlite_state_is_held_to_the_quota() {
     let db = tempfile::tempdir().unwrap();
     let path = db.path().join("state.db");
     let quota = 1 << 20;
-    let (_cfg, file) = config(&format!(
+    let (_cfg, file) = config_file(&format!(
         "[limits]\nstate_bytes = {quota}\n[state]\npath = \"{}\"\n",
         path.display()
     ));
