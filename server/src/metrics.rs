@@ -38,6 +38,7 @@ pub struct Metrics {
     pub cluster_partitions: IntGauge,
     pub outbound_http_requests: IntCounterVec,
     pub outbound_http_seconds: HistogramVec,
+    pub history_calls: IntCounterVec,
     upstreams: IntGaugeVec,
     upstream_messages: IntCounterVec,
     upstream_bytes: IntCounterVec,
@@ -97,6 +98,12 @@ impl Metrics {
                 &["plugin", "outcome"],
             ),
             outbound_http_seconds,
+            history_calls: counter(
+                &r,
+                "history_calls_total",
+                "Channel history calls (publish: recorded publishes, from plugins and the publish API; read) by outcome: ok, duplicate (an idempotency key seen before), not_recorded, invalid, unavailable (the backend failed or did not answer)",
+                &["plugin", "call", "outcome"],
+            ),
             messages_in: counter(
                 &r,
                 "messages_received_total",

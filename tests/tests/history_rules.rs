@@ -109,6 +109,19 @@ async fn in_memory() {
     let mut ws = server.connect("/ws/inspect").await;
     next_json(&mut ws).await;
     the_rule(&mut ws).await;
+    // What the rule did, counted.
+    let (status, metrics) = server.admin("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    for (call, outcome, n) in [
+        ("publish", "ok", 9),
+        ("read", "ok", 13),
+        ("read", "invalid", 1),
+    ] {
+        let line = format!(
+            "wsgate_history_calls_total{{call=\"{call}\",outcome=\"{outcome}\",plugin=\"inspect\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -154,10 +154,17 @@ impl History {
     }
 
     pub async fn publish(&self, publish: Publish<'_>) -> Result<Published, HistoryError> {
-        if !publish.recording.records(publish.channel) {
-            return Err(HistoryError::NotRecorded);
-        }
-        self.bounded(self.backend.publish(publish)).await
+        let plugin = publish.scope.name.clone();
+        let result = match publish.recording.records(publish.channel) {
+            true => self.bounded(self.backend.publish(publish)).await,
+            false => Err(HistoryError::NotRecorded),
+        };
+        let outcome = match &result {
+            Ok(published) if published.duplicate => "duplicate",
+            other => outcome(other),
+        };
+        count(&plugin, "publish", outcome);
+        result
     }
 
     pub async fn read(
@@ -168,15 +175,17 @@ impl History {
         since: Option<&Position>,
         limit: u32,
     ) -> Result<Page, HistoryError> {
-        if !recording.records(channel) {
-            return Err(HistoryError::NotRecorded);
-        }
-        if limit == 0 {
-            return Err(HistoryError::InvalidArgument);
-        }
-        let limit = (limit as usize).min(recording.size);
-        let read = self.backend.read(plugin, recording, channel, since, limit);
-        self.bounded(read).await
+        let result = if !recording.records(channel) {
+            Err(HistoryError::NotRecorded)
+        } else if limit == 0 {
+            Err(HistoryError::InvalidArgument)
+        } else {
+            let limit = (limit as usize).min(recording.size);
+            let read = self.backend.read(plugin, recording, channel, since, limit);
+            self.bounded(read).await
+        };
+        count(plugin, "read", outcome(&result));
+        result
     }
 
     /// Runs one call within `state.timeout`, logging the backend failing.
@@ -196,4 +205,19 @@ fn unavailable(e: &HistoryError) -> Option<&str> {
         HistoryError::Unavailable(why) => Some(why),
         _ => None,
     }
+}
+
+/// A call's outcome as `wsgate_history_calls_total` labels it.
+fn outcome<T>(result: &Result<T, HistoryError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(HistoryError::NotRecorded) => "not_recorded",
+        Err(HistoryError::InvalidArgument) => "invalid",
+        Err(HistoryError::Unavailable(_)) => "unavailable",
+    }
+}
+
+fn count(plugin: &str, call: &str, outcome: &str) {
+    let calls = &crate::metrics::metrics().history_calls;
+    calls.with_label_values(&[plugin, call, outcome]).inc();
 }
