@@ -109,6 +109,12 @@ async fn in_memory() {
     let mut ws = server.connect("/ws/inspect").await;
     next_json(&mut ws).await;
     the_rule(&mut ws).await;
+    // Admin info says what the plugin records.
+    let info = server.admin_info("").await;
+    assert_eq!(
+        plugin_info(&info, "inspect")["history"],
+        json!({"channels": ["*"], "size": 6, "ttl_ms": 1000})
+    );
     // What the rule did, counted.
     let (status, metrics) = server.admin("GET", "/metrics").await;
     assert_eq!(status, 200);

@@ -32,6 +32,22 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
     let deployment = gw.deployer.deployment();
     // Quarantines of the versions serving now (read live, not from the
     // summary made at the last reload).
+    // What each plugin in service records (its sidecar's `[history]`).
+    let history: BTreeMap<&str, Value> = deployment
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| !r.listener.env.recording.patterns.is_empty())
+        .map(|r| {
+            let recording = &r.listener.env.recording;
+            let history = json!({
+                "channels": recording.patterns,
+                "size": recording.size,
+                "ttl_ms": recording.ttl.as_millis() as u64,
+            });
+            (&*r.listener.name, history)
+        })
+        .collect();
     let quarantined: BTreeMap<&str, u64> = deployment
         .routes
         .routes()
@@ -53,6 +69,9 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
             let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
             v["connections"] = json!(scope.map_or(0, |s| s.connection_count()));
             v["channels"] = json!(channels);
+            if let Some(history) = history.get(p.name.as_str()) {
+                v["history"] = history.clone();
+            }
             if let Some(until) = quarantined.get(p.name.as_str()) {
                 v["quarantined_until_ms"] = json!(until);
             }
