@@ -59,10 +59,11 @@ struct Relayed<'a> {
     except: Option<ConnId>,
 }
 
-/// A recorded message's way onto the bus, for the history script.
+/// A recorded message's way onto the bus (its channel's, [`bus_channel_of`]),
+/// for the history script.
+///
+/// [`bus_channel_of`]: Cluster::bus_channel_of
 pub struct RecordedFrame {
-    /// The Redis channel.
-    pub bus: String,
     /// The frame up to the position, which the script appends.
     pub head: Bytes,
     /// PUBLISH, or SPUBLISH on a Redis Cluster.
@@ -398,19 +399,8 @@ impl Cluster {
         except: Option<ConnId>,
         body: &crate::history::Body,
     ) -> RecordedFrame {
-        use crate::history::Body;
-        let (binary, at, before, after): (bool, Option<usize>, &[u8], &[u8]) = match body {
-            Body::Plain(msg) => {
-                let (binary, bytes) = msg.payload();
-                (binary, None, bytes, b"")
-            }
-            Body::Positioned { before, after } => (
-                false,
-                Some(before.len()),
-                before.as_bytes(),
-                after.as_bytes(),
-            ),
-        };
+        let (binary, before, after) = body.parts();
+        let at = matches!(body, crate::history::Body::Positioned { .. }).then_some(before.len());
         let header = Header::Recorded {
             node: self.node,
             plugin: plugin.to_owned(),
@@ -420,7 +410,6 @@ impl Cluster {
             at,
         };
         RecordedFrame {
-            bus: self.bus_channel_of(plugin, channel),
             head: envelope::recorded_head(&self.seal, &header, before, after),
             command: match self.settings.mode {
                 crate::config::RedisMode::Cluster => "SPUBLISH",
@@ -624,15 +613,16 @@ impl Relay for Cluster {
             return Box::pin(std::future::ready(Vec::new()));
         }
         let (id, answer) = self.queries.ask(nodes.clone());
+        let header = Header::Query {
+            node: self.node,
+            id,
+            plugin: plugin.to_owned(),
+            kind,
+            name: name.to_owned(),
+        };
+        let frame = envelope::encode(&self.seal, &header, b"");
         for node in nodes {
-            let header = Header::Query {
-                node: self.node,
-                id,
-                plugin: plugin.to_owned(),
-                kind,
-                name: name.to_owned(),
-            };
-            self.enqueue(Bus::Node(node), envelope::encode(&self.seal, &header, b""));
+            self.enqueue(Bus::Node(node), frame.clone());
         }
         let queries = self.queries.clone();
         let wait = self.settings.presence_timeout;

@@ -41,6 +41,8 @@ struct Logs {
     /// Idempotency keys of publishes, and their positions.
     keys: Recent<Position>,
     bytes: usize,
+    /// Messages kept over all channels (what `arrivals` is compacted to).
+    kept: usize,
 }
 
 struct Log {
@@ -80,6 +82,7 @@ impl Memory {
                 arrivals: VecDeque::new(),
                 keys: Recent::new(MAX_KEYS),
                 bytes: 0,
+                kept: 0,
             }))
         };
         self.plugins
@@ -133,6 +136,7 @@ impl Logs {
             }
             let gone = log.entries.pop_front().expect("front seen above");
             self.bytes -= entry_cost(&gone.msg);
+            self.kept -= 1;
             self.arrivals.pop_front();
         }
         if self.bytes > budget {
@@ -152,8 +156,7 @@ impl Logs {
         }
         // Records of messages dropped by size pile up behind a live front:
         // compact them away once they outnumber the kept ones.
-        let kept: usize = self.channels.values().map(|l| l.entries.len()).sum();
-        if self.arrivals.len() > 2 * kept + 1024 {
+        if self.arrivals.len() > 2 * self.kept + 1024 {
             let channels = &self.channels;
             self.arrivals.retain(|(channel, offset)| {
                 channels
@@ -191,12 +194,14 @@ impl Backend for Memory {
             at: now,
             msg: msg.clone(),
         });
-        let mut dropped = 0;
+        let (mut dropped, mut dropped_bytes) = (0, 0);
         while log.entries.len() > p.recording.size {
             let gone = log.entries.pop_front().expect("over size, so not empty");
-            dropped += entry_cost(&gone.msg);
+            dropped += 1;
+            dropped_bytes += entry_cost(&gone.msg);
         }
-        logs.bytes = logs.bytes + cost - dropped;
+        logs.bytes = logs.bytes + cost - dropped_bytes;
+        logs.kept = logs.kept + 1 - dropped;
         logs.arrivals.push_back((name, position.offset));
         logs.trim(now, p.recording.ttl, self.budget);
         if let Some((key, window)) = p.idempotency {

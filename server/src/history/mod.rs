@@ -62,6 +62,19 @@ impl Body {
         }
     }
 
+    /// Whether it is binary, and its bytes before and after the place of
+    /// the position (a plain message is all `before`): what a Redis
+    /// script and a bus frame's seal take it as.
+    pub fn parts(&self) -> (bool, &[u8], &[u8]) {
+        match self {
+            Body::Plain(msg) => {
+                let (binary, bytes) = msg.payload();
+                (binary, bytes, b"")
+            }
+            Body::Positioned { before, after } => (false, before.as_bytes(), after.as_bytes()),
+        }
+    }
+
     /// The message as delivered, once its position is known.
     pub fn render(&self, position: &Position) -> Message {
         match self {

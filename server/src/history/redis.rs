@@ -30,7 +30,7 @@ use redis::Value;
 use super::{Backend, Body, Entry, HistoryError, Page, Position, Publish, Published, Recording};
 use crate::cluster::{Cluster, Lua, OnDemand};
 use crate::protocol::{Message, Utf8Bytes};
-use crate::registry::Target;
+use crate::registry::GroupKind;
 
 /// How long a channel's epoch and offset are remembered after its last
 /// message, at least: a client away this long is told it cannot resume
@@ -130,6 +130,8 @@ pub struct Redis {
 
 /// A channel's keys (and, for a publish, its idempotency key's).
 struct Keys {
+    /// The channel's bus channel, whose name is the keys' hash tag.
+    bus: String,
     stream: String,
     meta: String,
     tag: String,
@@ -138,9 +140,11 @@ struct Keys {
 
 impl Keys {
     fn new(cluster: &Cluster, plugin: &str, channel: &str) -> Keys {
-        let tag = format!("{{{}}}", cluster.bus_channel_of(plugin, channel));
+        let bus = cluster.bus_channel_of(plugin, channel);
+        let tag = format!("{{{bus}}}");
         let name = format!("{}:{plugin}:{channel}", plugin.len());
         Keys {
+            bus,
             stream: format!("{tag}:h:{name}"),
             meta: format!("{tag}:hm:{name}"),
             tag,
@@ -190,15 +194,8 @@ impl Backend for Redis {
         let plugin = &*p.scope.name;
         let keys = Keys::new(cluster, plugin, p.channel);
         let frame = cluster.recorded_frame(plugin, p.channel, p.except, &p.body);
-        let (positioned, before, after, binary): (bool, &[u8], &[u8], bool) = match &p.body {
-            Body::Plain(msg) => {
-                let (binary, bytes) = msg.payload();
-                (false, bytes, b"", binary)
-            }
-            Body::Positioned { before, after } => {
-                (true, before.as_bytes(), after.as_bytes(), false)
-            }
-        };
+        let positioned = matches!(p.body, Body::Positioned { .. });
+        let (binary, before, after) = p.body.parts();
         let flag = |on: bool| if on { "1" } else { "0" };
         let meta_ttl = META_TTL.max(p.recording.ttl);
         let mut cmd = self.publish.call();
@@ -214,7 +211,7 @@ impl Backend for Redis {
             .arg(before)
             .arg(after)
             .arg(flag(binary))
-            .arg(&frame.bus)
+            .arg(&keys.bus)
             .arg(frame.head.as_ref())
             .arg(frame.command)
             .arg(flag(p.idempotency.is_some()))
@@ -228,7 +225,7 @@ impl Backend for Redis {
         let delivered = if duplicate == 1 {
             0
         } else {
-            p.scope.reach(Target::Channel(p.channel), p.except)
+            p.scope.reach(GroupKind::Channel, p.channel, p.except)
         };
         Ok(Published {
             position,

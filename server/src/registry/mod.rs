@@ -366,30 +366,31 @@ impl Scope {
         relay.forward(&self.name, target, msg, except);
         let remote = target
             .group()
-            .map_or(0, |(kind, name)| relay.remote_nodes(&self.name, kind, name));
+            .map_or(0, |(kind, name)| self.remote_nodes(kind, name));
         local + remote
     }
 
-    /// How many a delivery to `target` reaches, counted as [`send`]
+    /// How many a delivery to a group reaches, counted as [`send`]
     /// counts, without delivering: for a recorded publish, which reaches
     /// this node's members through the bus.
     ///
     /// [`send`]: Self::send
-    pub fn reach(&self, target: Target<'_>, except: Option<ConnId>) -> u32 {
-        let local = match target {
-            Target::Channel(name) => collect(&self.channels, name),
-            Target::Tag(name) => collect(&self.tags, name),
-            _ => Vec::new(),
-        };
-        let local = local
-            .iter()
-            .filter(|c| Some(c.id) != except && !c.is_closing())
-            .count() as u32;
-        let remote = match (&self.relay, target.group()) {
-            (Some(relay), Some((kind, name))) => relay.remote_nodes(&self.name, kind, name),
-            _ => 0,
-        };
-        local + remote
+    pub fn reach(&self, kind: GroupKind, name: &str, except: Option<ConnId>) -> u32 {
+        let local = self.groups(kind).get(name).map_or(0, |members| {
+            let open = members
+                .values()
+                .filter(|c| Some(c.id) != except && !c.is_closing());
+            open.count() as u32
+        });
+        local + self.remote_nodes(kind, name)
+    }
+
+    /// Other nodes with members in a group: what a delivery's count adds
+    /// for them.
+    fn remote_nodes(&self, kind: GroupKind, name: &str) -> u32 {
+        self.relay
+            .as_ref()
+            .map_or(0, |relay| relay.remote_nodes(&self.name, kind, name))
     }
 
     /// Delivers on this node only: what a delivery relayed from another
