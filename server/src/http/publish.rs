@@ -39,6 +39,11 @@ use crate::protocol::Message;
 use crate::registry::{ConnId, GroupKind, Scope, Target};
 use crate::runtime::Listener;
 
+/// Makes a retried publish harmless (see the module's doc).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Names the text in the body that the position replaces.
+const POSITION_PLACEHOLDER: &str = "position-placeholder";
+
 /// What the publish API's handlers share.
 pub struct Api {
     gw: Arc<Gateway>,
@@ -114,7 +119,7 @@ fn delivered(n: u32) -> Value {
 
 /// The request's `Idempotency-Key`, if it has a valid one.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     match value.to_str() {
@@ -196,7 +201,7 @@ fn scope(gw: &Gateway, name: &str) -> Result<Arc<Scope>, ApiError> {
 
 /// The message with a place for its position, per `Position-Placeholder`.
 fn positioned(headers: &HeaderMap, msg: Message) -> Result<Body, ApiError> {
-    let Some(placeholder) = headers.get("position-placeholder") else {
+    let Some(placeholder) = headers.get(POSITION_PLACEHOLDER) else {
         return Ok(Body::Plain(msg));
     };
     let placeholder = placeholder.to_str().unwrap_or_default();
@@ -315,7 +320,7 @@ async fn to_group(
         let body = positioned(&headers, msg)?;
         return record(&api, &listener, &name, body, key).await;
     }
-    if headers.contains_key("position-placeholder") {
+    if headers.contains_key(POSITION_PLACEHOLDER) {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "Position-Placeholder needs a recorded channel (the plugin's [history] channels)",
