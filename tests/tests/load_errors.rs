@@ -38,11 +38,11 @@ fn check_passes_a_good_plugin_and_says_what_it_serves() {
     assert!(out.starts_with(&format!("ok: {}", wasm.display())), "{out}");
     assert!(out.contains("serves /ws/chat/{channel}"), "{out}");
     assert!(
-        out.contains("exports wsgate:plugin/listener@0.1.2"),
+        out.contains("exports wsgate:plugin/listener@0.1.3"),
         "{out}"
     );
     assert!(
-        out.contains("imports ") && out.contains("wsgate:plugin/host@0.1.2"),
+        out.contains("imports ") && out.contains("wsgate:plugin/host@0.1.3"),
         "{out}"
     );
 }
@@ -83,7 +83,7 @@ fn check_names_the_stage_the_problem_and_the_fix() {
             &[&future],
             &[
                 "link failed: the plugin was built against wsgate:plugin/host@0.2.0",
-                "this server speaks wsgate:plugin@0.1.2",
+                "this server speaks wsgate:plugin@0.1.3",
                 "rebuild it with the SDK",
             ],
         ),

@@ -11,15 +11,15 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract this server speaks: the WIT package of `wit/wsgate.wit`.
-pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.2";
+pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.3";
 #[cfg(test)]
-const WIT_VERSION: &str = "0.1.2";
+const WIT_VERSION: &str = "0.1.3";
 /// Versions this server links: 0.1.x only ever added to the contract
-/// (Wasmtime matches a 0.1.0 import to the 0.1.2 the host defines).
+/// (Wasmtime matches a 0.1.0 import to the 0.1.3 the host defines).
 const WIT_COMPATIBLE: &str = "0.1.";
 const WIT_NAMESPACE: &str = "wsgate:plugin/";
 /// The interface a plugin must export.
-pub const LISTENER_EXPORT: &str = "wsgate:plugin/listener@0.1.2";
+pub const LISTENER_EXPORT: &str = "wsgate:plugin/listener@0.1.3";
 
 /// Where loading stopped, in the order loading goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
