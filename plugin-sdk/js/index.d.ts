@@ -6,10 +6,10 @@
 /// <reference path="./types/interfaces/wsgate-plugin-upstream-listener.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-error-listener.d.ts" />
 
-import type * as wit from 'wsgate:plugin/types@0.1.2';
+import type * as wit from 'wsgate:plugin/types@0.1.3';
 
 /** Every host call: send, publish, history, attributes, tags, state, upstreams, timers, log. */
-export * as host from 'wsgate:plugin/host@0.1.2';
+export * as host from 'wsgate:plugin/host@0.1.3';
 
 /** Opaque connection id; a `bigint` because the WIT type is `u64`. */
 export type ConnectionId = wit.ConnectionId;

@@ -21,7 +21,7 @@
 // nodeConnectionCount answer for this node only, where channels,
 // subscribers, tagged and connectionCount answer for the whole cluster.
 
-import * as host from 'wsgate:plugin/host@0.1.2';
+import * as host from 'wsgate:plugin/host@0.1.3';
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 
 export { host };

@@ -3,14 +3,14 @@
 // the tests but the host call names they are given.
 //
 // Under Node, a plugin's `import ... from 'wsgate'` and the SDK's import of
-// `wsgate:plugin/host@0.1.2` resolve to nothing: at build time esbuild
+// `wsgate:plugin/host@0.1.3` resolve to nothing: at build time esbuild
 // aliases the first and ComponentizeJS supplies the second. Here the first
 // becomes the SDK's index.js and the second a module whose functions call
 // whichever FakeHost is current, so plugins and the SDK load unchanged.
 
 const SDK = new URL('./index.js', import.meta.url).href;
 const TESTING = new URL('./testing.mjs', import.meta.url).href;
-const HOST_SPECIFIER = 'wsgate:plugin/host@0.1.2';
+const HOST_SPECIFIER = 'wsgate:plugin/host@0.1.3';
 // A scheme of our own rather than a data: URL, so stack traces through a
 // host call stay readable.
 const HOST_URL = 'wsgate-testing:host';

@@ -165,7 +165,7 @@ export interface HistoryOptions {
   ttl?: string | number;
 }
 
-type HostCalls = typeof import('wsgate:plugin/host@0.1.2');
+type HostCalls = typeof import('wsgate:plugin/host@0.1.3');
 
 /** Every host call of the WIT, with the server's checks and errors. */
 export interface FakeHost extends HostCalls {}

@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/host@0.1.2' {
+declare module 'wsgate:plugin/host@0.1.3' {
   /**
    * Queues a message for one connection.
    */
@@ -154,16 +154,16 @@ declare module 'wsgate:plugin/host@0.1.2' {
    */
   export function cancelTimer(id: bigint): boolean;
   export function log(level: LogLevel, msg: string): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.2').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.2').Message;
-  export type Error = import('wsgate:plugin/types@0.1.2').Error;
-  export type LogLevel = import('wsgate:plugin/types@0.1.2').LogLevel;
-  export type StateError = import('wsgate:plugin/types@0.1.2').StateError;
-  export type UpstreamId = import('wsgate:plugin/types@0.1.2').UpstreamId;
-  export type UpstreamError = import('wsgate:plugin/types@0.1.2').UpstreamError;
-  export type Position = import('wsgate:plugin/types@0.1.2').Position;
-  export type Publication = import('wsgate:plugin/types@0.1.2').Publication;
-  export type Published = import('wsgate:plugin/types@0.1.2').Published;
-  export type HistoryPage = import('wsgate:plugin/types@0.1.2').HistoryPage;
-  export type HistoryError = import('wsgate:plugin/types@0.1.2').HistoryError;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.3').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.3').Message;
+  export type Error = import('wsgate:plugin/types@0.1.3').Error;
+  export type LogLevel = import('wsgate:plugin/types@0.1.3').LogLevel;
+  export type StateError = import('wsgate:plugin/types@0.1.3').StateError;
+  export type UpstreamId = import('wsgate:plugin/types@0.1.3').UpstreamId;
+  export type UpstreamError = import('wsgate:plugin/types@0.1.3').UpstreamError;
+  export type Position = import('wsgate:plugin/types@0.1.3').Position;
+  export type Publication = import('wsgate:plugin/types@0.1.3').Publication;
+  export type Published = import('wsgate:plugin/types@0.1.3').Published;
+  export type HistoryPage = import('wsgate:plugin/types@0.1.3').HistoryPage;
+  export type HistoryError = import('wsgate:plugin/types@0.1.3').HistoryError;
 }

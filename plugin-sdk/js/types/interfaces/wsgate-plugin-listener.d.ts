@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/listener@0.1.2' {
+declare module 'wsgate:plugin/listener@0.1.3' {
   /**
    * Called before the WebSocket upgrade; may reject with an HTTP status.
    * The connection is already in its route's channel. What is
@@ -37,8 +37,8 @@ declare module 'wsgate:plugin/listener@0.1.2' {
    * A timer set with `set-timer` fired.
    */
   export function onTimer(id: bigint): void;
-  export type ConnectionId = import('wsgate:plugin/types@0.1.2').ConnectionId;
-  export type Message = import('wsgate:plugin/types@0.1.2').Message;
-  export type Request = import('wsgate:plugin/types@0.1.2').Request;
-  export type OpenDecision = import('wsgate:plugin/types@0.1.2').OpenDecision;
+  export type ConnectionId = import('wsgate:plugin/types@0.1.3').ConnectionId;
+  export type Message = import('wsgate:plugin/types@0.1.3').Message;
+  export type Request = import('wsgate:plugin/types@0.1.3').Request;
+  export type OpenDecision = import('wsgate:plugin/types@0.1.3').OpenDecision;
 }

@@ -1,4 +1,4 @@
-declare module 'wsgate:plugin/types@0.1.2' {
+declare module 'wsgate:plugin/types@0.1.3' {
   /**
    * Opaque id of one WebSocket connection, unique for the server's lifetime.
    */

@@ -1,5 +1,5 @@
 /// <reference path="./wsgate-plugin-types.d.ts" />
-declare module 'wsgate:plugin/upstream-listener@0.1.2' {
+declare module 'wsgate:plugin/upstream-listener@0.1.3' {
   /**
    * The upstream's handshake succeeded.
    */
@@ -12,6 +12,6 @@ declare module 'wsgate:plugin/upstream-listener@0.1.2' {
    * The upstream closed, or could not be opened (1006, with the reason).
    */
   export function onUpstreamClose(id: UpstreamId, code: number, reason: string): void;
-  export type UpstreamId = import('wsgate:plugin/types@0.1.2').UpstreamId;
-  export type Message = import('wsgate:plugin/types@0.1.2').Message;
+  export type UpstreamId = import('wsgate:plugin/types@0.1.3').UpstreamId;
+  export type Message = import('wsgate:plugin/types@0.1.3').Message;
 }
