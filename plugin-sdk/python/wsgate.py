@@ -11,11 +11,23 @@ a default (accept every connection, ignore every event)::
             return msg  # echo
 
 componentize-py requires each exported interface to be implemented by a class
-named after it in the app module: ``Listener``, ``UpstreamListener`` and
-``ErrorListener``. :class:`wsgate.Listener` has the hooks of all three, and
-defining a subclass named ``Listener`` also names it ``UpstreamListener`` and
-``ErrorListener`` in its module (unless the module defines those itself), so
-one class is the whole plugin.
+named after it in the app module: ``Listener``, ``UpstreamListener``,
+``ErrorListener`` and ``BatchListener``. :class:`wsgate.Listener` has the
+hooks of all four, and defining a subclass named ``Listener`` also names it
+``UpstreamListener``, ``ErrorListener`` and ``BatchListener`` in its module
+(unless the module defines those itself), so one class is the whole plugin.
+
+Batches (0.1.3): every plugin exports ``on_messages``, which the server calls
+with a burst of messages from one connection, so that a client pipelining
+messages costs one call into the plugin per burst. :class:`Listener`'s runs
+``on_message`` for each in turn and ends the batch after a message whose
+handling delivered to connections or closed one (``host.send``,
+``broadcast``, ``send_to_tag``, ``publish``, ``publish_recorded``, ``close``,
+and the helpers here that call them): the server then writes what the sender
+is owed in the order one ``on_message`` call per message would have, and
+hands the rest of the burst to the next call. Those host calls are wrapped
+where they are defined (``wit_world.imports.host``) to note that they ran,
+so a plugin sees no difference.
 
 Hooks run in one of a small pool of instances, and any instance may serve any
 event, so never keep state on ``self`` or in globals: per-connection data
@@ -46,6 +58,7 @@ time; run ``componentize-py -d wit -w plugin-http bindings .`` for a copy your
 editor can see.
 """
 
+import functools
 import os
 import re
 import sys
@@ -161,17 +174,55 @@ Request.header = _header
 Request.cookie = _cookie
 
 
-class Listener(exports.Listener, exports.UpstreamListener, exports.ErrorListener):
+# --- Batches: what ends one ------------------------------------------------
+#
+# `on_messages` must stop after a message whose handling delivered to
+# connections or closed one, because the server writes the replies of the
+# earlier messages before what such a call queued: had it gone on, a later
+# message's reply would overtake what an earlier one sent. The calls that
+# deliver are wrapped in the generated module itself, so every way a
+# plugin reaches them (``wsgate.host``, ``from wit_world.imports import
+# host``, this module's helpers) raises the flag.
+
+_DELIVERING = ("send", "broadcast", "send_to_tag", "publish", "publish_recorded", "close")
+
+# Set by a delivering host call; cleared before each message of a batch.
+_delivered = False
+
+
+def _noting_delivery(call):
+    """``call``, raising :data:`_delivered` first: a call that fails still
+    ends the batch, which costs a call but never reorders anything."""
+    @functools.wraps(call)
+    def delivering(*args, **kwargs):
+        global _delivered
+        _delivered = True
+        return call(*args, **kwargs)
+
+    delivering._wsgate_unwrapped = call
+    return delivering
+
+
+# Wrapped from the generated function each time, so that a second import
+# of this module (its flag a new global) is not left with the first's.
+for _name in _DELIVERING:
+    _call = getattr(host, _name)
+    setattr(host, _name, _noting_delivery(getattr(_call, "_wsgate_unwrapped", _call)))
+del _name, _call
+
+
+class Listener(exports.Listener, exports.UpstreamListener, exports.ErrorListener,
+               exports.BatchListener):
     """Base class with a default for every hook; override what you need."""
 
     def __init_subclass__(cls, **kwargs):
         # componentize-py looks the exports up by interface name in the app
-        # module; a plugin's one `Listener` class serves all three.
+        # module; a plugin's one `Listener` class serves all four.
         super().__init_subclass__(**kwargs)
         if cls.__name__ == "Listener":
             module = sys.modules.get(cls.__module__)
             if module is not None:
-                for export in ("UpstreamListener", "ErrorListener"):
+                for export in ("UpstreamListener", "ErrorListener", "BatchListener"):
                     if not hasattr(module, export):
                         setattr(module, export, cls)
 
@@ -182,6 +233,21 @@ class Listener(exports.Listener, exports.UpstreamListener, exports.ErrorListener
     def on_message(self, conn: int, msg):
         """A message from the client; a returned message is the reply."""
         return None
+
+    def on_messages(self, conn: int, msgs) -> list:
+        """A burst of messages from one client, in order: ``on_message`` for
+        each, and their replies in order. Stops after a message during
+        which a host call delivered to connections or closed one; the
+        server hands the rest to the next call. There is no need to
+        override it."""
+        global _delivered
+        replies = []
+        for msg in msgs:
+            _delivered = False
+            replies.append(self.on_message(conn, msg))
+            if _delivered:
+                break
+        return replies
 
     def on_close(self, conn: int, code: int, reason: str) -> None:
         """The connection closed with ``code`` (1006 when the peer vanished)."""

@@ -26,6 +26,13 @@ sidecar's ``[history]`` table (``FakeHost(history=HistoryConfig(...))`` or
 ``HistoryConfig.from_sidecar(path)``): sizes, TTLs on the virtual clock,
 epochs (:meth:`FakeHost.new_epoch` plays a lost history), ``recovered``.
 
+Bursts (WIT 0.1.3): as the server, ``Connection.send`` reaches the listener
+through ``on_messages`` (a batch of one) where it has one, as every
+``wsgate.Listener`` does. ``conn.on_messages([...])`` is one such call with
+a burst, returning its results and writing to the inbox what the server
+writes, in its order; ``conn.send_burst([...])`` is the server's loop (call,
+then hand the messages not handled to the next call).
+
 Not modelled: other plugins, a cluster (the ``node_*`` calls answer as
 their cluster-wide twins), send queues filling up
 (``QUEUE_FULL``), client message size and rate limits, hook deadlines, the
@@ -298,6 +305,14 @@ class ErrorListenerProtocol(Protocol):
 
     @abstractmethod
     def on_error(self, conn: int, detail: str) -> None:
+        raise NotImplementedError
+
+
+class BatchListenerProtocol(Protocol):
+    """The generated ``wit_world.exports.BatchListener``."""
+
+    @abstractmethod
+    def on_messages(self, conn: int, msgs: List[Message]) -> List[Optional[Message]]:
         raise NotImplementedError
 
 
@@ -864,12 +879,14 @@ def _install_bindings() -> None:
                      wasi_http_types=http_types, outgoing_handler=outgoing_handler)
     exports_protocols = {"Listener": ListenerProtocol,
                          "UpstreamListener": UpstreamListenerProtocol,
-                         "ErrorListener": ErrorListenerProtocol}
+                         "ErrorListener": ErrorListenerProtocol,
+                         "BatchListener": BatchListenerProtocol}
     for name, protocol in exports_protocols.items():
         protocol.__name__ = protocol.__qualname__ = name
         protocol.__module__ = "wit_world.exports"
     export_modules = [module(f"wit_world.exports.{name}")
-                      for name in ("listener", "upstream_listener", "error_listener")]
+                      for name in ("listener", "upstream_listener", "error_listener",
+                                   "batch_listener")]
     exports = module("wit_world.exports", package=True, **exports_protocols,
                      **{m.__name__.rsplit(".", 1)[1]: m for m in export_modules},
                      wsgate_plugin_types=generated_types)
@@ -918,6 +935,15 @@ def _message(value, what: str):
         return value
     raise TypeError(f"{what} must be a message (wsgate.Message.text(...) or "
                     f".binary(...)), not {value!r}")
+
+
+def _client_message(msg):
+    """What a test's client sends: a message, or a str (text) or bytes (binary)."""
+    if isinstance(msg, str):
+        return Message_Text(msg)
+    if isinstance(msg, (bytes, bytearray)):
+        return Message_Binary(bytes(msg))
+    return _message(msg, "msg")
 
 
 def _size(msg) -> int:
@@ -1287,11 +1313,17 @@ class Connection:
     def send(self, msg):
         """The client sends ``msg``: runs ``on_message`` and returns its reply
         (also put in the inbox, after what the hook queued, unless the
-        connection was closed meanwhile)."""
+        connection was closed meanwhile).
+
+        As in the server, a listener that has ``on_messages`` (every
+        :class:`wsgate.Listener` does) gets the message through it, as a
+        batch of one; one without, through ``on_message``."""
         self._check_usable()
         msg = _message(msg, "msg")
         if self.closing:
             return None  # the server discards data after it started closing
+        if self._batches():
+            return self._batch([msg])[0]
         reply = self.host._call(self.listener, "on_message", self.id, msg)
         if reply is not None:
             reply = _message(reply, "on_message's reply")
@@ -1301,6 +1333,78 @@ class Connection:
                 self.inbox.append(reply)
         self.host._settle()
         return reply
+
+    def on_messages(self, msgs) -> List[Optional[Message]]:
+        """One ``on_messages`` call with ``msgs`` (messages; a str is text,
+        bytes binary), as the server makes for a burst that arrived
+        together: returns the call's results, one per message it handled
+        (it may stop early: :meth:`send_burst` hands on the rest).
+
+        The inbox gets what the server writes: the replies of all but the
+        last handled message, then what the call queued for this
+        connection, then the last reply (unless the connection was closed
+        meanwhile). A result list that is empty or longer than ``msgs``
+        raises here; the server fails the call as it does a trap (1011)."""
+        self._check_usable()
+        msgs = [_client_message(m) for m in msgs]
+        if not msgs:
+            raise ValueError("the server calls on_messages with at least one message")
+        if not self._batches():
+            raise TypeError(f"{self.listener!r} has no on_messages: subclass wsgate.Listener")
+        if self.closing:
+            return []  # the server discards data after it started closing
+        return self._batch(msgs)
+
+    def send_burst(self, msgs) -> List[Optional[Message]]:
+        """The client sends ``msgs`` at once, and the server does what it
+        does with a burst: ``on_messages`` with all of them, then with the
+        ones it did not handle, until none is left or the connection is
+        closing (the server discards the rest). Returns the replies, one
+        per message handled, in order; the inbox reads as it would after
+        one :meth:`send` per message."""
+        rest = [_client_message(m) for m in msgs]
+        replies: List[Optional[Message]] = []
+        while rest and not self.closing and not self._ended:
+            handled = self.on_messages(rest)
+            replies += handled
+            rest = rest[len(handled):]
+        return replies
+
+    def _batches(self) -> bool:
+        listener = self.listener
+        if isinstance(listener, types.ModuleType):
+            listener = listener.Listener
+        return callable(getattr(listener, "on_messages", None))
+
+    def _batch(self, msgs: List[Message]) -> List[Optional[Message]]:
+        """Runs ``on_messages`` and writes what the server writes, in its order."""
+        mark = len(self.inbox)
+        results = self.host._call(self.listener, "on_messages", self.id, msgs)
+        if not isinstance(results, list) or not 1 <= len(results) <= len(msgs):
+            got = f"{len(results)} results" if isinstance(results, list) else repr(results)
+            raise RuntimeError(f"on_messages returned {got} for {len(msgs)} messages: a list of "
+                               "1 to len(msgs) replies is due (the server would close the "
+                               "connection with 1011)")
+        replies = [None if r is None else _message(r, "on_messages' reply") for r in results]
+        queued = self.inbox[mark:]
+        del self.inbox[mark:]
+        written = True  # nothing failed the connection yet
+        for reply in replies[:-1]:
+            if reply is not None and _size(reply) > self.host.limits.max_message_size:
+                self.host._server_closes(self, 1011, "internal error")
+                written = False
+                break
+            if reply is not None:
+                self.inbox.append(reply)
+        last = replies[-1]
+        if written:
+            self.inbox.extend(queued)
+            if last is not None and _size(last) > self.host.limits.max_message_size:
+                self.host._server_closes(self, 1011, "internal error")
+            elif last is not None and not self.closing:
+                self.inbox.append(last)
+        self.host._settle()
+        return replies
 
     def send_text(self, text: str):
         return self.send(Message_Text(text))
