@@ -27,7 +27,7 @@ const bundled = await build({
     contents: `import * as hooks from ${JSON.stringify(main)};
 import { toListener } from 'wsgate';
 const exported = toListener(hooks);
-export { exported as listener, exported as upstreamListener, exported as errorListener };`,
+export { exported as listener, exported as upstreamListener, exported as errorListener, exported as batchListener };`,
     resolveDir: resolve(pluginDir),
     sourcefile: 'wsgate-entry.js',
   },

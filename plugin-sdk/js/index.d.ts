@@ -5,11 +5,17 @@
 /// <reference path="./types/interfaces/wsgate-plugin-listener.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-upstream-listener.d.ts" />
 /// <reference path="./types/interfaces/wsgate-plugin-error-listener.d.ts" />
+/// <reference path="./types/interfaces/wsgate-plugin-batch-listener.d.ts" />
 
 import type * as wit from 'wsgate:plugin/types@0.1.3';
 
-/** Every host call: send, publish, history, attributes, tags, state, upstreams, timers, log. */
-export * as host from 'wsgate:plugin/host@0.1.3';
+/**
+ * Every host call: send, publish, history, attributes, tags, state,
+ * upstreams, timers, log. The delivering ones (send, broadcast, sendToTag,
+ * publish, publishRecorded, close) end a batch of messages (see
+ * `Listener.onMessages`): call them through this object, not the bindings.
+ */
+export declare const host: Readonly<typeof import('wsgate:plugin/host@0.1.3')>;
 
 /** Opaque connection id; a `bigint` because the WIT type is `u64`. */
 export type ConnectionId = wit.ConnectionId;
@@ -132,8 +138,20 @@ export declare function log(level: LogLevel, msg: string): void;
 export declare function env(name: string): string | undefined;
 /** The error code of a failed host call, undefined for any other error. */
 export declare function hostError(err: unknown): HostErrorCode | undefined;
+/** What toListener() makes: every hook, and the batch export. */
+export interface Listener extends Required<Hooks> {
+  /**
+   * `batch-listener`'s on-messages: onMessage for each message in turn,
+   * their replies in order, ending after a message whose handling called a
+   * delivering host call (the server hands the rest to its next call). A
+   * Promise if an onMessage was async.
+   */
+  onMessages(conn: ConnectionId, msgs: Message[]): MaybeAsync<Array<Message | void>>;
+}
+
 /**
  * The exports for a module of hooks (build.mjs calls it): one object with
- * every hook of `listener`, `upstream-listener` and `error-listener`.
+ * every hook of `listener`, `upstream-listener`, `error-listener` and
+ * `batch-listener`.
  */
-export declare function toListener(hooks: Hooks): Required<Hooks>;
+export declare function toListener(hooks: Hooks): Listener;

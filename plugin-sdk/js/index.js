@@ -20,11 +20,37 @@
 // missed. host.nodeChannels, nodeSubscribers, nodeTagged and
 // nodeConnectionCount answer for this node only, where channels,
 // subscribers, tagged and connectionCount answer for the whole cluster.
+//
+// Bursts (0.1.3): every plugin also exports onMessages (the WIT's
+// batch-listener), which the server calls with the messages that arrived
+// together from one connection. toListener() makes it a loop over the
+// plugin's onMessage that ends after a message whose handling delivered
+// to connections or closed one, which `host` notes (see below).
 
-import * as host from 'wsgate:plugin/host@0.1.3';
+import * as bindings from 'wsgate:plugin/host@0.1.3';
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 
-export { host };
+// Set by a delivering host call; cleared before each message of a batch.
+let delivered = false;
+
+// The host calls that deliver to connections or close one. onMessages must
+// stop after a message that made one, because the server writes the
+// earlier messages' replies before what such a call queued: had it gone
+// on, a later reply would overtake what an earlier message sent. A call
+// that fails still ends the batch, which costs a call but never reorders.
+const DELIVERING = ['send', 'broadcast', 'sendToTag', 'publish', 'publishRecorded', 'close'];
+
+/**
+ * Every host call of the WIT (the generated bindings), the delivering ones
+ * wrapped to note that they ran. Plugins reach the host through this
+ * object; importing the bindings directly would go around the note.
+ */
+export const host = Object.freeze(Object.fromEntries(Object.entries(bindings).map(([name, call]) => [
+  name,
+  DELIVERING.includes(name)
+    ? { [name](...args) { delivered = true; return call(...args); } }[name]
+    : call,
+])));
 
 /**
  * An environment variable the plugin's sidecar was granted (`[grants] env`),
@@ -173,6 +199,35 @@ const requestMethods = {
 
 const noop = () => {};
 
+/**
+ * The batch export's loop: onMessage for each message in turn, their
+ * replies in order, ending after a message during which a delivering host
+ * call ran (the server hands the rest to its next call). An async onMessage
+ * is awaited before the next message, and the batch's result is then a
+ * Promise; what onMessage throws or rejects with fails the whole call.
+ */
+function batchOf(onMessage) {
+  return (conn, msgs) => {
+    const replies = [];
+    const from = (start) => {
+      for (let i = start; i < msgs.length; i++) {
+        delivered = false;
+        const reply = onMessage(conn, msgs[i]);
+        if (typeof reply?.then === 'function') {
+          return reply.then((value) => {
+            replies.push(value);
+            return delivered ? replies : from(i + 1);
+          });
+        }
+        replies.push(reply);
+        if (delivered) break;
+      }
+      return replies;
+    };
+    return from(0);
+  };
+}
+
 // A hook's result, or what it resolves to: an async hook's Promise settles
 // inside the component before the result goes back to the host.
 const then = (value, f) => (typeof value?.then === 'function' ? value.then(f) : f(value));
@@ -180,13 +235,16 @@ const then = (value, f) => (typeof value?.then === 'function' ? value.then(f) : 
 /**
  * The exports for a module of hooks, with defaults for the rest: one object
  * with every hook, which build.mjs exports as `listener`,
- * `upstreamListener` and `errorListener` (the WIT's three interfaces).
+ * `upstreamListener`, `errorListener` and `batchListener` (the WIT's four
+ * interfaces). `onMessages` is always the SDK's loop over `onMessage`.
  */
 export function toListener(hooks) {
   const onOpen = hooks.onOpen ?? OpenDecision.accept;
+  const onMessage = hooks.onMessage ?? noop;
   return {
     onOpen: (conn, req) => then(onOpen(conn, Object.setPrototypeOf(req, requestMethods)), (d) => d ?? OpenDecision.accept()),
-    onMessage: hooks.onMessage ?? noop,
+    onMessage,
+    onMessages: batchOf(onMessage),
     onClose: hooks.onClose ?? noop,
     onFirstOpen: hooks.onFirstOpen ?? noop,
     onLastClose: hooks.onLastClose ?? noop,

@@ -85,6 +85,14 @@ export interface FakeConnection {
   sendText(text: string): MaybeAsync<Message | undefined>;
   sendBinary(data: Uint8Array | ArrayLike<number>): MaybeAsync<Message | undefined>;
   send(msg: Message): MaybeAsync<Message | undefined>;
+  /**
+   * One on-messages call with a burst (a string is text, bytes binary):
+   * its results, one per message handled (fewer when one delivered or
+   * closed); `received` gets the earlier replies, what was queued, the last.
+   */
+  onMessages(msgs: Array<Message | string | Uint8Array>): MaybeAsync<Array<Message | undefined>>;
+  /** The server's loop over a burst: on-messages until every message is handled or the connection closes; the replies. */
+  sendBurst(msgs: Array<Message | string | Uint8Array>): MaybeAsync<Array<Message | undefined>>;
   /** Runs onClose (with the plugin's close if it closed first), then onLastClose for the route's last. */
   close(code?: number, reason?: string): MaybeAsync<void>;
 }

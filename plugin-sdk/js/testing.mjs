@@ -49,6 +49,8 @@ const hookHost = (globalThis[Symbol.for(HOOK_HOST_KEY)] ??= new AsyncLocalStorag
 // What a FakeConnection asks of its host: symbol-keyed, so no plugin or
 // test mistakes them for host calls.
 const CLIENT_MESSAGE = Symbol('client message');
+const CLIENT_BATCH = Symbol('client batch');
+const CLIENT_BURST = Symbol('client burst');
 const CLIENT_CLOSE = Symbol('client close');
 const UPSTREAM_EVENT = Symbol('upstream event');
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -1118,6 +1120,9 @@ export class FakeHost {
   *#message(conn, msg) {
     // The server discards data that arrives after it started closing.
     if (conn.shut) return undefined;
+    // As the server: through the batch export where the listener has one
+    // (toListener() always adds it), as a batch of one.
+    if (typeof conn.listener.onMessages === 'function') return (yield* this.#batch(conn, [msg]))[0];
     const reply = optional(yield this.#hook(conn.listener, () => conn.listener.onMessage(conn.id, msg)), message);
     if (reply !== undefined && messageSize(reply) > this.limits.maxMessageSize) {
       conn.shut = true;
@@ -1126,6 +1131,52 @@ export class FakeHost {
       conn.received.push(reply);
     }
     return reply;
+  }
+
+  // One on-messages call, and what the server writes to the sender after
+  // it: the replies of all but the last message handled, then what the
+  // call queued for the sender, then the last reply (unless the connection
+  // is closing by then). A reply over the size limit fails the connection
+  // (1011) where it comes, and nothing after it is written.
+  *#batch(conn, msgs) {
+    if (conn.shut) return [];
+    const mark = conn.received.length;
+    const results = yield this.#hook(conn.listener, () => conn.listener.onMessages(conn.id, msgs));
+    if (!Array.isArray(results) || results.length === 0 || results.length > msgs.length) {
+      const got = Array.isArray(results) ? `${results.length} results` : String(results);
+      throw new Error(`onMessages returned ${got} for ${msgs.length} messages: 1 to msgs.length are due (the server fails the call as a trap, closing with 1011)`);
+    }
+    const replies = results.map((r) => optional(r, message));
+    const queued = conn.received.splice(mark);
+    const fail = () => {
+      conn.shut = true;
+      conn.closing ??= { code: 1011, reason: 'internal error' };
+    };
+    for (const reply of replies.slice(0, -1)) {
+      if (reply === undefined) continue;
+      if (messageSize(reply) > this.limits.maxMessageSize) {
+        fail();
+        return replies;
+      }
+      conn.received.push(reply);
+    }
+    conn.received.push(...queued);
+    const last = replies.at(-1);
+    if (last !== undefined && messageSize(last) > this.limits.maxMessageSize) fail();
+    else if (last !== undefined && !conn.shut) conn.received.push(last);
+    return replies;
+  }
+
+  // The server's loop over a burst: on-messages with what is left until
+  // nothing is, or the connection is closing (the rest is discarded).
+  *#burst(conn, msgs) {
+    const replies = [];
+    for (let rest = msgs; rest.length && !conn.shut;) {
+      const handled = yield* this.#batch(conn, rest);
+      replies.push(...handled);
+      rest = rest.slice(handled.length);
+    }
+    return replies;
   }
 
   #dueOrder(timers) {
@@ -1141,6 +1192,14 @@ export class FakeHost {
 
   [CLIENT_MESSAGE](conn, msg) {
     return drive(this.#message(conn, msg));
+  }
+
+  [CLIENT_BATCH](conn, msgs) {
+    return drive(this.#batch(conn, msgs));
+  }
+
+  [CLIENT_BURST](conn, msgs) {
+    return drive(this.#burst(conn, msgs));
   }
 
   [CLIENT_CLOSE](conn, code, reason) {
@@ -1193,10 +1252,49 @@ class FakeConnection {
     return this.send(Message.binary(data));
   }
 
-  /** The client sends a message: `on-message`; returns its reply (also in `received`). */
+  /**
+   * The client sends a message: `on-message`; returns its reply (also in
+   * `received`). As in the server, a listener with `onMessages` (every
+   * toListener() one) gets it through that, as a batch of one.
+   */
   send(msg) {
     this.#usable();
     return this.#host[CLIENT_MESSAGE](this.#conn, message(msg));
+  }
+
+  /**
+   * One `on-messages` call with `msgs` (messages; a string is text, bytes
+   * binary), as the server makes for messages that arrived together.
+   * Returns the call's results, one per message it handled: fewer than
+   * given when one delivered or closed (sendBurst() hands on the rest).
+   * `received` gets what the server writes: the earlier replies, what the
+   * call queued, then the last reply. A result list that is empty or
+   * longer than `msgs` throws (the server fails the call as a trap, 1011).
+   */
+  onMessages(msgs) {
+    this.#usable();
+    const batch = this.#clientMessages(msgs);
+    if (batch.length === 0) throw new RangeError('the server calls on-messages with at least one message');
+    if (typeof this.#conn.listener.onMessages !== 'function') throw new TypeError('the listener has no onMessages: make it with toListener() or loadListener()');
+    return this.#host[CLIENT_BATCH](this.#conn, batch);
+  }
+
+  /**
+   * The client sends `msgs` at once and the server does what it does with
+   * a burst: `on-messages` with all of them, then with those not handled,
+   * until none is left or the connection is closing (the server discards
+   * the rest). Returns the replies, one per message handled; `received`
+   * reads as after one send() per message.
+   */
+  sendBurst(msgs) {
+    this.#usable();
+    if (typeof this.#conn.listener.onMessages !== 'function') throw new TypeError('the listener has no onMessages: make it with toListener() or loadListener()');
+    return this.#host[CLIENT_BURST](this.#conn, this.#clientMessages(msgs));
+  }
+
+  #clientMessages(msgs) {
+    return [...msgs].map((m) => message(typeof m === 'string' ? Message.text(m)
+      : ArrayBuffer.isView(m) || m instanceof ArrayBuffer ? Message.binary(m) : m));
   }
 
   /**
