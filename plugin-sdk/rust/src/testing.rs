@@ -1148,6 +1148,32 @@ mod tests {
     struct Nothing;
     impl Listener for Nothing {}
 
+    /// Echoes, and sends `pub` to the sender as well before echoing it.
+    struct Sender;
+    impl Listener for Sender {
+        fn on_message(conn: ConnectionId, msg: Message) -> Option<Message> {
+            if msg.as_text() == Some("pub") {
+                host::send(conn, &Message::text("sent")).unwrap();
+            }
+            Some(msg)
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_after_a_message_that_delivered() {
+        let fake = FakeHost::<Sender>::new();
+        let conn = fake.open(request("/ws/x")).unwrap();
+        let msgs = ["a", "b", "pub", "c"].map(Message::text).to_vec();
+        let results = fake.messages(conn, msgs);
+        assert_eq!(
+            results,
+            ["a", "b", "pub"].map(|t| Some(Message::text(t))).to_vec()
+        );
+        assert_eq!(fake.received_texts(conn), ["sent"]);
+        let rest = fake.messages(conn, vec![Message::text("c"), Message::text("d")]);
+        assert_eq!(rest.len(), 2, "a fresh call starts afresh");
+    }
+
     #[test]
     fn state_calls_behave_as_the_servers() {
         let fake = FakeHost::<Nothing>::new();
