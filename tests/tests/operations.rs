@@ -28,21 +28,6 @@ async fn one_reply(server: &Server, path: &str, text: &str) -> String {
     reply
 }
 
-/// The value of one sample in Prometheus text: `name` with every one of
-/// `labels` (`key="value"`) present; 0 when absent.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(key, _)| {
-            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-            metric == name && labels.iter().all(|label| rest.contains(label))
-        })
-        .map(|(_, v)| v.parse::<f64>().unwrap())
-        .sum()
-}
-
 async fn metrics(server: &Server) -> String {
     let (status, body) = server.admin("GET", "/metrics").await;
     assert_eq!(status, 200, "{body}");

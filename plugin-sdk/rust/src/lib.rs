@@ -22,6 +22,7 @@
 //! belongs in [`host::set_attribute`] and plugin-wide data in
 //! [`host::state_set`], never in statics.
 
+mod batch;
 pub mod history;
 pub mod http;
 mod position;
@@ -44,8 +45,60 @@ pub mod bindings {
 
 /// Host calls: send, broadcast, close, channels, tags, history, presence,
 /// state, upstreams, timers, log. [`history`] builds on the history calls.
+///
+/// The generated calls, except that those which deliver to connections or
+/// close one also end the current `on-messages` batch after this message
+/// (see `batch`). Call the host through this module, not through
+/// [`bindings`], or a burst's replies may overtake what was sent.
 #[cfg(not(feature = "testing"))]
-pub use bindings::wsgate::plugin::host;
+pub mod host {
+    pub use crate::bindings::wsgate::plugin::host::*;
+
+    use crate::batch::delivered;
+    use crate::bindings::wsgate::plugin::host as raw;
+
+    pub fn send(conn: ConnectionId, msg: &Message) -> Result<(), Error> {
+        delivered();
+        raw::send(conn, msg)
+    }
+
+    pub fn broadcast(msg: &Message, except: Option<ConnectionId>) -> u32 {
+        delivered();
+        raw::broadcast(msg, except)
+    }
+
+    pub fn close(conn: ConnectionId, code: u16, reason: &str) -> Result<(), Error> {
+        delivered();
+        raw::close(conn, code, reason)
+    }
+
+    pub fn publish(
+        channel: &str,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> Result<u32, Error> {
+        delivered();
+        raw::publish(channel, msg, except)
+    }
+
+    pub fn publish_recorded(
+        channel: &str,
+        msg: &Publication,
+        except: Option<ConnectionId>,
+    ) -> Result<Published, HistoryError> {
+        delivered();
+        raw::publish_recorded(channel, msg, except)
+    }
+
+    pub fn send_to_tag(
+        tag: &str,
+        msg: &Message,
+        except: Option<ConnectionId>,
+    ) -> Result<u32, Error> {
+        delivered();
+        raw::send_to_tag(tag, msg, except)
+    }
+}
 pub use bindings::wsgate::plugin::types::{
     ConnectionId, Error, HistoryEntry, HistoryError, HistoryPage, LogLevel, Message, OpenDecision,
     Position, PositionedText, Publication, Published, Rejection, Request, StateError,
@@ -56,6 +109,7 @@ pub use position::ParsePositionError;
 #[cfg(feature = "testing")]
 pub use testing::fake_host as host;
 
+use bindings::exports::wsgate::plugin::batch_listener::Guest as BatchGuest;
 use bindings::exports::wsgate::plugin::error_listener::Guest as ErrorGuest;
 use bindings::exports::wsgate::plugin::listener::Guest;
 use bindings::exports::wsgate::plugin::upstream_listener::Guest as UpstreamGuest;
@@ -113,6 +167,12 @@ impl<T: Listener> Guest for T {
     }
     fn on_timer(id: u64) {
         T::on_timer(id)
+    }
+}
+
+impl<T: Listener> BatchGuest for T {
+    fn on_messages(conn: ConnectionId, msgs: Vec<Message>) -> Vec<Option<Message>> {
+        batch::handle(msgs, |msg| T::on_message(conn, msg))
     }
 }
 

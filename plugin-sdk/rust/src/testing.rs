@@ -290,6 +290,7 @@ pub mod fake_host {
     use super::*;
 
     pub fn send(conn: ConnectionId, msg: &Message) -> Result<(), Error> {
+        crate::batch::delivered();
         with(|f| {
             f.open_conn(conn)?.received.push(msg.clone());
             Ok(())
@@ -297,6 +298,7 @@ pub mod fake_host {
     }
 
     pub fn broadcast(msg: &Message, except: Option<ConnectionId>) -> u32 {
+        crate::batch::delivered();
         with(|f| {
             let ids = f.connections.keys().copied().collect();
             f.deliver(ids, msg, except)
@@ -304,6 +306,7 @@ pub mod fake_host {
     }
 
     pub fn close(conn: ConnectionId, code: u16, reason: &str) -> Result<(), Error> {
+        crate::batch::delivered();
         let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
         if !sendable || reason.len() > 123 {
             return Err(Error::InvalidArgument);
@@ -344,6 +347,7 @@ pub mod fake_host {
         msg: &Message,
         except: Option<ConnectionId>,
     ) -> Result<u32, Error> {
+        crate::batch::delivered();
         check_name(channel)?;
         with(|f| {
             if f.history.records(channel) {
@@ -364,6 +368,7 @@ pub mod fake_host {
         publication: &Publication,
         except: Option<ConnectionId>,
     ) -> Result<Published, HistoryError> {
+        crate::batch::delivered();
         check_name(channel).map_err(|_| HistoryError::InvalidArgument)?;
         with(|f| {
             if !f.history.records(channel) {
@@ -484,6 +489,7 @@ pub mod fake_host {
         msg: &Message,
         except: Option<ConnectionId>,
     ) -> Result<u32, Error> {
+        crate::batch::delivered();
         check_name(tag)?;
         with(|f| {
             let ids = f.tags.get(tag).map(|m| m.iter().copied().collect());
@@ -788,6 +794,15 @@ impl<L: Listener> FakeHost<L> {
     /// A message from the client; the hook's reply, if any.
     pub fn message(&self, conn: ConnectionId, msg: Message) -> Option<Message> {
         L::on_message(conn, msg)
+    }
+
+    /// A burst of messages from the client in one `on-messages` call, as
+    /// the server makes it: the results of the messages it handled, in
+    /// order, which stop after the first whose handling delivered to
+    /// connections or closed one (the server hands the rest to the next
+    /// call).
+    pub fn messages(&self, conn: ConnectionId, msgs: Vec<Message>) -> Vec<Option<Message>> {
+        crate::batch::handle(msgs, |msg| L::on_message(conn, msg))
     }
 
     /// A text message from the client; the hook's reply, if any.
@@ -1132,6 +1147,32 @@ mod tests {
 
     struct Nothing;
     impl Listener for Nothing {}
+
+    /// Echoes, and sends `pub` to the sender as well before echoing it.
+    struct Sender;
+    impl Listener for Sender {
+        fn on_message(conn: ConnectionId, msg: Message) -> Option<Message> {
+            if msg.as_text() == Some("pub") {
+                host::send(conn, &Message::text("sent")).unwrap();
+            }
+            Some(msg)
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_after_a_message_that_delivered() {
+        let fake = FakeHost::<Sender>::new();
+        let conn = fake.open(request("/ws/x")).unwrap();
+        let msgs = ["a", "b", "pub", "c"].map(Message::text).to_vec();
+        let results = fake.messages(conn, msgs);
+        assert_eq!(
+            results,
+            ["a", "b", "pub"].map(|t| Some(Message::text(t))).to_vec()
+        );
+        assert_eq!(fake.received_texts(conn), ["sent"]);
+        let rest = fake.messages(conn, vec![Message::text("c"), Message::text("d")]);
+        assert_eq!(rest.len(), 2, "a fresh call starts afresh");
+    }
 
     #[test]
     fn state_calls_behave_as_the_servers() {

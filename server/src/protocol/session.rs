@@ -29,7 +29,7 @@ use crate::config::Timeouts;
 use crate::metrics::Traffic;
 use crate::rate::RateLimit;
 use crate::registry::{ConnId, Connection, Outbound, Queue};
-use crate::runtime::Listener;
+use crate::runtime::{HookError, Listener};
 
 pub struct Session {
     pub conn: Arc<Connection>,
@@ -114,6 +114,20 @@ struct Conversation {
     rate: Option<RateLimit>,
 }
 
+/// What a frame read in a burst is to the conversation.
+enum Read {
+    /// A data message for the plugin.
+    Message(Message),
+    /// Nothing for the plugin: a control frame, or data after our close.
+    Nothing,
+    /// A message over the client's rate: the connection closes after the
+    /// messages before it.
+    OverRate,
+    /// The conversation ends here, once the messages before it are
+    /// handled: the socket ended or failed, or the client closed.
+    End(Option<Result<Incoming, ReadError>>),
+}
+
 impl Conversation {
     async fn run(&mut self, greeting: Option<Message>) -> CloseFrame {
         if let Some(greeting) = greeting
@@ -131,84 +145,190 @@ impl Conversation {
     /// Waits for and handles one event.
     async fn step(&mut self) -> Result<(), CloseFrame> {
         match self.wire.next_event().await? {
-            Event::Frame(next) => {
+            Event::Frame(first) => {
                 self.wire.last_frame = Instant::now();
-                self.on_frame(next).await?;
-                // Everything that has already arrived is answered before
-                // the flush.
-                for _ in 1..MAX_BATCH {
-                    let Some(next) = self.wire.socket.next().now_or_never() else {
-                        break;
-                    };
-                    self.on_frame(next).await?;
-                }
+                self.on_burst(first).await?;
                 self.wire.write_queued().await
             }
             event => self.wire.on_event(event).await,
         }
     }
 
-    async fn on_frame(
+    /// Everything that has already arrived, from `first` on, is read and
+    /// answered before the flush; its messages go to the plugin together.
+    async fn on_burst(
         &mut self,
-        next: Option<Result<Incoming, ReadError>>,
+        first: Option<Result<Incoming, ReadError>>,
     ) -> Result<(), CloseFrame> {
+        let mut burst = Vec::new();
+        let mut next = Some(first);
+        for _ in 0..MAX_BATCH {
+            let frame = match next.take() {
+                Some(frame) => frame,
+                None => match self.wire.socket.next().now_or_never() {
+                    Some(frame) => frame,
+                    None => break,
+                },
+            };
+            match self.read(frame) {
+                Read::Message(msg) => burst.push(msg),
+                Read::Nothing => {}
+                Read::OverRate => {
+                    self.on_messages(std::mem::take(&mut burst)).await?;
+                    let _ = self
+                        .wire
+                        .peer
+                        .close(CloseCode::POLICY, "message rate limit exceeded");
+                }
+                Read::End(frame) => {
+                    self.on_messages(burst).await?;
+                    return Err(self.end(frame));
+                }
+            }
+        }
+        self.on_messages(burst).await
+    }
+
+    fn read(&mut self, next: Option<Result<Incoming, ReadError>>) -> Read {
         let msg = match next {
-            None => return Err(self.wire.over(CloseCode::ABNORMAL)),
-            Some(Err(e)) => return Err(self.wire.read_error(e)),
-            Some(Ok(Incoming::Data(msg))) => {
-                self.listener.metrics.received(msg.len());
-                msg
-            }
-            Some(Ok(Incoming::Close(client))) => {
-                let client =
-                    client.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, String::new()));
-                return Err(self.wire.peer.close_reason().unwrap_or(client));
-            }
-            Some(Ok(Incoming::Control)) => return Ok(()),
+            Some(Ok(Incoming::Data(msg))) => msg,
+            Some(Ok(Incoming::Control)) => return Read::Nothing,
+            end => return Read::End(end),
         };
-        let conn = &self.wire.peer;
-        if conn.is_closing() {
+        self.listener.metrics.received(msg.len());
+        if self.wire.peer.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
-            return Ok(());
+            return Read::Nothing;
         }
         if let Some(rate) = self.rate.as_mut()
             && !rate.allow(self.wire.last_frame)
         {
-            let _ = conn.close(CloseCode::POLICY, "message rate limit exceeded");
-            return Ok(());
+            return Read::OverRate;
         }
-        let id = conn.id;
+        Read::Message(msg)
+    }
+
+    /// How the conversation ends on `frame`, which [`Read::End`] holds.
+    fn end(&mut self, frame: Option<Result<Incoming, ReadError>>) -> CloseFrame {
+        match frame {
+            Some(Err(e)) => self.wire.read_error(e),
+            Some(Ok(Incoming::Close(client))) => {
+                let client =
+                    client.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, String::new()));
+                self.wire.peer.close_reason().unwrap_or(client)
+            }
+            _ => self.wire.over(CloseCode::ABNORMAL),
+        }
+    }
+
+    /// A burst's messages, in as few calls as the plugin allows: one
+    /// `on-messages` call for the burst where it is exported (more if the
+    /// plugin stops early, after a message that delivered), else one
+    /// `on-message` call each.
+    async fn on_messages(&mut self, mut msgs: Vec<Message>) -> Result<(), CloseFrame> {
+        while !msgs.is_empty() {
+            if self.wire.peer.is_closing() {
+                return Ok(());
+            }
+            if msgs.len() == 1 || !self.listener.has_batch() {
+                for msg in msgs {
+                    if self.wire.peer.is_closing() {
+                        break;
+                    }
+                    self.on_message(msg).await?;
+                }
+                return Ok(());
+            }
+            let id = self.wire.peer.id;
+            let given = msgs.len();
+            // Boxed, so the call's state takes room only while a call runs,
+            // not in every idle connection's task.
+            let mut hook = Box::pin(self.listener.on_messages(id, &msgs));
+            let results = match self.wire.while_running(hook.as_mut()).await? {
+                Ok(results) => results,
+                Err(failure) => {
+                    drop(hook);
+                    return self.failed(failure).await;
+                }
+            };
+            drop(hook);
+            let handled = results.len();
+            msgs.drain(..handled);
+            let mut results = results.into_iter();
+            let last = results.next_back().flatten();
+            // Only the last message handled may have queued anything for
+            // the sender (the plugin stops after one that delivered): what
+            // it queued goes after the replies before it, and before its own.
+            for reply in results.flatten() {
+                self.reply(reply).await?;
+            }
+            if let Some(last) = last {
+                self.wire.write_queued().await?;
+                self.reply(last).await?;
+            }
+            if handled == 1 && handled < given {
+                // The plugin delivers on every message (a chat): one call
+                // each for the rest, rather than lowering the rest again
+                // for every message.
+                for msg in msgs {
+                    if self.wire.peer.is_closing() {
+                        break;
+                    }
+                    self.on_message(msg).await?;
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), CloseFrame> {
+        let id = self.wire.peer.id;
         // Boxed, so the call's state takes room only while a call runs,
         // not in every idle connection's task.
         let mut hook = Box::pin(self.listener.on_message(id, msg));
         match self.wire.while_running(hook.as_mut()).await? {
-            Ok(Some(reply)) if reply.len() > self.wire.max_message_size => {
-                tracing::warn!(plugin = %self.listener.name,
-                    "on-message replied with {} bytes, over limits.max_message_size; closing", reply.len());
-                let _ = self
-                    .wire
-                    .peer
-                    .close(CloseCode::INTERNAL_ERROR, "internal error");
-            }
             Ok(Some(reply)) => {
+                drop(hook);
                 // What the hook queued for this connection goes first, in order.
                 self.wire.write_queued().await?;
-                if !self.wire.peer.is_closing() {
-                    self.wire.write(Outbound::Data(reply)).await?;
-                }
+                self.reply(reply).await
             }
-            Ok(None) => {}
+            Ok(None) => Ok(()),
             Err(failure) => {
-                // Details are logged by the hook call; the client learns
-                // only that the server failed. The plugin learns the rest.
-                let _ = self
-                    .wire
-                    .peer
-                    .close(CloseCode::INTERNAL_ERROR, "internal error");
                 drop(hook);
-                Box::pin(self.listener.on_error(id, &failure)).await;
+                self.failed(failure).await
             }
         }
+    }
+
+    /// Writes a plugin's reply to the sender, unless the connection is
+    /// closing or the reply is over the size a client may send.
+    async fn reply(&mut self, reply: Message) -> Result<(), CloseFrame> {
+        if reply.len() > self.wire.max_message_size {
+            tracing::warn!(plugin = %self.listener.name,
+                "on-message replied with {} bytes, over limits.max_message_size; closing", reply.len());
+            let _ = self
+                .wire
+                .peer
+                .close(CloseCode::INTERNAL_ERROR, "internal error");
+            return Ok(());
+        }
+        if self.wire.peer.is_closing() {
+            return Ok(());
+        }
+        self.wire.write(Outbound::Data(reply)).await
+    }
+
+    /// A hook call for this connection failed. Details are logged by the
+    /// call; the client learns only that the server failed, and the plugin
+    /// learns the rest.
+    async fn failed(&mut self, failure: HookError) -> Result<(), CloseFrame> {
+        let _ = self
+            .wire
+            .peer
+            .close(CloseCode::INTERNAL_ERROR, "internal error");
+        Box::pin(self.listener.on_error(self.wire.peer.id, &failure)).await;
         Ok(())
     }
 }

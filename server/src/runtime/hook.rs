@@ -25,11 +25,13 @@ pub enum Hook {
     UpstreamOpen,
     UpstreamMessage,
     UpstreamClose,
+    /// A burst of data messages in one call, where the plugin exports it.
+    Messages,
 }
 
 impl Hook {
     /// Every hook, in the order of [`Hook::index`].
-    pub const ALL: [Hook; 11] = [
+    pub const ALL: [Hook; 12] = [
         Hook::Open,
         Hook::Message,
         Hook::Close,
@@ -41,6 +43,7 @@ impl Hook {
         Hook::UpstreamOpen,
         Hook::UpstreamMessage,
         Hook::UpstreamClose,
+        Hook::Messages,
     ];
 
     /// The hook's name in the WIT, as logs and metric labels give it.
@@ -57,6 +60,7 @@ impl Hook {
             Hook::UpstreamOpen => "on-upstream-open",
             Hook::UpstreamMessage => "on-upstream-message",
             Hook::UpstreamClose => "on-upstream-close",
+            Hook::Messages => "on-messages",
         }
     }
 
@@ -66,7 +70,7 @@ impl Hook {
     }
 
     /// Every hook's name, in the order of [`Hook::ALL`].
-    pub fn names() -> [&'static str; 11] {
+    pub fn names() -> [&'static str; 12] {
         Hook::ALL.map(Hook::name)
     }
 }
@@ -171,6 +175,17 @@ impl From<Message> for bindings::Message {
     }
 }
 
+/// A copy of the server's message as the guest's, for a caller that keeps
+/// its own (a burst's messages outlive a call that may handle only some).
+impl From<&Message> for bindings::Message {
+    fn from(msg: &Message) -> Self {
+        match msg {
+            Message::Text(text) => bindings::Message::Text(text.as_str().to_owned()),
+            Message::Binary(bytes) => bindings::Message::Binary(bytes.to_vec()),
+        }
+    }
+}
+
 /// Each hook called on one instance, converting at the edge.
 impl Instance {
     pub async fn on_open(
@@ -195,6 +210,24 @@ impl Instance {
         let msg = msg.into();
         let reply = hooks.call_on_message(&mut self.store, conn, &msg).await?;
         Ok(reply.map(Message::from))
+    }
+
+    /// `on-messages`, which the caller calls only where exported: the
+    /// results of the messages the guest handled, in order.
+    pub async fn on_messages(
+        &mut self,
+        conn: ConnId,
+        msgs: &[Message],
+    ) -> wasmtime::Result<Vec<Option<Message>>> {
+        let Some(hooks) = &self.batch else {
+            wasmtime::bail!("on-messages is not exported");
+        };
+        let msgs: Vec<bindings::Message> = msgs.iter().map(Into::into).collect();
+        let results = hooks.call_on_messages(&mut self.store, conn, &msgs).await?;
+        Ok(results
+            .into_iter()
+            .map(|reply| reply.map(Message::from))
+            .collect())
     }
 
     pub async fn on_close(&mut self, conn: ConnId, close: CloseFrame) -> wasmtime::Result<()> {

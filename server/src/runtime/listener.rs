@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::Trap;
@@ -112,11 +113,22 @@ impl Listener {
         // call the guest waits in (a WASI sleep or poll): a few ticks past
         // the deadline the call is dropped, abandoning the instance, so the
         // deadline holds whatever the guest waits on.
-        let cutoff = start + self.hook_timeout + 5 * EPOCH_TICK;
-        let call = tokio::time::timeout_at(cutoff.into(), f(loan.instance()));
-        let result = call
-            .await
-            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)));
+        // The cutoff's timer is armed only if the call waits at all: most
+        // calls finish in their first poll, and a timer registered and
+        // cancelled around each of them is a measurable share of a
+        // message's cost.
+        let result = {
+            let mut call = std::pin::pin!(f(loan.instance()));
+            match poll_once(call.as_mut()).await {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    let cutoff = start + self.hook_timeout + 5 * EPOCH_TICK;
+                    tokio::time::timeout_at(cutoff.into(), call)
+                        .await
+                        .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)))
+                }
+            }
+        };
         self.metrics.observe_hook(hook.index(), start.elapsed());
         match result {
             Ok(value) => {
@@ -167,6 +179,37 @@ impl Listener {
     ) -> Result<Option<Message>, HookError> {
         self.call(Hook::Message, async move |i: &mut Instance| {
             i.on_message(conn, msg).await
+        })
+        .await
+    }
+
+    /// Whether the plugin exports `on-messages`: a burst then costs one
+    /// call ([`Listener::on_messages`]).
+    pub fn has_batch(&self) -> bool {
+        self.pool.has_batch()
+    }
+
+    /// A burst of `conn`'s messages in one call, where the plugin exports
+    /// `on-messages`: the results of the first messages, at least one,
+    /// in order (the plugin stops after a message that delivered; the
+    /// caller hands the rest to the next call). A plugin that answers
+    /// with no results, or more than it was given, broke the contract:
+    /// that is a failed call, like a trap.
+    pub async fn on_messages(
+        &self,
+        conn: ConnId,
+        msgs: &[Message],
+    ) -> Result<Vec<Option<Message>>, HookError> {
+        self.call(Hook::Messages, async move |i: &mut Instance| {
+            let given = msgs.len();
+            let results = i.on_messages(conn, msgs).await?;
+            if results.is_empty() || results.len() > given {
+                wasmtime::bail!(
+                    "on-messages returned {} results for {given} messages (1 to {given} allowed)",
+                    results.len()
+                );
+            }
+            Ok(results)
         })
         .await
     }
@@ -247,6 +290,11 @@ impl Listener {
         })
         .await
     }
+}
+
+/// Polls `fut` once, and says whether it finished.
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await
 }
 
 impl TimerTarget for Listener {

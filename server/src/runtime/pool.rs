@@ -13,7 +13,9 @@ use wasmtime::{Store, UpdateDeadline};
 
 use wasmtime::component::InstancePre;
 
-use super::bindings::exports::wsgate::plugin::{error_listener, listener, upstream_listener};
+use super::bindings::exports::wsgate::plugin::{
+    batch_listener, error_listener, listener, upstream_listener,
+};
 use super::env::PluginEnv;
 use super::host::HostState;
 
@@ -31,6 +33,7 @@ pub(super) struct ExportIndices {
     pub(super) listener: listener::GuestIndices,
     pub(super) upstream: Option<upstream_listener::GuestIndices>,
     pub(super) errors: Option<error_listener::GuestIndices>,
+    pub(super) batch: Option<batch_listener::GuestIndices>,
 }
 
 impl Prepared {
@@ -40,6 +43,7 @@ impl Prepared {
             listener: listener::GuestIndices::new(&pre).ok()?,
             upstream: upstream_listener::GuestIndices::new(&pre).ok(),
             errors: error_listener::GuestIndices::new(&pre).ok(),
+            batch: batch_listener::GuestIndices::new(&pre).ok(),
         };
         Some(Prepared {
             pre,
@@ -51,6 +55,11 @@ impl Prepared {
     pub fn has_upstream_hooks(&self) -> bool {
         self.exports.upstream.is_some()
     }
+
+    /// Whether the plugin exports `on-messages`.
+    pub fn has_batch(&self) -> bool {
+        self.exports.batch.is_some()
+    }
 }
 
 /// One instance of a plugin. Its hooks (in `hook.rs`) are called directly:
@@ -61,6 +70,7 @@ pub struct Instance {
     pub(super) listener: listener::Guest,
     pub(super) upstream: Option<upstream_listener::Guest>,
     pub(super) errors: Option<error_listener::Guest>,
+    pub(super) batch: Option<batch_listener::Guest>,
 }
 
 impl Instance {
@@ -155,17 +165,27 @@ impl InstancePool {
             Some(indices) => Some(indices.load(&mut store, &instance)?),
             None => None,
         };
+        let batch = match &exports.batch {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
         Ok(Instance {
             store,
             listener,
             upstream,
             errors,
+            batch,
         })
     }
 
     /// Whether the plugin exports the upstream hooks.
     pub fn has_upstream_hooks(&self) -> bool {
         self.pre.has_upstream_hooks()
+    }
+
+    /// Whether the plugin exports `on-messages`.
+    pub fn has_batch(&self) -> bool {
+        self.pre.has_batch()
     }
 
     /// The store an instance would get, without the instance: the least

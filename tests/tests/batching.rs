@@ -1,0 +1,152 @@
+//! `on-messages`: a burst of a client's messages goes to the plugin in one
+//! call where the plugin exports it (every SDK-built plugin does), and the
+//! client sees exactly what one `on-message` per message would show it.
+
+use std::time::Duration;
+
+use wsgate_tests::raw::{self, RawWs, TEXT, frame};
+use wsgate_tests::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Every frame of `texts` in one write, so that they arrive as one burst.
+async fn pipeline(ws: &mut RawWs, texts: &[String]) {
+    let bytes: Vec<u8> = texts
+        .iter()
+        .flat_map(|t| frame(true, false, TEXT, t.as_bytes()))
+        .collect();
+    ws.send(&bytes).await.unwrap();
+}
+
+async fn read_texts(ws: &mut RawWs, n: usize) -> Vec<String> {
+    let mut texts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let frame = ws.read_frame(WAIT).await.expect("a reply");
+        assert_eq!(frame.opcode, TEXT, "{frame:?}");
+        texts.push(String::from_utf8(frame.payload).unwrap());
+    }
+    texts
+}
+
+fn hook_calls(metrics: &str, plugin: &str, hook: &str) -> f64 {
+    sample(
+        metrics,
+        "wsgate_hook_duration_seconds_count",
+        &[&format!("plugin=\"{plugin}\""), &format!("hook=\"{hook}\"")],
+    )
+}
+
+#[tokio::test]
+async fn a_pipelined_burst_is_answered_in_order_in_few_calls() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut ws = RawWs::connect(server.port, "/ws/echo", &[]).await.unwrap();
+    const N: usize = 2_000;
+    let texts: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    pipeline(&mut ws, &texts).await;
+    assert_eq!(read_texts(&mut ws, N).await, texts);
+
+    let (_, metrics) = server.admin("GET", "/metrics").await;
+    let batches = hook_calls(&metrics, "echo", "on-messages");
+    let singles = hook_calls(&metrics, "echo", "on-message");
+    assert!(batches >= 1.0, "no on-messages call:\n{metrics}");
+    // Bursts are at most 256 frames, and a socket read may split one: far
+    // fewer calls than messages all the same.
+    assert!(
+        batches + singles <= (N / 8) as f64,
+        "{batches} on-messages and {singles} on-message calls for {N} pipelined messages"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "wsgate_messages_received_total",
+            &["plugin=\"echo\""]
+        ),
+        N as f64
+    );
+}
+
+/// A message that sends to its own sender ends the plugin's batch: what it
+/// sent arrives after the replies before it and before its own reply.
+#[tokio::test]
+async fn what_a_message_sends_its_sender_keeps_its_place_among_the_replies() {
+    let dir = plugin_dir(fixture_plugins(), &["inspect"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut ws = RawWs::connect(server.port, "/ws/inspect", &[])
+        .await
+        .unwrap();
+    ws.read_frame(WAIT).await.expect("the greeting");
+    let commands = [
+        "say a", "self b", "say c", "say d", "self e", "self f", "say g", "say h",
+    ];
+    let expected = [
+        "a", "b", "sent", "c", "d", "e", "sent", "f", "sent", "g", "h",
+    ];
+    for round in 0..20 {
+        let texts: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
+        pipeline(&mut ws, &texts).await;
+        assert_eq!(
+            read_texts(&mut ws, expected.len()).await,
+            expected,
+            "round {round}"
+        );
+    }
+    let (_, metrics) = server.admin("GET", "/metrics").await;
+    assert!(
+        hook_calls(&metrics, "inspect", "on-messages") >= 1.0,
+        "the bursts went to on-messages:\n{metrics}"
+    );
+}
+
+/// A plugin whose `on-messages` answers a burst with no results, or with
+/// more than it was given, fails that call like a trap: its connection is
+/// closed with 1011 and nothing internal, the failure is logged, and other
+/// connections are served.
+#[tokio::test]
+async fn an_on_messages_that_breaks_the_contract_fails_only_its_call() {
+    let dir = plugin_dir(fixture_plugins(), &["bad-batch"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut honest = server.connect("/ws/bad-batch").await;
+    for first in ["none", "more"] {
+        let mut bad = RawWs::connect(server.port, "/ws/bad-batch", &[])
+            .await
+            .unwrap();
+        // However the reads split them, some call gets two or more.
+        let texts = vec![first.to_string(); 50];
+        pipeline(&mut bad, &texts).await;
+        let close = loop {
+            let frame = bad.read_frame(WAIT).await.expect("a close");
+            if frame.opcode == raw::CLOSE {
+                break frame;
+            }
+        };
+        assert_eq!(close.close_code(), Some(1011), "{first}: {close:?}");
+        assert_eq!(&close.payload[2..], b"internal error");
+
+        send_text(&mut honest, "still here").await;
+        assert_eq!(next_text(&mut honest).await, "still here");
+    }
+    let logs = server.logs();
+    assert!(
+        logs.contains("on-messages returned 0 results for "),
+        "{logs}"
+    );
+    let more = logs.lines().any(|line| {
+        let Some((_, said)) = line.split_once("on-messages returned ") else {
+            return false;
+        };
+        let numbers: Vec<usize> = said
+            .split(' ')
+            .filter_map(|word| word.parse().ok())
+            .collect();
+        matches!(numbers[..], [returned, given, ..] if returned == given + 1)
+    });
+    assert!(more, "one more result than messages, logged:\n{logs}");
+    // A burst the plugin keeps the contract for is answered whole.
+    let mut ws = RawWs::connect(server.port, "/ws/bad-batch", &[])
+        .await
+        .unwrap();
+    let texts: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    pipeline(&mut ws, &texts).await;
+    assert_eq!(read_texts(&mut ws, 50).await, texts);
+}
