@@ -91,7 +91,11 @@ export interface FakeConnection {
    * closed); `received` gets the earlier replies, what was queued, the last.
    */
   onMessages(msgs: Array<Message | string | Uint8Array>): MaybeAsync<Array<Message | undefined>>;
-  /** The server's loop over a burst: on-messages until every message is handled or the connection closes; the replies. */
+  /**
+   * The server's loop over a burst: on-messages until every message is
+   * handled or the connection closes (on-message each for a burst of one,
+   * or the rest after a call that handled only its first); the replies.
+   */
   sendBurst(msgs: Array<Message | string | Uint8Array>): MaybeAsync<Array<Message | undefined>>;
   /** Runs onClose (with the plugin's close if it closed first), then onLastClose for the route's last. */
   close(code?: number, reason?: string): MaybeAsync<void>;

@@ -1120,9 +1120,6 @@ export class FakeHost {
   *#message(conn, msg) {
     // The server discards data that arrives after it started closing.
     if (conn.shut) return undefined;
-    // As the server: through the batch export where the listener has one
-    // (toListener() always adds it), as a batch of one.
-    if (typeof conn.listener.onMessages === 'function') return (yield* this.#batch(conn, [msg]))[0];
     const reply = optional(yield this.#hook(conn.listener, () => conn.listener.onMessage(conn.id, msg)), message);
     if (reply !== undefined && messageSize(reply) > this.limits.maxMessageSize) {
       conn.shut = true;
@@ -1168,13 +1165,25 @@ export class FakeHost {
   }
 
   // The server's loop over a burst: on-messages with what is left until
-  // nothing is, or the connection is closing (the rest is discarded).
+  // nothing is, or the connection is closing (the rest is discarded). A
+  // burst of one, a listener without onMessages, and the rest after a call
+  // that handled only its first message (a plugin that delivers on every
+  // message) get one on-message call per message instead.
   *#burst(conn, msgs) {
     const replies = [];
+    const oneByOne = function* (host, rest) {
+      for (const msg of rest) {
+        if (conn.shut) break;
+        replies.push(yield* host.#message(conn, msg));
+      }
+      return replies;
+    };
     for (let rest = msgs; rest.length && !conn.shut;) {
+      if (rest.length === 1 || typeof conn.listener.onMessages !== 'function') return yield* oneByOne(this, rest);
       const handled = yield* this.#batch(conn, rest);
       replies.push(...handled);
       rest = rest.slice(handled.length);
+      if (handled.length === 1 && rest.length) return yield* oneByOne(this, rest);
     }
     return replies;
   }
@@ -1254,8 +1263,9 @@ class FakeConnection {
 
   /**
    * The client sends a message: `on-message`; returns its reply (also in
-   * `received`). As in the server, a listener with `onMessages` (every
-   * toListener() one) gets it through that, as a batch of one.
+   * `received`). A message that arrives alone is what the server gives
+   * `on-message` even where the plugin exports `on-messages`; sendBurst()
+   * sends several at once.
    */
   send(msg) {
     this.#usable();
@@ -1283,12 +1293,13 @@ class FakeConnection {
    * The client sends `msgs` at once and the server does what it does with
    * a burst: `on-messages` with all of them, then with those not handled,
    * until none is left or the connection is closing (the server discards
-   * the rest). Returns the replies, one per message handled; `received`
-   * reads as after one send() per message.
+   * the rest); a burst of one, and the rest after a call that handled only
+   * its first message, get one `on-message` call per message. Returns the
+   * replies, one per message handled; `received` reads as after one
+   * send() per message.
    */
   sendBurst(msgs) {
     this.#usable();
-    if (typeof this.#conn.listener.onMessages !== 'function') throw new TypeError('the listener has no onMessages: make it with toListener() or loadListener()');
     return this.#host[CLIENT_BURST](this.#conn, this.#clientMessages(msgs));
   }
 

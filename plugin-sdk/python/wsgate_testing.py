@@ -26,12 +26,12 @@ sidecar's ``[history]`` table (``FakeHost(history=HistoryConfig(...))`` or
 ``HistoryConfig.from_sidecar(path)``): sizes, TTLs on the virtual clock,
 epochs (:meth:`FakeHost.new_epoch` plays a lost history), ``recovered``.
 
-Bursts (WIT 0.1.3): as the server, ``Connection.send`` reaches the listener
-through ``on_messages`` (a batch of one) where it has one, as every
-``wsgate.Listener`` does. ``conn.on_messages([...])`` is one such call with
-a burst, returning its results and writing to the inbox what the server
-writes, in its order; ``conn.send_burst([...])`` is the server's loop (call,
-then hand the messages not handled to the next call).
+Bursts (WIT 0.1.3): ``conn.send_burst([...])`` sends messages that arrive
+together, and does what the server does with them: ``on_messages`` calls
+(every ``wsgate.Listener`` has it), each with the messages the last did not
+handle, writing to the inbox what the server writes, in its order; a burst
+of one, or the rest after a call that handled only its first message, gets
+``on_message`` per message. ``conn.on_messages([...])`` is one such call.
 
 Not modelled: other plugins, a cluster (the ``node_*`` calls answer as
 their cluster-wide twins), send queues filling up
@@ -1313,17 +1313,13 @@ class Connection:
     def send(self, msg):
         """The client sends ``msg``: runs ``on_message`` and returns its reply
         (also put in the inbox, after what the hook queued, unless the
-        connection was closed meanwhile).
-
-        As in the server, a listener that has ``on_messages`` (every
-        :class:`wsgate.Listener` does) gets the message through it, as a
-        batch of one; one without, through ``on_message``."""
+        connection was closed meanwhile). A message that arrives alone is
+        what the server gives ``on_message`` even where the plugin exports
+        ``on_messages``; :meth:`send_burst` sends several at once."""
         self._check_usable()
         msg = _message(msg, "msg")
         if self.closing:
             return None  # the server discards data after it started closing
-        if self._batches():
-            return self._batch([msg])[0]
         reply = self.host._call(self.listener, "on_message", self.id, msg)
         if reply is not None:
             reply = _message(reply, "on_message's reply")
@@ -1359,15 +1355,30 @@ class Connection:
         """The client sends ``msgs`` at once, and the server does what it
         does with a burst: ``on_messages`` with all of them, then with the
         ones it did not handle, until none is left or the connection is
-        closing (the server discards the rest). Returns the replies, one
-        per message handled, in order; the inbox reads as it would after
-        one :meth:`send` per message."""
+        closing (the server discards the rest). A burst of one, a listener
+        without ``on_messages``, and the rest of a burst whose call handled
+        only its first message (a plugin that delivers on every message)
+        get one ``on_message`` call per message instead. Returns the
+        replies, one per message handled, in order; the inbox reads as it
+        would after one :meth:`send` per message."""
         rest = [_client_message(m) for m in msgs]
         replies: List[Optional[Message]] = []
-        while rest and not self.closing and not self._ended:
+        while rest and not self.closing:
+            if len(rest) == 1 or not self._batches():
+                return replies + self._one_by_one(rest)
             handled = self.on_messages(rest)
             replies += handled
             rest = rest[len(handled):]
+            if len(handled) == 1 and rest:
+                return replies + self._one_by_one(rest)
+        return replies
+
+    def _one_by_one(self, msgs) -> List[Optional[Message]]:
+        replies = []
+        for msg in msgs:
+            if self.closing:
+                break
+            replies.append(self.send(msg))
         return replies
 
     def _batches(self) -> bool:

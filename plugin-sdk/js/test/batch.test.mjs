@@ -63,11 +63,13 @@ describe('one call for a burst', () => {
     assert.deepEqual(conn.texts(), ['1', '3']);
   });
 
-  test('a single send is a batch of one, as the server calls on-messages for every message', () => {
+  test('a message that arrives alone goes to onMessage, as the server calls on-message for a burst of one', () => {
     const listener = listenerOf({ onMessage: echo });
     const conn = new FakeHost().open(listener);
     assert.deepEqual(conn.sendText('hi'), text('hi'));
-    assert.deepEqual(listener.batches, [1]);
+    assert.deepEqual(conn.sendBurst(['alone']), [text('alone')]);
+    assert.deepEqual(listener.batches, []);
+    assert.deepEqual(conn.texts(), ['hi', 'alone']);
   });
 
   test('toListener() exports onMessages even for a module without onMessage', () => {
@@ -118,7 +120,7 @@ describe('delivering ends the batch', () => {
     const other = h.open(listener, room);
     sender.sendBurst(['a', '!1', 'b']);
     assert.deepEqual(other.texts(), ['pub!1']);
-    assert.deepEqual(listener.batches, [3, 1]);
+    assert.deepEqual(listener.batches, [3], 'b alone: on-message');
   });
 
   const others = (conn) => [...host.connections()].filter((c) => c !== conn);
@@ -155,8 +157,8 @@ describe('delivering ends the batch', () => {
       h.open(toListener({}), room);
       h.open(toListener({}), room);
       assert.equal(conn.onMessages(['a', '!x', 'b', 'c']).length, 2);
-      assert.deepEqual(conn.sendBurst(['!y', 'd', 'e']), [text('re-!y'), text('re-d'), text('re-e')]);
-      assert.deepEqual(listener.batches, [4, 3, 2]);
+      assert.deepEqual(conn.sendBurst(['d', '!y', 'e', 'f']), ['re-d', 're-!y', 're-e', 're-f'].map(text));
+      assert.deepEqual(listener.batches, [4, 4, 2]);
     });
   }
 
@@ -192,9 +194,18 @@ describe('delivering ends the batch', () => {
     assert.deepEqual(conn.texts(), ['sent!1', 're-!1']);
   });
 
+  test('after a call that handled only its first message, the rest go one by one', () => {
+    const listener = listenerOf({ onMessage: replier(delivering.send) });
+    const conn = new FakeHost().open(listener);
+    assert.deepEqual(texts(conn.sendBurst(['!1', 'a', '!2', 'b'])), ['re-!1', 're-a', 're-!2', 're-b']);
+    assert.deepEqual(listener.batches, [4], 'a plugin that delivers at once: on-message for the rest');
+    assert.deepEqual(listener.seen, ['!1', 'a', '!2', 'b']);
+    assert.deepEqual(conn.texts(), ['sent!1', 're-!1', 're-a', 'sent!2', 're-!2', 're-b']);
+  });
+
   test('the flag is cleared for every message', () => {
     const conn = new FakeHost().open(listenerOf({ onMessage: replier(delivering.send) }));
-    conn.sendText('!1');
+    assert.equal(conn.onMessages(['a', '!1']).length, 2);
     assert.equal(conn.onMessages(['a', 'b', 'c']).length, 3, "the last batch's delivery is not carried over");
   });
 
@@ -210,7 +221,7 @@ describe('delivering ends the batch', () => {
     const pending = conn.sendBurst(['a', 'b', '!1', 'c']);
     assert.equal(typeof pending.then, 'function', 'an async onMessage makes the burst a Promise');
     assert.deepEqual(texts(await pending), ['re-a', 're-b', 're-!1', 're-c']);
-    assert.deepEqual(listener.batches, [4, 1]);
+    assert.deepEqual(listener.batches, [4], 'c alone: on-message');
     assert.deepEqual(conn.texts(), ['re-a', 're-b', 'pub!1', 're-!1', 're-c']);
   });
 });
@@ -243,7 +254,7 @@ describe('closing and failures', () => {
     assert.throws(() => conn.onMessages(['a', 'boom', 'b']), RangeError);
     assert.deepEqual(conn.received, [], 'a trap: the server closes with 1011 and writes none of the replies');
     assert.throws(() => conn.sendBurst(['c', 'boom']), RangeError);
-    assert.throws(() => conn.sendText('boom'), RangeError);
+    assert.throws(() => conn.sendBurst(['boom']), RangeError);
   });
 
   test('what an async onMessage rejects with fails the call', async () => {
@@ -265,6 +276,14 @@ describe('closing and failures', () => {
       assert.throws(() => conn.onMessages(['a', 'b', 'c']), /onMessages returned/);
     });
   }
+
+  test('a listener without onMessages gets onMessage for every message of a burst', () => {
+    const listener = toListener({ onMessage: echo });
+    delete listener.onMessages; // a plugin built before 0.1.3
+    const conn = new FakeHost().open(listener);
+    assert.deepEqual(conn.sendBurst(['a', 'b']), [text('a'), text('b')]);
+    assert.throws(() => conn.onMessages(['a']), /no onMessages/);
+  });
 
   test('a burst is at least one message', () => {
     const conn = new FakeHost().open(listenerOf({}));

@@ -61,11 +61,13 @@ def test_on_messages_returns_one_result_per_message_in_order_with_none_for_no_re
     assert conn.texts == ["1", "3"]
 
 
-def test_a_single_send_is_a_batch_of_one():
+def test_a_message_that_arrives_alone_goes_to_on_message():
     listener = Counting(on_message=echo)
     conn = FakeHost().open(listener)
     assert conn.send_text("hi") == Message.text("hi")
-    assert listener.batches == [1], "as the server calls on-messages for every message"
+    assert conn.send_burst(["alone"]) == [Message.text("alone")]
+    assert listener.batches == [], "the server calls on-message for a burst of one"
+    assert conn.texts == ["hi", "alone"]
 
 
 # --- Delivering ends the batch -----------------------------------------------
@@ -121,7 +123,7 @@ def test_others_see_the_same_as_with_one_on_message_per_message():
     sender = host_.open(listener, route="/ws/{channel}", path="/ws/room")
     other = host_.open(listener, route="/ws/{channel}", path="/ws/room")
     sender.send_burst(burst)
-    assert other.texts == ["pub!1"] and listener.batches == [3, 1]
+    assert other.texts == ["pub!1"] and listener.batches == [3], "b alone: on-message"
 
 
 def send_to_sender(conn, text):
@@ -166,8 +168,8 @@ def test_each_delivering_call_ends_the_batch(delivering):
     for _ in range(2):  # the ones close_other closes
         host_.open(Recorder(), route="/ws/{channel}", path="/ws/room")
     assert len(conn.on_messages(["a", "!x", "b", "c"])) == 2
-    assert conn.send_burst(["!y", "d", "e"]) == [Message.text(t) for t in ("re-!y", "re-d", "re-e")]
-    assert listener.batches == [4, 3, 2]
+    assert conn.send_burst(["d", "!y", "e", "f"]) == [Message.text(t) for t in ("re-d", "re-!y", "re-e", "re-f")]
+    assert listener.batches == [4, 4, 2]
 
 
 @pytest.mark.parametrize("call", [
@@ -210,10 +212,20 @@ def test_a_batch_that_starts_with_a_delivering_message_handles_only_it():
     assert conn.texts == ["sent!1", "re-!1"]
 
 
+def test_after_a_call_that_handled_only_its_first_message_the_rest_go_one_by_one():
+    listener = Counting(on_message=replier(send_to_sender))
+    conn = FakeHost().open(listener)
+    replies = conn.send_burst(["!1", "a", "!2", "b"])
+    assert texts(replies) == ["re-!1", "re-a", "re-!2", "re-b"]
+    assert listener.batches == [4], "a plugin that delivers at once: on-message for the rest"
+    assert [e[2].value for e in listener.events if e[0] == "on_message"] == ["!1", "a", "!2", "b"]
+    assert conn.texts == ["sent!1", "re-!1", "re-a", "sent!2", "re-!2", "re-b"]
+
+
 def test_the_flag_is_cleared_for_every_message():
     listener = Counting(on_message=replier(send_to_sender))
     conn = FakeHost().open(listener)
-    conn.send_text("!1")  # a delivering message, in a batch of its own
+    assert len(conn.on_messages(["a", "!1"])) == 2  # the batch ends on a delivery
     assert len(conn.on_messages(["a", "b", "c"])) == 3, "the last batch's delivery is not carried over"
 
 
@@ -256,7 +268,7 @@ def test_an_exception_propagates_and_nothing_of_the_call_is_written():
     with pytest.raises(ZeroDivisionError):
         conn.send_burst(["c", "boom"])
     with pytest.raises(ZeroDivisionError):
-        conn.send_text("boom")
+        conn.send_burst(["boom"])
 
 
 @pytest.mark.parametrize("results", [[], [None, None, None, None], None, "ab"])
@@ -300,7 +312,7 @@ def test_a_listener_without_on_messages_gets_on_message():
         on_first_open = on_last_close = lambda self, route: None
 
     conn = FakeHost().open(Bare)
-    assert conn.send_text("hi") == Message.text("hi")
+    assert conn.send_burst(["a", "b"]) == [Message.text("a"), Message.text("b")]
     with pytest.raises(TypeError, match="no on_messages"):
         conn.on_messages(["a"])
 
