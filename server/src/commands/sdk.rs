@@ -37,6 +37,7 @@ const CONTRACT: &[Embedded] = embed![
 
 const RUST: &[Embedded] = embed![
     "plugin-sdk/rust/Cargo.toml",
+    "plugin-sdk/rust/src/batch.rs",
     "plugin-sdk/rust/src/history.rs",
     "plugin-sdk/rust/src/http.rs",
     "plugin-sdk/rust/src/lib.rs",
@@ -64,6 +65,7 @@ const JS: &[Embedded] = embed![
     "plugin-sdk/js/types/interfaces/wsgate-plugin-types.d.ts",
     "plugin-sdk/js/types/interfaces/wsgate-plugin-upstream-listener.d.ts",
     "plugin-sdk/js/types/interfaces/wsgate-plugin-error-listener.d.ts",
+    "plugin-sdk/js/types/interfaces/wsgate-plugin-batch-listener.d.ts",
     "plugin-sdk/js/build.mjs",
     "plugin-sdk/js/package.json",
     "plugin-sdk/js/package-lock.json",
@@ -128,6 +130,35 @@ mod tests {
         assert!(!manifest.contains("workspace"), "{manifest}");
         let parsed: toml::Table = manifest.parse().unwrap();
         assert_eq!(parsed["package"]["edition"].as_str(), Some("2024"));
+    }
+
+    /// A file added to an SDK and not embedded breaks only projects made
+    /// by `wsgate new`, far from the change that forgot it.
+    #[test]
+    fn every_sdk_source_is_embedded() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (lang, dir, ext) in [
+            (Lang::Rust, "plugin-sdk/rust/src", ".rs"),
+            (Lang::Js, "plugin-sdk/js/types", ".d.ts"),
+        ] {
+            let mut pending = vec![root.join(dir)];
+            while let Some(dir) = pending.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        pending.push(path);
+                        continue;
+                    }
+                    let relative = path.strip_prefix(&root).unwrap().to_str().unwrap();
+                    if relative.ends_with(ext) {
+                        assert!(
+                            files(lang).iter().any(|f| f.path == relative),
+                            "{relative} is not embedded for {lang:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
