@@ -744,3 +744,12 @@ pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .map(|(_, v)| v.parse::<f64>().unwrap())
         .sum()
 }
+
+/// How many times `plugin`'s `hook` was called, by its duration histogram.
+pub fn hook_calls(metrics: &str, plugin: &str, hook: &str) -> f64 {
+    sample(
+        metrics,
+        "wsgate_hook_duration_seconds_count",
+        &[&format!("plugin=\"{plugin}\""), &format!("hook=\"{hook}\"")],
+    )
+}

@@ -34,6 +34,19 @@ pub fn frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A text frame's opcode and payload, for [`RawWs::pipeline`].
+pub fn text(s: &str) -> (u8, Vec<u8>) {
+    (TEXT, s.as_bytes().to_vec())
+}
+
+/// Payloads as text, to compare with what was sent.
+pub fn texts(frames: &[(u8, Vec<u8>)]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
 /// A server frame as read back: FIN, opcode, payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFrame {
@@ -89,6 +102,29 @@ impl RawWs {
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await
+    }
+
+    /// Every frame of `frames` (opcode, payload) in one write, so that they
+    /// arrive as one burst.
+    pub async fn pipeline(&mut self, frames: &[(u8, Vec<u8>)]) {
+        let bytes: Vec<u8> = frames
+            .iter()
+            .flat_map(|(opcode, payload)| frame(true, false, *opcode, payload))
+            .collect();
+        self.send(&bytes).await.unwrap();
+    }
+
+    /// The next `n` frames (opcode, payload), each within `wait`.
+    pub async fn read_frames(&mut self, n: usize, wait: Duration) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::with_capacity(n);
+        for i in 0..n {
+            let frame = self
+                .read_frame(wait)
+                .await
+                .unwrap_or_else(|| panic!("reply {i} of {n}"));
+            frames.push((frame.opcode, frame.payload));
+        }
+        frames
     }
 
     /// The next frame from the server, or `None` at end of stream or after

@@ -4,37 +4,10 @@
 
 use std::time::Duration;
 
-use wsgate_tests::raw::{self, RawWs, TEXT, frame};
+use wsgate_tests::raw::{self, RawWs, text, texts};
 use wsgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Every frame of `texts` in one write, so that they arrive as one burst.
-async fn pipeline(ws: &mut RawWs, texts: &[String]) {
-    let bytes: Vec<u8> = texts
-        .iter()
-        .flat_map(|t| frame(true, false, TEXT, t.as_bytes()))
-        .collect();
-    ws.send(&bytes).await.unwrap();
-}
-
-async fn read_texts(ws: &mut RawWs, n: usize) -> Vec<String> {
-    let mut texts = Vec::with_capacity(n);
-    for _ in 0..n {
-        let frame = ws.read_frame(WAIT).await.expect("a reply");
-        assert_eq!(frame.opcode, TEXT, "{frame:?}");
-        texts.push(String::from_utf8(frame.payload).unwrap());
-    }
-    texts
-}
-
-fn hook_calls(metrics: &str, plugin: &str, hook: &str) -> f64 {
-    sample(
-        metrics,
-        "wsgate_hook_duration_seconds_count",
-        &[&format!("plugin=\"{plugin}\""), &format!("hook=\"{hook}\"")],
-    )
-}
 
 #[tokio::test]
 async fn a_pipelined_burst_is_answered_in_order_in_few_calls() {
@@ -42,9 +15,10 @@ async fn a_pipelined_burst_is_answered_in_order_in_few_calls() {
     let server = Server::start(dir.path(), &[]).await;
     let mut ws = RawWs::connect(server.port, "/ws/echo", &[]).await.unwrap();
     const N: usize = 2_000;
-    let texts: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-    pipeline(&mut ws, &texts).await;
-    assert_eq!(read_texts(&mut ws, N).await, texts);
+    let sent: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    ws.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+        .await;
+    assert_eq!(texts(&ws.read_frames(N, WAIT).await), sent);
 
     let (_, metrics) = server.admin("GET", "/metrics").await;
     let batches = hook_calls(&metrics, "echo", "on-messages");
@@ -83,10 +57,9 @@ async fn what_a_message_sends_its_sender_keeps_its_place_among_the_replies() {
         "a", "b", "sent", "c", "d", "e", "sent", "f", "sent", "g", "h",
     ];
     for round in 0..20 {
-        let texts: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
-        pipeline(&mut ws, &texts).await;
+        ws.pipeline(&commands.map(text)).await;
         assert_eq!(
-            read_texts(&mut ws, expected.len()).await,
+            texts(&ws.read_frames(expected.len(), WAIT).await),
             expected,
             "round {round}"
         );
@@ -112,8 +85,9 @@ async fn an_on_messages_that_breaks_the_contract_fails_only_its_call() {
             .await
             .unwrap();
         // However the reads split them, some call gets two or more.
-        let texts = vec![first.to_string(); 50];
-        pipeline(&mut bad, &texts).await;
+        let sent = vec![first.to_string(); 50];
+        bad.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+            .await;
         let close = loop {
             let frame = bad.read_frame(WAIT).await.expect("a close");
             if frame.opcode == raw::CLOSE {
@@ -146,7 +120,8 @@ async fn an_on_messages_that_breaks_the_contract_fails_only_its_call() {
     let mut ws = RawWs::connect(server.port, "/ws/bad-batch", &[])
         .await
         .unwrap();
-    let texts: Vec<String> = (0..50).map(|i| i.to_string()).collect();
-    pipeline(&mut ws, &texts).await;
-    assert_eq!(read_texts(&mut ws, 50).await, texts);
+    let sent: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    ws.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+        .await;
+    assert_eq!(texts(&ws.read_frames(50, WAIT).await), sent);
 }

@@ -8,44 +8,10 @@
 
 use std::time::Duration;
 
-use wsgate_tests::raw::{BINARY, RawWs, TEXT, frame};
+use wsgate_tests::raw::{BINARY, RawWs, text, texts};
 use wsgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Every frame of `frames` (opcode, payload) in one write, so that they
-/// arrive as one burst.
-async fn pipeline(ws: &mut RawWs, frames: &[(u8, Vec<u8>)]) {
-    let bytes: Vec<u8> = frames
-        .iter()
-        .flat_map(|(opcode, payload)| frame(true, false, *opcode, payload))
-        .collect();
-    ws.send(&bytes).await.unwrap();
-}
-
-async fn read_frames(ws: &mut RawWs, n: usize) -> Vec<(u8, Vec<u8>)> {
-    let mut frames = Vec::with_capacity(n);
-    for i in 0..n {
-        let frame = ws
-            .read_frame(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("reply {i} of {n}"));
-        frames.push((frame.opcode, frame.payload));
-    }
-    frames
-}
-
-fn text(s: &str) -> (u8, Vec<u8>) {
-    (TEXT, s.as_bytes().to_vec())
-}
-
-fn hook_calls(metrics: &str, plugin: &str, hook: &str) -> f64 {
-    sample(
-        metrics,
-        "wsgate_hook_duration_seconds_count",
-        &[&format!("plugin=\"{plugin}\""), &format!("hook=\"{hook}\"")],
-    )
-}
 
 #[tokio::test]
 async fn echo_c_answers_bursts_in_order_in_few_calls() {
@@ -65,8 +31,8 @@ async fn echo_c_answers_bursts_in_order_in_few_calls() {
             _ => (BINARY, vec![(i % 251) as u8; 16 * 1024]),
         })
         .collect();
-    pipeline(&mut ws, &frames).await;
-    assert!(read_frames(&mut ws, N).await == frames, "echoes in order");
+    ws.pipeline(&frames).await;
+    assert!(ws.read_frames(N, WAIT).await == frames, "echoes in order");
 
     let (_, metrics) = server.admin("GET", "/metrics").await;
     let batches = hook_calls(&metrics, "echo-c", "on-messages");
@@ -108,15 +74,9 @@ async fn burst_c_delivers_between_its_replies_in_order() {
             want.push(text(&format!("r:{t}")));
         }
         let frames: Vec<(u8, Vec<u8>)> = sent.iter().map(|t| text(t)).collect();
-        pipeline(&mut a, &frames).await;
-        let got = read_frames(&mut a, want.len()).await;
-        let show = |frames: &[(u8, Vec<u8>)]| {
-            frames
-                .iter()
-                .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(show(&got), show(&want), "round {round}");
+        a.pipeline(&frames).await;
+        let got = a.read_frames(want.len(), WAIT).await;
+        assert_eq!(texts(&got), texts(&want), "round {round}");
         assert_eq!(got, want, "round {round}: all text");
         assert_eq!(next_text(&mut b).await, format!("w{round}"));
     }
