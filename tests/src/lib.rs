@@ -753,3 +753,38 @@ pub fn hook_calls(metrics: &str, plugin: &str, hook: &str) -> f64 {
         &[&format!("plugin=\"{plugin}\""), &format!("hook=\"{hook}\"")],
     )
 }
+
+/// An echo answers a pipelined burst of text and binary in order, in far
+/// fewer guest calls than messages: the SDK's loop handles whole bursts.
+/// `name` is an echo example; text and binary, empty and 16 KiB, so that
+/// the SDK's loop hands on and frees buffers of every kind.
+pub async fn echo_answers_bursts_in_order_in_few_calls(name: &str) {
+    let dir = plugin_dir(example_plugins(), &[name]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut ws = raw::RawWs::connect(server.port, &format!("/ws/{name}"), &[])
+        .await
+        .unwrap();
+    const N: usize = 1_000;
+    let frames: Vec<(u8, Vec<u8>)> = (0..N)
+        .map(|i| match i % 4 {
+            0 => raw::text(&format!("text {i} \u{e9}\u{1f600}")),
+            1 => (raw::BINARY, vec![i as u8; i % 200]),
+            2 => raw::text(""),
+            _ => (raw::BINARY, vec![(i % 251) as u8; 16 * 1024]),
+        })
+        .collect();
+    ws.pipeline(&frames).await;
+    assert!(
+        ws.read_frames(N, Duration::from_secs(20)).await == frames,
+        "echoes in order"
+    );
+
+    let (_, metrics) = server.admin("GET", "/metrics").await;
+    let batches = hook_calls(&metrics, name, "on-messages");
+    let singles = hook_calls(&metrics, name, "on-message");
+    assert!(batches >= 1.0, "no on-messages call:\n{metrics}");
+    assert!(
+        batches + singles <= (N / 4) as f64,
+        "{batches} on-messages and {singles} on-message calls for {N} pipelined messages"
+    );
+}

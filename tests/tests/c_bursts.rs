@@ -8,40 +8,14 @@
 
 use std::time::Duration;
 
-use wsgate_tests::raw::{BINARY, RawWs, text, texts};
+use wsgate_tests::raw::{RawWs, text, texts};
 use wsgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn echo_c_answers_bursts_in_order_in_few_calls() {
-    let dir = plugin_dir(example_plugins(), &["echo-c"]);
-    let server = Server::start(dir.path(), &[]).await;
-    let mut ws = RawWs::connect(server.port, "/ws/echo-c", &[])
-        .await
-        .unwrap();
-    // Text and binary, empty and 16 KiB, so that the SDK's loop hands on
-    // and frees buffers of every kind.
-    const N: usize = 1_000;
-    let frames: Vec<(u8, Vec<u8>)> = (0..N)
-        .map(|i| match i % 4 {
-            0 => text(&format!("text {i}")),
-            1 => (BINARY, vec![i as u8; i % 200]),
-            2 => text(""),
-            _ => (BINARY, vec![(i % 251) as u8; 16 * 1024]),
-        })
-        .collect();
-    ws.pipeline(&frames).await;
-    assert!(ws.read_frames(N, WAIT).await == frames, "echoes in order");
-
-    let (_, metrics) = server.admin("GET", "/metrics").await;
-    let batches = hook_calls(&metrics, "echo-c", "on-messages");
-    let singles = hook_calls(&metrics, "echo-c", "on-message");
-    assert!(batches >= 1.0, "no on-messages call:\n{metrics}");
-    assert!(
-        batches + singles <= (N / 4) as f64,
-        "{batches} on-messages and {singles} on-message calls for {N} pipelined messages"
-    );
+    echo_answers_bursts_in_order_in_few_calls("echo-c").await;
 }
 
 /// What a message sends or broadcasts arrives after the replies to the

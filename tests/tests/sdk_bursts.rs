@@ -10,40 +10,10 @@
 
 use std::time::Duration;
 
-use wsgate_tests::raw::{BINARY, RawWs, text, texts};
+use wsgate_tests::raw::{RawWs, text, texts};
 use wsgate_tests::*;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// An echo answers a pipelined burst of text and binary in order, in far
-/// fewer guest calls than messages: the SDK's loop handles whole bursts.
-async fn echo_answers_bursts_in_order_in_few_calls(name: &str) {
-    let dir = plugin_dir(example_plugins(), &[name]);
-    let server = Server::start(dir.path(), &[]).await;
-    let mut ws = RawWs::connect(server.port, &format!("/ws/{name}"), &[])
-        .await
-        .unwrap();
-    const N: usize = 1_000;
-    let frames: Vec<(u8, Vec<u8>)> = (0..N)
-        .map(|i| match i % 4 {
-            0 => text(&format!("text {i} \u{e9}\u{1f600}")),
-            1 => (BINARY, vec![i as u8; i % 200]),
-            2 => text(""),
-            _ => (BINARY, vec![(i % 251) as u8; 16 * 1024]),
-        })
-        .collect();
-    ws.pipeline(&frames).await;
-    assert!(ws.read_frames(N, WAIT).await == frames, "echoes in order");
-
-    let (_, metrics) = server.admin("GET", "/metrics").await;
-    let batches = hook_calls(&metrics, name, "on-messages");
-    let singles = hook_calls(&metrics, name, "on-message");
-    assert!(batches >= 1.0, "no on-messages call:\n{metrics}");
-    assert!(
-        batches + singles <= (N / 4) as f64,
-        "{batches} on-messages and {singles} on-message calls for {N} pipelined messages"
-    );
-}
 
 /// What a message delivers arrives after the replies to the messages
 /// before it and before its own reply, to the sender; the other client
