@@ -55,7 +55,11 @@ impl Session {
         let sent = Traffic::new(&metrics.messages_out, &metrics.bytes_out);
         let mut talk = Conversation {
             wire: Wire::new(
-                Socket::new(socket, self.max_message_size, self.reassembly),
+                {
+                    let mut socket = Socket::new(socket, self.max_message_size, self.reassembly);
+                    socket.hold_closes();
+                    socket
+                },
                 self.queue,
                 self.conn.clone(),
                 self.timeouts.clone(),
@@ -181,7 +185,11 @@ impl Conversation {
                         .close(CloseCode::POLICY, "message rate limit exceeded");
                 }
                 Read::End(frame) => {
-                    self.on_messages(burst).await?;
+                    // The close yawc queued for this frame goes after the
+                    // answers to the messages before it.
+                    let answered = self.on_messages(burst).await;
+                    self.wire.socket.release_close();
+                    answered?;
                     return Err(self.end(frame));
                 }
             }

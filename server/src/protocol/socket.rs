@@ -59,6 +59,11 @@ pub struct Socket<S = HttpStream> {
     /// The close was ours, so yawc's echo of the peer's reply to it must
     /// never go out.
     own_close: bool,
+    /// Where set ([`Socket::hold_closes`]), the close yawc queued in answer
+    /// to a frame read waits here until [`Socket::release_close`], so that
+    /// replies to the messages read before that frame go out before it.
+    held_close: Option<Box<Frame>>,
+    holds_closes: bool,
 }
 
 /// Bytes of partly received messages held for every client together: the
@@ -126,6 +131,39 @@ impl Drop for Partial {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// From now on, a close yawc queues in answer to a frame read waits for
+    /// [`Socket::release_close`]: a session answers a burst's messages
+    /// after reading the whole burst, and a close read within it must not
+    /// overtake those answers.
+    pub fn hold_closes(&mut self) {
+        self.holds_closes = true;
+    }
+
+    /// The conversation is winding down: nothing more is held back.
+    pub fn stop_holding_closes(&mut self) {
+        self.holds_closes = false;
+        self.release_close();
+    }
+
+    /// Queues the close held back since the frame that caused it was read.
+    pub fn release_close(&mut self) {
+        if let Some(frame) = self.held_close.take() {
+            self.ws.queue_close(*frame);
+            self.closed = true;
+        }
+    }
+
+    /// yawc queued a close in answer to the frame just read.
+    fn on_close_queued(&mut self) {
+        if self.holds_closes
+            && let Some(frame) = self.ws.take_queued_close()
+        {
+            self.held_close = Some(Box::new(frame));
+            return;
+        }
+        self.closed = true;
+    }
+
     pub fn new(ws: WebSocket<S>, max_message_size: usize, budget: Arc<ReassemblyBudget>) -> Self {
         Socket {
             ws: ws.into_streaming(),
@@ -134,6 +172,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             partial: None,
             closed: false,
             own_close: false,
+            held_close: None,
+            holds_closes: false,
         }
     }
 
@@ -254,18 +294,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
                 Ok(frame) => frame,
                 Err(WebSocketError::ConnectionClosed) => return Poll::Ready(None),
                 Err(WebSocketError::FrameTooLarge) => {
-                    this.closed = true;
+                    this.on_close_queued();
                     return Poll::Ready(Some(Err(ReadError::TooBig)));
                 }
                 Err(e) => {
-                    this.closed = true;
+                    this.on_close_queued();
                     return Poll::Ready(Some(Err(ReadError::Library(e))));
                 }
             };
             let incoming = match frame.opcode() {
                 OpCode::Close => {
                     // yawc has queued the echo.
-                    this.closed = true;
+                    this.on_close_queued();
                     let reason = frame.close_reason().ok().flatten().unwrap_or("");
                     let close = frame
                         .close_code()

@@ -322,6 +322,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// close but could not send it yet (bad input, a stuck socket), then
     /// the echo of the peer's close that yawc queued.
     pub async fn finish(&mut self) {
+        self.socket.stop_holding_closes();
         self.peer.mark_closing();
         let close = self.timeouts.close;
         if !self.close_written

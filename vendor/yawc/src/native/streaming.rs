@@ -447,6 +447,23 @@ where
         Ok(())
     }
 
+    /// wsgate: takes back the close frame queued in answer to the frame
+    /// just read (the peer's close, or a frame that broke the protocol), so
+    /// that replies to the messages read before it can go out first; give
+    /// it back with [`Streaming::queue_close`].
+    pub fn take_queued_close(&mut self) -> Option<Frame> {
+        let i = self
+            .obligated_sends
+            .iter()
+            .rposition(|f| f.opcode == OpCode::Close)?;
+        self.obligated_sends.remove(i)
+    }
+
+    /// wsgate: queues a close frame taken with [`Streaming::take_queued_close`].
+    pub fn queue_close(&mut self, frame: Frame) {
+        self.obligated_sends.push_back(frame);
+    }
+
     fn emit_close(&mut self, frame: Frame) {
         self.obligated_sends.push_back(frame);
         self.read_half.is_closed = true;
