@@ -40,6 +40,48 @@ async fn a_pipelined_burst_is_answered_in_order_in_few_calls() {
     );
 }
 
+/// Large messages go to the plugin a few at a time, however many arrive
+/// together: a burst is lowered into the guest's memory whole, and a
+/// guest's memory never shrinks, so a burst is cut at 64 KiB of payload.
+/// An honest client is served meanwhile and the server's memory stays
+/// bounded.
+#[tokio::test]
+async fn a_burst_of_large_messages_reaches_the_plugin_a_few_at_a_time() {
+    let dir = plugin_dir(example_plugins(), &["echo"]);
+    let server = Server::start(dir.path(), &[]).await;
+    let mut honest = server.connect("/ws/echo").await;
+    let base = server.rss_kib();
+    let mut ws = RawWs::connect(server.port, "/ws/echo", &[]).await.unwrap();
+    const SIZE: usize = 60 << 10;
+    // A round stays within what the socket buffers hold while the client
+    // is still writing, since it reads only after.
+    const PER_ROUND: usize = 16;
+    const ROUNDS: usize = 40;
+    for round in 0..ROUNDS {
+        let frames: Vec<_> = (0..PER_ROUND)
+            .map(|i| (raw::BINARY, vec![(round * PER_ROUND + i) as u8; SIZE]))
+            .collect();
+        ws.pipeline(&frames).await;
+        assert!(
+            ws.read_frames(PER_ROUND, WAIT).await == frames,
+            "round {round} echoed in order"
+        );
+        send_text(&mut honest, &format!("still here {round}")).await;
+        assert_eq!(next_text(&mut honest).await, format!("still here {round}"));
+    }
+    server.assert_rss_within(base, 16, "pipelined 60 KiB messages");
+
+    let (_, metrics) = server.admin("GET", "/metrics").await;
+    let calls =
+        hook_calls(&metrics, "echo", "on-messages") + hook_calls(&metrics, "echo", "on-message");
+    // Two 60 KiB messages reach 64 KiB: no call carries more.
+    let sent = (PER_ROUND * ROUNDS + ROUNDS) as f64;
+    assert!(
+        calls >= (PER_ROUND * ROUNDS / 2) as f64,
+        "{calls} calls for {sent} messages, {PER_ROUND} of 60 KiB pipelined at a time"
+    );
+}
+
 /// A message that sends to its own sender ends the plugin's batch: what it
 /// sent arrives after the replies before it and before its own reply.
 #[tokio::test]

@@ -24,6 +24,13 @@ use yawc::HttpWebSocket;
 
 use super::socket::{Incoming, ReadError, Socket};
 use super::wire::{Event, MAX_BATCH, Peer, Wire};
+
+/// Payload bytes a burst gathers before it goes to the plugin: a burst is
+/// lowered into the guest's memory as one list, and a guest's memory never
+/// shrinks, so a client pipelining large messages would otherwise grow every
+/// instance it reaches by up to `MAX_BATCH` of them. Small messages, where
+/// one call per burst pays off, fit by the hundred.
+const MAX_BURST_BYTES: usize = 64 << 10;
 use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
 use crate::config::Timeouts;
 use crate::metrics::Traffic;
@@ -165,8 +172,12 @@ impl Conversation {
         first: Option<Result<Incoming, ReadError>>,
     ) -> Result<(), CloseFrame> {
         let mut burst = Vec::new();
+        let mut bytes = 0;
         let mut next = Some(first);
         for _ in 0..MAX_BATCH {
+            if bytes >= MAX_BURST_BYTES {
+                break;
+            }
             let frame = match next.take() {
                 Some(frame) => frame,
                 None => match self.wire.socket.next().now_or_never() {
@@ -175,7 +186,10 @@ impl Conversation {
                 },
             };
             match self.read(frame) {
-                Read::Message(msg) => burst.push(msg),
+                Read::Message(msg) => {
+                    bytes += msg.len();
+                    burst.push(msg);
+                }
                 Read::Nothing => {}
                 Read::OverRate => {
                     self.on_messages(std::mem::take(&mut burst)).await?;
