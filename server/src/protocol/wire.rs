@@ -133,28 +133,64 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     }
 
     /// Handles every event but a frame, which is the caller's.
-    pub async fn on_event(&mut self, event: Event) -> Result<(), CloseFrame> {
-        match event {
-            Event::Abort => self.abort().await,
-            Event::Queued(Some(item)) => {
-                self.write(item).await?;
-                self.write_queued().await
+    ///
+    /// This and [`write`](Self::write) return an `async` block rather than
+    /// being `async fn`s: an `async fn` keeps its arguments twice across
+    /// an await (as given and as bound), in every connection's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn on_event(&mut self, event: Event) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        async move {
+            match event {
+                Event::Abort => {
+                    let frame = self.over(CloseCode::GOING_AWAY);
+                    self.write(Outbound::Close(frame)).await
+                }
+                Event::Queued(Some(item)) => {
+                    self.write(item).await?;
+                    self.write_queued().await
+                }
+                Event::Queued(None) => Err(self.over(CloseCode::ABNORMAL)),
+                Event::Ping => {
+                    self.ready().await?;
+                    self.start_send(Frame::ping(Bytes::new()))
+                }
+                Event::Deadline => self.on_deadline(),
+                Event::Frame(_) => Ok(()),
             }
-            Event::Queued(None) => Err(self.over(CloseCode::ABNORMAL)),
-            Event::Ping => self.feed(Frame::ping(Bytes::new())).await,
-            Event::Deadline => self.on_deadline(),
-            Event::Frame(_) => Ok(()),
         }
     }
 
-    /// Writes one queued item (or a reply) for the next flush.
-    pub async fn write(&mut self, item: Outbound) -> Result<(), CloseFrame> {
-        match item {
-            Outbound::Data(msg) => {
-                self.sent.count(msg.len());
-                self.feed(msg.into_frame()).await
+    /// Writes one queued item (or a reply) for the next flush. A close
+    /// frame ends what is written: nothing is read from the queue after
+    /// it, and the deadline becomes the wait for the peer's reply.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        async move {
+            if matches!(item, Outbound::Close(_)) {
+                self.close_sent = true;
+                self.deadline
+                    .as_mut()
+                    .reset(Instant::now() + self.timeouts.close);
+                self.peer.shutdown().cancel();
             }
-            Outbound::Close(frame) => self.send_close(frame).await,
+            self.ready().await?;
+            match item {
+                Outbound::Data(msg) => {
+                    self.sent.count(msg.len());
+                    self.start_send(msg.into_frame())
+                }
+                Outbound::Close(frame) => {
+                    self.start_send(frame.to_frame())?;
+                    self.close_written = true;
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -172,25 +208,19 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         Ok(())
     }
 
-    /// Closes now, ahead of anything still queued.
-    async fn abort(&mut self) -> Result<(), CloseFrame> {
-        let frame = self.over(CloseCode::GOING_AWAY);
-        self.send_close(frame).await
+    /// Waits for room in the socket's write buffer. There is room at once
+    /// nearly always; the wait is boxed, as its state inline would add to
+    /// every connection's task.
+    async fn ready(&mut self) -> Result<(), CloseFrame> {
+        match poll_fn(|cx| Pin::new(&mut self.socket).poll_ready(cx)).now_or_never() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(self.over(CloseCode::ABNORMAL)),
+            None => Box::pin(self.blocked(|socket, cx| socket.poll_ready(cx))).await,
+        }
     }
 
-    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), CloseFrame> {
-        self.close_sent = true;
-        self.deadline
-            .as_mut()
-            .reset(Instant::now() + self.timeouts.close);
-        self.peer.shutdown().cancel();
-        self.feed(frame.to_frame()).await?;
-        self.close_written = true;
-        Ok(())
-    }
-
-    async fn feed(&mut self, frame: Frame) -> Result<(), CloseFrame> {
-        self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
+    /// Puts a frame in the socket's write buffer, which [`ready`](Self::ready) found room in.
+    fn start_send(&mut self, frame: Frame) -> Result<(), CloseFrame> {
         if Pin::new(&mut self.socket).start_send(frame).is_err() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
@@ -199,7 +229,11 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     }
 
     pub async fn flush(&mut self) -> Result<(), CloseFrame> {
-        self.blocked(|socket, cx| socket.poll_flush(cx)).await?;
+        match poll_fn(|cx| Pin::new(&mut self.socket).poll_flush(cx)).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Err(self.over(CloseCode::ABNORMAL)),
+            None => Box::pin(self.blocked(|socket, cx| socket.poll_flush(cx))).await?,
+        }
         self.unflushed = false;
         Ok(())
     }
@@ -208,6 +242,9 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// that does not read can keep this waiting, so an abort ends the
     /// conversation (`finish` still tries to send the close frame) and the
     /// deadlines still apply.
+    ///
+    /// Only once the socket was found not ready: `ready` and `flush` try
+    /// first, and box this.
     async fn blocked(
         &mut self,
         mut poll: impl FnMut(Pin<&mut Socket<S>>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
