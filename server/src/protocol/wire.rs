@@ -11,11 +11,12 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Interval, Sleep};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use yawc::{Frame, HttpStream, WebSocketError};
 
@@ -64,10 +65,15 @@ pub struct Wire<P: Peer, S = HttpStream> {
     /// Fires when the conversation must close now, ahead of its queue
     /// (slow consumer, bad input, shutdown).
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// One timer for the next ping and the deadline, whichever comes
+    /// first: an idle connection holds one, not an interval and a sleep.
+    timer: Pin<Box<Sleep>>,
     /// The idle deadline until a close frame of ours is out, then the
     /// deadline for the peer's reply to it.
-    deadline: Pin<Box<Sleep>>,
-    ping: Interval,
+    deadline: Instant,
+    /// When the next ping is due; none is sent once our close is out.
+    next_ping: Instant,
+    ping_interval: Duration,
     /// We have started our close: nothing else will be written, and only
     /// the peer's reply (or the deadline) is awaited.
     close_sent: bool,
@@ -80,7 +86,10 @@ pub struct Wire<P: Peer, S = HttpStream> {
     /// burst, not per frame).
     pub last_frame: Instant,
     pub peer: Arc<P>,
-    timeouts: Timeouts,
+    /// How long the peer may send nothing (`timeouts.idle`).
+    idle: Duration,
+    /// How long the peer has to answer our close (`timeouts.close`).
+    close: Duration,
     /// Counts what is written.
     sent: Traffic,
     /// What a message written may weigh: no more than a client may send.
@@ -89,13 +98,14 @@ pub struct Wire<P: Peer, S = HttpStream> {
 
 impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// The first ping goes out after `first_ping`, then one every
-    /// `timeouts.ping_interval`.
+    /// `timeouts.ping_interval`; of `timeouts`, the idle and close
+    /// timeouts are kept too.
     pub fn new(
         socket: Socket<S>,
         queue: Queue,
         peer: Arc<P>,
         timeouts: Timeouts,
-        first_ping: std::time::Duration,
+        first_ping: Duration,
         sent: Traffic,
         max_message_size: usize,
     ) -> Self {
@@ -104,14 +114,19 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             socket,
             queue,
             shutdown: Box::pin(peer.shutdown().clone().cancelled_owned()),
-            deadline: Box::pin(tokio::time::sleep(timeouts.idle)),
-            ping: tokio::time::interval_at(now + first_ping, timeouts.ping_interval),
+            timer: Box::pin(tokio::time::sleep_until(
+                now + timeouts.idle.min(first_ping),
+            )),
+            deadline: now + timeouts.idle,
+            next_ping: now + first_ping,
+            ping_interval: timeouts.ping_interval,
             close_sent: false,
             close_written: false,
             unflushed: false,
             last_frame: now,
             peer,
-            timeouts,
+            idle: timeouts.idle,
+            close: timeouts.close,
             sent,
             max_message_size,
         }
@@ -122,14 +137,49 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         if self.unflushed {
             self.flush().await?;
         }
+        self.arm();
         Ok(tokio::select! {
             biased;
             _ = self.shutdown.as_mut(), if !self.close_sent => Event::Abort,
             next = self.socket.next() => Event::Frame(next),
             item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
-            _ = self.ping.tick(), if !self.close_sent => Event::Ping,
-            _ = self.deadline.as_mut() => Event::Deadline,
+            _ = self.timer.as_mut() => self.ping_or_deadline(),
         })
+    }
+
+    /// Sets the timer to the next ping or the deadline, whichever comes
+    /// first; to the deadline alone once our close is out.
+    fn arm(&mut self) {
+        let at = if self.close_sent {
+            self.deadline
+        } else {
+            self.deadline.min(self.next_ping)
+        };
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// What the timer fired for: a ping if one is due (the next one an
+    /// interval later; one missed by a stalled task is sent late, not
+    /// again), else the deadline.
+    fn ping_or_deadline(&mut self) -> Event {
+        let now = Instant::now();
+        if self.close_sent || self.next_ping > now {
+            return Event::Deadline;
+        }
+        self.next_ping += self.ping_interval;
+        if self.next_ping <= now {
+            self.next_ping = now + self.ping_interval;
+        }
+        Event::Ping
+    }
+
+    /// Moves the deadline, and the timer with it (the next wait for an
+    /// event sets the timer to the next ping instead if that comes first).
+    fn set_deadline(&mut self, at: Instant) {
+        self.deadline = at;
+        self.timer.as_mut().reset(at);
     }
 
     /// Handles every event but a frame, which is the caller's.
@@ -174,9 +224,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         async move {
             if matches!(item, Outbound::Close(_)) {
                 self.close_sent = true;
-                self.deadline
-                    .as_mut()
-                    .reset(Instant::now() + self.timeouts.close);
+                self.set_deadline(Instant::now() + self.close);
                 self.peer.shutdown().cancel();
             }
             self.ready().await?;
@@ -262,7 +310,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 if !self.close_sent && self.shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woken::Abort);
                 }
-                if self.deadline.as_mut().poll(cx).is_ready() {
+                if self.timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woken::Deadline);
                 }
                 Poll::Pending
@@ -280,18 +328,24 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// The idle deadline re-arms itself while frames keep coming; past it,
     /// or past the wait for the peer's close reply, the conversation ends.
     fn on_deadline(&mut self) -> Result<(), CloseFrame> {
+        let now = Instant::now();
+        if now < self.deadline {
+            // The timer fired for a ping, which a blocked write holds up:
+            // it goes once the write is done.
+            self.timer.as_mut().reset(self.deadline);
+            return Ok(());
+        }
         if self.close_sent || self.peer.is_closing() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
-        let now = Instant::now();
-        let due = self.last_frame + self.timeouts.idle;
+        let due = self.last_frame + self.idle;
         if due <= now {
             // Queues the close frame; the deadline becomes the wait for
             // the reply once it is out, or ends a socket too stuck to take it.
             self.peer.close(CloseCode::GOING_AWAY, "idle timeout");
-            self.deadline.as_mut().reset(now + self.timeouts.close);
+            self.set_deadline(now + self.close);
         } else {
-            self.deadline.as_mut().reset(due);
+            self.set_deadline(due);
         }
         Ok(())
     }
@@ -360,7 +414,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// the echo of the peer's close that yawc queued.
     pub async fn finish(&mut self) {
         self.peer.mark_closing();
-        let close = self.timeouts.close;
+        let close = self.close;
         if !self.close_written
             && let Some(frame) = self.peer.close_reason()
         {
