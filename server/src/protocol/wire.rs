@@ -17,7 +17,6 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use yawc::{Frame, HttpStream, WebSocketError};
 
 use super::socket::{Incoming, ReadError, Socket};
@@ -36,8 +35,6 @@ pub const MAX_BATCH: usize = 256;
 pub trait Peer {
     /// Its id, for logs.
     fn id(&self) -> u64;
-    /// Cancelled when the close must happen now, ahead of the queue.
-    fn shutdown(&self) -> &CancellationToken;
     /// The code and reason the host closed with, if it closed first.
     fn close_reason(&self) -> Option<CloseFrame>;
     fn is_closing(&self) -> bool;
@@ -47,13 +44,16 @@ pub trait Peer {
     fn close(&self, code: CloseCode, reason: &str);
     /// Closes now, ahead of the queue (the peer broke the protocol).
     fn abort(&self, code: CloseCode, reason: &str);
+    /// Our close frame is being written: whatever waits to force the
+    /// close may stop.
+    fn close_started(&self) {}
 }
 
 /// What woke the conversation up.
 pub enum Event {
     Abort,
     Frame(Option<Result<Incoming, ReadError>>),
-    Queued(Option<Outbound>),
+    Queued(Outbound),
     Ping,
     Deadline,
 }
@@ -61,10 +61,9 @@ pub enum Event {
 /// The socket and everything that decides what is written to it and when.
 pub struct Wire<P: Peer, S = HttpStream> {
     pub socket: Socket<S>,
+    /// What is queued for the peer, and the signal to close now, ahead of
+    /// it (slow consumer, bad input, shutdown).
     queue: Queue,
-    /// Fires when the conversation must close now, ahead of its queue
-    /// (slow consumer, bad input, shutdown).
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// One timer for the next ping and the deadline, whichever comes
     /// first: an idle connection holds one, not an interval and a sleep.
     timer: Pin<Box<Sleep>>,
@@ -113,7 +112,6 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         Wire {
             socket,
             queue,
-            shutdown: Box::pin(peer.shutdown().clone().cancelled_owned()),
             timer: Box::pin(tokio::time::sleep_until(
                 now + timeouts.idle.min(first_ping),
             )),
@@ -140,7 +138,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         self.arm();
         Ok(tokio::select! {
             biased;
-            _ = self.shutdown.as_mut(), if !self.close_sent => Event::Abort,
+            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Abort,
             next = self.socket.next() => Event::Frame(next),
             item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
             _ = self.timer.as_mut() => self.ping_or_deadline(),
@@ -198,11 +196,10 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                     let frame = self.over(CloseCode::GOING_AWAY);
                     self.write(Outbound::Close(frame)).await
                 }
-                Event::Queued(Some(item)) => {
+                Event::Queued(item) => {
                     self.write(item).await?;
                     self.write_queued().await
                 }
-                Event::Queued(None) => Err(self.over(CloseCode::ABNORMAL)),
                 Event::Ping => {
                     self.ready().await?;
                     self.start_send(Frame::ping(Bytes::new()))
@@ -225,7 +222,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             if matches!(item, Outbound::Close(_)) {
                 self.close_sent = true;
                 self.set_deadline(Instant::now() + self.close);
-                self.peer.shutdown().cancel();
+                self.peer.close_started();
             }
             self.ready().await?;
             match item {
@@ -307,7 +304,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 if let Poll::Ready(done) = poll(Pin::new(&mut self.socket), cx) {
                     return Poll::Ready(Woken::Done(done));
                 }
-                if !self.close_sent && self.shutdown.as_mut().poll(cx).is_ready() {
+                if !self.close_sent && self.queue.poll_aborted(cx).is_ready() {
                     return Poll::Ready(Woken::Abort);
                 }
                 if self.timer.as_mut().poll(cx).is_ready() {
@@ -377,7 +374,6 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 biased;
                 result = hook.as_mut() => return over.map_or(Ok(result), Err),
                 item = self.queue.recv(), if !self.close_sent && over.is_none() => {
-                    let Some(item) = item else { continue };
                     let written = async {
                         self.write(item).await?;
                         self.write_queued().await?;

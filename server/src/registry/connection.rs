@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio_util::sync::CancellationToken;
-
 use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 use crate::protocol::{CloseCode, CloseFrame, Message};
 
@@ -42,9 +40,6 @@ pub struct Connection {
     /// `on-open` sends it (a replay of history) comes first.
     opening: AtomicBool,
     parked: Mutex<Vec<Outbound>>,
-    /// Cancelled when the close must happen now, ahead of queued data
-    /// (slow consumer, shutdown), or once the close frame has gone out.
-    pub shutdown: CancellationToken,
     /// The code and reason the server closed with, reported to `on-close`.
     close_reason: Mutex<Option<CloseFrame>>,
     pub(crate) attributes: Mutex<HashMap<String, String>>,
@@ -73,7 +68,6 @@ impl Connection {
             closing: AtomicBool::new(false),
             opening: AtomicBool::new(false),
             parked: Mutex::default(),
-            shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
             attributes: Mutex::default(),
             channels: Mutex::default(),
@@ -150,16 +144,22 @@ impl Connection {
         let frame = CloseFrame::new(code, reason);
         self.set_close_reason(&frame);
         if self.push(Outbound::Close(frame)).is_err() {
-            self.shutdown.cancel();
+            self.tx.abort();
         }
         Ok(())
     }
 
-    /// Closes now, dropping whatever is still queued.
+    /// Closes now, dropping whatever is still queued (slow consumer, bad
+    /// input, shutdown).
     pub fn abort(&self, code: CloseCode, reason: &str) {
         self.closing.store(true, Ordering::Release);
         self.set_close_reason(&CloseFrame::new(code, reason));
-        self.shutdown.cancel();
+        self.tx.abort();
+    }
+
+    /// Whether the connection is to close now, ahead of its queue.
+    pub fn is_aborted(&self) -> bool {
+        self.tx.is_aborted()
     }
 
     /// Marks the connection closed from the client's side: no more sends.
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_in_bytes_too() {
-        let (c, mut queue) = conn_with(QueueLimits {
+        let (c, queue) = conn_with(QueueLimits {
             items: 100,
             bytes: 10,
         });
@@ -243,16 +243,16 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_by_what_is_in_it_now() {
-        let (c, mut queue) = conn(2);
+        let (c, queue) = conn(2);
         assert_eq!(c.send(Message::text("1")), Ok(()));
         assert_eq!(c.send(Message::text("2")), Ok(()));
         // Taking one out makes room for one more.
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("1")));
         assert_eq!(c.send(Message::text("3")), Ok(()));
-        assert!(!c.shutdown.is_cancelled());
+        assert!(!c.is_aborted());
         // A full queue closes the connection as a slow consumer.
         assert_eq!(c.send(Message::text("4")), Err(SendError::QueueFull));
-        assert!(c.shutdown.is_cancelled());
+        assert!(c.is_aborted());
         assert_eq!(
             c.close_reason(),
             Some(CloseFrame::new(CloseCode::POLICY, "send queue full"))
@@ -265,16 +265,13 @@ mod tests {
 
     #[test]
     fn a_close_goes_after_the_queued_data() {
-        let (c, mut queue) = conn(4);
+        let (c, queue) = conn(4);
         c.send(Message::text("bye")).unwrap();
         c.close(CloseCode::NORMAL, "done").unwrap();
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(_))));
         assert!(
             matches!(queue.try_recv(), Some(Outbound::Close(f)) if f.code == CloseCode::NORMAL)
         );
-        assert!(
-            !c.shutdown.is_cancelled(),
-            "an orderly close does not skip the queue"
-        );
+        assert!(!c.is_aborted(), "an orderly close does not skip the queue");
     }
 }

@@ -461,8 +461,8 @@ mod tests {
         let reg = Registry::new();
         let a = reg.scope("a");
         let b = reg.scope("b");
-        let (c1, mut rx1) = conn(&reg, "a");
-        let (c2, mut rx2) = conn(&reg, "b");
+        let (c1, rx1) = conn(&reg, "a");
+        let (c2, rx2) = conn(&reg, "b");
         a.insert(c1.clone());
         b.insert(c2.clone());
         a.subscribe(&c1, "lobby");
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(s.broadcast(&Message::text("1"), None), 1);
         assert_eq!(s.broadcast(&Message::text("2"), None), 1);
         assert_eq!(s.broadcast(&Message::text("3"), None), 0);
-        assert!(c.shutdown.is_cancelled());
+        assert!(c.is_aborted());
         assert_eq!(c.close_reason().unwrap().code, CloseCode::POLICY);
         assert_eq!(c.send(Message::text("4")), Err(SendError::Closed));
     }
