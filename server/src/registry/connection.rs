@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::GroupKind;
 use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 use crate::protocol::{CloseCode, CloseFrame, Message};
 
@@ -43,8 +44,24 @@ pub struct Connection {
     /// The code and reason the server closed with, reported to `on-close`.
     close_reason: Mutex<Option<CloseFrame>>,
     pub(crate) attributes: Mutex<HashMap<String, String>>,
-    pub(crate) channels: Mutex<HashSet<String>>,
-    pub(crate) tags: Mutex<HashSet<String>>,
+    /// The channels and tags it is in, allocated with the first of them:
+    /// most connections are in none, and then hold no room for them.
+    groups: Mutex<Option<Box<Groups>>>,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    channels: HashSet<String>,
+    tags: HashSet<String>,
+}
+
+impl Groups {
+    fn of(&mut self, kind: GroupKind) -> &mut HashSet<String> {
+        match kind {
+            GroupKind::Channel => &mut self.channels,
+            GroupKind::Tag => &mut self.tags,
+        }
+    }
 }
 
 impl Connection {
@@ -70,8 +87,7 @@ impl Connection {
             parked: Mutex::default(),
             close_reason: Mutex::new(None),
             attributes: Mutex::default(),
-            channels: Mutex::default(),
-            tags: Mutex::default(),
+            groups: Mutex::default(),
         };
         (Arc::new(conn), rx)
     }
@@ -189,20 +205,51 @@ impl Connection {
 
     /// Whether the connection may be in one more group of `kind` (it is in
     /// `name` already, or in fewer than `cap`).
-    pub fn may_join(&self, kind: super::GroupKind, name: &str, cap: usize) -> bool {
-        let groups = match kind {
-            super::GroupKind::Channel => self.channels.lock().unwrap(),
-            super::GroupKind::Tag => self.tags.lock().unwrap(),
+    pub fn may_join(&self, kind: GroupKind, name: &str, cap: usize) -> bool {
+        let mut groups = self.groups.lock().unwrap();
+        let Some(groups) = groups.as_mut() else {
+            return cap > 0;
         };
-        groups.contains(name) || groups.len() < cap
+        let names = groups.of(kind);
+        names.contains(name) || names.len() < cap
+    }
+
+    /// Notes that the connection joined a group (the registry holds the
+    /// group's members).
+    pub(super) fn joined(&self, kind: GroupKind, name: &str) {
+        let mut groups = self.groups.lock().unwrap();
+        groups
+            .get_or_insert_default()
+            .of(kind)
+            .insert(name.to_owned());
+    }
+
+    /// Notes that the connection left a group; the room for its groups
+    /// goes with the last.
+    pub(super) fn left(&self, kind: GroupKind, name: &str) {
+        let mut slot = self.groups.lock().unwrap();
+        if let Some(groups) = slot.as_mut() {
+            groups.of(kind).remove(name);
+            if groups.channels.is_empty() && groups.tags.is_empty() {
+                *slot = None;
+            }
+        }
     }
 
     pub fn channel_names(&self) -> Vec<String> {
-        self.channels.lock().unwrap().iter().cloned().collect()
+        self.group_names(GroupKind::Channel)
     }
 
     pub fn tag_names(&self) -> Vec<String> {
-        self.tags.lock().unwrap().iter().cloned().collect()
+        self.group_names(GroupKind::Tag)
+    }
+
+    fn group_names(&self, kind: GroupKind) -> Vec<String> {
+        let mut groups = self.groups.lock().unwrap();
+        groups
+            .as_mut()
+            .map(|g| g.of(kind).iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -261,6 +308,25 @@ mod tests {
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("2")));
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("3")));
         assert!(queue.try_recv().is_none());
+    }
+
+    #[test]
+    fn groups_take_room_only_while_the_connection_is_in_one() {
+        let (c, _queue) = conn(4);
+        assert!(c.may_join(GroupKind::Channel, "a", 1));
+        assert!(!c.may_join(GroupKind::Channel, "a", 0));
+        c.joined(GroupKind::Channel, "a");
+        c.joined(GroupKind::Tag, "t");
+        assert!(c.may_join(GroupKind::Channel, "a", 1));
+        assert!(!c.may_join(GroupKind::Channel, "b", 1));
+        assert!(c.may_join(GroupKind::Tag, "t", 1));
+        assert_eq!(c.channel_names(), ["a"]);
+        assert_eq!(c.tag_names(), ["t"]);
+        c.left(GroupKind::Channel, "a");
+        assert!(c.groups.lock().unwrap().is_some());
+        c.left(GroupKind::Tag, "t");
+        assert!(c.groups.lock().unwrap().is_none());
+        assert!(c.channel_names().is_empty());
     }
 
     #[test]

@@ -239,24 +239,24 @@ impl Scope {
     /// wait on before it may count on hearing the channel's publishes from
     /// other nodes.
     pub fn subscribe(&self, conn: &Arc<Connection>, channel: &str) -> Option<Listening> {
-        conn.channels.lock().unwrap().insert(channel.to_owned());
+        conn.joined(GroupKind::Channel, channel);
         self.join(GroupKind::Channel, conn, channel)
     }
 
     /// Returns whether the connection was subscribed.
     pub fn unsubscribe(&self, conn: &Connection, channel: &str) -> bool {
-        conn.channels.lock().unwrap().remove(channel);
+        conn.left(GroupKind::Channel, channel);
         self.leave(GroupKind::Channel, channel, conn.id)
     }
 
     /// Tags `conn`; the answer is as [`subscribe`](Self::subscribe)'s.
     pub fn tag(&self, conn: &Arc<Connection>, tag: &str) -> Option<Listening> {
-        conn.tags.lock().unwrap().insert(tag.to_owned());
+        conn.joined(GroupKind::Tag, tag);
         self.join(GroupKind::Tag, conn, tag)
     }
 
     pub fn untag(&self, conn: &Connection, tag: &str) -> bool {
-        conn.tags.lock().unwrap().remove(tag);
+        conn.left(GroupKind::Tag, tag);
         self.leave(GroupKind::Tag, tag, conn.id)
     }
 
