@@ -161,10 +161,11 @@ pub struct Streaming<S> {
     obligated_sends: VecDeque<Frame>,
     // flag to indicate the writer to flush sends
     flush_sends: bool,
-    // compressor
-    deflate: Option<Compressor>,
-    // decompressor
-    inflate: Option<Decompressor>,
+    // compressor (wsgate: boxed, so a connection without compression holds
+    // no room for it)
+    deflate: Option<Box<Compressor>>,
+    // decompressor (wsgate: boxed, likewise)
+    inflate: Option<Box<Decompressor>>,
     max_payload_read: usize,
     // messages sent as one frame below this size are not compressed
     compression_threshold: usize,
@@ -210,8 +211,8 @@ where
             wake_proxy: Arc::new(WakeProxy::default()),
             obligated_sends: VecDeque::new(),
             flush_sends: false,
-            deflate: negotiated.compressor(),
-            inflate: negotiated.decompressor(),
+            deflate: negotiated.compressor().map(Box::new),
+            inflate: negotiated.decompressor().map(Box::new),
             max_payload_read: negotiated.max_payload_read,
             compression_threshold: negotiated.compression_threshold,
             read_buffer_capacity: negotiated
