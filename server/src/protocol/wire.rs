@@ -425,3 +425,18 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         let _ = tokio::time::timeout(close, self.socket.close()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Connection;
+
+    /// An open connection's task holds its wire for as long as the
+    /// connection lives, idle or not (560 bytes when this was written):
+    /// growing it past this bound should be a decision.
+    #[test]
+    fn a_wire_is_small() {
+        let size = std::mem::size_of::<Wire<Connection>>();
+        assert!(size <= 640, "Wire<Connection> is {size} bytes");
+    }
+}

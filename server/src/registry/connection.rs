@@ -310,6 +310,14 @@ mod tests {
         assert!(queue.try_recv().is_none());
     }
 
+    /// Every open connection has one (272 bytes when this was written):
+    /// growing it past this bound should be a decision.
+    #[test]
+    fn a_connection_is_small() {
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= 320, "Connection is {size} bytes");
+    }
+
     #[test]
     fn groups_take_room_only_while_the_connection_is_in_one() {
         let (c, _queue) = conn(4);
