@@ -3,9 +3,14 @@
 #
 #   bench/hold.sh            19,000 connections: results in bench/results/hold/
 #   bench/hold.sh --quick    2,000 connections (smoke check): bench/results/hold/quick/
+#   bench/hold.sh --n=50000  more than one process may hold: several (below)
 #
 # Raises the open-files limit as far as this shell may (`ulimit -n` up to
-# `ulimit -Hn`), starts one release wsgate with the Rust echo plugin
+# `ulimit -Hn`). More connections than one process may hold (the limit
+# minus 500) are held by as many wsgate processes as it takes, sharing the
+# port (--reuse-port: the kernel spreads the connections), with one load
+# generator each; RSS, descriptors, CPU and /admin/info's count are summed
+# over the processes. Starts release wsgate with the Rust echo plugin
 # (/ws/echo) and the connection limits lifted ([limits] max_connections,
 # max_connections_per_ip) and a 2 s ping interval (so that the idle CPU
 # measured below is mostly pings: the per-ping cost, hence what the default
@@ -20,8 +25,7 @@
 #   3. the honest client's echo round trip again, while the N are held;
 #   4. RSS once more, then the idle connections are let go.
 #
-# Options: --quick, --n=N (connections; capped to the open-files limit
-# minus 500), --ping=DURATION (timeouts.ping_interval, default 2s; with 30s,
+# Options: --quick, --n=N (connections), --ping=DURATION (timeouts.ping_interval, default 2s; with 30s,
 # the default, the RSS is read before any connection was pinged), --no-build,
 # --no-pin, --dev, --out=DIR, --plugins=DIR (a directory with echo.wasm, built
 # already: with --no-build; default TARGET/bench-hold-plugins).
@@ -63,10 +67,13 @@ die() { log "FAILED: $*"; exit 1; }
 HARD=$(ulimit -Hn)
 ulimit -n "$HARD" 2>/dev/null || true
 FDS=$(ulimit -n)
+PROCS=1
 if [ "$FDS" != unlimited ] && [ "$N" -gt $((FDS - 500)) ]; then
-  log "open-files limit $FDS: holding $((FDS - 500)) connections, not $N"
-  N=$((FDS - 500))
+  PROCS=$(( (N + FDS - 501) / (FDS - 500) ))
+  log "open-files limit $FDS: $N connections held by $PROCS wsgate processes on one port"
 fi
+# Source addresses, each with the ephemeral port range, shared by the load generators.
+SOURCES=$(( N / 20000 + 1 )); [ "$SOURCES" -ge 2 ] || SOURCES=2
 log "ulimit -n $FDS (hard $HARD); $N connections; ip_local_port_range $(tr '\t' ' ' < /proc/sys/net/ipv4/ip_local_port_range)"
 
 bench_pinning wsgate
@@ -95,27 +102,53 @@ max_connections_per_ip = 1000000
 ping_interval = "$PING"
 EOF
 export WSGATE_ADMIN__TOKEN=bench-$RANDOM$RANDOM
-PORT=$(port) ADMIN=$(port)
-RUST_LOG=${BENCH_RUST_LOG:-warn} "${SERVER_PIN[@]}" "$REL/wsgate" --config "$CONFIG" \
-  --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --plugins "$PLUGINS" --no-watch \
-  > "$OUT/logs/wsgate.log" 2>&1 &
-PID=$!; PIDS+=("$PID")
+PORT=$(port)
+SERVERS=() ADMINS=() REUSE=()
+[ "$PROCS" = 1 ] || REUSE=(--reuse-port)
+admin_info() { # ADMIN_PORT
+  curl -sf --max-time 5 -H "Authorization: Bearer $WSGATE_ADMIN__TOKEN" "http://127.0.0.1:$1/admin/info"
+}
+for i in $(seq "$PROCS"); do
+  ADMIN=$(port)
+  RUST_LOG=${BENCH_RUST_LOG:-warn} "${SERVER_PIN[@]}" "$REL/wsgate" --config "$CONFIG" "${REUSE[@]}" \
+    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --plugins "$PLUGINS" --no-watch \
+    > "$OUT/logs/wsgate-$i.log" 2>&1 &
+  PIDS+=("$!"); SERVERS+=("$!"); ADMINS+=("$ADMIN")
+  # Each process has its plugin loaded before the next starts, so the
+  # kernel never hands a connection to one that cannot route it yet.
+  for _ in $(seq 1200); do
+    admin_info "$ADMIN" 2>/dev/null | jq -e '.server.ready' >/dev/null 2>&1 && break
+    kill -0 "${SERVERS[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  admin_info "$ADMIN" | jq -e '.server.ready' >/dev/null 2>&1 || { tail -n 20 "$OUT/logs/wsgate-$i.log" >&2; die "wsgate $i not ready"; }
+done
+PID=${SERVERS[0]}
 URL=ws://127.0.0.1:$PORT/ws/echo
-"$LOADGEN" wait "$URL" --timeout 120 2>>"$OUT/logs/wsgate.log" || { tail -n 20 "$OUT/logs/wsgate.log" >&2; die "wsgate not ready"; }
+"$LOADGEN" wait "$URL" --timeout 120 2>>"$OUT/logs/wsgate-1.log" || { tail -n 20 "$OUT/logs/wsgate-1.log" >&2; die "wsgate not ready"; }
 SERVER_NOFILE=$(awk '/Max open files/ {print $4}' "/proc/$PID/limits")
-log "wsgate on $PORT (pid $PID, open-files limit $SERVER_NOFILE)"
+log "wsgate on $PORT ($PROCS process(es): ${SERVERS[*]}, open-files limit $SERVER_NOFILE each)"
 
-rss() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
+# Summed over the server processes.
+sum() { local f=$1 p t=0; for p in "${SERVERS[@]}"; do t=$(( t + $($f "$p") )); done; echo "$t"; }
+rss() { sum rss_of; }
+rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # Kernel side (whole machine, so both ends of every loopback connection, and
 # whatever else runs here): slab KiB, and TCP buffer pages from sockstat.
 slab() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 conntrack() { cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo null; }
 tcpmem() { awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat; }
-fds() { find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
-ticks() { awk '{ sub(/^.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$PID/stat"; }
+fds() { sum fds_of; }
+fds_of() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+ticks() { sum ticks_of; }
+ticks_of() { awk '{ sub(/^.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
 admin_conns() {
-  curl -sf --max-time 5 -H "Authorization: Bearer $WSGATE_ADMIN__TOKEN" "http://127.0.0.1:$ADMIN/admin/info" \
-    | jq -r '.connections.total' 2>/dev/null || echo null
+  local a n t=0
+  for a in "${ADMINS[@]}"; do
+    n=$(admin_info "$a" | jq -r '.connections.total' 2>/dev/null) || { echo null; return; }
+    t=$(( t + n ))
+  done
+  echo "$t"
 }
 honest() { # LABEL: one JSON line
   "${LOAD_PIN[@]}" "$LOADGEN" echo "$URL" -c 1 -k 1 -d 3 -w 0.5 -s 32 --label "$1" --max-time 30 --json \
@@ -127,18 +160,27 @@ honest() { # LABEL: one JSON line
 sleep 0.5
 ECHO_ALONE=$(honest alone)
 RSS0=$(rss) FDS0=$(fds) SLAB0=$(slab) TCPMEM0=$(tcpmem)
-READY=$OUT/logs/idle-ready
-"${LOAD_PIN[@]}" "$LOADGEN" idle "ws://127.0.0.1:$PORT/ws/echo" -n "$N" --hold 60 --sources 2 \
-  --connect-concurrency 256 --max-time 200 --json > "$READY" 2>>"$OUT/logs/loadgen.log" &
-IDLE_PID=$!; PIDS+=("$IDLE_PID")
-for _ in $(seq 1200); do
-  grep -q READY "$READY" && break
-  kill -0 "$IDLE_PID" 2>/dev/null || break
+# One load generator per server process, each with its share (a process
+# of its own has its own open-files limit).
+READY=$OUT/logs/idle-ready IDLE_PIDS=()
+for i in $(seq "$PROCS"); do
+  share=$(( N / PROCS )); [ "$i" = 1 ] && share=$(( N - (PROCS - 1) * (N / PROCS) ))
+  "${LOAD_PIN[@]}" "$LOADGEN" idle "ws://127.0.0.1:$PORT/ws/echo" -n "$share" --hold 60 --sources "$SOURCES" \
+    --connect-concurrency 256 --max-time 200 --json > "$READY.$i" 2>>"$OUT/logs/loadgen.log" &
+  IDLE_PIDS+=("$!"); PIDS+=("$!")
+done
+all_ready() { local i; for i in $(seq "$PROCS"); do grep -q READY "$READY.$i" || return 1; done; }
+for _ in $(seq 1800); do
+  all_ready && break
+  for p in "${IDLE_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || break 2; done
   sleep 0.1
 done
-grep -q READY "$READY" || { tail -n 3 "$OUT/logs/loadgen.log" >&2; die "loadgen idle did not get ready"; }
-CONNECTED=$(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$READY")
-FAILED=$(sed -n 's/^READY .*failed=\([0-9]*\).*/\1/p' "$READY")
+all_ready || { tail -n 3 "$OUT/logs/loadgen.log" >&2; die "loadgen idle did not get ready"; }
+CONNECTED=0 FAILED=0
+for i in $(seq "$PROCS"); do
+  CONNECTED=$(( CONNECTED + $(sed -n 's/^READY connected=\([0-9]*\).*/\1/p' "$READY.$i") ))
+  FAILED=$(( FAILED + $(sed -n 's/^READY .*failed=\([0-9]*\).*/\1/p' "$READY.$i") ))
+done
 CONNECT_S=$(grep -o 'in [0-9.]* s' "$OUT/logs/loadgen.log" | tail -n 1 | grep -o '[0-9.]*')
 log "$CONNECTED connected, $FAILED failed (in ${CONNECT_S:-?} s)"
 sleep 1
@@ -146,10 +188,10 @@ RSS1=$(rss) FDS1=$(fds) ADMIN_CONNS=$(admin_conns) SLAB1=$(slab) TCPMEM1=$(tcpme
 T0=$(ticks); sleep $IDLE_CPU_S; T1=$(ticks)
 ECHO_HELD=$(honest held)
 RSS2=$(rss)
-kill -0 "$IDLE_PID" 2>/dev/null || die "loadgen idle exited while holding"
+for p in "${IDLE_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "loadgen idle exited while holding"; done
 STILL=$CONNECTED
 log "RSS $RSS0 -> $RSS1 KiB ($(awk -v a=$RSS1 -v b=$RSS0 -v n=$CONNECTED 'BEGIN{printf "%.2f", (a-b)/n}') KiB per connection), $RSS2 KiB after the echo; fds $FDS0 -> $FDS1"
-kill "$IDLE_PID" 2>/dev/null || true; wait "$IDLE_PID" 2>/dev/null || true
+kill "${IDLE_PIDS[@]}" 2>/dev/null || true; wait "${IDLE_PIDS[@]}" 2>/dev/null || true
 
 # ------------------------------------------------------------------ report
 CLK_TCK=$(getconf CLK_TCK)
@@ -165,6 +207,7 @@ ping_s = float("$PING".rstrip("s"))
 pings_per_s = n / ping_s
 r = {
     "connections": n, "failed": $FAILED, "requested": $N, "connect_s": ${CONNECT_S:-None},
+    "processes": $PROCS,
     "ulimit_n": "$FDS", "ulimit_hn": "$HARD", "server_nofile": "$SERVER_NOFILE",
     "server_fds_before": $FDS0, "server_fds_held": $FDS1, "admin_connections": "$ADMIN_CONNS",
     "rss_before_kib": rss0, "rss_held_kib": rss1, "rss_after_echo_kib": rss2,
@@ -185,7 +228,7 @@ r = {
 }
 md = f"""| measurement | value |
 |---|--:|
-| idle connections held by one wsgate process | {n:,} of {r['requested']:,} ({r['failed']} failed, connected in {r['connect_s']} s) |
+| idle connections held by {'one wsgate process' if r['processes'] == 1 else str(r['processes']) + ' wsgate processes (summed below)'} | {n:,} of {r['requested']:,} ({r['failed']} failed, connected in {r['connect_s']} s) |
 | open-files limit (ulimit -n / -Hn; the server's) | {r['ulimit_n']} / {r['ulimit_hn']}; {r['server_nofile']} |
 | server descriptors open, before / while held | {r['server_fds_before']:,} / {r['server_fds_held']:,} |
 | /admin/info connections while held | {r['admin_connections']} |

@@ -196,17 +196,51 @@ struct SessionSettings {
 }
 
 /// One connection's whole life.
-async fn live(
+///
+/// Not an `async fn`: the open half runs in a boxed future of its own, so
+/// the task, which lives as long as the connection, holds the conversation
+/// and the registration only, not also room for the handshake's request,
+/// the socket before it became the conversation's, and this function's
+/// arguments (which an `async fn` keeps to its end).
+fn live(
+    registration: Registration,
+    request: OpenRequest,
+    channel: Option<String>,
+    decided: oneshot::Sender<Decision>,
+    upgraded: oneshot::Receiver<UpgradeFut>,
+    settings: SessionSettings,
+) -> impl Future<Output = ()> + Send {
+    let opening = Box::pin(open(
+        registration,
+        request,
+        channel,
+        decided,
+        upgraded,
+        settings,
+    ));
+    async move {
+        // `let ... else`, not `if let`: the matched value of an `if let`
+        // would be kept, beside the conversation it holds, until its end.
+        let Some((registration, conversation)) = opening.await else {
+            return;
+        };
+        let over = conversation.await;
+        registration.close(over).await;
+    }
+}
+
+/// The open half, up to the upgraded socket: the registration and the
+/// conversation to run, or `None` when the connection ended first (refused,
+/// failed, or given up by the client), its undo done.
+async fn open(
     mut registration: Registration,
     request: OpenRequest,
     channel: Option<String>,
     decided: oneshot::Sender<Decision>,
     upgraded: oneshot::Receiver<UpgradeFut>,
     settings: SessionSettings,
-) {
-    // Boxed: it runs once, and inline its state would add to the size of
-    // every connection's task for as long as the connection is open.
-    let greeting = match Box::pin(registration.open(request, channel)).await {
+) -> Option<(Registration, impl Future<Output = CloseFrame> + Send)> {
+    let greeting = match registration.open(request, channel).await {
         Ok(OpenDecision::Accept) => None,
         Ok(OpenDecision::Greet(msg)) if msg.len() > settings.max_message_size => {
             tracing::warn!(plugin = %registration.route().listener.name,
@@ -217,12 +251,14 @@ async fn live(
                 "the listener failed to open the connection",
             )));
             let failed = CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error");
-            return registration.close(failed).await;
+            registration.close(failed).await;
+            return None;
         }
         Ok(OpenDecision::Greet(msg)) => Some(msg),
         Ok(OpenDecision::Reject { status, reason }) => {
             let _ = decided.send(Decision::Refuse(rejection(&registration, status, reason)));
-            return registration.forget().await;
+            registration.forget().await;
+            return None;
         }
         Err(failure) => {
             let refusal = Refusal::new(
@@ -232,23 +268,29 @@ async fn live(
             let _ = decided.send(Decision::Refuse(refusal));
             let listener = registration.route().listener.clone();
             Box::pin(listener.on_error(registration.conn().id, &failure)).await;
-            return registration.forget().await;
+            registration.forget().await;
+            return None;
         }
     };
     registration.opened();
     if decided.send(Decision::Accept).is_err() {
         // The client gave up during the handshake.
-        return registration.close(CloseFrame::abnormal()).await;
+        registration.close(CloseFrame::abnormal()).await;
+        return None;
     }
     let socket = match upgraded.await {
         Ok(socket) => socket,
-        Err(_) => return registration.close(CloseFrame::abnormal()).await,
+        Err(_) => {
+            registration.close(CloseFrame::abnormal()).await;
+            return None;
+        }
     };
-    let socket = match Box::pin(socket).await {
+    let socket = match socket.await {
         Ok(socket) => socket,
         Err(e) => {
             tracing::debug!(conn = registration.conn().id, "upgrade failed: {e}");
-            return registration.close(CloseFrame::abnormal()).await;
+            registration.close(CloseFrame::abnormal()).await;
+            return None;
         }
     };
     let conn = registration.conn().clone();
@@ -264,8 +306,7 @@ async fn live(
         max_message_size: settings.max_message_size,
         reassembly: settings.reassembly,
     };
-    let over = session.run(socket).await;
-    registration.close(over).await;
+    Some((registration, session.run(socket)))
 }
 
 /// A plugin's rejection as an HTTP refusal; a status outside 400-599 is a
@@ -281,5 +322,33 @@ fn rejection(registration: &Registration, status: u16, reason: String) -> Refusa
                 "on-open rejected with a status outside 400-599; answering 500");
             Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "connection refused")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use crate::protocol::session::Session;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, D, E, G, R>(_: fn(A, B, C, D, E, G) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// An open connection's task lives as long as the connection: it holds
+    /// the conversation and little else, not the handshake's request, the
+    /// socket as it was before the upgrade, or `live`'s arguments.
+    #[test]
+    fn a_connections_task_is_its_conversation_and_little_else() {
+        fn conversation<A, B, R>(_: fn(A, B) -> R) -> usize {
+            size_of::<R>()
+        }
+        let task = future_size(super::live);
+        let conversation = conversation(Session::run);
+        assert!(
+            task <= conversation + 128,
+            "{task} bytes for a conversation of {conversation}"
+        );
     }
 }

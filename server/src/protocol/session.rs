@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use yawc::HttpWebSocket;
 
 use super::socket::{Incoming, ReadError, Socket};
@@ -92,10 +91,6 @@ impl Session {
 impl Peer for Connection {
     fn id(&self) -> u64 {
         self.id
-    }
-
-    fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
     }
 
     fn close_reason(&self) -> Option<CloseFrame> {

@@ -52,8 +52,9 @@ pub struct Socket<S = HttpStream> {
     ws: Streaming<S>,
     max_message_size: usize,
     budget: Arc<ReassemblyBudget>,
-    /// The message being reassembled, if one is under way.
-    partial: Option<Partial>,
+    /// The message being reassembled, if one is under way: boxed, as most
+    /// messages come in one frame and a connection is mostly idle.
+    partial: Option<Box<Partial>>,
     /// A close frame has been sent or queued.
     closed: bool,
     /// The close was ours, so yawc's echo of the peer's reply to it must
@@ -190,12 +191,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             (OpCode::Binary, None) if fin => {
                 return Ok(Some(Incoming::Data(Message::Binary(payload))));
             }
-            (opcode, None) => Partial {
+            (opcode, None) => Box::new(Partial {
                 text: opcode == OpCode::Text,
                 buf: BytesMut::new(),
                 checked: 0,
                 budget: self.budget.clone(),
-            },
+            }),
         };
         if partial.buf.len() + payload.len() > self.max_message_size {
             return Err(ReadError::TooBig);

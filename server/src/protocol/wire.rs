@@ -11,12 +11,12 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Interval, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::time::{Instant, Sleep};
 use yawc::{Frame, HttpStream, WebSocketError};
 
 use super::socket::{Incoming, ReadError, Socket};
@@ -35,8 +35,6 @@ pub const MAX_BATCH: usize = 256;
 pub trait Peer {
     /// Its id, for logs.
     fn id(&self) -> u64;
-    /// Cancelled when the close must happen now, ahead of the queue.
-    fn shutdown(&self) -> &CancellationToken;
     /// The code and reason the host closed with, if it closed first.
     fn close_reason(&self) -> Option<CloseFrame>;
     fn is_closing(&self) -> bool;
@@ -46,13 +44,16 @@ pub trait Peer {
     fn close(&self, code: CloseCode, reason: &str);
     /// Closes now, ahead of the queue (the peer broke the protocol).
     fn abort(&self, code: CloseCode, reason: &str);
+    /// Our close frame is being written: whatever waits to force the
+    /// close may stop.
+    fn close_started(&self) {}
 }
 
 /// What woke the conversation up.
 pub enum Event {
     Abort,
     Frame(Option<Result<Incoming, ReadError>>),
-    Queued(Option<Outbound>),
+    Queued(Outbound),
     Ping,
     Deadline,
 }
@@ -60,14 +61,18 @@ pub enum Event {
 /// The socket and everything that decides what is written to it and when.
 pub struct Wire<P: Peer, S = HttpStream> {
     pub socket: Socket<S>,
+    /// What is queued for the peer, and the signal to close now, ahead of
+    /// it (slow consumer, bad input, shutdown).
     queue: Queue,
-    /// Fires when the conversation must close now, ahead of its queue
-    /// (slow consumer, bad input, shutdown).
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// One timer for the next ping and the deadline, whichever comes
+    /// first: an idle connection holds one, not an interval and a sleep.
+    timer: Pin<Box<Sleep>>,
     /// The idle deadline until a close frame of ours is out, then the
     /// deadline for the peer's reply to it.
-    deadline: Pin<Box<Sleep>>,
-    ping: Interval,
+    deadline: Instant,
+    /// When the next ping is due; none is sent once our close is out.
+    next_ping: Instant,
+    ping_interval: Duration,
     /// We have started our close: nothing else will be written, and only
     /// the peer's reply (or the deadline) is awaited.
     close_sent: bool,
@@ -80,7 +85,10 @@ pub struct Wire<P: Peer, S = HttpStream> {
     /// burst, not per frame).
     pub last_frame: Instant,
     pub peer: Arc<P>,
-    timeouts: Timeouts,
+    /// How long the peer may send nothing (`timeouts.idle`).
+    idle: Duration,
+    /// How long the peer has to answer our close (`timeouts.close`).
+    close: Duration,
     /// Counts what is written.
     sent: Traffic,
     /// What a message written may weigh: no more than a client may send.
@@ -89,13 +97,14 @@ pub struct Wire<P: Peer, S = HttpStream> {
 
 impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// The first ping goes out after `first_ping`, then one every
-    /// `timeouts.ping_interval`.
+    /// `timeouts.ping_interval`; of `timeouts`, the idle and close
+    /// timeouts are kept too.
     pub fn new(
         socket: Socket<S>,
         queue: Queue,
         peer: Arc<P>,
         timeouts: Timeouts,
-        first_ping: std::time::Duration,
+        first_ping: Duration,
         sent: Traffic,
         max_message_size: usize,
     ) -> Self {
@@ -103,15 +112,19 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         Wire {
             socket,
             queue,
-            shutdown: Box::pin(peer.shutdown().clone().cancelled_owned()),
-            deadline: Box::pin(tokio::time::sleep(timeouts.idle)),
-            ping: tokio::time::interval_at(now + first_ping, timeouts.ping_interval),
+            timer: Box::pin(tokio::time::sleep_until(
+                now + timeouts.idle.min(first_ping),
+            )),
+            deadline: now + timeouts.idle,
+            next_ping: now + first_ping,
+            ping_interval: timeouts.ping_interval,
             close_sent: false,
             close_written: false,
             unflushed: false,
             last_frame: now,
             peer,
-            timeouts,
+            idle: timeouts.idle,
+            close: timeouts.close,
             sent,
             max_message_size,
         }
@@ -122,39 +135,107 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         if self.unflushed {
             self.flush().await?;
         }
+        self.arm();
         Ok(tokio::select! {
             biased;
-            _ = self.shutdown.as_mut(), if !self.close_sent => Event::Abort,
+            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Abort,
             next = self.socket.next() => Event::Frame(next),
             item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
-            _ = self.ping.tick(), if !self.close_sent => Event::Ping,
-            _ = self.deadline.as_mut() => Event::Deadline,
+            _ = self.timer.as_mut() => self.ping_or_deadline(),
         })
     }
 
-    /// Handles every event but a frame, which is the caller's.
-    pub async fn on_event(&mut self, event: Event) -> Result<(), CloseFrame> {
-        match event {
-            Event::Abort => self.abort().await,
-            Event::Queued(Some(item)) => {
-                self.write(item).await?;
-                self.write_queued().await
-            }
-            Event::Queued(None) => Err(self.over(CloseCode::ABNORMAL)),
-            Event::Ping => self.feed(Frame::ping(Bytes::new())).await,
-            Event::Deadline => self.on_deadline(),
-            Event::Frame(_) => Ok(()),
+    /// Sets the timer to the next ping or the deadline, whichever comes
+    /// first; to the deadline alone once our close is out.
+    fn arm(&mut self) {
+        let at = if self.close_sent {
+            self.deadline
+        } else {
+            self.deadline.min(self.next_ping)
+        };
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
         }
     }
 
-    /// Writes one queued item (or a reply) for the next flush.
-    pub async fn write(&mut self, item: Outbound) -> Result<(), CloseFrame> {
-        match item {
-            Outbound::Data(msg) => {
-                self.sent.count(msg.len());
-                self.feed(msg.into_frame()).await
+    /// What the timer fired for: a ping if one is due (the next one an
+    /// interval later; one missed by a stalled task is sent late, not
+    /// again), else the deadline.
+    fn ping_or_deadline(&mut self) -> Event {
+        let now = Instant::now();
+        if self.close_sent || self.next_ping > now {
+            return Event::Deadline;
+        }
+        self.next_ping += self.ping_interval;
+        if self.next_ping <= now {
+            self.next_ping = now + self.ping_interval;
+        }
+        Event::Ping
+    }
+
+    /// Moves the deadline, and the timer with it (the next wait for an
+    /// event sets the timer to the next ping instead if that comes first).
+    fn set_deadline(&mut self, at: Instant) {
+        self.deadline = at;
+        self.timer.as_mut().reset(at);
+    }
+
+    /// Handles every event but a frame, which is the caller's.
+    ///
+    /// This and [`write`](Self::write) return an `async` block rather than
+    /// being `async fn`s: an `async fn` keeps its arguments twice across
+    /// an await (as given and as bound), in every connection's task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn on_event(&mut self, event: Event) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        async move {
+            match event {
+                Event::Abort => {
+                    let frame = self.over(CloseCode::GOING_AWAY);
+                    self.write(Outbound::Close(frame)).await
+                }
+                Event::Queued(item) => {
+                    self.write(item).await?;
+                    self.write_queued().await
+                }
+                Event::Ping => {
+                    self.ready().await?;
+                    self.start_send(Frame::ping(Bytes::new()))
+                }
+                Event::Deadline => self.on_deadline(),
+                Event::Frame(_) => Ok(()),
             }
-            Outbound::Close(frame) => self.send_close(frame).await,
+        }
+    }
+
+    /// Writes one queued item (or a reply) for the next flush. A close
+    /// frame ends what is written: nothing is read from the queue after
+    /// it, and the deadline becomes the wait for the peer's reply.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        async move {
+            if matches!(item, Outbound::Close(_)) {
+                self.close_sent = true;
+                self.set_deadline(Instant::now() + self.close);
+                self.peer.close_started();
+            }
+            self.ready().await?;
+            match item {
+                Outbound::Data(msg) => {
+                    self.sent.count(msg.len());
+                    self.start_send(msg.into_frame())
+                }
+                Outbound::Close(frame) => {
+                    self.start_send(frame.to_frame())?;
+                    self.close_written = true;
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -172,25 +253,19 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         Ok(())
     }
 
-    /// Closes now, ahead of anything still queued.
-    async fn abort(&mut self) -> Result<(), CloseFrame> {
-        let frame = self.over(CloseCode::GOING_AWAY);
-        self.send_close(frame).await
+    /// Waits for room in the socket's write buffer. There is room at once
+    /// nearly always; the wait is boxed, as its state inline would add to
+    /// every connection's task.
+    async fn ready(&mut self) -> Result<(), CloseFrame> {
+        match poll_fn(|cx| Pin::new(&mut self.socket).poll_ready(cx)).now_or_never() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(self.over(CloseCode::ABNORMAL)),
+            None => Box::pin(self.blocked(|socket, cx| socket.poll_ready(cx))).await,
+        }
     }
 
-    async fn send_close(&mut self, frame: CloseFrame) -> Result<(), CloseFrame> {
-        self.close_sent = true;
-        self.deadline
-            .as_mut()
-            .reset(Instant::now() + self.timeouts.close);
-        self.peer.shutdown().cancel();
-        self.feed(frame.to_frame()).await?;
-        self.close_written = true;
-        Ok(())
-    }
-
-    async fn feed(&mut self, frame: Frame) -> Result<(), CloseFrame> {
-        self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
+    /// Puts a frame in the socket's write buffer, which [`ready`](Self::ready) found room in.
+    fn start_send(&mut self, frame: Frame) -> Result<(), CloseFrame> {
         if Pin::new(&mut self.socket).start_send(frame).is_err() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
@@ -199,7 +274,11 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     }
 
     pub async fn flush(&mut self) -> Result<(), CloseFrame> {
-        self.blocked(|socket, cx| socket.poll_flush(cx)).await?;
+        match poll_fn(|cx| Pin::new(&mut self.socket).poll_flush(cx)).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Err(self.over(CloseCode::ABNORMAL)),
+            None => Box::pin(self.blocked(|socket, cx| socket.poll_flush(cx))).await?,
+        }
         self.unflushed = false;
         Ok(())
     }
@@ -208,6 +287,9 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// that does not read can keep this waiting, so an abort ends the
     /// conversation (`finish` still tries to send the close frame) and the
     /// deadlines still apply.
+    ///
+    /// Only once the socket was found not ready: `ready` and `flush` try
+    /// first, and box this.
     async fn blocked(
         &mut self,
         mut poll: impl FnMut(Pin<&mut Socket<S>>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
@@ -222,10 +304,10 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 if let Poll::Ready(done) = poll(Pin::new(&mut self.socket), cx) {
                     return Poll::Ready(Woken::Done(done));
                 }
-                if !self.close_sent && self.shutdown.as_mut().poll(cx).is_ready() {
+                if !self.close_sent && self.queue.poll_aborted(cx).is_ready() {
                     return Poll::Ready(Woken::Abort);
                 }
-                if self.deadline.as_mut().poll(cx).is_ready() {
+                if self.timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woken::Deadline);
                 }
                 Poll::Pending
@@ -243,18 +325,24 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// The idle deadline re-arms itself while frames keep coming; past it,
     /// or past the wait for the peer's close reply, the conversation ends.
     fn on_deadline(&mut self) -> Result<(), CloseFrame> {
+        let now = Instant::now();
+        if now < self.deadline {
+            // The timer fired for a ping, which a blocked write holds up:
+            // it goes once the write is done.
+            self.timer.as_mut().reset(self.deadline);
+            return Ok(());
+        }
         if self.close_sent || self.peer.is_closing() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
-        let now = Instant::now();
-        let due = self.last_frame + self.timeouts.idle;
+        let due = self.last_frame + self.idle;
         if due <= now {
             // Queues the close frame; the deadline becomes the wait for
             // the reply once it is out, or ends a socket too stuck to take it.
             self.peer.close(CloseCode::GOING_AWAY, "idle timeout");
-            self.deadline.as_mut().reset(now + self.timeouts.close);
+            self.set_deadline(now + self.close);
         } else {
-            self.deadline.as_mut().reset(due);
+            self.set_deadline(due);
         }
         Ok(())
     }
@@ -286,7 +374,6 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 biased;
                 result = hook.as_mut() => return over.map_or(Ok(result), Err),
                 item = self.queue.recv(), if !self.close_sent && over.is_none() => {
-                    let Some(item) = item else { continue };
                     let written = async {
                         self.write(item).await?;
                         self.write_queued().await?;
@@ -324,7 +411,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     pub async fn finish(&mut self) {
         self.socket.stop_holding_closes();
         self.peer.mark_closing();
-        let close = self.timeouts.close;
+        let close = self.close;
         if !self.close_written
             && let Some(frame) = self.peer.close_reason()
         {
@@ -337,5 +424,20 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             }
         }
         let _ = tokio::time::timeout(close, self.socket.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Connection;
+
+    /// An open connection's task holds its wire for as long as the
+    /// connection lives, idle or not (560 bytes when this was written):
+    /// growing it past this bound should be a decision.
+    #[test]
+    fn a_wire_is_small() {
+        let size = std::mem::size_of::<Wire<Connection>>();
+        assert!(size <= 640, "Wire<Connection> is {size} bytes");
     }
 }

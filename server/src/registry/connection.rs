@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio_util::sync::CancellationToken;
-
+use super::GroupKind;
 use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 use crate::protocol::{CloseCode, CloseFrame, Message};
 
@@ -42,14 +41,27 @@ pub struct Connection {
     /// `on-open` sends it (a replay of history) comes first.
     opening: AtomicBool,
     parked: Mutex<Vec<Outbound>>,
-    /// Cancelled when the close must happen now, ahead of queued data
-    /// (slow consumer, shutdown), or once the close frame has gone out.
-    pub shutdown: CancellationToken,
     /// The code and reason the server closed with, reported to `on-close`.
     close_reason: Mutex<Option<CloseFrame>>,
     pub(crate) attributes: Mutex<HashMap<String, String>>,
-    pub(crate) channels: Mutex<HashSet<String>>,
-    pub(crate) tags: Mutex<HashSet<String>>,
+    /// The channels and tags it is in, allocated with the first of them:
+    /// most connections are in none, and then hold no room for them.
+    groups: Mutex<Option<Box<Groups>>>,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    channels: HashSet<String>,
+    tags: HashSet<String>,
+}
+
+impl Groups {
+    fn of(&mut self, kind: GroupKind) -> &mut HashSet<String> {
+        match kind {
+            GroupKind::Channel => &mut self.channels,
+            GroupKind::Tag => &mut self.tags,
+        }
+    }
 }
 
 impl Connection {
@@ -73,11 +85,9 @@ impl Connection {
             closing: AtomicBool::new(false),
             opening: AtomicBool::new(false),
             parked: Mutex::default(),
-            shutdown: CancellationToken::new(),
             close_reason: Mutex::new(None),
             attributes: Mutex::default(),
-            channels: Mutex::default(),
-            tags: Mutex::default(),
+            groups: Mutex::default(),
         };
         (Arc::new(conn), rx)
     }
@@ -150,16 +160,22 @@ impl Connection {
         let frame = CloseFrame::new(code, reason);
         self.set_close_reason(&frame);
         if self.push(Outbound::Close(frame)).is_err() {
-            self.shutdown.cancel();
+            self.tx.abort();
         }
         Ok(())
     }
 
-    /// Closes now, dropping whatever is still queued.
+    /// Closes now, dropping whatever is still queued (slow consumer, bad
+    /// input, shutdown).
     pub fn abort(&self, code: CloseCode, reason: &str) {
         self.closing.store(true, Ordering::Release);
         self.set_close_reason(&CloseFrame::new(code, reason));
-        self.shutdown.cancel();
+        self.tx.abort();
+    }
+
+    /// Whether the connection is to close now, ahead of its queue.
+    pub fn is_aborted(&self) -> bool {
+        self.tx.is_aborted()
     }
 
     /// Marks the connection closed from the client's side: no more sends.
@@ -189,20 +205,51 @@ impl Connection {
 
     /// Whether the connection may be in one more group of `kind` (it is in
     /// `name` already, or in fewer than `cap`).
-    pub fn may_join(&self, kind: super::GroupKind, name: &str, cap: usize) -> bool {
-        let groups = match kind {
-            super::GroupKind::Channel => self.channels.lock().unwrap(),
-            super::GroupKind::Tag => self.tags.lock().unwrap(),
+    pub fn may_join(&self, kind: GroupKind, name: &str, cap: usize) -> bool {
+        let mut groups = self.groups.lock().unwrap();
+        let Some(groups) = groups.as_mut() else {
+            return cap > 0;
         };
-        groups.contains(name) || groups.len() < cap
+        let names = groups.of(kind);
+        names.contains(name) || names.len() < cap
+    }
+
+    /// Notes that the connection joined a group (the registry holds the
+    /// group's members).
+    pub(super) fn joined(&self, kind: GroupKind, name: &str) {
+        let mut groups = self.groups.lock().unwrap();
+        groups
+            .get_or_insert_default()
+            .of(kind)
+            .insert(name.to_owned());
+    }
+
+    /// Notes that the connection left a group; the room for its groups
+    /// goes with the last.
+    pub(super) fn left(&self, kind: GroupKind, name: &str) {
+        let mut slot = self.groups.lock().unwrap();
+        if let Some(groups) = slot.as_mut() {
+            groups.of(kind).remove(name);
+            if groups.channels.is_empty() && groups.tags.is_empty() {
+                *slot = None;
+            }
+        }
     }
 
     pub fn channel_names(&self) -> Vec<String> {
-        self.channels.lock().unwrap().iter().cloned().collect()
+        self.group_names(GroupKind::Channel)
     }
 
     pub fn tag_names(&self) -> Vec<String> {
-        self.tags.lock().unwrap().iter().cloned().collect()
+        self.group_names(GroupKind::Tag)
+    }
+
+    fn group_names(&self, kind: GroupKind) -> Vec<String> {
+        let mut groups = self.groups.lock().unwrap();
+        groups
+            .as_mut()
+            .map(|g| g.of(kind).iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -225,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_in_bytes_too() {
-        let (c, mut queue) = conn_with(QueueLimits {
+        let (c, queue) = conn_with(QueueLimits {
             items: 100,
             bytes: 10,
         });
@@ -243,16 +290,16 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_by_what_is_in_it_now() {
-        let (c, mut queue) = conn(2);
+        let (c, queue) = conn(2);
         assert_eq!(c.send(Message::text("1")), Ok(()));
         assert_eq!(c.send(Message::text("2")), Ok(()));
         // Taking one out makes room for one more.
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(m)) if m == Message::text("1")));
         assert_eq!(c.send(Message::text("3")), Ok(()));
-        assert!(!c.shutdown.is_cancelled());
+        assert!(!c.is_aborted());
         // A full queue closes the connection as a slow consumer.
         assert_eq!(c.send(Message::text("4")), Err(SendError::QueueFull));
-        assert!(c.shutdown.is_cancelled());
+        assert!(c.is_aborted());
         assert_eq!(
             c.close_reason(),
             Some(CloseFrame::new(CloseCode::POLICY, "send queue full"))
@@ -263,18 +310,42 @@ mod tests {
         assert!(queue.try_recv().is_none());
     }
 
+    /// Every open connection has one (272 bytes when this was written):
+    /// growing it past this bound should be a decision.
+    #[test]
+    fn a_connection_is_small() {
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= 320, "Connection is {size} bytes");
+    }
+
+    #[test]
+    fn groups_take_room_only_while_the_connection_is_in_one() {
+        let (c, _queue) = conn(4);
+        assert!(c.may_join(GroupKind::Channel, "a", 1));
+        assert!(!c.may_join(GroupKind::Channel, "a", 0));
+        c.joined(GroupKind::Channel, "a");
+        c.joined(GroupKind::Tag, "t");
+        assert!(c.may_join(GroupKind::Channel, "a", 1));
+        assert!(!c.may_join(GroupKind::Channel, "b", 1));
+        assert!(c.may_join(GroupKind::Tag, "t", 1));
+        assert_eq!(c.channel_names(), ["a"]);
+        assert_eq!(c.tag_names(), ["t"]);
+        c.left(GroupKind::Channel, "a");
+        assert!(c.groups.lock().unwrap().is_some());
+        c.left(GroupKind::Tag, "t");
+        assert!(c.groups.lock().unwrap().is_none());
+        assert!(c.channel_names().is_empty());
+    }
+
     #[test]
     fn a_close_goes_after_the_queued_data() {
-        let (c, mut queue) = conn(4);
+        let (c, queue) = conn(4);
         c.send(Message::text("bye")).unwrap();
         c.close(CloseCode::NORMAL, "done").unwrap();
         assert!(matches!(queue.try_recv(), Some(Outbound::Data(_))));
         assert!(
             matches!(queue.try_recv(), Some(Outbound::Close(f)) if f.code == CloseCode::NORMAL)
         );
-        assert!(
-            !c.shutdown.is_cancelled(),
-            "an orderly close does not skip the queue"
-        );
+        assert!(!c.is_aborted(), "an orderly close does not skip the queue");
     }
 }

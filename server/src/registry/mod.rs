@@ -239,24 +239,24 @@ impl Scope {
     /// wait on before it may count on hearing the channel's publishes from
     /// other nodes.
     pub fn subscribe(&self, conn: &Arc<Connection>, channel: &str) -> Option<Listening> {
-        conn.channels.lock().unwrap().insert(channel.to_owned());
+        conn.joined(GroupKind::Channel, channel);
         self.join(GroupKind::Channel, conn, channel)
     }
 
     /// Returns whether the connection was subscribed.
     pub fn unsubscribe(&self, conn: &Connection, channel: &str) -> bool {
-        conn.channels.lock().unwrap().remove(channel);
+        conn.left(GroupKind::Channel, channel);
         self.leave(GroupKind::Channel, channel, conn.id)
     }
 
     /// Tags `conn`; the answer is as [`subscribe`](Self::subscribe)'s.
     pub fn tag(&self, conn: &Arc<Connection>, tag: &str) -> Option<Listening> {
-        conn.tags.lock().unwrap().insert(tag.to_owned());
+        conn.joined(GroupKind::Tag, tag);
         self.join(GroupKind::Tag, conn, tag)
     }
 
     pub fn untag(&self, conn: &Connection, tag: &str) -> bool {
-        conn.tags.lock().unwrap().remove(tag);
+        conn.left(GroupKind::Tag, tag);
         self.leave(GroupKind::Tag, tag, conn.id)
     }
 
@@ -461,8 +461,8 @@ mod tests {
         let reg = Registry::new();
         let a = reg.scope("a");
         let b = reg.scope("b");
-        let (c1, mut rx1) = conn(&reg, "a");
-        let (c2, mut rx2) = conn(&reg, "b");
+        let (c1, rx1) = conn(&reg, "a");
+        let (c2, rx2) = conn(&reg, "b");
         a.insert(c1.clone());
         b.insert(c2.clone());
         a.subscribe(&c1, "lobby");
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(s.broadcast(&Message::text("1"), None), 1);
         assert_eq!(s.broadcast(&Message::text("2"), None), 1);
         assert_eq!(s.broadcast(&Message::text("3"), None), 0);
-        assert!(c.shutdown.is_cancelled());
+        assert!(c.is_aborted());
         assert_eq!(c.close_reason().unwrap().code, CloseCode::POLICY);
         assert_eq!(c.send(Message::text("4")), Err(SendError::Closed));
     }

@@ -1,13 +1,16 @@
 //! What waits to be written to one WebSocket peer: a queue bounded in items
-//! and payload bytes, with a close frame as its last word. A client
-//! connection has one, and so has each upstream a plugin opened.
+//! and payload bytes, with a close frame as its last word, and the signal
+//! to close now, ahead of it. A client connection has one, and so has each
+//! upstream a plugin opened.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use crate::protocol::{CloseFrame, Message};
-use futures_channel::mpsc;
-use futures_util::StreamExt;
 
 /// What the writer task takes from a queue.
 #[derive(Debug)]
@@ -36,59 +39,114 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
-/// What a queue holds now.
-#[derive(Debug, Default)]
-struct Fill {
-    items: AtomicUsize,
-    bytes: AtomicUsize,
+/// A new queue: the end that queues and the end the writer reads.
+pub fn queue(limits: QueueLimits) -> (QueueSender, Queue) {
+    let shared = Arc::new(Shared {
+        state: Mutex::default(),
+        writer: AtomicWaker::new(),
+        aborted: AtomicBool::new(false),
+        limits,
+    });
+    (
+        QueueSender {
+            shared: shared.clone(),
+        },
+        Queue { shared },
+    )
 }
 
-impl Fill {
-    fn take(&self, item: &Outbound) {
-        self.items.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(item.weight(), Ordering::AcqRel);
+/// Both ends' one allocation: an idle connection's queue is this and
+/// nothing else. The items are in a deque that is given back whenever the
+/// writer empties it, so a queue holds no buffer while it is empty.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// The writer's task, woken by an item or by an abort.
+    writer: AtomicWaker,
+    /// Set when the writer must close now, ahead of what is queued.
+    aborted: AtomicBool,
+    limits: QueueLimits,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Outbound>,
+    /// Items counted in: those queued and those reserved to be.
+    count: usize,
+    /// Their bytes.
+    bytes: usize,
+    /// The writer is gone: nothing more is queued.
+    gone: bool,
+}
+
+impl State {
+    fn count_out(&mut self, item: &Outbound) {
+        self.count -= 1;
+        self.bytes -= item.weight();
     }
 }
 
-/// A new queue: the end that queues and the end the writer reads.
-pub fn queue(limits: QueueLimits) -> (QueueSender, Queue) {
-    let (tx, rx) = mpsc::unbounded();
-    let fill = Arc::new(Fill::default());
-    let sender = QueueSender {
-        tx,
-        fill: fill.clone(),
-        capacity: limits,
-    };
-    (sender, Queue { rx, fill })
-}
-
-/// The receiving end of a queue, read by its writer only.
-///
-/// Counts bound the queue, over a channel that allocates per item and
-/// holds no buffer while empty: a bounded channel would keep a block of
-/// slots per connection, the largest thing an idle connection owned.
+/// The receiving end of a queue, read by its writer only (it is not
+/// `Clone`). Dropping it drops what is still queued, and later items are
+/// refused.
 #[derive(Debug)]
 pub struct Queue {
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    fill: Arc<Fill>,
+    shared: Arc<Shared>,
 }
 
 impl Queue {
-    /// The next item; `None` once every sender is gone. Cancel-safe: an
-    /// item is counted out in the same poll that takes it.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.next().await;
-        if let Some(item) = &item {
-            self.fill.take(item);
+    /// The next item. Cancel-safe: an item is counted out in the same poll
+    /// that takes it.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
+        // Registered before looking, so an item queued in between wakes us.
+        self.shared.writer.register(cx.waker());
+        match self.try_recv() {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
         }
-        item
+    }
+
+    /// The next item.
+    pub async fn recv(&self) -> Outbound {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next item if one is queued now.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok()?;
-        self.fill.take(&item);
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let mut state = self.shared.state.lock().unwrap();
+        let item = state.items.pop_front()?;
+        state.count_out(&item);
+        // An emptied deque's buffer is given back (outside the lock).
+        let spare = (state.items.is_empty() && state.items.capacity() > 0)
+            .then(|| std::mem::take(&mut state.items));
+        drop(state);
+        drop(spare);
         Some(item)
+    }
+
+    /// Ready once the writer must close now, ahead of what is queued.
+    pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.aborted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.shared.writer.register(cx.waker());
+        if self.shared.aborted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.gone = true;
+        let items = std::mem::take(&mut state.items);
+        for item in &items {
+            state.count_out(item);
+        }
+        drop(state);
+        drop(items);
     }
 }
 
@@ -101,20 +159,18 @@ pub enum PushError {
     Gone,
 }
 
-/// The queuing end of a queue.
-#[derive(Debug)]
+/// The queuing end of a queue. Clones queue into the same queue.
+#[derive(Debug, Clone)]
 pub struct QueueSender {
-    tx: mpsc::UnboundedSender<Outbound>,
-    /// What the queue holds now, and the most it may hold.
-    fill: Arc<Fill>,
-    capacity: QueueLimits,
+    shared: Arc<Shared>,
 }
 
 impl QueueSender {
     /// Queues an item if the queue has room for it, in items and bytes.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        self.reserve(&item)?;
-        self.push_reserved(item)
+        let mut state = self.shared.state.lock().unwrap();
+        self.count_in(&mut state, &item)?;
+        self.queue(state, item)
     }
 
     /// Counts an item in, as if it were queued, if there is room: what is
@@ -122,21 +178,120 @@ impl QueueSender {
     ///
     /// [`push_reserved`]: Self::push_reserved
     pub fn reserve(&self, item: &Outbound) -> Result<(), PushError> {
-        let weight = item.weight();
-        let items = self.fill.items.fetch_add(1, Ordering::AcqRel);
-        let bytes = self.fill.bytes.fetch_add(weight, Ordering::AcqRel);
-        if items >= self.capacity.items || bytes + weight > self.capacity.bytes {
-            self.fill.take(item);
-            return Err(PushError::Full);
-        }
-        Ok(())
+        self.count_in(&mut self.shared.state.lock().unwrap(), item)
     }
 
     /// Queues an item [`reserve`](Self::reserve) counted in.
     pub fn push_reserved(&self, item: Outbound) -> Result<(), PushError> {
-        self.tx.unbounded_send(item).map_err(|e| {
-            self.fill.take(&e.into_inner());
-            PushError::Gone
-        })
+        self.queue(self.shared.state.lock().unwrap(), item)
+    }
+
+    fn count_in(&self, state: &mut State, item: &Outbound) -> Result<(), PushError> {
+        let weight = item.weight();
+        let limits = self.shared.limits;
+        if state.count >= limits.items || state.bytes + weight > limits.bytes {
+            return Err(PushError::Full);
+        }
+        state.count += 1;
+        state.bytes += weight;
+        Ok(())
+    }
+
+    /// Queues an item already counted in, and wakes the writer.
+    fn queue(&self, mut state: MutexGuard<'_, State>, item: Outbound) -> Result<(), PushError> {
+        if state.gone {
+            state.count_out(&item);
+            return Err(PushError::Gone);
+        }
+        state.items.push_back(item);
+        drop(state);
+        self.shared.writer.wake();
+        Ok(())
+    }
+
+    /// Tells the writer to close now, ahead of what is queued.
+    pub fn abort(&self) {
+        self.shared.aborted.store(true, Ordering::Release);
+        self.shared.writer.wake();
+    }
+
+    /// Whether [`abort`](Self::abort) was called.
+    pub fn is_aborted(&self) -> bool {
+        self.shared.aborted.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    fn limits(items: usize) -> QueueLimits {
+        QueueLimits {
+            items,
+            bytes: 1 << 20,
+        }
+    }
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_buffer() {
+        let (tx, rx) = queue(limits(100));
+        for i in 0..20 {
+            tx.push(Outbound::Data(Message::text(i.to_string())))
+                .unwrap();
+        }
+        assert!(rx.shared.state.lock().unwrap().items.capacity() >= 20);
+        while rx.try_recv().is_some() {}
+        let state = rx.shared.state.lock().unwrap();
+        assert_eq!(state.items.capacity(), 0);
+        assert_eq!((state.count, state.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_writer_is_woken_by_an_item_and_by_an_abort() {
+        let (tx, rx) = queue(limits(4));
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(rx.poll_aborted(&mut cx).is_pending());
+        tx.push(Outbound::Data(Message::text("a"))).unwrap();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            rx.poll_recv(&mut cx),
+            Poll::Ready(Outbound::Data(_))
+        ));
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.abort();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+        assert!(rx.poll_aborted(&mut cx).is_ready());
+        assert!(tx.is_aborted());
+    }
+
+    #[test]
+    fn a_gone_writer_refuses_items_and_gives_back_their_room() {
+        let (tx, rx) = queue(limits(2));
+        tx.push(Outbound::Data(Message::text("a"))).unwrap();
+        let reserved = Outbound::Data(Message::text("b"));
+        tx.reserve(&reserved).unwrap();
+        drop(rx);
+        assert_eq!(tx.push_reserved(reserved), Err(PushError::Gone));
+        assert_eq!(
+            tx.push(Outbound::Data(Message::text("c"))),
+            Err(PushError::Gone)
+        );
+        let state = tx.shared.state.lock().unwrap();
+        assert_eq!((state.count, state.bytes, state.items.len()), (0, 0, 0));
     }
 }

@@ -33,8 +33,8 @@ pub(super) struct Link {
     /// Set once the plugin or the host decided to close: nothing more is
     /// queued.
     closing: AtomicBool,
-    /// Cancelled when the upstream must close now, ahead of its queue, or
-    /// stop connecting.
+    /// Cancelled when the upstream must stop connecting, close now (with
+    /// its queue aborted), or once its close frame is going out.
     shutdown: CancellationToken,
     /// The code and reason the host (or the plugin) closed with.
     close_reason: Mutex<Option<CloseFrame>>,
@@ -75,15 +75,19 @@ impl Link {
         }
         self.set_close_reason(&frame);
         if !self.opened.load(Ordering::Acquire) || self.tx.push(Outbound::Close(frame)).is_err() {
-            self.shutdown.cancel();
+            self.cut();
             return Ok(());
         }
         let shutdown = self.shutdown.clone();
+        let tx = self.tx.clone();
         let wait = self.close_timeout;
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => shutdown.cancel(),
+                _ = tokio::time::sleep(wait) => {
+                    shutdown.cancel();
+                    tx.abort();
+                }
             }
         });
         Ok(())
@@ -93,7 +97,13 @@ impl Link {
     pub fn abort(&self, frame: CloseFrame) {
         self.closing.store(true, Ordering::Release);
         self.set_close_reason(&frame);
+        self.cut();
+    }
+
+    /// Stops connecting, or closes now, ahead of the queue.
+    fn cut(&self) {
         self.shutdown.cancel();
+        self.tx.abort();
     }
 
     fn set_close_reason(&self, frame: &CloseFrame) {
@@ -109,8 +119,8 @@ impl Peer for Link {
         self.id
     }
 
-    fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
+    fn close_started(&self) {
+        self.shutdown.cancel();
     }
 
     fn close_reason(&self) -> Option<CloseFrame> {

@@ -161,18 +161,19 @@ pub struct Streaming<S> {
     obligated_sends: VecDeque<Frame>,
     // flag to indicate the writer to flush sends
     flush_sends: bool,
-    // compressor
-    deflate: Option<Compressor>,
-    // decompressor
-    inflate: Option<Decompressor>,
+    // compressor (wsgate: boxed, so a connection without compression holds
+    // no room for it)
+    deflate: Option<Box<Compressor>>,
+    // decompressor (wsgate: boxed, likewise)
+    inflate: Option<Box<Decompressor>>,
     max_payload_read: usize,
     // messages sent as one frame below this size are not compressed
     compression_threshold: usize,
     // size the read buffer returns to after a larger frame
     read_buffer_capacity: usize,
-    // size the write buffer returns to after it grew past the backpressure boundary
+    // size of the write buffer taken when there is something to write
     write_buffer_capacity: usize,
-    // the write buffer grew past its usual size and is replaced once flushed
+    // the write buffer grew past its usual size and is freed once flushed
     write_buffer_grown: bool,
 }
 
@@ -196,9 +197,9 @@ where
         if let Some(capacity) = negotiated.read_buffer_capacity {
             set_capacity(framed.read_buffer_mut(), capacity);
         }
-        if let Some(capacity) = negotiated.write_buffer_capacity {
-            set_capacity(framed.write_buffer_mut(), capacity);
-        }
+        // wsgate: no write buffer until there is something to write (it is
+        // taken then, and given back once flushed).
+        *framed.write_buffer_mut() = BytesMut::new();
         if let Some(boundary) = negotiated.max_backpressure_write_boundary {
             framed.set_backpressure_boundary(boundary);
         }
@@ -210,8 +211,8 @@ where
             wake_proxy: Arc::new(WakeProxy::default()),
             obligated_sends: VecDeque::new(),
             flush_sends: false,
-            deflate: negotiated.compressor(),
-            inflate: negotiated.decompressor(),
+            deflate: negotiated.compressor().map(Box::new),
+            inflate: negotiated.decompressor().map(Box::new),
             max_payload_read: negotiated.max_payload_read,
             compression_threshold: negotiated.compression_threshold,
             read_buffer_capacity: negotiated
@@ -365,12 +366,9 @@ where
         }
     }
 
-    /// Gives back the memory the write buffer grew to, once it has been written out.
+    /// Gives back the write buffer once it has been written out.
     fn release_write_buffer(&mut self) {
-        if self.write_buffer_grown && self.stream.write_buffer().is_empty() {
-            set_capacity(self.stream.write_buffer_mut(), self.write_buffer_capacity);
-            self.write_buffer_grown = false;
-        }
+        release_write_buffer(&mut self.stream, &mut self.write_buffer_grown);
     }
 
     fn on_frame(&mut self, mut frame: Frame, max_read_buffer: usize) -> Result<Frame> {
@@ -482,6 +480,7 @@ where
                 ready!(self.write_half.poll_ready(&mut self.stream, cx))?;
 
                 let next = self.obligated_sends.pop_front().expect("obligated send");
+                ensure_write_buffer(&mut self.stream, self.write_buffer_capacity);
                 self.write_half.start_send(&mut self.stream, next)?;
                 self.flush_sends = true;
             }
@@ -489,6 +488,7 @@ where
             if self.flush_sends {
                 ready!(self.write_half.poll_flush(&mut self.stream, cx))?;
                 self.flush_sends = false;
+                release_write_buffer(&mut self.stream, &mut self.write_buffer_grown);
             }
 
             Poll::Ready(Ok(()))
@@ -561,6 +561,7 @@ where
             }
         }
 
+        ensure_write_buffer(&mut this.stream, this.write_buffer_capacity);
         this.write_half.start_send(&mut this.stream, item)?;
 
         // Frames up to the backpressure boundary collect in the buffer between
@@ -603,11 +604,48 @@ where
 /// The new buffer is never smaller than the bytes already in it.
 /// wsgate: read buffers of idle connections, kept per thread for the next
 /// connection that has something to read, so that going idle and back
-/// costs no allocation. Bounded: past it a buffer is freed.
+/// costs no allocation. Bounded: past it a buffer is freed. Write buffers
+/// of connections with nothing left to write are kept the same way.
 const SPARE_READ_BUFFERS: usize = 64;
+const SPARE_WRITE_BUFFERS: usize = 64;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_WRITE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// wsgate: takes a write buffer for a frame about to be written, if the
+/// connection holds none.
+fn ensure_write_buffer<S>(stream: &mut Framed<S, Codec>, capacity: usize) {
+    let buffer = stream.write_buffer_mut();
+    if buffer.capacity() > 0 {
+        return;
+    }
+    if let Some(spare) = SPARE_WRITE.with(|spare| spare.borrow_mut().pop()) {
+        *buffer = spare;
+    }
+    // A spare whose earlier frames are all written is reclaimed in place.
+    buffer.reserve(capacity);
+}
+
+/// wsgate: a connection with nothing left to write holds no write buffer,
+/// as it holds no read buffer while idle: once flushed, the buffer goes to
+/// the per-thread spare list, or is freed if it grew past its usual size.
+fn release_write_buffer<S>(stream: &mut Framed<S, Codec>, grown: &mut bool) {
+    let buffer = stream.write_buffer_mut();
+    if !buffer.is_empty() || buffer.capacity() == 0 {
+        return;
+    }
+    let buffer = std::mem::take(buffer);
+    if std::mem::take(grown) {
+        return;
+    }
+    SPARE_WRITE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_WRITE_BUFFERS {
+            spare.push(buffer);
+        }
+    });
 }
 
 fn take_read_buffer(buffer: &mut BytesMut, capacity: usize) {
@@ -722,7 +760,8 @@ mod capacity_tests {
             &negotiated,
         );
         assert_eq!(stream.stream.read_buffer().capacity(), 512);
-        assert_eq!(stream.stream.write_buffer().capacity(), 256);
+        // wsgate: the write buffer is taken with the first frame written.
+        assert_eq!(stream.stream.write_buffer().capacity(), 0);
         // The flush threshold stays at tokio-util's default, not the buffer size.
         let default = Negotiation::new(None, &Options::default(), Role::Client).unwrap();
         let (io, _peer) = duplex(1);
