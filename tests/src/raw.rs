@@ -114,15 +114,18 @@ impl RawWs {
         self.send(&bytes).await.unwrap();
     }
 
-    /// The next `n` frames (opcode, payload), each within `wait`.
+    /// The next `n` frames (opcode, payload) but the server's pings, each
+    /// within `wait`: a slow run may reach the ping interval mid-burst.
     pub async fn read_frames(&mut self, n: usize, wait: Duration) -> Vec<(u8, Vec<u8>)> {
         let mut frames = Vec::with_capacity(n);
-        for i in 0..n {
+        while frames.len() < n {
             let frame = self
                 .read_frame(wait)
                 .await
-                .unwrap_or_else(|| panic!("reply {i} of {n}"));
-            frames.push((frame.opcode, frame.payload));
+                .unwrap_or_else(|| panic!("reply {} of {n}", frames.len()));
+            if frame.opcode != PING {
+                frames.push((frame.opcode, frame.payload));
+            }
         }
         frames
     }
