@@ -175,17 +175,6 @@ impl From<Message> for bindings::Message {
     }
 }
 
-/// A copy of the server's message as the guest's, for a caller that keeps
-/// its own (a burst's messages outlive a call that may handle only some).
-impl From<&Message> for bindings::Message {
-    fn from(msg: &Message) -> Self {
-        match msg {
-            Message::Text(text) => bindings::Message::Text(text.as_str().to_owned()),
-            Message::Binary(bytes) => bindings::Message::Binary(bytes.to_vec()),
-        }
-    }
-}
-
 /// Each hook called on one instance, converting at the edge.
 impl Instance {
     pub async fn on_open(
@@ -222,8 +211,7 @@ impl Instance {
         let Some(hooks) = &self.batch else {
             wasmtime::bail!("on-messages is not exported");
         };
-        let msgs: Vec<bindings::Message> = msgs.iter().map(Into::into).collect();
-        let results = hooks.call_on_messages(&mut self.store, conn, &msgs).await?;
+        let results = hooks.call(&mut self.store, conn, msgs).await?;
         Ok(results
             .into_iter()
             .map(|reply| reply.map(Message::from))

@@ -7,6 +7,7 @@
 //! the edge in `hook.rs`.
 
 mod bindings;
+mod burst;
 mod engine;
 mod env;
 mod hook;

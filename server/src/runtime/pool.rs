@@ -13,9 +13,8 @@ use wasmtime::{Store, UpdateDeadline};
 
 use wasmtime::component::InstancePre;
 
-use super::bindings::exports::wsgate::plugin::{
-    batch_listener, error_listener, listener, upstream_listener,
-};
+use super::bindings::exports::wsgate::plugin::{error_listener, listener, upstream_listener};
+use super::burst::{BurstHook, BurstIndex};
 use super::env::PluginEnv;
 use super::host::HostState;
 
@@ -33,7 +32,7 @@ pub(super) struct ExportIndices {
     pub(super) listener: listener::GuestIndices,
     pub(super) upstream: Option<upstream_listener::GuestIndices>,
     pub(super) errors: Option<error_listener::GuestIndices>,
-    pub(super) batch: Option<batch_listener::GuestIndices>,
+    pub(super) batch: Option<BurstIndex>,
 }
 
 impl Prepared {
@@ -43,7 +42,7 @@ impl Prepared {
             listener: listener::GuestIndices::new(&pre).ok()?,
             upstream: upstream_listener::GuestIndices::new(&pre).ok(),
             errors: error_listener::GuestIndices::new(&pre).ok(),
-            batch: batch_listener::GuestIndices::new(&pre).ok(),
+            batch: BurstIndex::new(&pre),
         };
         Some(Prepared {
             pre,
@@ -70,7 +69,7 @@ pub struct Instance {
     pub(super) listener: listener::Guest,
     pub(super) upstream: Option<upstream_listener::Guest>,
     pub(super) errors: Option<error_listener::Guest>,
-    pub(super) batch: Option<batch_listener::Guest>,
+    pub(super) batch: Option<BurstHook>,
 }
 
 impl Instance {

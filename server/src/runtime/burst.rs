@@ -1,0 +1,140 @@
+//! `on-messages` called with a burst lowered straight from the bytes the
+//! messages arrived in. Bindgen's `call_on_messages` takes its own
+//! `Message`, which owns a `String`/`Vec`: a burst would be copied once into
+//! those and again into the guest, an allocation and a copy per message on
+//! the hottest path there is. Here a message is lowered as `string` or
+//! `list<u8>` from a clone of its `Bytes` (a reference count), which is
+//! what wasmtime does for a `&str` or `&[u8]`.
+
+use std::mem::MaybeUninit;
+
+use wasmtime::Store;
+use wasmtime::component::__internal::{
+    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentType, Func, Instance, InstancePre, Lower, TypedFunc,
+};
+
+use super::bindings;
+use crate::protocol::{Message, Utf8Bytes};
+use crate::registry::ConnId;
+
+/// The exported interface and function, as the WIT names them.
+const INTERFACE: &str = "wsgate:plugin/batch-listener@0.1.3";
+const FUNCTION: &str = "on-messages";
+
+/// What the guest returns: one result per message it handled.
+type Results = (Vec<Option<bindings::Message>>,);
+/// What it is given: the connection and the burst.
+type Params<'a> = (ConnId, &'a [Incoming]);
+
+/// Where `on-messages` is in a component, found once per plugin.
+pub struct BurstIndex(ComponentExportIndex);
+
+impl BurstIndex {
+    /// `None` if the plugin does not export `on-messages`.
+    pub fn new<T>(pre: &InstancePre<T>) -> Option<BurstIndex> {
+        let component = pre.component();
+        let interface = component.get_export_index(None, INTERFACE)?;
+        component
+            .get_export_index(Some(&interface), FUNCTION)
+            .map(BurstIndex)
+    }
+
+    /// The function in one instance, its type checked against ours once.
+    pub fn load<T>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+    ) -> wasmtime::Result<BurstHook> {
+        let typed = instance.get_typed_func::<Params<'_>, Results>(&mut *store, &self.0)?;
+        Ok(BurstHook(*typed.func()))
+    }
+}
+
+/// `on-messages` in one instance.
+pub struct BurstHook(Func);
+
+impl BurstHook {
+    pub async fn call<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        conn: ConnId,
+        msgs: &[Message],
+    ) -> wasmtime::Result<Vec<Option<bindings::Message>>> {
+        let burst: Vec<Incoming> = msgs.iter().map(Incoming::from).collect();
+        // SAFETY: `load` checked the function against these very types.
+        let typed = unsafe { TypedFunc::<Params<'_>, Results>::new_unchecked(self.0) };
+        let (results,) = typed.call_async(&mut *store, (conn, &burst)).await?;
+        Ok(results)
+    }
+}
+
+/// The WIT `message` variant, lowered from the bytes a message arrived in.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum Incoming {
+    #[component(name = "text")]
+    Text(Text),
+    #[component(name = "binary")]
+    Binary(Binary),
+}
+
+impl From<&Message> for Incoming {
+    fn from(msg: &Message) -> Self {
+        match msg {
+            Message::Text(text) => Incoming::Text(Text(text.clone())),
+            Message::Binary(bytes) => Incoming::Binary(Binary(bytes.clone())),
+        }
+    }
+}
+
+/// A text payload, lowered as a `string` exactly as a `&str` is.
+struct Text(Utf8Bytes);
+
+/// A binary payload, lowered as a `list<u8>` exactly as a `&[u8]` is.
+struct Binary(bytes::Bytes);
+
+/// Implements the lowering traits for a payload type by handing its
+/// borrowed form (`$as`) to wasmtime's own implementation.
+macro_rules! lowered_as {
+    ($ty:ty, $as:ty, $borrow:expr) => {
+        // SAFETY: every item is the borrowed type's own, so the layout,
+        // type check and lowering are exactly wasmtime's for it.
+        unsafe impl ComponentType for $ty {
+            type Lower = <$as as ComponentType>::Lower;
+            const ABI: CanonicalAbiInfo = <$as as ComponentType>::ABI;
+
+            fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+                <$as as ComponentType>::typecheck(ty, types)
+            }
+        }
+
+        // SAFETY: as above.
+        unsafe impl Lower for $ty {
+            fn linear_lower_to_flat<T>(
+                &self,
+                cx: &mut LowerContext<'_, T>,
+                ty: InterfaceType,
+                dst: &mut MaybeUninit<Self::Lower>,
+            ) -> wasmtime::Result<()> {
+                let borrow: fn(&$ty) -> &$as = $borrow;
+                borrow(self).linear_lower_to_flat(cx, ty, dst)
+            }
+
+            fn linear_lower_to_memory<T>(
+                &self,
+                cx: &mut LowerContext<'_, T>,
+                ty: InterfaceType,
+                offset: usize,
+            ) -> wasmtime::Result<()> {
+                let borrow: fn(&$ty) -> &$as = $borrow;
+                borrow(self).linear_lower_to_memory(cx, ty, offset)
+            }
+        }
+    };
+}
+
+lowered_as!(Text, str, |text| text.0.as_str());
+lowered_as!(Binary, [u8], |bytes| &bytes.0);
