@@ -523,6 +523,10 @@ async fn a_plugin_holds_at_most_upstreams_per_plugin() {
     assert_eq!(d.event("close 2 ").await, "close 2 1000 enough");
     assert_eq!(d.ask(&format!("connect {url}")).await, "Ok(4)");
     assert_eq!(d.ask(&format!("connect {url}")).await, "Err(limit-reached)");
+    // `connect` answers before it dials: the fourth arrives after it, and
+    // the refused one never does.
+    ups.push(feed.next_conn().await.1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(feed.accepted(), 4);
 }
 
