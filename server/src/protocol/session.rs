@@ -23,6 +23,12 @@ use yawc::HttpWebSocket;
 
 use super::socket::{Incoming, ReadError, Socket};
 use super::wire::{Event, MAX_BATCH, Peer, Wire};
+use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
+use crate::config::Timeouts;
+use crate::metrics::Traffic;
+use crate::rate::RateLimit;
+use crate::registry::{ConnId, Connection, Outbound, Queue};
+use crate::runtime::{HookError, Listener};
 
 /// Payload bytes a burst gathers before it goes to the plugin: a burst is
 /// lowered into the guest's memory as one list, and a guest's memory never
@@ -30,12 +36,6 @@ use super::wire::{Event, MAX_BATCH, Peer, Wire};
 /// instance it reaches by up to `MAX_BATCH` of them. Small messages, where
 /// one call per burst pays off, fit by the hundred.
 const MAX_BURST_BYTES: usize = 64 << 10;
-use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
-use crate::config::Timeouts;
-use crate::metrics::Traffic;
-use crate::rate::RateLimit;
-use crate::registry::{ConnId, Connection, Outbound, Queue};
-use crate::runtime::{HookError, Listener};
 
 pub struct Session {
     pub conn: Arc<Connection>,
