@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::arrivals::MAX_ROUNDS;
 use crate::common::Common;
 use crate::cpu;
+use crate::readers::Readers;
 use crate::stats::{emit, percentile};
-use crate::subscriber::{self, Shared};
+use crate::subscriber::Shared;
 use crate::target::{Target, client_config, resolve_loopback};
 
 #[derive(Args)]
@@ -71,13 +72,11 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
     let m = subs.len();
 
     let shared = Arc::new(Shared::new(m));
-    let mut readers = Vec::with_capacity(m);
-    for (i, stream) in subs.into_iter().enumerate() {
-        let shared = shared.clone();
-        readers.push(tokio::spawn(async move {
-            subscriber::run(i, stream, &shared).await
-        }));
-    }
+    let streams = subs
+        .into_iter()
+        .map(|s| s.into_std())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let readers = Readers::start(streams, shared.clone())?;
     let arrivals = &shared.arrivals;
 
     // The publisher (for the chat plugin it is one more member of the channel).
@@ -151,9 +150,7 @@ pub async fn broadcast(a: BroadcastArgs) -> Result<()> {
     let (server_cpu_s, loadgen_cpu_s) = cpu0.until(&cpu::snapshot(&a.server_pid));
     drop(ptx);
     let _ = tokio::time::timeout(Duration::from_secs(1), pub_task).await;
-    for r in &readers {
-        r.abort();
-    }
+    drop(readers);
     complete_ns.sort_unstable();
     deliveries_ns.sort_unstable();
     let ms = |ns: f64| ns / 1e6;

@@ -42,6 +42,7 @@ mod idle;
 mod lane;
 mod marker;
 mod pubsub;
+mod readers;
 mod stats;
 mod subscriber;
 mod target;
