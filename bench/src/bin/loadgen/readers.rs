@@ -5,6 +5,14 @@
 //! wake-up and the runtime's bookkeeping around the epoll wait and the
 //! read; here it costs its share of an `epoll_wait` and one `read`, into
 //! one buffer shared by all subscribers.
+//!
+//! And the thread reads in batches: once something came, it sleeps for an
+//! interval (`--read-interval-us`) before it looks again. Woken for every
+//! delivery (one every ~10 us from a server sending to 10k), it spent
+//! about a quarter of its time going to sleep and waking up; a batch costs
+//! one wake-up (10k subscribers, bare-echo: 60 ms of CPU per round without
+//! the interval, 43 ms with 50 us). The price: an arrival is stamped up to
+//! the interval (and the batch's reading) late.
 
 use anyhow::{Result, bail};
 use std::io::{self, Read, Write};
@@ -12,6 +20,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::subscriber::{Shared, Subscriber};
 
@@ -56,8 +65,9 @@ fn add(ep: RawFd, fd: RawFd, key: u64) -> Result<()> {
 
 impl Readers {
     /// Starts reading `streams` (non-blocking, each right after its
-    /// handshake); subscriber `i` is `streams[i]`.
-    pub fn start(streams: Vec<TcpStream>, shared: Arc<Shared>) -> Result<Self> {
+    /// handshake); subscriber `i` is `streams[i]`. Once something came,
+    /// the thread looks again only after `interval`.
+    pub fn start(streams: Vec<TcpStream>, shared: Arc<Shared>, interval: Duration) -> Result<Self> {
         let ep = unsafe {
             OwnedFd::from_raw_fd(check(
                 libc::epoll_create1(libc::EPOLL_CLOEXEC),
@@ -80,7 +90,7 @@ impl Readers {
         }
         let thread = std::thread::Builder::new()
             .name("subscribers".into())
-            .spawn(move || run(ep, subs, &shared))?;
+            .spawn(move || run(ep, subs, &shared, interval))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -105,8 +115,11 @@ impl Drop for Readers {
 }
 
 /// The reader thread: until stopped, reads whichever subscribers have
-/// something; a subscriber whose connection is over is dropped (closed).
-fn run(ep: OwnedFd, mut subs: Vec<Option<Sub>>, shared: &Shared) {
+/// something, then sleeps for `interval`; a subscriber whose connection
+/// is over is dropped (closed).
+fn run(ep: OwnedFd, mut subs: Vec<Option<Sub>>, shared: &Shared, interval: Duration) {
+    // Sleep for the interval, not up to 50 us (the default slack) longer.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; READ_BUF];
     let mut replies = Vec::new();
@@ -138,6 +151,10 @@ fn run(ep: OwnedFd, mut subs: Vec<Option<Sub>>, shared: &Shared) {
                 *slot = None;
                 shared.close(why);
             }
+        }
+        // Unless the batch was full (then more is waiting: read it now).
+        if !interval.is_zero() && (n as usize) < events.len() {
+            std::thread::sleep(interval);
         }
     }
 }
@@ -226,7 +243,12 @@ mod tests {
         let stream = target.connect_raw(0).await.unwrap();
         let shared = Arc::new(Shared::new(1));
         shared.arrivals.open(0);
-        let readers = Readers::start(vec![stream.into_std().unwrap()], shared.clone()).unwrap();
+        let readers = Readers::start(
+            vec![stream.into_std().unwrap()],
+            shared.clone(),
+            Duration::from_micros(50),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(shared.arrivals.wait_all(0, deadline).await);
         let (pong, close) = server.await.unwrap();
