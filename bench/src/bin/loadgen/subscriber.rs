@@ -3,11 +3,11 @@
 //! arrivals they bring.
 //!
 //! At 10k subscribers on one core the load generator, not the server, was
-//! the limit when every delivery went through tungstenite (a `Message`
-//! allocated), a clock read, a window search and a channel send. Here a
-//! delivery costs one read, one clock read per read (not per frame), a
-//! scan for the marker (at the payload's start unless the server wraps it)
-//! and a store into the subscriber's slot.
+//! (close to) the limit when every delivery went through tungstenite (a
+//! `Message` allocated), a clock read, a window search and a channel send.
+//! Here a delivery costs one read, one clock read per read (not per
+//! frame), a scan for the marker (at the payload's start unless the server
+//! wraps it) and a store into the subscriber's slot.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,9 +38,7 @@ impl Shared {
             first_close: OnceLock::new(),
         }
     }
-}
 
-impl Shared {
     /// A subscriber was disconnected, for `why`.
     pub fn close(&self, why: String) {
         let _ = self.first_close.set(why);
