@@ -30,15 +30,21 @@
 //! Human-readable output goes to stderr; `--json` prints one JSON object on
 //! stdout.
 
+mod arrivals;
 mod broadcast;
 mod common;
 mod connect;
 mod cpu;
 mod echo;
+mod frames;
+mod handshake;
 mod idle;
 mod lane;
+mod marker;
 mod pubsub;
+mod readers;
 mod stats;
+mod subscriber;
 mod target;
 mod wait;
 

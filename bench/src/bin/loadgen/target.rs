@@ -10,6 +10,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use crate::handshake::HeadersOnly;
+
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// A parsed, resolved, loopback-checked target.
@@ -49,6 +51,27 @@ impl Target {
     }
 
     pub async fn connect_url(&self, i: usize, url: &str, cfg: WebSocketConfig) -> Result<Ws> {
+        let stream = self.dial(i).await?;
+        let (ws, _resp) = client_async_with_config(url, stream, Some(cfg))
+            .await
+            .context("WebSocket handshake")?;
+        Ok(ws)
+    }
+
+    /// Connection `i` after the handshake as the bare TCP stream, for a
+    /// client that reads the frames itself (see `handshake.rs`): the next
+    /// byte in it is the first of the server's first frame.
+    pub async fn connect_raw(&self, i: usize) -> Result<TcpStream> {
+        let stream = HeadersOnly::new(self.dial(i).await?);
+        let (ws, _resp) = client_async_with_config(self.url(i), stream, Some(client_config()))
+            .await
+            .context("WebSocket handshake")?;
+        Ok(ws.into_inner().into_inner())
+    }
+
+    /// A TCP connection for connection `i` (from its source address, if
+    /// several were asked for).
+    async fn dial(&self, i: usize) -> Result<TcpStream> {
         let sock = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -72,10 +95,7 @@ impl Target {
         }
         let stream = sock.connect(self.addr).await.context("connect")?;
         stream.set_nodelay(true)?;
-        let (ws, _resp) = client_async_with_config(url, stream, Some(cfg))
-            .await
-            .context("WebSocket handshake")?;
-        Ok(ws)
+        Ok(stream)
     }
 
     /// [`Self::connect_many`] for a measurement that needs connections:
@@ -87,10 +107,17 @@ impl Target {
         concurrency: usize,
         what: &str,
     ) -> Result<(Vec<Ws>, usize, f64)> {
-        let start = Instant::now();
-        let (conns, failed, err) = self.connect_many(n, concurrency, client_config()).await;
-        check_connected(conns.len(), failed, err, what)?;
-        Ok((conns, failed, start.elapsed().as_secs_f64()))
+        at_least_one(n, concurrency, what, |i| self.connect(i, client_config())).await
+    }
+
+    /// [`Self::connect_at_least_one`] with [`Self::connect_raw`].
+    pub async fn connect_raw_at_least_one(
+        &self,
+        n: usize,
+        concurrency: usize,
+        what: &str,
+    ) -> Result<(Vec<TcpStream>, usize, f64)> {
+        at_least_one(n, concurrency, what, |i| self.connect_raw(i)).await
     }
 
     /// Opens `n` connections, `concurrency` handshakes at a time.
@@ -100,24 +127,47 @@ impl Target {
         concurrency: usize,
         cfg: WebSocketConfig,
     ) -> (Vec<Ws>, usize, Option<String>) {
-        let mut out = Vec::with_capacity(n);
-        let mut failed = 0;
-        let mut first_err = None;
-        let mut futs = futures_util::stream::iter((0..n).map(|i| self.connect(i, cfg)))
-            .buffer_unordered(concurrency.max(1));
-        while let Some(r) = futs.next().await {
-            match r {
-                Ok(ws) => out.push(ws),
-                Err(e) => {
-                    failed += 1;
-                    if first_err.is_none() {
-                        first_err = Some(format!("{e:#}"));
-                    }
+        many(n, concurrency, |i| self.connect(i, cfg)).await
+    }
+}
+
+/// Opens connections `0..n` with `open`, `concurrency` at a time: those
+/// that opened, how many failed and the first error.
+async fn many<T, F: Future<Output = Result<T>>>(
+    n: usize,
+    concurrency: usize,
+    open: impl Fn(usize) -> F,
+) -> (Vec<T>, usize, Option<String>) {
+    let mut out = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_err = None;
+    let mut futs =
+        futures_util::stream::iter((0..n).map(open)).buffer_unordered(concurrency.max(1));
+    while let Some(r) = futs.next().await {
+        match r {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                failed += 1;
+                if first_err.is_none() {
+                    first_err = Some(format!("{e:#}"));
                 }
             }
         }
-        (out, failed, first_err)
     }
+    (out, failed, first_err)
+}
+
+/// [`many`], failing when none opened; also the seconds taken.
+async fn at_least_one<T, F: Future<Output = Result<T>>>(
+    n: usize,
+    concurrency: usize,
+    what: &str,
+    open: impl Fn(usize) -> F,
+) -> Result<(Vec<T>, usize, f64)> {
+    let start = Instant::now();
+    let (conns, failed, err) = many(n, concurrency, open).await;
+    check_connected(conns.len(), failed, err, what)?;
+    Ok((conns, failed, start.elapsed().as_secs_f64()))
 }
 
 /// Fails when none of the connections opened; reports partial failures.
