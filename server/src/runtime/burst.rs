@@ -17,11 +17,12 @@ use wasmtime::component::{
 };
 
 use super::bindings;
+use super::load_error::wit_version;
 use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::ConnId;
 
 /// The exported interface and function, as the WIT names them.
-const INTERFACE: &str = "wsgate:plugin/batch-listener@0.1.3";
+const INTERFACE: &str = concat!("wsgate:plugin/batch-listener@", wit_version!());
 const FUNCTION: &str = "on-messages";
 
 /// What the guest returns: one result per message it handled.

@@ -10,16 +10,27 @@ use serde::Serialize;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The version of the contract this server speaks, `wit/wsgate.wit`'s.
+/// A macro, as `concat!` takes literals only: every name with the version
+/// in it is spelled from this one, so a version bump cannot miss one (a
+/// missed `on-messages` name would silently cost one call per message).
+macro_rules! wit_version {
+    () => {
+        "0.1.3"
+    };
+}
+pub(crate) use wit_version;
+
 /// The contract this server speaks: the WIT package of `wit/wsgate.wit`.
-pub const WIT_PACKAGE: &str = "wsgate:plugin@0.1.3";
+pub const WIT_PACKAGE: &str = concat!("wsgate:plugin@", wit_version!());
 #[cfg(test)]
-const WIT_VERSION: &str = "0.1.3";
+const WIT_VERSION: &str = wit_version!();
 /// Versions this server links: 0.1.x only ever added to the contract
 /// (Wasmtime matches a 0.1.0 import to the 0.1.3 the host defines).
 const WIT_COMPATIBLE: &str = "0.1.";
 const WIT_NAMESPACE: &str = "wsgate:plugin/";
 /// The interface a plugin must export.
-pub const LISTENER_EXPORT: &str = "wsgate:plugin/listener@0.1.3";
+pub const LISTENER_EXPORT: &str = concat!("wsgate:plugin/listener@", wit_version!());
 
 /// Where loading stopped, in the order loading goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
