@@ -7,10 +7,7 @@
 //! the socket's write buffer instead of through a queue and a task wake-up,
 //! and every frame already read is answered before one flush, so a
 //! pipelining client costs one write syscall per burst. Frames the host can
-//! answer itself (ping, pong, close) never reach the plugin. While the task
-//! is parked, a delivery to the connection is written straight into the
-//! socket by whoever delivers it, and the task is not woken at all
-//! ([`super::direct`]).
+//! answer itself (ping, pong, close) never reach the plugin.
 //!
 //! A client that stops reading blocks writes, never the rest of the server:
 //! others' messages pile up in its queue until it is full and the connection

@@ -1,7 +1,6 @@
 //! One open WebSocket connection as the rest of the server sees it: a queue
 //! to write into and its session data. The socket itself is owned by the
-//! protocol task; others only ever write a delivery into it whole, while
-//! the queue's gate is open (`protocol/direct.rs`).
+//! protocol task; nobody else ever touches it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
