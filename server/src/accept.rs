@@ -7,16 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::os::fd::AsRawFd;
-
-use axum::Extension;
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_layer::Layer;
-
-use crate::protocol::direct::PlainSocket;
 
 /// A cap on connections: each accepted stream carries a permit until it
 /// closes, and past the cap a new connection is closed at once, so idle or
@@ -171,31 +165,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoPreface<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// Tells a connection's requests its socket, where the listener is plain
-/// TCP: a WebSocket on it may then be written to straight from whoever
-/// delivers to it ([`PlainSocket`]). Not for TLS, whose stream only the
-/// connection's task may write.
-#[derive(Clone)]
-pub struct PlainSockets<A>(pub A);
-
-impl<A, S> Accept<TcpStream, S> for PlainSockets<A>
-where
-    A: Accept<TcpStream, S>,
-    A::Future: Send + 'static,
-{
-    type Stream = A::Stream;
-    type Service = <Extension<PlainSocket> as Layer<A::Service>>::Service;
-    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
-
-    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let socket = Extension(PlainSocket(stream.as_raw_fd()));
-        let accepted = self.0.accept(stream, service);
-        Box::pin(async move {
-            let (stream, service) = accepted.await?;
-            Ok((stream, socket.layer(service)))
-        })
     }
 }

@@ -279,7 +279,7 @@ impl PluginMetrics {
 }
 
 /// A message counter and its byte counter, bumped together.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Traffic {
     messages: IntCounter,
     bytes: IntCounter,

@@ -18,7 +18,6 @@ use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 use super::origin;
 use crate::gateway::Gateway;
 use crate::lifecycle::{Decision, Refusal};
-use crate::protocol::direct::PlainSocket;
 use crate::routing::Matched;
 use crate::runtime::OpenRequest;
 
@@ -80,7 +79,7 @@ pub async fn handle(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
-    opening.upgraded(socket, parts.extensions.get::<PlainSocket>().copied());
+    opening.upgraded(socket);
     response.map(axum::body::Body::new)
 }
 

@@ -33,7 +33,6 @@ pub use admission::{Admission, Slot};
 use registration::Registration;
 
 use crate::config::{Limits, Timeouts};
-use crate::protocol::direct::PlainSocket;
 use crate::protocol::session::Session;
 use crate::protocol::{CloseCode, CloseFrame, ReassemblyBudget};
 use crate::registry::{Connection, QueueLimits, Registry};
@@ -82,7 +81,7 @@ pub struct Lifecycle {
 /// always safe: the connection's task notices and undoes what it did.
 pub struct Opening {
     decision: oneshot::Receiver<Decision>,
-    upgrade: oneshot::Sender<Upgraded>,
+    upgrade: oneshot::Sender<UpgradeFut>,
 }
 
 impl Opening {
@@ -98,9 +97,9 @@ impl Opening {
     }
 
     /// Hands the upgraded socket (once the 101 response is out) to the
-    /// connection's task, with its descriptor where it is plain TCP.
-    pub fn upgraded(self, socket: UpgradeFut, plain: Option<PlainSocket>) {
-        let _ = self.upgrade.send(Upgraded { socket, plain });
+    /// connection's task.
+    pub fn upgraded(self, socket: UpgradeFut) {
+        let _ = self.upgrade.send(socket);
     }
 }
 
@@ -187,12 +186,6 @@ impl Lifecycle {
     }
 }
 
-/// The socket once the 101 response is out.
-struct Upgraded {
-    socket: UpgradeFut,
-    plain: Option<PlainSocket>,
-}
-
 /// What the conversation needs besides the connection.
 struct SessionSettings {
     queue: crate::registry::Queue,
@@ -214,7 +207,7 @@ fn live(
     request: OpenRequest,
     channel: Option<String>,
     decided: oneshot::Sender<Decision>,
-    upgraded: oneshot::Receiver<Upgraded>,
+    upgraded: oneshot::Receiver<UpgradeFut>,
     settings: SessionSettings,
 ) -> impl Future<Output = ()> + Send {
     let opening = Box::pin(open(
@@ -244,7 +237,7 @@ async fn open(
     request: OpenRequest,
     channel: Option<String>,
     decided: oneshot::Sender<Decision>,
-    upgraded: oneshot::Receiver<Upgraded>,
+    upgraded: oneshot::Receiver<UpgradeFut>,
     settings: SessionSettings,
 ) -> Option<(Registration, impl Future<Output = CloseFrame> + Send)> {
     let greeting = match registration.open(request, channel).await {
@@ -285,8 +278,8 @@ async fn open(
         registration.close(CloseFrame::abnormal()).await;
         return None;
     }
-    let Upgraded { socket, plain } = match upgraded.await {
-        Ok(upgraded) => upgraded,
+    let socket = match upgraded.await {
+        Ok(socket) => socket,
         Err(_) => {
             registration.close(CloseFrame::abnormal()).await;
             return None;
@@ -312,7 +305,6 @@ async fn open(
         message_rate: settings.message_rate,
         max_message_size: settings.max_message_size,
         reassembly: settings.reassembly,
-        plain,
     };
     Some((registration, session.run(socket)))
 }

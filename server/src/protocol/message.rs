@@ -37,14 +37,6 @@ impl Message {
         }
     }
 
-    /// The payload's bytes, whatever the kind.
-    pub(crate) fn bytes(&self) -> &Bytes {
-        match self {
-            Message::Text(text) => &text.0,
-            Message::Binary(bytes) => bytes,
-        }
-    }
-
     /// The frame that carries it. It takes the payload over: even a
     /// refcount clone costs, since cloning a `Bytes` made from a `Vec` (a
     /// plugin's reply) first allocates a shared header for it.

@@ -21,7 +21,6 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use yawc::HttpWebSocket;
 
-use super::direct::PlainSocket;
 use super::socket::{Incoming, ReadError, Socket};
 use super::wire::{Event, MAX_BATCH, Peer, Wire};
 use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
@@ -49,9 +48,6 @@ pub struct Session {
     pub max_message_size: usize,
     /// Shared by every connection: bytes of partly received messages.
     pub reassembly: Arc<ReassemblyBudget>,
-    /// The socket, where it is plain TCP: deliveries are written into it
-    /// directly while the session is parked ([`super::direct`]).
-    pub plain: Option<PlainSocket>,
 }
 
 impl Session {
@@ -68,9 +64,6 @@ impl Session {
                 {
                     let mut socket = Socket::new(socket, self.max_message_size, self.reassembly);
                     socket.hold_closes();
-                    if let Some(plain) = self.plain {
-                        socket.deliver_directly(self.queue.gate(), plain, sent.clone());
-                    }
                     socket
                 },
                 self.queue,

@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use yawc::streaming::Streaming;
 use yawc::{Frame, HttpStream, OpCode, WebSocket, WebSocketError};
 
-use super::direct::PlainSocket;
 use super::{CloseCode, CloseFrame, Message, Utf8Bytes};
-use crate::metrics::Traffic;
-use crate::registry::Gate;
 
 /// A whole message, or a sign of life.
 pub enum Incoming {
@@ -68,14 +65,6 @@ pub struct Socket<S = HttpStream> {
     /// replies to the messages read before that frame go out before it.
     held_close: Option<Box<Frame>>,
     holds_closes: bool,
-    /// Where deliveries may be written straight into this socket while
-    /// the connection is parked ([`super::direct`]).
-    gate: Option<Gate>,
-    /// The gate may be open: we opened it and have not shut it since.
-    gate_open: bool,
-    /// The rest of a frame a delivery left half written, still to write
-    /// ahead of anything else.
-    rest: Option<Box<Bytes>>,
 }
 
 /// Bytes of partly received messages held for every client together: the
@@ -186,60 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             own_close: false,
             held_close: None,
             holds_closes: false,
-            gate: None,
-            gate_open: false,
-            rest: None,
         }
-    }
-
-    /// Lets deliveries be written straight into the socket, through
-    /// `gate`, whenever the connection is parked: unless permessage-deflate
-    /// was negotiated, as a frame written past yawc would miss its
-    /// compression context.
-    pub fn deliver_directly(&mut self, gate: Gate, socket: PlainSocket, sent: Traffic) {
-        if self.ws.is_compressed() {
-            return;
-        }
-        gate.enable(socket, sent);
-        self.gate = Some(gate);
-    }
-
-    /// The connection is parked: opens the gate if nothing is buffered,
-    /// owed or half written, and no close of ours is out.
-    pub fn open_gate(&mut self) {
-        if let Some(gate) = &self.gate
-            && !self.closed
-            && self.held_close.is_none()
-            && self.rest.is_none()
-            && self.ws.is_drained()
-        {
-            self.gate_open = gate.open();
-        }
-    }
-
-    /// Takes the socket back from deliveries before anything else touches
-    /// it: shuts the gate, then writes the rest of a frame a delivery left
-    /// half written.
-    fn poll_take_back(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WebSocketError>> {
-        if self.gate_open {
-            self.gate_open = false;
-            if let Some(rest) = self.gate.as_ref().and_then(Gate::shut) {
-                self.rest = Some(Box::new(rest));
-            }
-        }
-        while let Some(rest) = self.rest.as_mut() {
-            let written = ready!(Pin::new(self.ws.get_mut()).poll_write(cx, rest))?;
-            if written == 0 {
-                return Poll::Ready(Err(
-                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
-                ));
-            }
-            rest.advance(written);
-            if rest.is_empty() {
-                self.rest = None;
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 
     /// Adds one data frame to the message under way; a whole message once
@@ -354,9 +290,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Err(e) = ready!(this.poll_take_back(cx)) {
-            return Poll::Ready(Some(Err(ReadError::Library(e))));
-        }
         loop {
             let frame = match ready!(this.ws.poll_next_frame(cx)) {
                 Ok(frame) => frame,
@@ -396,9 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
-        ready!(this.poll_take_back(cx))?;
-        Pin::new(&mut this.ws).poll_ready(cx)
+        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
@@ -414,30 +345,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let this = self.get_mut();
-        ready!(this.poll_take_back(cx))?;
-        Pin::new(&mut this.ws).poll_flush(cx)
+        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        ready!(this.poll_take_back(cx))?;
         if this.closed && !this.own_close {
             // Readiness writes out the close yawc queued; closing alone
             // would send a 1000 in its place.
             ready!(Pin::new(&mut this.ws).poll_ready(cx))?;
         }
         Pin::new(&mut this.ws).poll_close(cx)
-    }
-}
-
-/// The socket closes when this is dropped: no delivery may be written
-/// into it from then on (its descriptor may be reused).
-impl<S> Drop for Socket<S> {
-    fn drop(&mut self) {
-        if let Some(gate) = &self.gate {
-            gate.disable();
-        }
     }
 }
 

@@ -136,35 +136,12 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             self.flush().await?;
         }
         self.arm();
-        let closing = self.close_sent;
-        let (socket, queue, timer) = (&mut self.socket, &self.queue, &mut self.timer);
-        // `None`: the timer fired.
-        let woken = poll_fn(|cx| {
-            if !closing && queue.poll_aborted(cx).is_ready() {
-                return Poll::Ready(Some(Event::Abort));
-            }
-            if let Poll::Ready(next) = socket.poll_next_unpin(cx) {
-                return Poll::Ready(Some(Event::Frame(next)));
-            }
-            if !closing && let Poll::Ready(item) = queue.poll_recv(cx) {
-                return Poll::Ready(Some(Event::Queued(item)));
-            }
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            // Parked with nothing to do: deliveries may write into the
-            // socket until it is polled again (which shuts the gate first).
-            // Last, so that no item taken from the queue above can be
-            // overtaken by one written past it.
-            if !closing {
-                socket.open_gate();
-            }
-            Poll::Pending
-        })
-        .await;
-        Ok(match woken {
-            Some(event) => event,
-            None => self.ping_or_deadline(),
+        Ok(tokio::select! {
+            biased;
+            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Abort,
+            next = self.socket.next() => Event::Frame(next),
+            item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
+            _ = self.timer.as_mut() => self.ping_or_deadline(),
         })
     }
 

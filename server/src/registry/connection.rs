@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::GroupKind;
-use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, Via, queue};
+use super::queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 use crate::protocol::{CloseCode, CloseFrame, Message};
 
 pub type ConnId = u64;
@@ -95,14 +95,10 @@ impl Connection {
     /// Queues a message without waiting. A full queue means the client has
     /// stopped reading: it is closed rather than allowed to hold up senders.
     pub fn send(&self, msg: Message) -> Result<(), SendError> {
-        self.send_via(msg, Via::Socket)
-    }
-
-    fn send_via(&self, msg: Message, via: Via) -> Result<(), SendError> {
         if self.is_closing() {
             return Err(SendError::Closed);
         }
-        let queued = self.push(Outbound::Data(msg), via);
+        let queued = self.push(Outbound::Data(msg));
         if queued == Err(SendError::QueueFull) {
             self.abort(CloseCode::POLICY, "send queue full");
         }
@@ -111,9 +107,8 @@ impl Connection {
 
     /// Queues a delivery to one of the connection's groups (or to it by
     /// id from outside its own hooks): as [`send`](Self::send), except that
-    /// while `on-open` runs it waits until `on-open` returned; `via` says
-    /// who writes it.
-    pub fn deliver(&self, msg: Message, via: Via) -> Result<(), SendError> {
+    /// while `on-open` runs it waits until `on-open` returned.
+    pub fn deliver(&self, msg: Message) -> Result<(), SendError> {
         if self.opening.load(Ordering::Acquire) {
             let mut parked = self.parked.lock().unwrap();
             if self.opening.load(Ordering::Acquire) {
@@ -130,7 +125,7 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.send_via(msg, via)
+        self.send(msg)
     }
 
     /// Holds deliveries back until [`opened`](Self::opened): for a
@@ -150,8 +145,8 @@ impl Connection {
     }
 
     /// Queues an item if the queue has room for it, in items and bytes.
-    fn push(&self, item: Outbound, via: Via) -> Result<(), SendError> {
-        self.tx.push_via(item, via).map_err(|e| match e {
+    fn push(&self, item: Outbound) -> Result<(), SendError> {
+        self.tx.push(item).map_err(|e| match e {
             PushError::Full => SendError::QueueFull,
             PushError::Gone => SendError::Closed,
         })
@@ -164,7 +159,7 @@ impl Connection {
         }
         let frame = CloseFrame::new(code, reason);
         self.set_close_reason(&frame);
-        if self.push(Outbound::Close(frame), Via::Queue).is_err() {
+        if self.push(Outbound::Close(frame)).is_err() {
             self.tx.abort();
         }
         Ok(())

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 pub use connection::{ConnId, Connection, SendError};
-pub use queue::{Gate, Outbound, PushError, Queue, QueueLimits, QueueSender, Via, queue};
+pub use queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};
 
 use crate::history::History;
@@ -427,20 +427,10 @@ fn collect(groups: &DashMap<String, Members>, name: &str) -> Vec<Arc<Connection>
 /// Queues one shared message to many connections. The message's bytes are
 /// reference-counted, so each recipient costs a pointer copy; a slow or
 /// closing recipient is skipped, never waited for.
-/// Delivers to every target but `except`. Parked connections can be
-/// written to straight from here, which spares waking their tasks, but the
-/// writes then all run on this thread: this thread takes one worker's share
-/// of them, last, and leaves the rest to the connections' own tasks, queued
-/// first so that the other workers write them meanwhile. With one worker,
-/// this thread writes them all, as uWebSockets writes a publish from its
-/// loop.
 fn fan_out(targets: Vec<Arc<Connection>>, msg: &Message, except: Option<ConnId>) -> u32 {
-    let workers = tokio::runtime::Handle::try_current().map_or(1, |rt| rt.metrics().num_workers());
-    let queued = targets.len() - targets.len().div_ceil(workers.max(1));
     let mut sent = 0;
-    for (i, conn) in targets.into_iter().enumerate() {
-        let via = if i < queued { Via::Queue } else { Via::Socket };
-        if Some(conn.id) != except && conn.deliver(msg.clone(), via).is_ok() {
+    for conn in targets {
+        if Some(conn.id) != except && conn.deliver(msg.clone()).is_ok() {
             sent += 1;
         }
     }

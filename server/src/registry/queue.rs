@@ -8,11 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
-use crate::metrics::Traffic;
-use crate::protocol::direct::{self, PlainSocket, Sent};
 use crate::protocol::{CloseFrame, Message};
 
 /// What the writer task takes from a queue.
@@ -80,24 +77,6 @@ struct State {
     bytes: usize,
     /// The writer is gone: nothing more is queued.
     gone: bool,
-    /// Where deliveries may be written straight into the socket, for a
-    /// connection whose socket allows it ([`direct`]).
-    direct: Option<Direct>,
-}
-
-/// A socket deliveries may be written into directly, and its gate.
-#[derive(Debug)]
-struct Direct {
-    socket: PlainSocket,
-    /// The writer is parked with nothing queued, buffered or owed: a
-    /// delivery may be written now. Shut by the writer before it touches
-    /// the socket, and by a delivery that could not go out whole.
-    open: bool,
-    /// The rest of a frame the socket took only part of: the writer
-    /// writes it before anything else.
-    rest: Option<Bytes>,
-    /// Counts what is written here, as the writer counts what it writes.
-    sent: Traffic,
 }
 
 impl State {
@@ -145,14 +124,6 @@ impl Queue {
         Some(item)
     }
 
-    /// The writer's hold on the gate deliveries are written through (its
-    /// socket holds one; see [`Gate`]).
-    pub fn gate(&self) -> Gate {
-        Gate {
-            shared: self.shared.clone(),
-        }
-    }
-
     /// Ready once the writer must close now, ahead of what is queued.
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.shared.aborted.load(Ordering::Acquire) {
@@ -179,66 +150,6 @@ impl Drop for Queue {
     }
 }
 
-/// The writer's side of the gate deliveries go through into its socket.
-///
-/// The gate is open only while the writer is parked with nothing queued,
-/// buffered or owed ([`open`](Self::open)). The writer shuts it before it
-/// touches the socket again ([`shut`](Self::shut)), so a delivery and the
-/// writer never write at the same time (a delivery writes under the queue's
-/// lock) and frames never interleave.
-#[derive(Debug)]
-pub struct Gate {
-    shared: Arc<Shared>,
-}
-
-impl Gate {
-    /// Deliveries may be written into `socket` from now on, whenever the
-    /// gate is open; what is written there counts in `sent`.
-    pub fn enable(&self, socket: PlainSocket, sent: Traffic) {
-        self.shared.state.lock().unwrap().direct = Some(Direct {
-            socket,
-            open: false,
-            rest: None,
-            sent,
-        });
-    }
-
-    /// Opens the gate, unless something is queued or owed (it would have
-    /// to go first), or the writer must close.
-    pub fn open(&self) -> bool {
-        let mut state = self.shared.state.lock().unwrap();
-        let empty = state.items.is_empty();
-        let Some(direct) = state.direct.as_mut() else {
-            return false;
-        };
-        direct.open =
-            empty && direct.rest.is_none() && !self.shared.aborted.load(Ordering::Acquire);
-        direct.open
-    }
-
-    /// Shuts the gate; the rest of a frame a delivery left half written,
-    /// which must be written next.
-    pub fn shut(&self) -> Option<Bytes> {
-        let mut state = self.shared.state.lock().unwrap();
-        let direct = state.direct.as_mut()?;
-        direct.open = false;
-        direct.rest.take()
-    }
-
-    /// Shuts the gate for good: the socket is about to close.
-    pub fn disable(&self) {
-        self.shared.state.lock().unwrap().direct = None;
-    }
-}
-
-/// Who writes a message: the deliverer, straight into the socket when the
-/// gate is open, or the connection's task, from the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Socket,
-    Queue,
-}
-
 /// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -255,57 +166,11 @@ pub struct QueueSender {
 }
 
 impl QueueSender {
-    /// Queues an item if the queue has room for it, in items and bytes;
-    /// writes a message straight into the socket instead where the gate is
-    /// open.
+    /// Queues an item if the queue has room for it, in items and bytes.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        self.push_via(item, Via::Socket)
-    }
-
-    /// As [`push`](Self::push), but `via` says whether the message may go
-    /// straight into the socket.
-    pub fn push_via(&self, item: Outbound, via: Via) -> Result<(), PushError> {
         let mut state = self.shared.state.lock().unwrap();
-        if via == Via::Socket
-            && let Outbound::Data(msg) = &item
-            && self.write_directly(&mut state, msg)
-        {
-            return Ok(());
-        }
         self.count_in(&mut state, &item)?;
         self.queue(state, item)
-    }
-
-    /// Writes `msg` into the socket if the gate is open and nothing is
-    /// queued before it (an item queued while the gate was shut goes
-    /// first). A socket that takes only part of the frame shuts the gate
-    /// and leaves the rest to the writer; one that takes none shuts it too,
-    /// and the message is queued.
-    fn write_directly(&self, state: &mut State, msg: &Message) -> bool {
-        let Some(direct) = state.direct.as_mut().filter(|d| d.open) else {
-            return false;
-        };
-        if !state.items.is_empty() || self.shared.aborted.load(Ordering::Acquire) {
-            direct.open = false;
-            return false;
-        }
-        match direct::send(direct.socket, msg) {
-            Sent::All => {
-                direct.sent.count(msg.len());
-                true
-            }
-            Sent::Part(rest) => {
-                direct.sent.count(msg.len());
-                direct.open = false;
-                direct.rest = Some(rest);
-                self.shared.writer.wake();
-                true
-            }
-            Sent::Nothing => {
-                direct.open = false;
-                false
-            }
-        }
     }
 
     /// Counts an item in, as if it were queued, if there is room: what is
@@ -338,9 +203,6 @@ impl QueueSender {
             state.count_out(&item);
             return Err(PushError::Gone);
         }
-        if let Some(direct) = state.direct.as_mut() {
-            direct.open = false;
-        }
         state.items.push_back(item);
         drop(state);
         self.shared.writer.wake();
@@ -361,9 +223,6 @@ impl QueueSender {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixStream;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
 
@@ -418,80 +277,6 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
         assert!(rx.poll_aborted(&mut cx).is_ready());
         assert!(tx.is_aborted());
-    }
-
-    fn traffic() -> Traffic {
-        let counter = |name| prometheus::IntCounter::new(name, "test").unwrap();
-        Traffic::new(&counter("messages"), &counter("bytes"))
-    }
-
-    /// What the socket's far end has received so far.
-    fn received(far: &mut UnixStream) -> Vec<u8> {
-        let mut got = vec![0u8; 64];
-        let n = far.read(&mut got).unwrap();
-        got.truncate(n);
-        got
-    }
-
-    #[test]
-    fn a_delivery_goes_through_an_open_gate_unless_something_must_go_first() {
-        let (tx, rx) = queue(limits(100));
-        let (ours, mut far) = UnixStream::pair().unwrap();
-        let gate = rx.gate();
-        gate.enable(PlainSocket(ours.as_raw_fd()), traffic());
-        // Shut until the writer opens it: queued.
-        tx.push(Outbound::Data(Message::text("a"))).unwrap();
-        assert!(!gate.open(), "opened with an item queued");
-        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
-        // Open: written, nothing queued.
-        assert!(gate.open());
-        tx.push(Outbound::Data(Message::text("b"))).unwrap();
-        assert!(rx.try_recv().is_none());
-        assert_eq!(received(&mut far), b"\x81\x01b");
-        // A close is queued, and shuts the gate.
-        tx.push(Outbound::Close(CloseFrame::new(
-            crate::protocol::CloseCode::NORMAL,
-            String::new(),
-        )))
-        .unwrap();
-        tx.push(Outbound::Data(Message::text("c"))).unwrap();
-        assert!(matches!(rx.try_recv(), Some(Outbound::Close(_))));
-        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
-        // Shut by the writer: queued again.
-        assert!(gate.open());
-        assert!(gate.shut().is_none());
-        tx.push(Outbound::Data(Message::text("d"))).unwrap();
-        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
-        // Aborted: never written past the close to come.
-        assert!(gate.open());
-        tx.abort();
-        tx.push(Outbound::Data(Message::text("e"))).unwrap();
-        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
-        assert!(!gate.open());
-    }
-
-    #[test]
-    fn a_frame_the_socket_takes_part_of_leaves_its_rest_first_in_line() {
-        let (tx, rx) = queue(QueueLimits {
-            items: 100,
-            bytes: 64 << 20,
-        });
-        let (ours, _far) = UnixStream::pair().unwrap();
-        let gate = rx.gate();
-        gate.enable(PlainSocket(ours.as_raw_fd()), traffic());
-        assert!(gate.open());
-        let big = Message::Binary(bytes::Bytes::from(vec![1u8; 4 << 20]));
-        tx.push(Outbound::Data(big)).unwrap();
-        // Taken in part: nothing queued, the gate shut, the writer woken.
-        assert!(rx.try_recv().is_none());
-        assert!(!gate.open(), "opened with a frame half written");
-        tx.push(Outbound::Data(Message::text("next"))).unwrap();
-        let rest = gate.shut().expect("the rest of the frame");
-        assert!(!rest.is_empty() && rest.len() < 4 << 20);
-        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
-        // Disabled (the socket closes): nothing more goes through.
-        gate.disable();
-        assert!(!gate.open());
     }
 
     #[test]
