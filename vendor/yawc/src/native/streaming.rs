@@ -462,28 +462,6 @@ where
         self.obligated_sends.push_back(frame);
     }
 
-    /// wsgate: nothing is waiting to be written: no frame in the write
-    /// buffer and no pong or close owed. Only then may something else write
-    /// whole frames to the stream itself (see [`Streaming::get_mut`]).
-    pub fn is_drained(&self) -> bool {
-        self.obligated_sends.is_empty()
-            && !self.flush_sends
-            && self.stream.write_buffer().is_empty()
-    }
-
-    /// wsgate: permessage-deflate was negotiated: frames written past yawc
-    /// would have to share its compression context.
-    pub fn is_compressed(&self) -> bool {
-        self.deflate.is_some() || self.inflate.is_some()
-    }
-
-    /// wsgate: the stream underneath, to write bytes that must go out ahead
-    /// of anything yawc writes (the rest of a frame written past yawc).
-    /// Writing to it is sound only while [`Streaming::is_drained`] holds.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.stream.get_mut()
-    }
-
     fn emit_close(&mut self, frame: Frame) {
         self.obligated_sends.push_back(frame);
         self.read_half.is_closed = true;
