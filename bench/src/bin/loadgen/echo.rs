@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use crate::common::Common;
 use crate::cpu::cpu_window;
 use crate::lane::{EchoShared, Lane, echo_conn};
 use crate::stats::{emit, percentile, us};
-use crate::target::{Target, check_connected, client_config};
+use crate::target::{Target, check_connected, client_config, many};
 
 #[derive(Args)]
 pub struct EchoArgs {
@@ -83,19 +82,7 @@ async fn connect_pairs(
             .context("sender")?;
         anyhow::Ok(Lane { rx, tx: Some(tx) })
     };
-    let mut lanes = Vec::with_capacity(n);
-    let (mut failed, mut err) = (0, None);
-    let mut futs =
-        futures_util::stream::iter((0..n).map(pair)).buffer_unordered(concurrency.max(1));
-    while let Some(r) = futs.next().await {
-        match r {
-            Ok(lane) => lanes.push(lane),
-            Err(e) => {
-                failed += 1;
-                err.get_or_insert(format!("{e:#}"));
-            }
-        }
-    }
+    let (lanes, failed, err) = many(n, concurrency, pair).await;
     check_connected(lanes.len(), failed, err, "pairs")?;
     Ok((lanes, failed, start.elapsed().as_secs_f64()))
 }

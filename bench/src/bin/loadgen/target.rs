@@ -133,7 +133,7 @@ impl Target {
 
 /// Opens connections `0..n` with `open`, `concurrency` at a time: those
 /// that opened, how many failed and the first error.
-async fn many<T, F: Future<Output = Result<T>>>(
+pub async fn many<T, F: Future<Output = Result<T>>>(
     n: usize,
     concurrency: usize,
     open: impl Fn(usize) -> F,
