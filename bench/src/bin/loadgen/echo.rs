@@ -11,7 +11,7 @@ use crate::common::Common;
 use crate::cpu::cpu_window;
 use crate::lane::{EchoShared, Lane, echo_conn};
 use crate::stats::{emit, percentile, us};
-use crate::target::{Target, check_connected, client_config, many};
+use crate::target::{Target, at_least_one, client_config};
 
 #[derive(Args)]
 pub struct EchoArgs {
@@ -70,7 +70,6 @@ async fn connect_pairs(
     n: usize,
     concurrency: usize,
 ) -> Result<(Vec<Lane>, usize, f64)> {
-    let start = Instant::now();
     let pair = |i| async move {
         let rx = receivers
             .connect(i, client_config())
@@ -82,9 +81,7 @@ async fn connect_pairs(
             .context("sender")?;
         anyhow::Ok(Lane { rx, tx: Some(tx) })
     };
-    let (lanes, failed, err) = many(n, concurrency, pair).await;
-    check_connected(lanes.len(), failed, err, "pairs")?;
-    Ok((lanes, failed, start.elapsed().as_secs_f64()))
+    at_least_one(n, concurrency, "pairs", pair).await
 }
 
 /// `echo`, or with `receiver` (the receivers' URL) `relay`.

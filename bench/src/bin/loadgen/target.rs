@@ -133,7 +133,7 @@ impl Target {
 
 /// Opens connections `0..n` with `open`, `concurrency` at a time: those
 /// that opened, how many failed and the first error.
-pub async fn many<T, F: Future<Output = Result<T>>>(
+async fn many<T, F: Future<Output = Result<T>>>(
     n: usize,
     concurrency: usize,
     open: impl Fn(usize) -> F,
@@ -158,7 +158,7 @@ pub async fn many<T, F: Future<Output = Result<T>>>(
 }
 
 /// [`many`], failing when none opened; also the seconds taken.
-async fn at_least_one<T, F: Future<Output = Result<T>>>(
+pub async fn at_least_one<T, F: Future<Output = Result<T>>>(
     n: usize,
     concurrency: usize,
     what: &str,
@@ -171,12 +171,7 @@ async fn at_least_one<T, F: Future<Output = Result<T>>>(
 }
 
 /// Fails when none of the connections opened; reports partial failures.
-pub fn check_connected(
-    opened: usize,
-    failed: usize,
-    err: Option<String>,
-    what: &str,
-) -> Result<()> {
+fn check_connected(opened: usize, failed: usize, err: Option<String>, what: &str) -> Result<()> {
     if opened == 0 {
         bail!("no {what} connected: {}", err.unwrap_or_default());
     }
