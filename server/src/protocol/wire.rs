@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::{Either, ready};
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
@@ -51,9 +52,19 @@ pub trait Peer {
 
 /// What woke the conversation up.
 pub enum Event {
-    Abort,
+    /// A frame from the peer, or the end of its stream: the caller's.
     Frame(Option<Result<Incoming, ReadError>>),
-    Queued(Outbound),
+    /// Anything else: the wire's own, for [`Wire::on_wake`].
+    Wake(Wake),
+}
+
+/// What the wire handles itself. No payload (what is queued stays in the
+/// queue until it is written): its handling is in every connection's
+/// task, and holds no copy of it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    Abort,
+    Queued,
     Ping,
     Deadline,
 }
@@ -138,10 +149,10 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         self.arm();
         Ok(tokio::select! {
             biased;
-            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Abort,
+            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Wake(Wake::Abort),
             next = self.socket.next() => Event::Frame(next),
-            item = self.queue.recv(), if !self.close_sent => Event::Queued(item),
-            _ = self.timer.as_mut() => self.ping_or_deadline(),
+            _ = poll_fn(|cx| self.queue.poll_queued(cx)), if !self.close_sent => Event::Wake(Wake::Queued),
+            _ = self.timer.as_mut() => Event::Wake(self.ping_or_deadline()),
         })
     }
 
@@ -161,16 +172,16 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// What the timer fired for: a ping if one is due (the next one an
     /// interval later; one missed by a stalled task is sent late, not
     /// again), else the deadline.
-    fn ping_or_deadline(&mut self) -> Event {
+    fn ping_or_deadline(&mut self) -> Wake {
         let now = Instant::now();
         if self.close_sent || self.next_ping > now {
-            return Event::Deadline;
+            return Wake::Deadline;
         }
         self.next_ping += self.ping_interval;
         if self.next_ping <= now {
             self.next_ping = now + self.ping_interval;
         }
-        Event::Ping
+        Wake::Ping
     }
 
     /// Moves the deadline, and the timer with it (the next wait for an
@@ -180,32 +191,28 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         self.timer.as_mut().reset(at);
     }
 
-    /// Handles every event but a frame, which is the caller's.
+    /// Handles what woke the conversation, unless it was a frame.
     ///
-    /// This and [`write`](Self::write) return an `async` block rather than
-    /// being `async fn`s: an `async fn` keeps its arguments twice across
-    /// an await (as given and as bound), in every connection's task.
+    /// Returns an `async` block rather than being an `async fn`: an `async
+    /// fn` keeps its arguments twice across an await (as given and as
+    /// bound), in every connection's task.
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    pub fn on_event(&mut self, event: Event) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+    pub fn on_wake(&mut self, wake: Wake) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
         async move {
-            match event {
-                Event::Abort => {
+            match wake {
+                Wake::Abort => {
                     let frame = self.over(CloseCode::GOING_AWAY);
                     self.write(Outbound::Close(frame)).await
                 }
-                Event::Queued(item) => {
-                    self.write(item).await?;
-                    self.write_queued().await
-                }
-                Event::Ping => {
+                Wake::Queued => self.write_queued().await,
+                Wake::Ping => {
                     self.ready().await?;
                     self.start_send(Frame::ping(Bytes::new()))
                 }
-                Event::Deadline => self.on_deadline(),
-                Event::Frame(_) => Ok(()),
+                Wake::Deadline => self.on_deadline(),
             }
         }
     }
@@ -213,28 +220,38 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// Writes one queued item (or a reply) for the next flush. A close
     /// frame ends what is written: nothing is read from the queue after
     /// it, and the deadline becomes the wait for the peer's reply.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn keeps its arguments twice"
-    )]
+    ///
+    /// Done before it returns when the socket has room, as it nearly
+    /// always has; only a wait for room is a future of its own, and boxed.
+    /// What the caller awaits is then no bigger than the result, and the
+    /// callers' state is in every connection's task.
     pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
-        async move {
-            if matches!(item, Outbound::Close(_)) {
-                self.close_sent = true;
-                self.set_deadline(Instant::now() + self.close);
-                self.peer.close_started();
+        if matches!(item, Outbound::Close(_)) {
+            self.close_sent = true;
+            self.set_deadline(Instant::now() + self.close);
+            self.peer.close_started();
+        }
+        match self.room_now() {
+            Some(Ok(())) => Either::Left(ready(self.put(item))),
+            Some(Err(over)) => Either::Left(ready(Err(over))),
+            None => Either::Right(Box::pin(async move {
+                self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
+                self.put(item)
+            })),
+        }
+    }
+
+    /// Puts an item in the socket's write buffer, which has room for it.
+    fn put(&mut self, item: Outbound) -> Result<(), CloseFrame> {
+        match item {
+            Outbound::Data(msg) => {
+                self.sent.count(msg.len());
+                self.start_send(msg.into_frame())
             }
-            self.ready().await?;
-            match item {
-                Outbound::Data(msg) => {
-                    self.sent.count(msg.len());
-                    self.start_send(msg.into_frame())
-                }
-                Outbound::Close(frame) => {
-                    self.start_send(frame.to_frame())?;
-                    self.close_written = true;
-                    Ok(())
-                }
+            Outbound::Close(frame) => {
+                self.start_send(frame.to_frame())?;
+                self.close_written = true;
+                Ok(())
             }
         }
     }
@@ -253,15 +270,16 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         Ok(())
     }
 
-    /// Waits for room in the socket's write buffer. There is room at once
-    /// nearly always; the wait is boxed, as its state inline would add to
-    /// every connection's task.
+    /// Waits for room in the socket's write buffer.
     async fn ready(&mut self) -> Result<(), CloseFrame> {
-        match poll_fn(|cx| Pin::new(&mut self.socket).poll_ready(cx)).now_or_never() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(self.over(CloseCode::ABNORMAL)),
-            None => Box::pin(self.blocked(|socket, cx| socket.poll_ready(cx))).await,
-        }
+        self.wait(|socket, cx| socket.poll_ready(cx)).await
+    }
+
+    /// Whether the socket's write buffer has room now; `None` if the wait
+    /// for it has to be a future.
+    fn room_now(&mut self) -> Option<Result<(), CloseFrame>> {
+        let room = poll_now(&mut self.socket, |socket, cx| socket.poll_ready(cx))?;
+        Some(room.map_err(|()| self.over(CloseCode::ABNORMAL)))
     }
 
     /// Puts a frame in the socket's write buffer, which [`ready`](Self::ready) found room in.
@@ -274,13 +292,25 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     }
 
     pub async fn flush(&mut self) -> Result<(), CloseFrame> {
-        match poll_fn(|cx| Pin::new(&mut self.socket).poll_flush(cx)).now_or_never() {
-            Some(Ok(())) => {}
-            Some(Err(_)) => return Err(self.over(CloseCode::ABNORMAL)),
-            None => Box::pin(self.blocked(|socket, cx| socket.poll_flush(cx))).await?,
-        }
+        self.wait(|socket, cx| socket.poll_flush(cx)).await?;
         self.unflushed = false;
         Ok(())
+    }
+
+    /// Waits for the socket to be ready for `poll`, as it is at once
+    /// nearly always. The wait is boxed, and the first try leaves a byte
+    /// behind, not the error: what is held across the wait is in every
+    /// connection's task.
+    async fn wait(
+        &mut self,
+        poll: impl FnMut(Pin<&mut Socket<S>>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>
+        + Copy,
+    ) -> Result<(), CloseFrame> {
+        match poll_now(&mut self.socket, poll) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(())) => Err(self.over(CloseCode::ABNORMAL)),
+            None => Box::pin(self.blocked(poll)).await,
+        }
     }
 
     /// Waits for the socket, e.g. for room in its write buffer. A peer
@@ -424,6 +454,22 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             }
         }
         let _ = tokio::time::timeout(close, self.socket.close()).await;
+    }
+}
+
+/// Polls the socket once: `None` if it is not ready, else whether it
+/// worked (the error itself only ever ends the conversation).
+fn poll_now<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Socket<S>,
+    mut poll: impl FnMut(Pin<&mut Socket<S>>, &mut Context<'_>) -> Poll<Result<(), WebSocketError>>,
+) -> Option<Result<(), ()>> {
+    let done = poll(
+        Pin::new(socket),
+        &mut Context::from_waker(std::task::Waker::noop()),
+    );
+    match done {
+        Poll::Ready(done) => Some(done.map_err(|_| ())),
+        Poll::Pending => None,
     }
 }
 

@@ -106,9 +106,22 @@ impl Queue {
         }
     }
 
-    /// The next item.
-    pub async fn recv(&self) -> Outbound {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    /// The next item. A `poll_fn` rather than an `async fn`: the wait is
+    /// in every idle connection's task, and this way it is one pointer.
+    pub fn recv(&self) -> impl Future<Output = Outbound> + '_ {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    /// Ready once something is queued, which stays queued for
+    /// [`try_recv`](Self::try_recv).
+    pub fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before looking, so an item queued in between wakes us.
+        self.shared.writer.register(cx.waker());
+        if self.shared.state.lock().unwrap().items.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     /// The next item if one is queued now.

@@ -267,7 +267,7 @@ async fn talk(upstreams: &Upstreams, id: UpstreamId, wire: &mut Wire<Link, Strea
                     }
                 }
             }
-            event => wire.on_event(event).await,
+            Event::Wake(wake) => wire.on_wake(wake).await,
         };
         if let Err(over) = handled {
             return over;
