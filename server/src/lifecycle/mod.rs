@@ -71,7 +71,8 @@ pub struct Lifecycle {
     pub reassembly: Arc<ReassemblyBudget>,
     registry: Arc<Registry>,
     limits: Limits,
-    timeouts: Timeouts,
+    /// Shared with every connection's wire.
+    timeouts: Arc<Timeouts>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -115,7 +116,7 @@ impl Lifecycle {
             reassembly: ReassemblyBudget::new(limits.reassembly_bytes),
             registry,
             limits: limits.clone(),
-            timeouts: timeouts.clone(),
+            timeouts: Arc::new(timeouts.clone()),
             shutdown,
             tasks: TaskTracker::new(),
         }
@@ -189,7 +190,7 @@ impl Lifecycle {
 /// What the conversation needs besides the connection.
 struct SessionSettings {
     queue: crate::registry::Queue,
-    timeouts: Timeouts,
+    timeouts: Arc<Timeouts>,
     message_rate: u32,
     max_message_size: usize,
     reassembly: Arc<ReassemblyBudget>,

@@ -165,6 +165,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.closed = true;
     }
 
+    /// What a message may weigh, read or written: the limit a client's
+    /// messages are held to holds for what it is sent too.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     pub fn new(ws: WebSocket<S>, max_message_size: usize, budget: Arc<ReassemblyBudget>) -> Self {
         Socket {
             ws: ws.into_streaming(),

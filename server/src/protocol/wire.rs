@@ -83,7 +83,6 @@ pub struct Wire<P: Peer, S = HttpStream> {
     deadline: Instant,
     /// When the next ping is due; none is sent once our close is out.
     next_ping: Instant,
-    ping_interval: Duration,
     /// We have started our close: nothing else will be written, and only
     /// the peer's reply (or the deadline) is awaited.
     close_sent: bool,
@@ -96,14 +95,12 @@ pub struct Wire<P: Peer, S = HttpStream> {
     /// burst, not per frame).
     pub last_frame: Instant,
     pub peer: Arc<P>,
-    /// How long the peer may send nothing (`timeouts.idle`).
-    idle: Duration,
-    /// How long the peer has to answer our close (`timeouts.close`).
-    close: Duration,
+    /// Of these, the ping interval, how long the peer may send nothing
+    /// (`idle`) and how long it has to answer our close (`close`): shared,
+    /// as every connection holds its wire.
+    timeouts: Arc<Timeouts>,
     /// Counts what is written.
     sent: Traffic,
-    /// What a message written may weigh: no more than a client may send.
-    pub max_message_size: usize,
 }
 
 impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
@@ -114,10 +111,9 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         socket: Socket<S>,
         queue: Queue,
         peer: Arc<P>,
-        timeouts: Timeouts,
         first_ping: Duration,
+        timeouts: Arc<Timeouts>,
         sent: Traffic,
-        max_message_size: usize,
     ) -> Self {
         let now = Instant::now();
         Wire {
@@ -128,16 +124,13 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             )),
             deadline: now + timeouts.idle,
             next_ping: now + first_ping,
-            ping_interval: timeouts.ping_interval,
             close_sent: false,
             close_written: false,
             unflushed: false,
             last_frame: now,
             peer,
-            idle: timeouts.idle,
-            close: timeouts.close,
+            timeouts,
             sent,
-            max_message_size,
         }
     }
 
@@ -177,9 +170,9 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         if self.close_sent || self.next_ping > now {
             return Wake::Deadline;
         }
-        self.next_ping += self.ping_interval;
+        self.next_ping += self.timeouts.ping_interval;
         if self.next_ping <= now {
-            self.next_ping = now + self.ping_interval;
+            self.next_ping = now + self.timeouts.ping_interval;
         }
         Wake::Ping
     }
@@ -228,7 +221,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
         if matches!(item, Outbound::Close(_)) {
             self.close_sent = true;
-            self.set_deadline(Instant::now() + self.close);
+            self.set_deadline(Instant::now() + self.timeouts.close);
             self.peer.close_started();
         }
         match self.room_now() {
@@ -257,17 +250,25 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     }
 
     /// Writes what is queued now, up to a batch, unless a close is out.
-    pub async fn write_queued(&mut self) -> Result<(), CloseFrame> {
-        for _ in 0..MAX_BATCH {
-            if self.close_sent {
-                break;
+    ///
+    /// An `async` block, as [`on_wake`](Self::on_wake) is.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn write_queued(&mut self) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        async move {
+            for _ in 0..MAX_BATCH {
+                if self.close_sent {
+                    break;
+                }
+                let Some(item) = self.queue.try_recv() else {
+                    break;
+                };
+                self.write(item).await?;
             }
-            let Some(item) = self.queue.try_recv() else {
-                break;
-            };
-            self.write(item).await?;
+            Ok(())
         }
-        Ok(())
     }
 
     /// Waits for room in the socket's write buffer.
@@ -365,12 +366,12 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         if self.close_sent || self.peer.is_closing() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
-        let due = self.last_frame + self.idle;
+        let due = self.last_frame + self.timeouts.idle;
         if due <= now {
             // Queues the close frame; the deadline becomes the wait for
             // the reply once it is out, or ends a socket too stuck to take it.
             self.peer.close(CloseCode::GOING_AWAY, "idle timeout");
-            self.set_deadline(now + self.close);
+            self.set_deadline(now + self.timeouts.close);
         } else {
             self.set_deadline(due);
         }
@@ -441,7 +442,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     pub async fn finish(&mut self) {
         self.socket.stop_holding_closes();
         self.peer.mark_closing();
-        let close = self.close;
+        let close = self.timeouts.close;
         if !self.close_written
             && let Some(frame) = self.peer.close_reason()
         {

@@ -218,10 +218,9 @@ async fn converse(
         socket,
         queue,
         link,
-        settings.timeouts.clone(),
         settings.timeouts.ping_interval,
+        settings.timeouts.clone(),
         upstreams.metrics.sent.clone(),
-        settings.max_message_size,
     );
     let over = talk(upstreams, id, &mut wire).await;
     Box::pin(wire.finish()).await;

@@ -101,7 +101,7 @@ pub struct UpstreamSettings {
     /// What may wait to be written to one upstream.
     pub queue: QueueLimits,
     /// Pings, the idle deadline and the close handshake, as for clients.
-    pub timeouts: Timeouts,
+    pub timeouts: Arc<Timeouts>,
     /// Resolution, TCP, TLS and the handshake together.
     pub connect_timeout: Duration,
     /// Whom `wss://` upstreams are trusted as: Mozilla's roots by default.
@@ -117,7 +117,7 @@ impl UpstreamSettings {
                 items: limits.send_queue,
                 bytes: limits.send_queue_bytes,
             },
-            timeouts: timeouts.clone(),
+            timeouts: Arc::new(timeouts.clone()),
             connect_timeout: timeouts.upstream_connect,
             tls: tls::default_config(),
         }
