@@ -101,6 +101,40 @@ fn server_pid(dir: &Path) -> u32 {
     pids[0]
 }
 
+/// A plugin that keeps a little of every call (some language runtimes
+/// do) never runs out of memory mid-call: an instance grown to three
+/// quarters of its limit is replaced between calls, so no call fails and
+/// the server holds no more than its instances' limits.
+#[tokio::test]
+async fn a_plugin_that_keeps_memory_after_every_call_is_given_fresh_instances() {
+    let (dir, server) = start(&["--instance-memory", "33554432", "--instances", "2"]).await;
+    let pid = server_pid(dir.path());
+    let mut leaker = server.connect("/ws/hostile").await;
+    let mut echo = server.connect("/ws/echo").await;
+    // 160 MiB kept in all, five times what one instance may hold and more
+    // than both together.
+    for i in 0..160 {
+        send_text(&mut leaker, "leak 1024").await;
+        let reply = tokio::time::timeout(Duration::from_secs(10), next_text(&mut leaker))
+            .await
+            .unwrap_or_else(|_| panic!("call {i}: no reply\n{}", server.logs()));
+        assert_eq!(reply, "leaked 1024 KiB", "call {i}");
+        if i % 40 == 0 {
+            echo_answers(&mut echo, &format!("during {i}")).await;
+        }
+    }
+    let (rss, peak) = rss_kib(pid);
+    eprintln!("LEAK 160 x 1 MiB kept, 32 MiB per instance: rss {rss} KiB (peak {peak} KiB)");
+    assert!(peak < 200 * 1024, "peak RSS {peak} KiB over 200 MiB");
+    assert!(
+        !server.logs().contains("trapped"),
+        "no call ran out of memory\n{}",
+        server.logs()
+    );
+    echo_answers(&mut echo, "after").await;
+    hostile_serves_fresh(&server).await;
+}
+
 #[tokio::test]
 async fn membomb_is_capped_by_the_instance_memory_limit() {
     let cap: u64 = 32 << 20;

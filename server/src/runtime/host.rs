@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -19,6 +18,7 @@ use super::bindings::{
     StateError as HostStateError, UpstreamError,
 };
 use super::env::PluginEnv;
+use super::limits::InstanceLimits;
 use super::plugin_log::Gate;
 use crate::history::{self, Body};
 use crate::outbound::http::HttpHooks;
@@ -36,7 +36,8 @@ pub struct HostState {
     /// Sends the plugin's `wasi:http` requests, within its grants.
     http_hooks: HttpHooks,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    /// What the instance may hold, and how far its memory has grown.
+    pub limits: InstanceLimits,
     /// When the running hook must stop; checked at every epoch tick.
     pub deadline: Instant,
     /// Deliveries the running hook call may still queue.
@@ -49,12 +50,7 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(env: Arc<PluginEnv>) -> HostState {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(env.limits.instance_memory)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
+        let limits = InstanceLimits::new(env.limits.instance_memory);
         HostState {
             wasi: env.wasi_ctx(),
             http: WasiHttpCtx::new(),

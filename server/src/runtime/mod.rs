@@ -12,6 +12,7 @@ mod engine;
 mod env;
 mod hook;
 mod host;
+mod limits;
 mod listener;
 mod load_error;
 mod plugin_log;

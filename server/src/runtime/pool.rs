@@ -2,7 +2,10 @@
 //! borrows an idle instance (or instantiates one from the pre-linked
 //! `Prepared` component, which with the pooling allocator and copy-on-write memory
 //! costs microseconds) and returns it afterwards. An instance that trapped
-//! is dropped, never reused, since its memory may be inconsistent.
+//! is dropped, never reused, since its memory may be inconsistent; one
+//! whose memory grew close to its limit is dropped after its call
+//! ([`InstanceLimits`](super::limits::InstanceLimits)), before a call runs
+//! out of memory midway.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -248,10 +251,22 @@ impl InstancePool {
         self.returned.notify_one();
     }
 
+    /// Returns an instance for the next call, unless its memory has grown
+    /// too close to its limit: then it is dropped, and the next call that
+    /// finds no idle instance makes a fresh one.
     pub fn give_back(&self, mut loan: Loan<'_>) {
-        if let Some(instance) = loan.instance.take() {
-            self.idle.lock().unwrap().push(instance);
-            self.returned.notify_one();
+        let Some(instance) = loan.instance.take() else {
+            return;
+        };
+        if instance.store.data().limits.worn_out() {
+            tracing::debug!(
+                "an instance's memory grew to three quarters of limits.instance_memory; retired"
+            );
+            drop(instance);
+            self.release();
+            return;
         }
+        self.idle.lock().unwrap().push(instance);
+        self.returned.notify_one();
     }
 }
