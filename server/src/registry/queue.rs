@@ -106,10 +106,9 @@ impl Queue {
         }
     }
 
-    /// The next item. A `poll_fn` rather than an `async fn`: the wait is
-    /// in every idle connection's task, and this way it is one pointer.
-    pub fn recv(&self) -> impl Future<Output = Outbound> + '_ {
-        std::future::poll_fn(|cx| self.poll_recv(cx))
+    /// The next item.
+    pub async fn recv(&self) -> Outbound {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Ready once something is queued, which stays queued for
