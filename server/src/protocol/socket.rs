@@ -43,8 +43,9 @@ pub enum ReadError {
     },
 }
 
-/// The connection, for one reader and one writer (after `split`): a
-/// client's upgraded HTTP stream, or an upstream's TCP or TLS stream.
+/// The connection, read and written by one task (the vendored yawc wakes
+/// only the task that polled it last): a client's upgraded HTTP stream, or
+/// an upstream's TCP or TLS stream.
 ///
 /// yawc does not stop anything being sent after a close frame; this drops
 /// whatever would follow one (RFC 6455 §5.5.1).

@@ -144,7 +144,6 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::{pin, Pin},
     str::FromStr,
-    sync::Arc,
     task::{ready, Context, Poll},
     time::{Duration, Instant},
 };
@@ -153,7 +152,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use builder::WsBuilderOpts;
 use codec::Codec;
 use compression::{CompressionConfig, Compressor, Decompressor, WebSocketExtensions};
-use futures::{task::AtomicWaker, SinkExt};
+use futures::SinkExt;
+#[cfg(any(feature = "rustls-ring", feature = "rustls-aws-lc-rs"))]
+use std::sync::Arc;
 #[cfg(any(feature = "rustls-ring", feature = "rustls-aws-lc-rs"))]
 use tokio_rustls::rustls::{self, pki_types::TrustAnchor};
 use tokio_util::codec::Framed;
@@ -322,84 +323,6 @@ impl std::fmt::Display for Role {
             Self::Server => write!(f, "server"),
             Self::Client => write!(f, "client"),
         }
-    }
-}
-
-/// Type of context for wake operations in the WebSocket stream.
-///
-/// Used to distinguish between read and write operations when managing
-/// task waking in the WebSocket's asynchronous I/O operations.
-#[derive(Clone, Copy)]
-enum ContextKind {
-    /// Indicates a read operation context
-    Read,
-    /// Indicates a write operation context
-    Write,
-}
-
-/// Manages separate wakers for read and write operations on the WebSocket stream.
-#[derive(Default)]
-struct WakeProxy {
-    /// Waker for read operations
-    read_waker: AtomicWaker,
-    /// Waker for write operations
-    write_waker: AtomicWaker,
-}
-
-impl futures::task::ArcWake for WakeProxy {
-    fn wake_by_ref(this: &Arc<Self>) {
-        match (this.read_waker.take(), this.write_waker.take()) {
-            (Some(read), Some(write)) => {
-                // A single task may be waiting for both directions.
-                if !read.will_wake(&write) {
-                    write.wake();
-                }
-                read.wake();
-            }
-            (Some(waker), None) | (None, Some(waker)) => waker.wake(),
-            (None, None) => {}
-        }
-    }
-}
-
-impl WakeProxy {
-    #[inline]
-    fn set_waker(&self, kind: ContextKind, waker: &futures::task::Waker) {
-        match kind {
-            ContextKind::Read => {
-                self.read_waker.register(waker);
-            }
-            ContextKind::Write => {
-                self.write_waker.register(waker);
-            }
-        }
-    }
-
-    /// Register only when an operation needs a wakeup, then recheck readiness.
-    #[inline]
-    fn poll_with_context<T>(
-        self: &Arc<Self>,
-        kind: ContextKind,
-        cx: &mut Context<'_>,
-        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        if let Poll::Ready(value) = self.with_context(&mut poll) {
-            return Poll::Ready(value);
-        }
-        self.set_waker(kind, cx.waker());
-        // A wake may have arrived before registration. Poll again so that readiness
-        // cannot be lost between the first poll and installing the caller's waker.
-        self.with_context(poll)
-    }
-
-    #[inline(always)]
-    fn with_context<F, R>(self: &Arc<Self>, f: F) -> R
-    where
-        F: FnOnce(&mut Context<'_>) -> R,
-    {
-        let waker = futures::task::waker_ref(self);
-        let mut cx = Context::from_waker(&waker);
-        f(&mut cx)
     }
 }
 
@@ -2814,115 +2737,5 @@ mod tests {
             err.as_io_error().map(io::Error::kind),
             Some(io::ErrorKind::AddrNotAvailable)
         );
-    }
-}
-
-#[cfg(test)]
-mod wake_tests {
-    use super::{ContextKind, WakeProxy};
-    use futures::task::ArcWake;
-    use std::{
-        sync::{
-            atomic::{AtomicUsize, Ordering},
-            Arc,
-        },
-        task::{Context, Poll, Wake, Waker},
-    };
-
-    #[derive(Default)]
-    struct WakeCount(AtomicUsize);
-
-    impl Wake for WakeCount {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    #[test]
-    fn readiness_during_registration_is_rechecked() {
-        let proxy = Arc::new(WakeProxy::default());
-        let count = Arc::new(WakeCount::default());
-        let waker = Waker::from(count);
-        let mut cx = Context::from_waker(&waker);
-        for kind in [ContextKind::Read, ContextKind::Write] {
-            let mut ready = false;
-            assert_eq!(
-                proxy.poll_with_context(kind, &mut cx, |cx| {
-                    if ready {
-                        Poll::Ready(42)
-                    } else {
-                        ready = true;
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
-                }),
-                Poll::Ready(42)
-            );
-        }
-    }
-
-    #[test]
-    fn pending_operations_wake_both_tasks() {
-        let proxy = Arc::new(WakeProxy::default());
-        let read = Arc::new(WakeCount::default());
-        let write = Arc::new(WakeCount::default());
-        for (kind, count) in [(ContextKind::Read, &read), (ContextKind::Write, &write)] {
-            let waker = Waker::from(Arc::clone(count));
-            let mut cx = Context::from_waker(&waker);
-            assert!(proxy
-                .poll_with_context(kind, &mut cx, |_| Poll::<()>::Pending)
-                .is_pending());
-        }
-        WakeProxy::wake_by_ref(&proxy);
-        assert_eq!(read.0.load(Ordering::Relaxed), 1);
-        assert_eq!(write.0.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn a_shared_task_is_woken_once_and_can_register_again() {
-        let proxy = Arc::new(WakeProxy::default());
-        let count = Arc::new(WakeCount::default());
-        let waker = Waker::from(Arc::clone(&count));
-        for expected in 1..=3 {
-            proxy.set_waker(ContextKind::Read, &waker);
-            proxy.set_waker(ContextKind::Write, &waker);
-            WakeProxy::wake_by_ref(&proxy);
-            assert_eq!(count.0.load(Ordering::Relaxed), expected);
-            WakeProxy::wake_by_ref(&proxy);
-            assert_eq!(count.0.load(Ordering::Relaxed), expected);
-        }
-    }
-
-    #[test]
-    fn either_direction_can_wake_on_its_own() {
-        let proxy = Arc::new(WakeProxy::default());
-        for kind in [ContextKind::Read, ContextKind::Write] {
-            let count = Arc::new(WakeCount::default());
-            let waker = Waker::from(Arc::clone(&count));
-            proxy.set_waker(kind, &waker);
-            WakeProxy::wake_by_ref(&proxy);
-            assert_eq!(count.0.load(Ordering::Relaxed), 1);
-        }
-    }
-
-    #[test]
-    fn a_new_pending_caller_replaces_the_previous_waker() {
-        let proxy = Arc::new(WakeProxy::default());
-        let old = Arc::new(WakeCount::default());
-        let new = Arc::new(WakeCount::default());
-        for count in [&old, &new] {
-            let waker = Waker::from(Arc::clone(count));
-            let mut cx = Context::from_waker(&waker);
-            assert!(proxy
-                .poll_with_context(ContextKind::Read, &mut cx, |_| Poll::<()>::Pending)
-                .is_pending());
-        }
-        WakeProxy::wake_by_ref(&proxy);
-        assert_eq!(old.0.load(Ordering::Relaxed), 0);
-        assert_eq!(new.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -52,7 +52,6 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     pin::Pin,
-    sync::Arc,
     task::{ready, Context, Poll},
 };
 
@@ -68,7 +67,6 @@ const DEFAULT_BUFFER_CAPACITY: usize = 8 * 1024;
 use crate::{
     codec::Codec,
     compression::{Compressor, Decompressor},
-    native::{ContextKind, WakeProxy},
     Frame, ReadHalf, WebSocketError, WriteHalf,
 };
 
@@ -155,8 +153,6 @@ pub struct Streaming<S> {
     read_half: ReadHalf,
     // Writing state
     write_half: WriteHalf,
-    // waker proxy
-    wake_proxy: Arc<WakeProxy>,
     // frames we must send (control..)
     obligated_sends: VecDeque<Frame>,
     // flag to indicate the writer to flush sends
@@ -208,7 +204,6 @@ where
             stream: framed,
             read_half: ReadHalf::new(),
             write_half: WriteHalf::new(),
-            wake_proxy: Arc::new(WakeProxy::default()),
             obligated_sends: VecDeque::new(),
             flush_sends: false,
             deflate: negotiated.compressor().map(Box::new),
@@ -282,7 +277,7 @@ where
         // wsgate: a peer that does not read the pongs it asked for is not
         // read from either, so what it makes us queue stays bounded.
         if !self.obligated_sends.is_empty() || self.flush_sends {
-            ready!(self.poll_flush_obligated(ContextKind::Read, cx))?;
+            ready!(self.poll_flush_obligated(cx))?;
         }
         // wsgate: the read buffer is given back while the connection is
         // idle (below) and taken again when there is something to read.
@@ -290,16 +285,7 @@ where
             let capacity = self.read_buffer_capacity;
             take_read_buffer(self.stream.read_buffer_mut(), capacity);
         }
-        let res = if self.stream.read_buffer().is_empty() {
-            self.wake_proxy.set_waker(ContextKind::Read, cx.waker());
-            self.wake_proxy
-                .with_context(|cx| self.read_half.poll_frame(&mut self.stream, cx))
-        } else {
-            self.wake_proxy
-                .poll_with_context(ContextKind::Read, cx, |cx| {
-                    self.read_half.poll_frame(&mut self.stream, cx)
-                })
-        };
+        let res = self.read_half.poll_frame(&mut self.stream, cx);
         let res = res.map(|res| {
             res.and_then(|frame| {
                 self.release_read_buffer(frame.payload.len());
@@ -309,7 +295,7 @@ where
         match res {
             Poll::Ready(Ok(frame)) => Poll::Ready(Ok(frame)),
             Poll::Ready(Err(WebSocketError::ConnectionClosed)) => {
-                ready!(self.poll_flush_obligated(ContextKind::Read, cx))?;
+                ready!(self.poll_flush_obligated(cx))?;
                 Poll::Ready(Err(WebSocketError::ConnectionClosed))
             }
             Poll::Ready(Err(err)) => {
@@ -336,7 +322,7 @@ where
             }
             Poll::Pending => {
                 self.release_idle_read_buffer();
-                ready!(self.poll_flush_obligated(ContextKind::Read, cx))?;
+                ready!(self.poll_flush_obligated(cx))?;
                 Poll::Pending
             }
         }
@@ -467,32 +453,23 @@ where
         self.read_half.is_closed = true;
     }
 
-    fn poll_flush_obligated(
-        &mut self,
-        kind: ContextKind,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<()>> {
-        if self.obligated_sends.is_empty() && !self.flush_sends {
-            return Poll::Ready(Ok(()));
+    fn poll_flush_obligated(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while !self.obligated_sends.is_empty() {
+            ready!(self.write_half.poll_ready(&mut self.stream, cx))?;
+
+            let next = self.obligated_sends.pop_front().expect("obligated send");
+            ensure_write_buffer(&mut self.stream, self.write_buffer_capacity);
+            self.write_half.start_send(&mut self.stream, next)?;
+            self.flush_sends = true;
         }
-        self.wake_proxy.poll_with_context(kind, cx, |cx| {
-            while !self.obligated_sends.is_empty() {
-                ready!(self.write_half.poll_ready(&mut self.stream, cx))?;
 
-                let next = self.obligated_sends.pop_front().expect("obligated send");
-                ensure_write_buffer(&mut self.stream, self.write_buffer_capacity);
-                self.write_half.start_send(&mut self.stream, next)?;
-                self.flush_sends = true;
-            }
+        if self.flush_sends {
+            ready!(self.write_half.poll_flush(&mut self.stream, cx))?;
+            self.flush_sends = false;
+            release_write_buffer(&mut self.stream, &mut self.write_buffer_grown);
+        }
 
-            if self.flush_sends {
-                ready!(self.write_half.poll_flush(&mut self.stream, cx))?;
-                self.flush_sends = false;
-                release_write_buffer(&mut self.stream, &mut self.write_buffer_grown);
-            }
-
-            Poll::Ready(Ok(()))
-        })
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -529,10 +506,8 @@ where
             // Framed can accept another frame without polling the transport.
             return this.write_half.poll_ready(&mut this.stream, cx);
         }
-        this.wake_proxy.set_waker(ContextKind::Write, cx.waker());
-        ready!(this.poll_flush_obligated(ContextKind::Write, cx))?;
-        this.wake_proxy
-            .with_context(|cx| this.write_half.poll_ready(&mut this.stream, cx))
+        ready!(this.poll_flush_obligated(cx))?;
+        this.write_half.poll_ready(&mut this.stream, cx)
     }
 
     fn start_send(self: Pin<&mut Self>, mut item: Frame) -> std::result::Result<(), Self::Error> {
@@ -580,10 +555,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<std::result::Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.wake_proxy.set_waker(ContextKind::Write, cx.waker());
-        ready!(this
-            .wake_proxy
-            .with_context(|cx| this.write_half.poll_flush(&mut this.stream, cx)))?;
+        ready!(this.write_half.poll_flush(&mut this.stream, cx))?;
         this.release_write_buffer();
         Poll::Ready(Ok(()))
     }
@@ -593,9 +565,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<std::result::Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.wake_proxy.set_waker(ContextKind::Write, cx.waker());
-        this.wake_proxy
-            .with_context(|cx| this.write_half.poll_close(&mut this.stream, cx))
+        this.write_half.poll_close(&mut this.stream, cx)
     }
 }
 
@@ -676,7 +646,10 @@ mod wake_tests {
     use super::*;
     use crate::Options;
     use std::{
-        sync::atomic::{AtomicUsize, Ordering},
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
         task::{Wake, Waker},
     };
     use tokio::io::{duplex, AsyncWriteExt};
