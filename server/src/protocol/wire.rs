@@ -17,14 +17,14 @@ use bytes::Bytes;
 use futures_util::future::{Either, ready};
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use yawc::{Frame, HttpStream, WebSocketError};
 
 use super::socket::{Incoming, ReadError, Socket};
 use super::{CloseCode, CloseFrame};
 use crate::config::Timeouts;
 use crate::metrics::Traffic;
-use crate::registry::{Outbound, Queue};
+use crate::registry::{AlarmTime, Outbound, Queue};
 
 /// Frames read, or queued frames written, before the next flush, so one
 /// busy connection cannot hold back what it already produced.
@@ -75,14 +75,14 @@ pub struct Wire<P: Peer, S = HttpStream> {
     /// What is queued for the peer, and the signal to close now, ahead of
     /// it (slow consumer, bad input, shutdown).
     queue: Queue,
-    /// One timer for the next ping and the deadline, whichever comes
-    /// first: an idle connection holds one, not an interval and a sleep.
-    timer: Pin<Box<Sleep>>,
+    /// When the queue's alarm is set for: the next ping or the deadline,
+    /// whichever comes first (one alarm, not an interval and a sleep).
+    alarm: AlarmTime,
     /// The idle deadline until a close frame of ours is out, then the
     /// deadline for the peer's reply to it.
-    deadline: Instant,
+    deadline: AlarmTime,
     /// When the next ping is due; none is sent once our close is out.
-    next_ping: Instant,
+    next_ping: AlarmTime,
     /// We have started our close: nothing else will be written, and only
     /// the peer's reply (or the deadline) is awaited.
     close_sent: bool,
@@ -115,19 +115,20 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         timeouts: Arc<Timeouts>,
         sent: Traffic,
     ) -> Self {
-        let now = Instant::now();
+        let last_frame = Instant::now();
+        let now = AlarmTime::now();
+        let alarm = now + timeouts.idle.min(first_ping);
+        queue.set_alarm(alarm);
         Wire {
             socket,
             queue,
-            timer: Box::pin(tokio::time::sleep_until(
-                now + timeouts.idle.min(first_ping),
-            )),
+            alarm,
             deadline: now + timeouts.idle,
             next_ping: now + first_ping,
             close_sent: false,
             close_written: false,
             unflushed: false,
-            last_frame: now,
+            last_frame,
             peer,
             timeouts,
             sent,
@@ -145,11 +146,11 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Wake(Wake::Abort),
             next = self.socket.next() => Event::Frame(next),
             _ = poll_fn(|cx| self.queue.poll_queued(cx)), if !self.close_sent => Event::Wake(Wake::Queued),
-            _ = self.timer.as_mut() => Event::Wake(self.ping_or_deadline()),
+            _ = poll_fn(|cx| self.queue.poll_alarm(cx)) => Event::Wake(self.ping_or_deadline()),
         })
     }
 
-    /// Sets the timer to the next ping or the deadline, whichever comes
+    /// Sets the alarm to the next ping or the deadline, whichever comes
     /// first; to the deadline alone once our close is out.
     fn arm(&mut self) {
         let at = if self.close_sent {
@@ -157,31 +158,36 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         } else {
             self.deadline.min(self.next_ping)
         };
-        if self.timer.deadline() != at {
-            self.timer.as_mut().reset(at);
+        self.set_alarm(at);
+    }
+
+    fn set_alarm(&mut self, at: AlarmTime) {
+        if self.alarm != at {
+            self.alarm = at;
+            self.queue.set_alarm(at);
         }
     }
 
-    /// What the timer fired for: a ping if one is due (the next one an
+    /// What the alarm rang for: a ping if one is due (the next one an
     /// interval later; one missed by a stalled task is sent late, not
     /// again), else the deadline.
     fn ping_or_deadline(&mut self) -> Wake {
-        let now = Instant::now();
+        let now = AlarmTime::now();
         if self.close_sent || self.next_ping > now {
             return Wake::Deadline;
         }
-        self.next_ping += self.timeouts.ping_interval;
+        self.next_ping = self.next_ping + self.timeouts.ping_interval;
         if self.next_ping <= now {
             self.next_ping = now + self.timeouts.ping_interval;
         }
         Wake::Ping
     }
 
-    /// Moves the deadline, and the timer with it (the next wait for an
-    /// event sets the timer to the next ping instead if that comes first).
-    fn set_deadline(&mut self, at: Instant) {
+    /// Moves the deadline, and the alarm with it (the next wait for an
+    /// event sets the alarm to the next ping instead if that comes first).
+    fn set_deadline(&mut self, at: AlarmTime) {
         self.deadline = at;
-        self.timer.as_mut().reset(at);
+        self.set_alarm(at);
     }
 
     /// Handles what woke the conversation, unless it was a frame.
@@ -221,7 +227,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
         if matches!(item, Outbound::Close(_)) {
             self.close_sent = true;
-            self.set_deadline(Instant::now() + self.timeouts.close);
+            self.set_deadline(AlarmTime::now() + self.timeouts.close);
             self.peer.close_started();
         }
         match self.room_now() {
@@ -338,7 +344,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
                 if !self.close_sent && self.queue.poll_aborted(cx).is_ready() {
                     return Poll::Ready(Woken::Abort);
                 }
-                if self.timer.as_mut().poll(cx).is_ready() {
+                if self.queue.poll_alarm(cx).is_ready() {
                     return Poll::Ready(Woken::Deadline);
                 }
                 Poll::Pending
@@ -356,17 +362,17 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// The idle deadline re-arms itself while frames keep coming; past it,
     /// or past the wait for the peer's close reply, the conversation ends.
     fn on_deadline(&mut self) -> Result<(), CloseFrame> {
-        let now = Instant::now();
+        let now = AlarmTime::now();
         if now < self.deadline {
-            // The timer fired for a ping, which a blocked write holds up:
+            // The alarm rang for a ping, which a blocked write holds up:
             // it goes once the write is done.
-            self.timer.as_mut().reset(self.deadline);
+            self.set_alarm(self.deadline);
             return Ok(());
         }
         if self.close_sent || self.peer.is_closing() {
             return Err(self.over(CloseCode::ABNORMAL));
         }
-        let due = self.last_frame + self.timeouts.idle;
+        let due = AlarmTime::from_std((self.last_frame + self.timeouts.idle).into_std());
         if due <= now {
             // Queues the close frame; the deadline becomes the wait for
             // the reply once it is out, or ends a socket too stuck to take it.

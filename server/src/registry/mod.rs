@@ -10,6 +10,7 @@
 //! carries it to the other nodes; they deliver it with [`Scope::deliver`],
 //! which never relays again.
 
+mod alarm;
 mod connection;
 mod queue;
 mod relay;
@@ -22,6 +23,7 @@ use crate::protocol::Message;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+pub use alarm::AlarmTime;
 pub use connection::{ConnId, Connection, SendError};
 pub use queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};

@@ -4,12 +4,13 @@
 //! upstream a plugin opened.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
+use super::alarm::{self, AlarmTime};
 use crate::protocol::{CloseFrame, Message};
 
 /// What the writer task takes from a queue.
@@ -45,6 +46,9 @@ pub fn queue(limits: QueueLimits) -> (QueueSender, Queue) {
         state: Mutex::default(),
         writer: AtomicWaker::new(),
         aborted: AtomicBool::new(false),
+        rung: AtomicBool::new(false),
+        alarm: AtomicU64::new(0),
+        filed_at: AtomicU64::new(0),
         limits,
     });
     (
@@ -59,12 +63,20 @@ pub fn queue(limits: QueueLimits) -> (QueueSender, Queue) {
 /// nothing else. The items are in a deque that is given back whenever the
 /// writer empties it, so a queue holds no buffer while it is empty.
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     state: Mutex<State>,
-    /// The writer's task, woken by an item or by an abort.
-    writer: AtomicWaker,
+    /// The writer's task, woken by an item, by an abort or by its alarm.
+    pub(super) writer: AtomicWaker,
     /// Set when the writer must close now, ahead of what is queued.
     aborted: AtomicBool,
+    /// Set by the alarm wheel when the alarm is due.
+    pub(super) rung: AtomicBool,
+    /// When the writer wants to be woken ([`AlarmTime`]'s raw value; 0
+    /// for never).
+    pub(super) alarm: AtomicU64,
+    /// When the alarm wheel looks at this queue next (0: it does not),
+    /// which may be before the alarm: changed under the wheel's lock only.
+    pub(super) filed_at: AtomicU64,
     limits: QueueLimits,
 }
 
@@ -136,6 +148,27 @@ impl Queue {
         Some(item)
     }
 
+    /// Wakes the writer at `at` ([`poll_alarm`](Self::poll_alarm) is
+    /// ready then), instead of when an alarm set before was due.
+    pub fn set_alarm(&self, at: AlarmTime) {
+        // Cleared first: a ring from here on is for this alarm.
+        self.shared.rung.store(false, Ordering::Relaxed);
+        self.shared.alarm.store(at.raw(), Ordering::Release);
+        alarm::file(&self.shared, at);
+    }
+
+    /// Ready once, when the alarm is due (within a few milliseconds).
+    pub fn poll_alarm(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.rung.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.shared.writer.register(cx.waker());
+        if self.shared.rung.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
     /// Ready once the writer must close now, ahead of what is queued.
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.shared.aborted.load(Ordering::Acquire) {
@@ -151,6 +184,7 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
+        alarm::unfile(&self.shared);
         let mut state = self.shared.state.lock().unwrap();
         state.gone = true;
         let items = std::mem::take(&mut state.items);
@@ -230,6 +264,12 @@ impl QueueSender {
     /// Whether [`abort`](Self::abort) was called.
     pub fn is_aborted(&self) -> bool {
         self.shared.aborted.load(Ordering::Acquire)
+    }
+
+    /// How many hold the queue: its ends, and the alarm wheel.
+    #[cfg(test)]
+    pub(super) fn holders(&self) -> usize {
+        Arc::strong_count(&self.shared)
     }
 }
 
