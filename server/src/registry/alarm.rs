@@ -64,7 +64,8 @@ const SLOT_MS: u64 = 10;
 
 /// The slot an alarm due at `at` is filed under: the first not before it.
 fn slot(at: u64) -> u64 {
-    at.div_ceil(SLOT_MS) * SLOT_MS
+    // Saturating: a timeout of centuries is an alarm that never rings.
+    at.div_ceil(SLOT_MS).saturating_mul(SLOT_MS)
 }
 
 struct Wheel {
@@ -221,6 +222,13 @@ mod tests {
         assert!(rang >= Duration::from_millis(40), "rang after {rang:?}");
         let rang = rings(&later, start, Duration::from_secs(5)).expect("rang");
         assert!(rang >= Duration::from_millis(150), "rang after {rang:?}");
+    }
+
+    #[test]
+    fn an_alarm_centuries_away_never_rings() {
+        let (_tx, rx) = queue(LIMITS);
+        rx.set_alarm(AlarmTime::now() + Duration::MAX);
+        assert!(rings(&rx, Instant::now(), Duration::from_millis(50)).is_none());
     }
 
     #[test]
