@@ -12,10 +12,15 @@ use super::{Http1Transaction, ParseContext, ParsedMessage};
 use crate::common::buf::BufList;
 
 /// The initial buffer size allocated before trying to read from IO.
-pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
+///
+/// wsgate: 2 KiB, not 8: most of what a WebSocket server reads over
+/// HTTP/1 is upgrade requests of a few hundred bytes, and every handshake
+/// under way held 8 KiB to read into and 8 KiB to write its response
+/// headers into. The read size still doubles when a read fills the buffer.
+pub(crate) const INIT_BUFFER_SIZE: usize = 2048;
 
 /// The minimum value that can be set to max buffer size.
-pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
+pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = 8192;
 
 /// The default maximum read buffer size. If the buffer gets this big and
 /// a message is still not complete, a `TooLarge` error is triggered.
