@@ -116,7 +116,7 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
         sent: Traffic,
     ) -> Self {
         let last_frame = Instant::now();
-        let now = AlarmTime::now();
+        let now = AlarmTime::from_std(last_frame.into_std());
         let alarm = now + timeouts.idle.min(first_ping);
         queue.set_alarm(alarm);
         Wire {

@@ -7,10 +7,11 @@
 //!
 //! The wheel files a queue under the hundredth of a second its alarm is
 //! due in (a filing per millisecond would cost about as much as the sleep
-//! it replaces: tens of thousands of one-entry lists). An alarm moved later stays filed where it was and is refiled when that
-//! time comes (an idle deadline moves with every burst of frames, and is
-//! filed once per ping interval this way, not once per burst); one moved
-//! earlier is filed again at once.
+//! it replaces: tens of thousands of one-entry lists). An alarm moved
+//! later stays filed where it was and is refiled when that time comes (an
+//! idle deadline moves with every burst of frames, and is filed once per
+//! ping interval this way, not once per burst); one moved earlier is filed
+//! again at once. A queue whose writer is gone takes itself off.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -134,24 +135,19 @@ impl Wheel {
                 let (key, queues) = entry.remove_entry();
                 for queue in queues {
                     // Filed again, earlier, since: that filing counts.
-                    // Only the wheel holds it: its peer is gone.
-                    if queue.filed_at.load(Ordering::Relaxed) != key
-                        || Arc::strong_count(&queue) == 1
-                    {
+                    if queue.filed_at.load(Ordering::Relaxed) != key {
                         continue;
                     }
-                    match queue.alarm.load(Ordering::Acquire) {
-                        0 => queue.filed_at.store(0, Ordering::Relaxed),
-                        due if due <= now => {
-                            queue.filed_at.store(0, Ordering::Relaxed);
-                            queue.rung.store(true, Ordering::Release);
-                            due_now.extend(queue.writer.take());
-                        }
-                        later => {
-                            let at = slot(later);
-                            queue.filed_at.store(at, Ordering::Relaxed);
-                            filed.entry(at).or_default().push(queue);
-                        }
+                    // Never 0: a queue is filed only once its alarm is set.
+                    let due = queue.alarm.load(Ordering::Acquire);
+                    if due <= now {
+                        queue.filed_at.store(0, Ordering::Relaxed);
+                        queue.rung.store(true, Ordering::Release);
+                        due_now.extend(queue.writer.take());
+                    } else {
+                        let at = slot(due);
+                        queue.filed_at.store(at, Ordering::Relaxed);
+                        filed.entry(at).or_default().push(queue);
                     }
                 }
             }

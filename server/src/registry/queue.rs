@@ -159,23 +159,22 @@ impl Queue {
 
     /// Ready once, when the alarm is due (within a few milliseconds).
     pub fn poll_alarm(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.rung.swap(false, Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        self.shared.writer.register(cx.waker());
-        if self.shared.rung.swap(false, Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        self.poll_signal(cx, || self.shared.rung.swap(false, Ordering::Acquire))
     }
 
     /// Ready once the writer must close now, ahead of what is queued.
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.aborted.load(Ordering::Acquire) {
+        self.poll_signal(cx, || self.shared.aborted.load(Ordering::Acquire))
+    }
+
+    /// Ready when `signalled`; otherwise the writer's waker is registered
+    /// and it is asked again, so a signal raised in between is not missed.
+    fn poll_signal(&self, cx: &mut Context<'_>, mut signalled: impl FnMut() -> bool) -> Poll<()> {
+        if signalled() {
             return Poll::Ready(());
         }
         self.shared.writer.register(cx.waker());
-        if self.shared.aborted.load(Ordering::Acquire) {
+        if signalled() {
             return Poll::Ready(());
         }
         Poll::Pending
