@@ -226,27 +226,29 @@ impl Drop for Decoder {
 }
 
 /// wsgate: UTF-8 validation over bytes that arrive in pieces: a character
-/// split between two pieces is carried over.
+/// split between two pieces is carried over. Five bytes, so that the
+/// decoder's `Option` of it packs beside its role: every connection holds one.
 #[derive(Default)]
 struct Utf8Stream {
     carry: [u8; 4],
-    len: usize,
+    len: u8,
 }
 
 impl Utf8Stream {
     /// Takes the next bytes of the text; `false` at the first invalid one.
     fn feed(&mut self, mut bytes: &[u8]) -> bool {
         if self.len > 0 {
+            let len = usize::from(self.len);
             let width = match self.carry[0] {
                 0xc0..=0xdf => 2,
                 0xe0..=0xef => 3,
                 _ => 4,
             };
-            let take = (width - self.len).min(bytes.len());
-            self.carry[self.len..self.len + take].copy_from_slice(&bytes[..take]);
-            self.len += take;
+            let take = (width - len).min(bytes.len());
+            self.carry[len..len + take].copy_from_slice(&bytes[..take]);
+            self.len += take as u8;
             bytes = &bytes[take..];
-            match std::str::from_utf8(&self.carry[..self.len]) {
+            match std::str::from_utf8(&self.carry[..len + take]) {
                 Ok(_) => self.len = 0,
                 Err(e) if e.error_len().is_none() => return true,
                 Err(_) => return false,
@@ -257,7 +259,7 @@ impl Utf8Stream {
             Err(e) if e.error_len().is_none() => {
                 let tail = &bytes[e.valid_up_to()..];
                 self.carry[..tail.len()].copy_from_slice(tail);
-                self.len = tail.len();
+                self.len = tail.len() as u8;
                 true
             }
             Err(_) => false,

@@ -346,7 +346,9 @@ pub struct WriteHalf {
 /// - `Done`: The connection is fully closed, and no further actions are required.
 enum CloseState {
     /// The WebSocket is sending the `Close` frame to signal the end of the connection.
-    Sending(Frame),
+    /// (wsgate: boxed, so that the write half of every open connection holds a
+    /// pointer's room for it, not a whole frame's.)
+    Sending(Box<Frame>),
     /// The WebSocket is flushing the remaining data after the `Close` frame has been sent.
     Flushing,
     /// The WebSocket is in the process of closing the underlying network stream.
@@ -487,7 +489,7 @@ impl WriteHalf {
             match self.close_state.take() {
                 None => {
                     let frame = Frame::close(CloseCode::Normal, []);
-                    self.close_state = Some(CloseState::Sending(frame));
+                    self.close_state = Some(CloseState::Sending(Box::new(frame)));
                 }
                 Some(CloseState::Sending(frame)) => {
                     if stream.poll_ready_unpin(cx).is_pending() {
@@ -495,7 +497,7 @@ impl WriteHalf {
                         break Poll::Pending;
                     }
 
-                    stream.start_send_unpin(frame)?;
+                    stream.start_send_unpin(*frame)?;
 
                     self.close_state = Some(CloseState::Flushing);
                 }

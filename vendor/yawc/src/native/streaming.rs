@@ -49,7 +49,6 @@
 //! - **Compression**: RSV1 bit is managed automatically based on compression state
 
 use std::{
-    collections::VecDeque,
     future::poll_fn,
     pin::Pin,
     task::{ready, Context, Poll},
@@ -154,7 +153,9 @@ pub struct Streaming<S> {
     // Writing state
     write_half: WriteHalf,
     // frames we must send (control..)
-    obligated_sends: VecDeque<Frame>,
+    // (wsgate: a Vec, not a VecDeque: it holds a pong and a close at most,
+    // and is 8 bytes smaller in every connection)
+    obligated_sends: Vec<Frame>,
     // flag to indicate the writer to flush sends
     flush_sends: bool,
     // compressor (wsgate: boxed, so a connection without compression holds
@@ -162,13 +163,15 @@ pub struct Streaming<S> {
     deflate: Option<Box<Compressor>>,
     // decompressor (wsgate: boxed, likewise)
     inflate: Option<Box<Decompressor>>,
-    max_payload_read: usize,
+    // (wsgate: these four are u32s, saturated, to keep every connection's
+    // state small: past 4 GiB they would not bound anything anyway)
+    max_payload_read: u32,
     // messages sent as one frame below this size are not compressed
-    compression_threshold: usize,
+    compression_threshold: u32,
     // size the read buffer returns to after a larger frame
-    read_buffer_capacity: usize,
+    read_buffer_capacity: u32,
     // size of the write buffer taken when there is something to write
-    write_buffer_capacity: usize,
+    write_buffer_capacity: u32,
     // the write buffer grew past its usual size and is freed once flushed
     write_buffer_grown: bool,
 }
@@ -204,18 +207,22 @@ where
             stream: framed,
             read_half: ReadHalf::new(),
             write_half: WriteHalf::new(),
-            obligated_sends: VecDeque::new(),
+            obligated_sends: Vec::new(),
             flush_sends: false,
             deflate: negotiated.compressor().map(Box::new),
             inflate: negotiated.decompressor().map(Box::new),
-            max_payload_read: negotiated.max_payload_read,
-            compression_threshold: negotiated.compression_threshold,
-            read_buffer_capacity: negotiated
-                .read_buffer_capacity
-                .unwrap_or(DEFAULT_BUFFER_CAPACITY),
-            write_buffer_capacity: negotiated
-                .write_buffer_capacity
-                .unwrap_or(DEFAULT_BUFFER_CAPACITY),
+            max_payload_read: saturate(negotiated.max_payload_read),
+            compression_threshold: saturate(negotiated.compression_threshold),
+            read_buffer_capacity: saturate(
+                negotiated
+                    .read_buffer_capacity
+                    .unwrap_or(DEFAULT_BUFFER_CAPACITY),
+            ),
+            write_buffer_capacity: saturate(
+                negotiated
+                    .write_buffer_capacity
+                    .unwrap_or(DEFAULT_BUFFER_CAPACITY),
+            ),
             write_buffer_grown: false,
         }
     }
@@ -266,7 +273,7 @@ where
     /// - Middle fragments: `OpCode::Continuation` with `FIN=false`
     /// - Final fragment: `OpCode::Continuation` with `FIN=true`
     pub fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame>> {
-        self.poll_next_frame_with_limit(cx, self.max_payload_read)
+        self.poll_next_frame_with_limit(cx, self.max_payload_read as usize)
     }
 
     pub(crate) fn poll_next_frame_with_limit(
@@ -282,7 +289,7 @@ where
         // wsgate: the read buffer is given back while the connection is
         // idle (below) and taken again when there is something to read.
         if self.stream.read_buffer().capacity() == 0 {
-            let capacity = self.read_buffer_capacity;
+            let capacity = self.read_buffer_capacity as usize;
             take_read_buffer(self.stream.read_buffer_mut(), capacity);
         }
         let res = self.read_half.poll_frame(&mut self.stream, cx);
@@ -345,7 +352,7 @@ where
     /// it until replaced. Bytes of the next frame already read are kept, unless there
     /// are more than fit, in which case the next frame shrinks it instead.
     fn release_read_buffer(&mut self, frame_len: usize) {
-        let capacity = self.read_buffer_capacity;
+        let capacity = self.read_buffer_capacity as usize;
         let buffer = self.stream.read_buffer_mut();
         if frame_len > capacity && buffer.len() <= capacity {
             set_capacity(buffer, capacity);
@@ -381,9 +388,9 @@ where
         }
 
         let max_output_size = if !frame.is_fin() || frame.opcode == OpCode::Continuation {
-            self.max_payload_read.min(max_read_buffer)
+            (self.max_payload_read as usize).min(max_read_buffer)
         } else {
-            self.max_payload_read
+            self.max_payload_read as usize
         };
 
         if frame.is_compressed {
@@ -408,7 +415,7 @@ where
         // on to the read buffer.
         self.obligated_sends.retain(|f| f.opcode != OpCode::Pong);
         self.obligated_sends
-            .push_back(Frame::pong(Bytes::copy_from_slice(&frame.payload)));
+            .push(Frame::pong(Bytes::copy_from_slice(&frame.payload)));
     }
 
     fn on_close(&mut self, frame: &Frame) -> Result<()> {
@@ -440,16 +447,16 @@ where
             .obligated_sends
             .iter()
             .rposition(|f| f.opcode == OpCode::Close)?;
-        self.obligated_sends.remove(i)
+        Some(self.obligated_sends.remove(i))
     }
 
     /// wsgate: queues a close frame taken with [`Streaming::take_queued_close`].
     pub fn queue_close(&mut self, frame: Frame) {
-        self.obligated_sends.push_back(frame);
+        self.obligated_sends.push(frame);
     }
 
     fn emit_close(&mut self, frame: Frame) {
-        self.obligated_sends.push_back(frame);
+        self.obligated_sends.push(frame);
         self.read_half.is_closed = true;
     }
 
@@ -457,8 +464,8 @@ where
         while !self.obligated_sends.is_empty() {
             ready!(self.write_half.poll_ready(&mut self.stream, cx))?;
 
-            let next = self.obligated_sends.pop_front().expect("obligated send");
-            ensure_write_buffer(&mut self.stream, self.write_buffer_capacity);
+            let next = self.obligated_sends.remove(0);
+            ensure_write_buffer(&mut self.stream, self.write_buffer_capacity as usize);
             self.write_half.start_send(&mut self.stream, next)?;
             self.flush_sends = true;
         }
@@ -525,7 +532,7 @@ where
         // cannot, since RSV1 on its first frame covers every fragment.
         let small_message = item.opcode != OpCode::Continuation
             && item.is_fin()
-            && item.payload.len() < this.compression_threshold;
+            && item.payload.len() < this.compression_threshold as usize;
         let should_compress = !item.opcode.is_control() && !small_message;
         if should_compress {
             if let Some(deflate) = this.deflate.as_mut() {
@@ -536,14 +543,12 @@ where
             }
         }
 
-        ensure_write_buffer(&mut this.stream, this.write_buffer_capacity);
+        ensure_write_buffer(&mut this.stream, this.write_buffer_capacity as usize);
         this.write_half.start_send(&mut this.stream, item)?;
 
         // Frames up to the backpressure boundary collect in the buffer between
         // flushes, so only growth past both limits is given back.
-        let usual = this
-            .write_buffer_capacity
-            .max(this.stream.backpressure_boundary());
+        let usual = (this.write_buffer_capacity as usize).max(this.stream.backpressure_boundary());
         if this.stream.write_buffer().len() > usual {
             this.write_buffer_grown = true;
         }
@@ -582,6 +587,11 @@ const SPARE_WRITE_BUFFERS: usize = 64;
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
     static SPARE_WRITE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// wsgate: a size setting as the u32 `Streaming` keeps.
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// wsgate: takes a write buffer for a frame about to be written, if the

@@ -9,7 +9,10 @@ use crate::rt::{Read, ReadBufCursor, Write};
 /// Combine a buffer with an IO, rewinding reads to use the buffer.
 #[derive(Debug)]
 pub(crate) struct Rewind<T> {
-    pre: Option<Bytes>,
+    // wsgate: boxed, and none when empty: an upgraded connection (a
+    // WebSocket) keeps its Rewind for as long as it is open, and almost
+    // never has bytes left over from the handshake.
+    pre: Option<Box<Bytes>>,
     inner: T,
 }
 
@@ -28,7 +31,7 @@ impl<T> Rewind<T> {
 
     pub(crate) fn new_buffered(io: T, buf: Bytes) -> Self {
         Rewind {
-            pre: Some(buf),
+            pre: (!buf.is_empty()).then(|| Box::new(buf)),
             inner: io,
         }
     }
@@ -40,11 +43,11 @@ impl<T> Rewind<T> {
     ))]
     pub(crate) fn rewind(&mut self, bs: Bytes) {
         debug_assert!(self.pre.is_none());
-        self.pre = Some(bs);
+        self.pre = Some(Box::new(bs));
     }
 
     pub(crate) fn into_inner(self) -> (T, Bytes) {
-        (self.inner, self.pre.unwrap_or_default())
+        (self.inner, self.pre.map(|pre| *pre).unwrap_or_default())
     }
 }
 
