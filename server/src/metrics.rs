@@ -233,9 +233,9 @@ pub fn metrics() -> &'static Metrics {
 /// One plugin's label children, resolved once per plugin version.
 pub struct PluginMetrics {
     pub messages_in: IntCounter,
-    pub messages_out: IntCounter,
     pub bytes_in: IntCounter,
-    pub bytes_out: IntCounter,
+    /// Messages and bytes written to clients.
+    pub sent: Traffic,
     pub connections_opened: IntCounter,
     pub traps: IntCounter,
     pub deadline_overruns: IntCounter,
@@ -250,9 +250,11 @@ impl PluginMetrics {
         let l = &[plugin];
         Arc::new(PluginMetrics {
             messages_in: m.messages_in.with_label_values(l),
-            messages_out: m.messages_out.with_label_values(l),
             bytes_in: m.bytes_in.with_label_values(l),
-            bytes_out: m.bytes_out.with_label_values(l),
+            sent: Traffic::new(
+                &m.messages_out.with_label_values(l),
+                &m.bytes_out.with_label_values(l),
+            ),
             connections_opened: m.connections_opened.with_label_values(l),
             traps: m.traps.with_label_values(l),
             deadline_overruns: m.deadline_overruns.with_label_values(l),
@@ -278,25 +280,20 @@ impl PluginMetrics {
     }
 }
 
-/// A message counter and its byte counter, bumped together.
+/// A message counter and its byte counter, bumped together. One pointer:
+/// every open connection holds one for as long as it is open.
 #[derive(Clone)]
-pub struct Traffic {
-    messages: IntCounter,
-    bytes: IntCounter,
-}
+pub struct Traffic(Arc<(IntCounter, IntCounter)>);
 
 impl Traffic {
     pub fn new(messages: &IntCounter, bytes: &IntCounter) -> Traffic {
-        Traffic {
-            messages: messages.clone(),
-            bytes: bytes.clone(),
-        }
+        Traffic(Arc::new((messages.clone(), bytes.clone())))
     }
 
     /// One message of `bytes` payload bytes.
     pub fn count(&self, bytes: usize) {
-        self.messages.inc();
-        self.bytes.inc_by(bytes as u64);
+        self.0.0.inc();
+        self.0.1.inc_by(bytes as u64);
     }
 }
 

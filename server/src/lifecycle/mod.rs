@@ -153,7 +153,7 @@ impl Lifecycle {
             self.registry.next_id(),
             route.listener.name.clone(),
             route.pattern.clone(),
-            request.path.clone(),
+            request.path.as_str().into(),
             remote,
             QueueLimits {
                 items: self.limits.send_queue,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use yawc::{Options, WebSocket};
 
@@ -20,7 +20,7 @@ use super::{CallError, UpstreamEvent, UpstreamId, Upstreams};
 use crate::outbound::{Destination, OutboundPolicy};
 use crate::protocol::wire::{Event, Peer, Wire};
 use crate::protocol::{CloseCode, CloseFrame, Incoming, Message, Socket};
-use crate::registry::{Outbound, PushError, Queue, QueueSender};
+use crate::registry::{AlarmTime, Outbound, PushError, Queue, QueueSender};
 
 /// The host's side of one upstream, shared by host calls and its task.
 pub(super) struct Link {
@@ -243,7 +243,7 @@ async fn talk(upstreams: &Upstreams, id: UpstreamId, wire: &mut Wire<Link, Strea
         };
         let handled = match event {
             Event::Frame(next) => {
-                wire.last_frame = Instant::now();
+                wire.last_frame = AlarmTime::from_std(Instant::now());
                 match next {
                     None => Err(wire.over(CloseCode::ABNORMAL)),
                     Some(Err(e)) => Err(wire.read_error(e)),
