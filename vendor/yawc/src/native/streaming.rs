@@ -186,19 +186,29 @@ where
         let encoder = codec::Encoder::new(role);
         let codec = Codec::from((decoder, encoder));
 
-        let mut parts = FramedParts::new(stream, codec);
-        parts.read_buf = read_buf.into();
-
-        // `from_parts` marks leftover handshake bytes as readable, which
-        // `Framed::with_capacity` cannot, but it also raises both buffers to 8 KiB.
-        // Swap in buffers of the configured size afterwards.
-        let mut framed = Framed::from_parts(parts);
-        if let Some(capacity) = negotiated.read_buffer_capacity {
-            set_capacity(framed.read_buffer_mut(), capacity);
-        }
-        // wsgate: no write buffer until there is something to write (it is
-        // taken then, and given back once flushed).
-        *framed.write_buffer_mut() = BytesMut::new();
+        // wsgate: no buffers at all until there is something to read or
+        // write (each is taken then, and given back once empty). Without
+        // leftover handshake bytes, `Framed::with_capacity(.., 0)` allocates
+        // none; `from_parts` reserves 8 KiB for each buffer, and the
+        // configured read buffer replaced one of them, so every handshake
+        // allocated and freed 20 KiB for nothing.
+        let mut framed = if read_buf.is_empty() {
+            let mut framed = Framed::with_capacity(stream, codec, 0);
+            framed.set_backpressure_boundary(DEFAULT_BUFFER_CAPACITY);
+            framed
+        } else {
+            // `from_parts` marks leftover handshake bytes as readable, which
+            // `Framed::with_capacity` cannot, but it also raises both buffers to 8 KiB.
+            // Swap in buffers of the configured size afterwards.
+            let mut parts = FramedParts::new(stream, codec);
+            parts.read_buf = read_buf.into();
+            let mut framed = Framed::from_parts(parts);
+            if let Some(capacity) = negotiated.read_buffer_capacity {
+                set_capacity(framed.read_buffer_mut(), capacity);
+            }
+            *framed.write_buffer_mut() = BytesMut::new();
+            framed
+        };
         if let Some(boundary) = negotiated.max_backpressure_write_boundary {
             framed.set_backpressure_boundary(boundary);
         }
