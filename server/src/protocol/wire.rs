@@ -11,12 +11,11 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{Either, ready};
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use yawc::{Frame, HttpStream, WebSocketError};
 

@@ -8,9 +8,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use yawc::{Options, WebSocket};
 
