@@ -140,34 +140,10 @@ pub fn config_file(toml: &str) -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
-/// A loopback port free now, for a server about to listen on it.
-///
-/// Chosen below the kernel's ephemeral range: a port from `bind(0)` is one
-/// that any process's next outgoing connection (CI runs Autobahn's client
-/// beside these tests) may take before the server binds it; none takes a
-/// port below the range unless asked for it by number.
+/// A loopback port free now, for a server about to listen on it: below
+/// the kernel's ephemeral range (see [`wsgate_bench::free_port`]).
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    const LOWEST: u16 = 10_000;
-    if first_ephemeral > LOWEST {
-        let span = u64::from(first_ephemeral - LOWEST);
-        let start = RandomState::new().hash_one(std::process::id());
-        for step in 0..64 {
-            let port = LOWEST + (start.wrapping_add(step * 7_919) % span) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    wsgate_bench::free_port().expect("a free loopback port")
 }
 
 /// A self-signed certificate for `127.0.0.1` and `localhost`, made at test

@@ -51,7 +51,6 @@ mod wait;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::net::Ipv4Addr;
 
 use broadcast::BroadcastArgs;
 use common::{raise_nofile, runtime, watchdog};
@@ -101,37 +100,10 @@ fn main() {
     }
 }
 
-/// A loopback port free now, for a server about to listen on it: below the
-/// kernel's ephemeral range, as a port from `bind(0)` is one that any
-/// process's next outgoing connection may take before the server binds it
-/// (CI runs these benchmarks beside Autobahn's client, and the load
-/// generators themselves open thousands).
-fn free_port() -> Result<u16> {
-    use std::hash::{BuildHasher, RandomState};
-    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    const LOWEST: u16 = 10_000;
-    if first_ephemeral > LOWEST {
-        let span = u64::from(first_ephemeral - LOWEST);
-        let start = RandomState::new().hash_one(std::process::id());
-        for step in 0..64 {
-            let port = LOWEST + (start.wrapping_add(step * 7_919) % span) as u16;
-            if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::FreePort => {
-            println!("{}", free_port()?);
+            println!("{}", wsgate_bench::free_port()?);
             Ok(())
         }
         Cmd::Wait(a) => {
