@@ -460,6 +460,27 @@ where
         Some(self.obligated_sends.remove(i))
     }
 
+    /// wsgate: whether permessage-deflate compresses what is written: a
+    /// frame written past this stream would then miss its context.
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// wsgate: nothing is buffered, owed or half sent, so bytes written
+    /// straight into the stream now cannot land inside a frame of ours.
+    pub fn is_drained(&self) -> bool {
+        self.obligated_sends.is_empty()
+            && !self.flush_sends
+            && !self.write_half.streaming
+            && self.stream.write_buffer().is_empty()
+    }
+
+    /// wsgate: the stream underneath, for bytes written past the codec
+    /// while [`is_drained`](Self::is_drained).
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
+    }
+
     /// wsgate: queues a close frame taken with [`Streaming::take_queued_close`].
     pub fn queue_close(&mut self, frame: Frame) {
         self.obligated_sends.push(frame);
