@@ -1,16 +1,22 @@
 //! What the listeners accept, beyond what axum-server does by itself: a
-//! cap on the connections a listener holds at once, and HTTP/1.1 only.
+//! cap on the connections a listener holds at once, HTTP/1.1 only, and
+//! telling a plain-TCP connection's requests its socket.
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use axum::Extension;
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_layer::Layer;
+
+use crate::protocol::direct::PlainSocket;
 
 /// A cap on connections: each accepted stream carries a permit until it
 /// closes, and past the cap a new connection is closed at once, so idle or
@@ -165,5 +171,50 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoPreface<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Tells a connection's requests its socket, where the listener is plain
+/// TCP: a WebSocket on it may then be written to straight from a flusher
+/// of corked deliveries ([`PlainSocket`]). Not for TLS, whose stream only
+/// the connection's task may write.
+#[derive(Clone)]
+pub struct PlainSockets<A>(pub A);
+
+impl<A, S> Accept<TcpStream, S> for PlainSockets<A>
+where
+    A: Accept<TcpStream, S>,
+    A::Future: Unpin,
+{
+    type Stream = A::Stream;
+    type Service = <Extension<PlainSocket> as Layer<A::Service>>::Service;
+    type Future = WithSocket<A::Future>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let socket = PlainSocket(stream.as_raw_fd());
+        WithSocket {
+            accepted: self.0.accept(stream, service),
+            socket,
+        }
+    }
+}
+
+/// An accept under way, and the socket its service will tell requests.
+/// Not boxed: every connection makes one, during its handshake.
+pub struct WithSocket<F> {
+    accepted: F,
+    socket: PlainSocket,
+}
+
+impl<F, St, Sv> Future for WithSocket<F>
+where
+    F: Future<Output = io::Result<(St, Sv)>> + Unpin,
+{
+    type Output = io::Result<(St, <Extension<PlainSocket> as Layer<Sv>>::Service)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (stream, service) = ready!(Pin::new(&mut this.accepted).poll(cx))?;
+        Poll::Ready(Ok((stream, Extension(this.socket).layer(service))))
     }
 }

@@ -282,7 +282,7 @@ impl PluginMetrics {
 
 /// A message counter and its byte counter, bumped together. One pointer:
 /// every open connection holds one for as long as it is open.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Traffic(Arc<(IntCounter, IntCounter)>);
 
 impl Traffic {

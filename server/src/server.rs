@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
-use crate::accept::{ConnectionCap, Http1Only};
+use crate::accept::{ConnectionCap, Http1Only, PlainSockets};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::protocol::CloseCode;
@@ -109,7 +109,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
         None => tokio::spawn(
             public
-                .acceptor(Http1Only(NoDelayAcceptor::new()))
+                .acceptor(Http1Only(PlainSockets(NoDelayAcceptor::new())))
                 .serve(make_service),
         ),
     };

@@ -18,6 +18,7 @@ use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 use super::origin;
 use crate::gateway::Gateway;
 use crate::lifecycle::{Decision, Refusal};
+use crate::protocol::direct::PlainSocket;
 use crate::routing::Matched;
 use crate::runtime::OpenRequest;
 
@@ -79,7 +80,7 @@ pub async fn handle(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
-    opening.upgraded(socket);
+    opening.upgraded(socket, parts.extensions.get::<PlainSocket>().copied());
     response.map(axum::body::Body::new)
 }
 

@@ -33,9 +33,10 @@ pub use admission::{Admission, Slot};
 use registration::Registration;
 
 use crate::config::{Limits, Timeouts};
+use crate::protocol::direct::PlainSocket;
 use crate::protocol::session::Session;
 use crate::protocol::{CloseCode, CloseFrame, ReassemblyBudget};
-use crate::registry::{Connection, QueueLimits, Registry};
+use crate::registry::{Connection, Corks, QueueLimits, Registry};
 use crate::routing::{CHANNEL_PARAM, Route};
 use crate::runtime::{OpenDecision, OpenRequest};
 
@@ -75,6 +76,9 @@ pub struct Lifecycle {
     timeouts: Arc<Timeouts>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The flushers of corked deliveries to plain-TCP clients; none
+    /// outside a runtime (then every delivery wakes its connection's task).
+    corks: Option<Arc<Corks>>,
 }
 
 /// A connection between its admission and its upgrade, as the HTTP
@@ -82,7 +86,7 @@ pub struct Lifecycle {
 /// always safe: the connection's task notices and undoes what it did.
 pub struct Opening {
     decision: oneshot::Receiver<Decision>,
-    upgrade: oneshot::Sender<UpgradeFut>,
+    upgrade: oneshot::Sender<Upgraded>,
 }
 
 impl Opening {
@@ -98,9 +102,9 @@ impl Opening {
     }
 
     /// Hands the upgraded socket (once the 101 response is out) to the
-    /// connection's task.
-    pub fn upgraded(self, socket: UpgradeFut) {
-        let _ = self.upgrade.send(socket);
+    /// connection's task, with its number where it is plain TCP.
+    pub fn upgraded(self, socket: UpgradeFut, plain: Option<PlainSocket>) {
+        let _ = self.upgrade.send(Upgraded { socket, plain });
     }
 }
 
@@ -119,6 +123,9 @@ impl Lifecycle {
             timeouts: Arc::new(timeouts.clone()),
             shutdown,
             tasks: TaskTracker::new(),
+            corks: tokio::runtime::Handle::try_current()
+                .is_ok()
+                .then(Corks::start),
         }
     }
 
@@ -170,6 +177,7 @@ impl Lifecycle {
             message_rate: self.limits.messages_per_second,
             max_message_size: self.limits.max_message_size,
             reassembly: self.reassembly.clone(),
+            corks: self.corks.clone(),
         };
         let channel = request
             .param(CHANNEL_PARAM)
@@ -187,6 +195,12 @@ impl Lifecycle {
     }
 }
 
+/// The socket once the 101 response is out.
+struct Upgraded {
+    socket: UpgradeFut,
+    plain: Option<PlainSocket>,
+}
+
 /// What the conversation needs besides the connection.
 struct SessionSettings {
     queue: crate::registry::Queue,
@@ -194,6 +208,7 @@ struct SessionSettings {
     message_rate: u32,
     max_message_size: usize,
     reassembly: Arc<ReassemblyBudget>,
+    corks: Option<Arc<Corks>>,
 }
 
 /// One connection's whole life.
@@ -208,7 +223,7 @@ fn live(
     request: OpenRequest,
     channel: Option<String>,
     decided: oneshot::Sender<Decision>,
-    upgraded: oneshot::Receiver<UpgradeFut>,
+    upgraded: oneshot::Receiver<Upgraded>,
     settings: SessionSettings,
 ) -> impl Future<Output = ()> + Send {
     let opening = Box::pin(open(
@@ -238,7 +253,7 @@ async fn open(
     request: OpenRequest,
     channel: Option<String>,
     decided: oneshot::Sender<Decision>,
-    upgraded: oneshot::Receiver<UpgradeFut>,
+    upgraded: oneshot::Receiver<Upgraded>,
     settings: SessionSettings,
 ) -> Option<(Registration, impl Future<Output = CloseFrame> + Send)> {
     let greeting = match registration.open(request, channel).await {
@@ -279,8 +294,8 @@ async fn open(
         registration.close(CloseFrame::abnormal()).await;
         return None;
     }
-    let socket = match upgraded.await {
-        Ok(socket) => socket,
+    let Upgraded { socket, plain } = match upgraded.await {
+        Ok(upgraded) => upgraded,
         Err(_) => {
             registration.close(CloseFrame::abnormal()).await;
             return None;
@@ -306,6 +321,7 @@ async fn open(
         message_rate: settings.message_rate,
         max_message_size: settings.max_message_size,
         reassembly: settings.reassembly,
+        direct: plain.zip(settings.corks),
     };
     Some((registration, session.run(socket)))
 }

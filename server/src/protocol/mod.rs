@@ -2,6 +2,7 @@
 //! the conversation with a peer (`wire`) and the client session on it.
 
 pub mod close;
+pub mod direct;
 mod message;
 pub mod session;
 mod socket;

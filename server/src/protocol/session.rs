@@ -21,12 +21,13 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use yawc::HttpWebSocket;
 
+use super::direct::PlainSocket;
 use super::socket::{Incoming, ReadError, Socket};
 use super::wire::{Event, MAX_BATCH, Peer, Wire};
 use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
 use crate::config::Timeouts;
 use crate::rate::RateLimit;
-use crate::registry::{AlarmTime, ConnId, Connection, Outbound, Queue};
+use crate::registry::{AlarmTime, ConnId, Connection, Corked, Corks, Outbound, Queue};
 use crate::runtime::{HookError, Listener};
 
 /// Payload bytes a burst gathers before it goes to the plugin: a burst is
@@ -47,6 +48,10 @@ pub struct Session {
     pub max_message_size: usize,
     /// Shared by every connection: bytes of partly received messages.
     pub reassembly: Arc<ReassemblyBudget>,
+    /// The socket, where it is plain TCP, and the flushers that write
+    /// corked deliveries into it while the session is parked
+    /// ([`crate::registry::Corks`]).
+    pub direct: Option<(PlainSocket, Arc<Corks>)>,
 }
 
 impl Session {
@@ -62,6 +67,13 @@ impl Session {
                 {
                     let mut socket = Socket::new(socket, self.max_message_size, self.reassembly);
                     socket.hold_closes();
+                    if let Some((plain, corks)) = self.direct {
+                        let corked = self
+                            .listener
+                            .corked
+                            .get_or_init(|| Corked::new(corks, sent.clone()));
+                        socket.deliver_directly(self.queue.gate(), plain, corked.clone());
+                    }
                     socket
                 },
                 self.queue,

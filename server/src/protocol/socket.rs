@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use yawc::streaming::Streaming;
 use yawc::{Frame, HttpStream, OpCode, WebSocket, WebSocketError};
 
+use super::direct::PlainSocket;
 use super::{CloseCode, CloseFrame, Message, Utf8Bytes};
+use crate::registry::{Corked, Gate};
 
 /// A whole message, or a sign of life.
 pub enum Incoming {
@@ -66,6 +68,11 @@ pub struct Socket<S = HttpStream> {
     /// replies to the messages read before that frame go out before it.
     held_close: Option<Box<Frame>>,
     holds_closes: bool,
+    /// We opened the gate corked deliveries are written through while the
+    /// connection is parked ([`Gate`]), and have not taken the socket back.
+    gate_open: bool,
+    /// That gate, where deliveries may be written past this socket.
+    gate: Option<Gate>,
 }
 
 /// Bytes of partly received messages held for every client together: the
@@ -182,7 +189,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             own_close: false,
             held_close: None,
             holds_closes: false,
+            gate_open: false,
+            gate: None,
         }
+    }
+
+    /// Lets corked deliveries be written straight into the socket, through
+    /// `gate`, whenever the connection is parked: unless permessage-deflate
+    /// was negotiated, as a frame written past yawc would miss its
+    /// compression context.
+    pub fn deliver_directly(&mut self, gate: Gate, socket: PlainSocket, corked: Arc<Corked>) {
+        if self.ws.is_compressed() {
+            return;
+        }
+        gate.enable(socket, corked);
+        self.gate = Some(gate);
+    }
+
+    /// The connection is parked: opens the gate if nothing is buffered,
+    /// owed or half written (a rest still being taken back keeps it shut
+    /// and the take-back going) and no close is out or held.
+    pub fn open_gate(&mut self) {
+        if let Some(gate) = &self.gate
+            && !self.gate_open
+            && !self.closed
+            && self.held_close.is_none()
+            && self.ws.is_drained()
+        {
+            self.gate_open = gate.open();
+        }
+    }
+
+    /// Takes the socket back from the flushers before anything else
+    /// touches it: shuts the gate, then writes the rest of a frame one left
+    /// half written.
+    fn poll_take_back(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WebSocketError>> {
+        if !self.gate_open {
+            return Poll::Ready(Ok(()));
+        }
+        let (Some(gate), ws) = (&self.gate, &mut self.ws) else {
+            return Poll::Ready(Ok(()));
+        };
+        ready!(gate.poll_take_back(cx, |cx, rest| Pin::new(ws.get_mut()).poll_write(cx, rest)))?;
+        self.gate_open = false;
+        Poll::Ready(Ok(()))
     }
 
     /// Adds one data frame to the message under way; a whole message once
@@ -297,6 +347,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Socket<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // Reading may write (yawc answers pings and closes).
+        if let Err(e) = ready!(this.poll_take_back(cx)) {
+            return Poll::Ready(Some(Err(ReadError::Library(e))));
+        }
         loop {
             let frame = match ready!(this.ws.poll_next_frame(cx)) {
                 Ok(frame) => frame,
@@ -336,7 +390,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
+        let this = self.get_mut();
+        ready!(this.poll_take_back(cx))?;
+        Pin::new(&mut this.ws).poll_ready(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
@@ -352,17 +408,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Socket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_take_back(cx))?;
+        Pin::new(&mut this.ws).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
+        ready!(this.poll_take_back(cx))?;
         if this.closed && !this.own_close {
             // Readiness writes out the close yawc queued; closing alone
             // would send a 1000 in its place.
             ready!(Pin::new(&mut this.ws).poll_ready(cx))?;
         }
         Pin::new(&mut this.ws).poll_close(cx)
+    }
+}
+
+/// The socket closes when this is dropped: nothing may be written into it
+/// from then on (its number may be reused).
+impl<S> Drop for Socket<S> {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate {
+            gate.disable();
+        }
     }
 }
 

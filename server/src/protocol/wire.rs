@@ -139,13 +139,33 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
             self.flush().await?;
         }
         self.arm();
-        Ok(tokio::select! {
-            biased;
-            _ = poll_fn(|cx| self.queue.poll_aborted(cx)), if !self.close_sent => Event::Wake(Wake::Abort),
-            next = self.socket.next() => Event::Frame(next),
-            _ = poll_fn(|cx| self.queue.poll_queued(cx)), if !self.close_sent => Event::Wake(Wake::Queued),
-            _ = poll_fn(|cx| self.queue.poll_alarm(cx)) => Event::Wake(self.ping_or_deadline()),
+        let closing = self.close_sent;
+        let (socket, queue) = (&mut self.socket, &self.queue);
+        // `None`: the alarm rang.
+        let woken = poll_fn(|cx| {
+            if !closing && queue.poll_aborted(cx).is_ready() {
+                return Poll::Ready(Some(Event::Wake(Wake::Abort)));
+            }
+            if let Poll::Ready(next) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(Some(Event::Frame(next)));
+            }
+            if !closing && queue.poll_queued(cx).is_ready() {
+                return Poll::Ready(Some(Event::Wake(Wake::Queued)));
+            }
+            if queue.poll_alarm(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            // Parked with nothing to do: corked deliveries may be written
+            // into the socket until it is polled again (which shuts the
+            // gate first). Last, so that nothing found queued above can be
+            // overtaken by what a flusher writes.
+            if !closing {
+                socket.open_gate();
+            }
+            Poll::Pending
         })
+        .await;
+        Ok(woken.unwrap_or_else(|| Event::Wake(self.ping_or_deadline())))
     }
 
     /// Sets the alarm to the next ping or the deadline, whichever comes

@@ -12,6 +12,7 @@
 
 mod alarm;
 mod connection;
+mod cork;
 mod queue;
 mod relay;
 
@@ -25,7 +26,8 @@ use dashmap::mapref::entry::Entry;
 
 pub use alarm::AlarmTime;
 pub use connection::{ConnId, Connection, SendError};
-pub use queue::{Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
+pub use cork::{Corked, Corks};
+pub use queue::{Gate, Outbound, PushError, Queue, QueueLimits, QueueSender, queue};
 pub use relay::{GroupKind, Interest, Listening, Relay, Target};
 
 use crate::history::History;

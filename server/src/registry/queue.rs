@@ -6,11 +6,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+
+use std::io;
 
 use futures_util::task::AtomicWaker;
 
 use super::alarm::{self, AlarmTime};
+use super::cork::Corked;
+use crate::protocol::direct::{self, MAX_FRAMES, PlainSocket};
 use crate::protocol::{CloseFrame, Message};
 
 /// What the writer task takes from a queue.
@@ -80,18 +84,42 @@ pub(super) struct Shared {
     limits: QueueLimits,
 }
 
+/// Packed into the 64 bytes a `State` had room for: every connection
+/// holds one for as long as it is open.
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<Outbound>,
-    /// Items counted in: those queued and those reserved to be.
-    count: usize,
-    /// Their bytes.
+    /// Their bytes (and those of items reserved).
     bytes: usize,
+    /// Where corked deliveries to the socket go: a plain-TCP client's
+    /// queue only ([`Gate::enable`]).
+    corked: Option<Arc<Corked>>,
+    /// Items counted in: those queued and those reserved to be.
+    count: u32,
+    /// Bytes of the first item's frame a flusher wrote, where the socket
+    /// took only part of it: the writer writes the rest before anything
+    /// else.
+    front_sent: u32,
+    /// The socket corked deliveries are written into, where `corked` is set.
+    socket: PlainSocket,
     /// The writer is gone: nothing more is queued.
     gone: bool,
+    /// The gate: the writer is parked with nothing buffered or owed, so a
+    /// flusher may write what is queued. Shut by the writer before it
+    /// touches the socket, and by a flusher that could not write all.
+    open: bool,
+    /// In its flusher's list.
+    listed: bool,
 }
 
 impl State {
+    /// Whether an item waits for the writer: not one a flusher wrote in
+    /// part, which the writer finishes when it takes the socket back
+    /// (before it writes anything else, so nothing overtakes it).
+    fn has_next(&self) -> bool {
+        !self.items.is_empty() && self.front_sent == 0
+    }
+
     fn count_out(&mut self, item: &Outbound) {
         self.count -= 1;
         self.bytes -= item.weight();
@@ -128,16 +156,27 @@ impl Queue {
     pub fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before looking, so an item queued in between wakes us.
         self.shared.writer.register(cx.waker());
-        if self.shared.state.lock().unwrap().items.is_empty() {
-            Poll::Pending
-        } else {
+        if self.shared.state.lock().unwrap().has_next() {
             Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The writer's hold on the gate corked deliveries go through (its
+    /// socket holds it; see [`Gate`]).
+    pub fn gate(&self) -> Gate {
+        Gate {
+            shared: self.shared.clone(),
         }
     }
 
     /// The next item if one is queued now.
     pub fn try_recv(&self) -> Option<Outbound> {
         let mut state = self.shared.state.lock().unwrap();
+        if !state.has_next() {
+            return None;
+        }
         let item = state.items.pop_front()?;
         state.count_out(&item);
         // An emptied deque's buffer is given back (outside the lock).
@@ -180,6 +219,146 @@ impl Queue {
         Poll::Pending
     }
 }
+
+/// The writer's side of the gate corked deliveries go through into its
+/// socket ([`super::cork`]).
+///
+/// Open only while the writer is parked with nothing queued, buffered or
+/// owed ([`open`](Self::open)); the writer shuts it before it touches the
+/// socket again ([`poll_take_back`](Self::poll_take_back)). A flusher
+/// writes under the queue's lock and only through an open gate, so it and
+/// the writer never write at once and frames never interleave.
+#[derive(Debug)]
+pub struct Gate {
+    shared: Arc<Shared>,
+}
+
+impl Gate {
+    /// Deliveries may be written into `socket` whenever the gate is open,
+    /// by one of `corked`'s flushers.
+    pub fn enable(&self, socket: PlainSocket, corked: Arc<Corked>) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.socket = socket;
+        state.corked = Some(corked);
+    }
+
+    /// Opens the gate, unless something is queued (it would have to go
+    /// first) or the writer must close. Says whether it is open.
+    pub fn open(&self) -> bool {
+        let mut state = self.shared.state.lock().unwrap();
+        state.open = state.corked.is_some()
+            && state.items.is_empty()
+            && !self.shared.aborted.load(Ordering::Acquire);
+        state.open
+    }
+
+    /// Shuts the gate, then writes through `write` the rest of a frame a
+    /// flusher left half written: pending while the socket has no room
+    /// for it.
+    pub fn poll_take_back(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&mut Context<'_>, &[u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<()>> {
+        let mut state = self.shared.state.lock().unwrap();
+        state.open = false;
+        while state.front_sent > 0 {
+            let Some(Outbound::Data(msg)) = state.items.front() else {
+                unreachable!("only a message is ever written in part");
+            };
+            let mut header = direct::Header::default();
+            let head = header.encode(msg);
+            let frame = head + msg.len();
+            let done = state.front_sent as usize;
+            let rest = if done < head {
+                &header.as_bytes()[done..]
+            } else {
+                &msg.payload().1[done - head..]
+            };
+            let done = done
+                + match ready!(write(cx, rest)) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(written) => written,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+            if done < frame {
+                state.front_sent = done as u32;
+                continue;
+            }
+            let item = state.items.pop_front().expect("the item written in part");
+            state.count_out(&item);
+            state.front_sent = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts the gate for good: the socket is about to close, and its
+    /// number may be reused.
+    pub fn disable(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.open = false;
+        let corked = state.corked.take();
+        drop(state);
+        drop(corked);
+    }
+}
+
+/// Writes what a corked queue holds into its socket, if its gate is still
+/// open: whole frames from the front, up to anything that is not a message
+/// (a close is the writer's). Whatever cannot go (the socket is full, a
+/// close is next, the writer must close) shuts the gate and wakes the
+/// writer, which writes it.
+pub(super) fn flush(shared: &Shared) {
+    let mut state = shared.state.lock().unwrap();
+    state.listed = false;
+    if !state.open {
+        // The writer took the socket back, and sees what is queued.
+        return;
+    }
+    let Some(corked) = state.corked.clone() else {
+        return;
+    };
+    while !shared.aborted.load(Ordering::Acquire) {
+        let messages = state
+            .items
+            .iter()
+            .take(MAX_FRAMES)
+            .map_while(|item| match item {
+                Outbound::Data(msg) if msg.len() < MAX_CORKED => Some(msg),
+                _ => None,
+            });
+        if messages.clone().next().is_none() {
+            break;
+        }
+        let sent = direct::send(state.socket, messages);
+        for _ in 0..sent.whole {
+            let item = state.items.pop_front().expect("a sent item is queued");
+            state.count_out(&item);
+            corked.sent.count(item.weight());
+        }
+        if sent.part > 0 {
+            // Counted as sent: its rest is the writer's to finish.
+            let front = state.items.front().expect("the item written in part");
+            corked.sent.count(front.weight());
+            state.front_sent = sent.part;
+            break;
+        }
+        if sent.fell_short() {
+            break;
+        }
+    }
+    if !state.items.is_empty() || shared.aborted.load(Ordering::Acquire) {
+        state.open = false;
+        drop(state);
+        shared.writer.wake();
+    } else if state.items.capacity() > 0 {
+        state.items = VecDeque::new();
+    }
+}
+
+/// Messages this big or bigger are left to the writer: a frame written in
+/// part keeps its progress in a `u32`.
+const MAX_CORKED: usize = u32::MAX as usize - 16;
 
 impl Drop for Queue {
     fn drop(&mut self) {
@@ -234,7 +413,7 @@ impl QueueSender {
     fn count_in(&self, state: &mut State, item: &Outbound) -> Result<(), PushError> {
         let weight = item.weight();
         let limits = self.shared.limits;
-        if state.count >= limits.items || state.bytes + weight > limits.bytes {
+        if state.count as usize >= limits.items || state.bytes + weight > limits.bytes {
             return Err(PushError::Full);
         }
         state.count += 1;
@@ -242,19 +421,36 @@ impl QueueSender {
         Ok(())
     }
 
-    /// Queues an item already counted in, and wakes the writer.
+    /// Queues an item already counted in, and wakes the writer; or, for a
+    /// message to a parked connection whose gate is open, lists the queue
+    /// with its flusher instead ([`super::cork`]). Anything else shuts the
+    /// gate: it, and whatever is queued after it, is the writer's.
     fn queue(&self, mut state: MutexGuard<'_, State>, item: Outbound) -> Result<(), PushError> {
         if state.gone {
             state.count_out(&item);
             return Err(PushError::Gone);
         }
+        let message = matches!(item, Outbound::Data(_));
         state.items.push_back(item);
+        if state.open {
+            if message {
+                if !state.listed {
+                    state.listed = true;
+                    if let Some(corked) = &state.corked {
+                        corked.list(state.socket, self.shared.clone());
+                    }
+                }
+                return Ok(());
+            }
+            state.open = false;
+        }
         drop(state);
         self.shared.writer.wake();
         Ok(())
     }
 
-    /// Tells the writer to close now, ahead of what is queued.
+    /// Tells the writer to close now, ahead of what is queued (a flusher
+    /// writes nothing more).
     pub fn abort(&self) {
         self.shared.aborted.store(true, Ordering::Release);
         self.shared.writer.wake();
@@ -274,10 +470,16 @@ impl QueueSender {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
 
     use super::*;
+    use crate::metrics::Traffic;
+    use crate::protocol::CloseCode;
+    use crate::registry::cork::Corks;
 
     fn limits(items: usize) -> QueueLimits {
         QueueLimits {
@@ -293,6 +495,120 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Every open connection holds its queue: one allocation of the
+    /// shared part, which with the allocator's 8-byte header must stay
+    /// within glibc's 160-byte chunk (it was 144 bytes before the gate).
+    #[test]
+    fn a_queue_is_small() {
+        let shared = std::mem::size_of::<Shared>() + 2 * std::mem::size_of::<usize>();
+        assert!(shared <= 152, "{shared} bytes");
+    }
+
+    fn traffic() -> Traffic {
+        let counter = |name| prometheus::IntCounter::new(name, "test").unwrap();
+        Traffic::new(&counter("messages"), &counter("bytes"))
+    }
+
+    /// A queue whose gate opens onto one end of a socket pair; the other
+    /// end. The flushers are never run (nothing here awaits): the tests
+    /// flush by hand.
+    fn gated(limits: QueueLimits) -> (QueueSender, Queue, Gate, UnixStream, UnixStream) {
+        let (tx, rx) = queue(limits);
+        let (ours, far) = UnixStream::pair().unwrap();
+        let gate = rx.gate();
+        gate.enable(
+            PlainSocket(ours.as_raw_fd()),
+            Corked::new(Corks::start(), traffic()),
+        );
+        (tx, rx, gate, ours, far)
+    }
+
+    fn text(s: &str) -> Outbound {
+        Outbound::Data(Message::text(s.to_owned()))
+    }
+
+    fn received(far: &mut UnixStream) -> Vec<u8> {
+        let mut got = vec![0u8; 64];
+        let n = far.read(&mut got).unwrap();
+        got.truncate(n);
+        got
+    }
+
+    #[tokio::test]
+    async fn messages_go_through_an_open_gate_in_order_and_nothing_else_does() {
+        let (tx, rx, gate, _ours, mut far) = gated(limits(100));
+        // Shut until the writer opens it: queued for the writer.
+        tx.push(text("a")).unwrap();
+        assert!(!gate.open(), "opened with an item queued");
+        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
+        // Open: corked, listed once, and written together by a flush.
+        assert!(gate.open());
+        tx.push(text("b")).unwrap();
+        tx.push(text("c")).unwrap();
+        assert!(rx.shared.state.lock().unwrap().listed);
+        flush(&rx.shared);
+        assert_eq!(received(&mut far), b"\x81\x01b\x81\x01c");
+        let state = rx.shared.state.lock().unwrap();
+        assert_eq!((state.items.len(), state.count, state.bytes), (0, 0, 0));
+        assert!(state.open && !state.listed);
+        drop(state);
+        // A close shuts it: the close, and what comes after, are the writer's.
+        let close = CloseFrame::new(CloseCode::NORMAL, String::new());
+        tx.push(Outbound::Close(close)).unwrap();
+        tx.push(text("d")).unwrap();
+        flush(&rx.shared);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Close(_))));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
+        // An abort: nothing more is written past the close to come.
+        assert!(gate.open());
+        tx.push(text("e")).unwrap();
+        tx.abort();
+        flush(&rx.shared);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Data(_))));
+        assert!(!gate.open());
+        // Shut for good (the socket closes): a delivery wakes the writer.
+        gate.disable();
+        assert!(!gate.open());
+    }
+
+    /// A frame the socket takes only part of stays first in line, hidden
+    /// from the writer's reads, until the writer takes the socket back and
+    /// writes its rest; the far end gets every frame whole.
+    #[tokio::test]
+    async fn a_frame_written_in_part_is_finished_first() {
+        let (tx, rx, gate, mut ours, mut far) = gated(QueueLimits {
+            items: 100,
+            bytes: 64 << 20,
+        });
+        assert!(gate.open());
+        let big = Message::Binary(bytes::Bytes::from(vec![1u8; 4 << 20]));
+        tx.push(Outbound::Data(big.clone())).unwrap();
+        flush(&rx.shared);
+        assert!(rx.shared.state.lock().unwrap().front_sent > 0);
+        assert!(!gate.open(), "opened with a frame half written");
+        tx.push(text("next")).unwrap();
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_queued(&mut cx).is_pending());
+        assert!(rx.try_recv().is_none());
+
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).unwrap();
+            all
+        });
+        let taken = gate.poll_take_back(&mut cx, |_, rest| Poll::Ready(ours.write(rest)));
+        assert!(matches!(taken, Poll::Ready(Ok(()))));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Data(m)) if m == Message::text("next")));
+        assert_eq!(rx.shared.state.lock().unwrap().count, 0);
+        gate.disable();
+        drop(ours);
+        let all = reader.join().unwrap();
+        let mut frame = vec![0x82, 127, 0, 0, 0, 0, 0, 0x40, 0, 0];
+        frame.extend_from_slice(big.payload().1);
+        assert!(all == frame, "{} bytes arrived", all.len());
     }
 
     #[test]

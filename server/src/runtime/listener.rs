@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +20,7 @@ use super::timers::TimerTarget;
 use crate::metrics::PluginMetrics;
 use crate::outbound::upstream::{UpstreamEvent, UpstreamId, UpstreamTarget};
 use crate::protocol::{CloseFrame, Message};
-use crate::registry::ConnId;
+use crate::registry::{ConnId, Corked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -42,6 +42,10 @@ pub struct Listener {
     pub metrics: Arc<PluginMetrics>,
     /// Crash-loop protection for this version.
     pub quarantine: Quarantine,
+    /// Where deliveries corked for its plain-TCP clients are flushed and
+    /// counted: one for the version, so that each connection holds a
+    /// pointer to it ([`crate::registry::Corked`]).
+    pub corked: OnceLock<Arc<Corked>>,
     pool: InstancePool,
     hook_timeout: Duration,
 }
@@ -63,6 +67,7 @@ impl Listener {
         );
         Arc::new(Listener {
             quarantine,
+            corked: OnceLock::new(),
             metrics: PluginMetrics::new(&name, &Hook::names()),
             name,
             hash,
