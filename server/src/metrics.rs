@@ -292,7 +292,12 @@ impl Traffic {
 
     /// One message of `bytes` payload bytes.
     pub fn count(&self, bytes: usize) {
-        self.0.0.inc();
+        self.count_all(1, bytes);
+    }
+
+    /// `messages` messages of `bytes` payload bytes in all.
+    pub fn count_all(&self, messages: u64, bytes: usize) {
+        self.0.0.inc_by(messages);
         self.0.1.inc_by(bytes as u64);
     }
 }

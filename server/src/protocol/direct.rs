@@ -57,13 +57,12 @@ impl Sent {
 /// and finds out which.
 pub fn send<'a>(socket: PlainSocket, msgs: impl Iterator<Item = &'a Message>) -> Sent {
     let mut frames = Frames::new();
-    let mut taken = 0;
     for msg in msgs.take(MAX_FRAMES) {
         if !frames.add(msg) {
             break;
         }
-        taken += 1;
     }
+    let taken = frames.count;
     // A failed socket takes nothing here; its task finds out why.
     let mut written = frames.send(socket).unwrap_or(0);
     for (i, frame) in frames.lens().enumerate() {

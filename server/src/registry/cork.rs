@@ -25,23 +25,17 @@ const FLUSHES_PER_TURN: usize = 32;
 
 /// The flushers: one per runtime worker, each with its own list of queues
 /// to flush, so that a fan-out's writes spread over the workers.
+#[derive(Debug)]
 pub struct Corks {
     shards: Box<[Shard]>,
 }
 
+#[derive(Debug)]
 struct Shard {
     /// Queues with deliveries to write; each at most once (its `listed`).
     listed: Mutex<Vec<Arc<Shared>>>,
     /// Rung when the list stops being empty.
     ready: Notify,
-}
-
-impl std::fmt::Debug for Corks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Corks")
-            .field("shards", &self.shards.len())
-            .finish()
-    }
 }
 
 impl Corks {

@@ -120,6 +120,20 @@ impl State {
         !self.items.is_empty() && self.front_sent == 0
     }
 
+    /// Takes the first item, counted out.
+    fn pop(&mut self) -> Option<Outbound> {
+        let item = self.items.pop_front()?;
+        self.count_out(&item);
+        Some(item)
+    }
+
+    /// An emptied deque's buffer, to be freed outside the lock: a queue
+    /// holds no buffer while it is empty.
+    fn spare(&mut self) -> Option<VecDeque<Outbound>> {
+        (self.items.is_empty() && self.items.capacity() > 0)
+            .then(|| std::mem::take(&mut self.items))
+    }
+
     fn count_out(&mut self, item: &Outbound) {
         self.count -= 1;
         self.bytes -= item.weight();
@@ -177,11 +191,8 @@ impl Queue {
         if !state.has_next() {
             return None;
         }
-        let item = state.items.pop_front()?;
-        state.count_out(&item);
-        // An emptied deque's buffer is given back (outside the lock).
-        let spare = (state.items.is_empty() && state.items.capacity() > 0)
-            .then(|| std::mem::take(&mut state.items));
+        let item = state.pop()?;
+        let spare = state.spare();
         drop(state);
         drop(spare);
         Some(item)
@@ -285,10 +296,12 @@ impl Gate {
                 state.front_sent = done as u32;
                 continue;
             }
-            let item = state.items.pop_front().expect("the item written in part");
-            state.count_out(&item);
+            state.pop();
             state.front_sent = 0;
         }
+        let spare = state.spare();
+        drop(state);
+        drop(spare);
         Poll::Ready(Ok(()))
     }
 
@@ -315,9 +328,8 @@ pub(super) fn flush(shared: &Shared) {
         // The writer took the socket back, and sees what is queued.
         return;
     }
-    let Some(corked) = state.corked.clone() else {
-        return;
-    };
+    // What is written here, counted once for the flush.
+    let (mut messages_sent, mut bytes_sent) = (0, 0);
     while !shared.aborted.load(Ordering::Acquire) {
         let messages = state
             .items
@@ -332,14 +344,15 @@ pub(super) fn flush(shared: &Shared) {
         }
         let sent = direct::send(state.socket, messages);
         for _ in 0..sent.whole {
-            let item = state.items.pop_front().expect("a sent item is queued");
-            state.count_out(&item);
-            corked.sent.count(item.weight());
+            let item = state.pop().expect("a sent item is queued");
+            messages_sent += 1;
+            bytes_sent += item.weight();
         }
         if sent.part > 0 {
             // Counted as sent: its rest is the writer's to finish.
             let front = state.items.front().expect("the item written in part");
-            corked.sent.count(front.weight());
+            messages_sent += 1;
+            bytes_sent += front.weight();
             state.front_sent = sent.part;
             break;
         }
@@ -347,13 +360,21 @@ pub(super) fn flush(shared: &Shared) {
             break;
         }
     }
-    if !state.items.is_empty() || shared.aborted.load(Ordering::Acquire) {
-        state.open = false;
-        drop(state);
-        shared.writer.wake();
-    } else if state.items.capacity() > 0 {
-        state.items = VecDeque::new();
+    if messages_sent > 0
+        && let Some(corked) = &state.corked
+    {
+        corked.sent.count_all(messages_sent, bytes_sent);
     }
+    let spare = state.spare();
+    let left = !state.items.is_empty() || shared.aborted.load(Ordering::Acquire);
+    if left {
+        state.open = false;
+    }
+    drop(state);
+    if left {
+        shared.writer.wake();
+    }
+    drop(spare);
 }
 
 /// Messages this big or bigger are left to the writer: a frame written in
