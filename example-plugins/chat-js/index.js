@@ -12,9 +12,12 @@
 // {"type":"recovery","recovered":true,"latest":POS}. When part of the gap
 // is gone (too old, or history was lost: recovered false), the notice comes
 // first and the messages after it are the ones still kept, from the oldest:
-// the client should start over from them. A since that is not a position is
-// refused with 400; if the history cannot be read, the notice says
-// "recovered":false,"latest":null. Without since there is no replay.
+// the client should start over from them; so it should when the channel is
+// not recorded at all (the notice says "latest":null). When the history is
+// unavailable (its Redis is restarting), the open is refused with 503: the
+// gap may well still be kept, so the client comes back with the same since
+// rather than start over. A since that is not a position is refused with
+// 400. Without since there is no replay.
 //
 // A whisper is a text message {"to":USER,"message":TEXT}: it reaches every
 // connection of USER in the same channel and every connection of the sender
@@ -93,7 +96,8 @@ const recovery = (recovered, latest) => Message.text(JSON.stringify({
 /**
  * Sends `conn` what `channel` recorded after `since`, and the recovery
  * notice: after the messages when the whole gap was kept, before them when
- * it was not (they are then a fresh start).
+ * it was not (they are then a fresh start). Sends nothing and returns false
+ * when the history is unavailable: the caller refuses the connection.
  */
 function replay(conn, channel, since) {
   let pages;
@@ -101,14 +105,17 @@ function replay(conn, channel, since) {
     pages = [...historyPages(channel, since, REPLAY_PAGE)];
   } catch (e) {
     log('warn', `history of ${channel} failed: ${hostError(e) ?? e}`);
+    if (hostError(e) === 'unavailable') return false;
+    // This history cannot serve `since` at all: a fresh start.
     host.send(conn, recovery(false, undefined));
-    return;
+    return true;
   }
   const { recovered } = pages[0];
   const { latest } = pages.at(-1);
   if (!recovered) host.send(conn, recovery(false, latest));
   for (const page of pages) for (const entry of page.entries) host.send(conn, entry.msg);
   if (recovered) host.send(conn, recovery(true, latest));
+  return true;
 }
 
 /** The username and channel remembered for a connection at open time. */
@@ -145,7 +152,9 @@ export function onOpen(conn, req) {
   }
   if (since !== undefined) {
     try {
-      replay(conn, channel, since);
+      if (!replay(conn, channel, since)) {
+        return OpenDecision.reject(503, 'history unavailable; try again with the same since');
+      }
     } catch (e) {
       // The connection is already closing.
       log('warn', `replay to ${conn} stopped: ${hostError(e) ?? e}`);

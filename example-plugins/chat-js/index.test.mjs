@@ -255,12 +255,22 @@ test('a since that is not a position is refused with 400, leaving nothing behind
   assert.deepEqual([...host.connections()], []);
 });
 
-test('history unavailable: the notice says so with latest null, and the client is accepted', () => {
+test('history unavailable: a returning client is refused with 503, to come back with the same since', () => {
+  const bob = join('bob', 'lobby');
+  bob.take();
   host.historyError = 'unavailable';
   const conn = join('alice', 'lobby', '0123456789abcdef:3');
-  assert.equal(conn.rejection, undefined);
-  assert.deepEqual(inbox(conn), [recovery(false, undefined)]);
+  assert.equal(conn.rejection?.status, 503);
+  assert.deepEqual(bob.take(), []);
+  assert.equal([...host.connections()].length, 1);
   assert.ok(host.logs.some((l) => l.msg.includes('history of lobby failed')));
+});
+
+test('a since on a channel that is not recorded is a fresh start', () => {
+  host = new FakeHost({ routes: SIDECAR.routes });
+  const conn = join('alice', 'lobby', '0123456789abcdef:3');
+  assert.equal(conn.rejection, undefined);
+  assert.deepEqual(JSON.parse(conn.take()[0].val), recovery(false, undefined));
 });
 
 test('a line that cannot be recorded is not sent, and its sender is told', () => {

@@ -12,10 +12,12 @@ missed, in order, before anything live, then
 ``{"type":"recovery","recovered":true,"latest":POS}``. When part of the gap
 is gone (too old, or history was lost: ``recovered`` false), the notice
 comes first and the messages after it are the ones still kept, from the
-oldest: the client should start over from them. A ``since`` that is not a
-position is refused with 400; if the history cannot be read, the notice
-says ``"recovered":false,"latest":null``. Without ``since`` there is no
-replay.
+oldest: the client should start over from them; so it should when the
+channel is not recorded at all (the notice says ``"latest":null``). When
+the history is unavailable (its Redis is restarting), the open is refused
+with 503: the gap may well still be kept, so the client comes back with
+the same ``since`` rather than start over. A ``since`` that is not a
+position is refused with 400. Without ``since`` there is no replay.
 
 A whisper is a text message ``{"to":USER,"message":TEXT}``: it reaches every
 connection of USER in the same channel and every connection of the sender
@@ -26,7 +28,7 @@ are not channel messages: no ``pos``, not recorded.
 import json
 
 import wsgate
-from wsgate import HostError, LogLevel, Message, OpenDecision, Position, host
+from wsgate import HistoryError, HostError, LogLevel, Message, OpenDecision, Position, host
 
 SERVER = "<server>"
 #: Entries asked for per history call while replaying.
@@ -113,13 +115,18 @@ def recovery(recovered, latest):
 def replay(conn, channel, since):
     """Sends ``conn`` what ``channel`` recorded after ``since``, and the
     recovery notice: after the messages when the whole gap was kept, before
-    them when it was not (they are then a fresh start)."""
+    them when it was not (they are then a fresh start). Sends nothing and
+    returns False when the history is unavailable: the caller refuses the
+    connection."""
     try:
         pages = list(wsgate.history_pages(channel, since, REPLAY_PAGE))
     except HostError as e:
         wsgate.log(LogLevel.WARN, f"history of {channel} failed: {e.value}")
+        if e.value == HistoryError.UNAVAILABLE:
+            return False
+        # This history cannot serve ``since`` at all: a fresh start.
         host.send(conn, recovery(False, None))
-        return
+        return True
     recovered, latest = pages[0].recovered, pages[-1].latest
     if not recovered:
         host.send(conn, recovery(False, latest))
@@ -128,6 +135,7 @@ def replay(conn, channel, since):
             host.send(conn, entry.msg)
     if recovered:
         host.send(conn, recovery(True, latest))
+    return True
 
 
 def identity(conn):
@@ -164,7 +172,8 @@ class Listener(wsgate.Listener):
             return OpenDecision.reject(400, "username or channel name too long")
         if since is not None:
             try:
-                replay(conn, channel, since)
+                if not replay(conn, channel, since):
+                    return OpenDecision.reject(503, "history unavailable; try again with the same since")
             except HostError as e:  # the connection is already closing
                 wsgate.log(LogLevel.WARN, f"replay to {conn} stopped: {e.value}")
         announce(channel, SERVER, f"{name} connected")

@@ -262,12 +262,21 @@ def test_a_since_that_is_not_a_position_is_refused(host, since):
     assert host.publishes == [] and host.connections() == []
 
 
-def test_history_unavailable_says_so_and_accepts(host):
+def test_history_unavailable_refuses_a_returning_client_with_503(host):
+    bob = join(host, "bob")
+    bob.clear()
     host.history_error = HistoryError.UNAVAILABLE
     conn = join(host, "ann", since="0123456789abcdef:3")
-    assert conn.accepted
-    assert heard(conn) == [recovery(False, None)]
+    assert conn.status == 503
+    assert bob.json() == [] and len(host.connections()) == 1
     assert any("history of lobby failed" in log.msg for log in host.logs)
+
+
+def test_a_since_on_an_unrecorded_channel_is_a_fresh_start():
+    host = wsgate_testing.FakeHost()
+    conn = join(host, "ann", since="0123456789abcdef:3")
+    assert conn.accepted
+    assert conn.json()[0] == recovery(False, None)
 
 
 def test_a_line_that_cannot_be_recorded_is_not_sent_and_its_sender_is_told(host):

@@ -29,10 +29,13 @@
  *    gap replayed;
  *  - a message of another epoch means the server's history restarted: `reset`
  *    `{ reason: 'epoch' }`, and the message is delivered;
- *  - `recovered: false` (away longer than the history keeps, or history unavailable):
- *    `reset` `{ reason: 'not-recovered' }`; what follows is the history from its oldest
- *    kept message, so an application clears its view and rebuilds it;
- *  - `recovered: true`: `recovered`; the gap has been delivered as `message`s.
+ *  - `recovered: false` (away longer than the history keeps, or the channel is not
+ *    recorded): `reset` `{ reason: 'not-recovered' }`; what follows is the history from
+ *    its oldest kept message, so an application clears its view and rebuilds it;
+ *  - `recovered: true`: `recovered`; the gap has been delivered as `message`s;
+ *  - a refused handshake (the chat examples answer 503 while their history is
+ *    unavailable) is a close like any other: the client retries with backoff and the
+ *    same `since`, so the gap is still replayed once the history is back.
  * Recovery notices are never delivered as `message`. Positions are only read from
  * parsed JSON objects, so `resume` needs `json` not `false`.
  *
