@@ -396,6 +396,23 @@ impl Server {
         ws
     }
 
+    /// Connects over a socket whose kernel receive buffer is `bytes`, for
+    /// a client that stops reading: the server's writes to it back up
+    /// after a few KiB instead of the default's megabytes.
+    pub async fn connect_with_recv_buffer(&self, path: &str, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let tcp = socket
+            .connect(([127, 0, 0, 1], self.port).into())
+            .await
+            .unwrap();
+        let (ws, _) =
+            tokio_tungstenite::client_async(self.ws_url(path), MaybeTlsStream::Plain(tcp))
+                .await
+                .unwrap_or_else(|e| panic!("connect {path}: {e}\n{}", self.logs()));
+        ws
+    }
+
     /// Connects with extra handshake headers; returns the handshake response too.
     pub async fn connect_with(
         &self,

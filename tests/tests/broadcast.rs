@@ -59,15 +59,9 @@ async fn a_stuck_reader_does_not_stall_a_broadcast_to_thousands() {
     let server = Server::start(plugins.path(), &["--config", file.to_str().unwrap()]).await;
 
     // The stuck client: a tiny receive buffer, and it never reads.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket
-        .connect(([127, 0, 0, 1], server.port).into())
-        .await
-        .unwrap();
-    let (mut stuck, _) = tokio_tungstenite::client_async(server.ws_url("/ws/stuck/news"), tcp)
-        .await
-        .unwrap();
+    let mut stuck = server
+        .connect_with_recv_buffer("/ws/stuck/news", 4096)
+        .await;
 
     let started = Instant::now();
     let readers: Vec<Client> = stream::iter(0..subscribers)

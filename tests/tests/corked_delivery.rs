@@ -48,16 +48,7 @@ async fn a_reader_that_pauses_gets_every_delivery_whole_and_in_order() {
 
     // The paused reader: a small receive buffer, and nothing read until
     // everything is published.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8192).unwrap();
-    let tcp = socket
-        .connect(([127, 0, 0, 1], server.port).into())
-        .await
-        .unwrap();
-    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-    let (mut paused, _) = tokio_tungstenite::client_async(server.ws_url("/ws/bus/news"), tcp)
-        .await
-        .unwrap();
+    let mut paused = server.connect_with_recv_buffer("/ws/bus/news", 8192).await;
     let mut honest = server.connect("/ws/bus/news").await;
     let rss = server.rss_kib();
 
