@@ -301,12 +301,43 @@ test('a live message of another epoch emits reset and is delivered', async () =>
   client.close();
 });
 
+test('a refused handshake (503: history unavailable) keeps the position: the retry resumes with the same since', async () => {
+  const urls = [];
+  let refusals = 0;
+  const { url } = await wsServer({
+    reject: (req) => {
+      if (!req.url.includes('since=') || refusals >= 2) return null;
+      refusals++;
+      urls.push(req.url);
+      return 503;
+    },
+    onConnection: (ws, req) => {
+      urls.push(req.url);
+      if (urls.length === 1) {
+        ws.send(line('e:1'));
+        ws.send(line('e:2'));
+        ws.close(1012, 'restart');
+      } else {
+        ws.send(line('e:3'));
+        ws.send(notice(true, 'e:3'));
+      }
+    },
+  });
+  const client = new WsgateClient(url, fast);
+  const log = recorder(client);
+  client.connect();
+  await until(() => log.includes('recovered e:3 1'), 'the recovery');
+  assert.deepEqual(urls, ['/', '/?since=e:2', '/?since=e:2', '/?since=e:2']);
+  assert.deepEqual(log, ['msg e:1', 'msg e:2', 'msg e:3', 'recovered e:3 1']);
+  assert.equal(client.position, 'e:3');
+});
+
 test('recovered:false emits reset, forgets the position, and the kept history follows', async () => {
   const { url, urls } = await scripted([
     [line('e:1'), line('e:2'), 'close'],
     // Away too long: the notice first, then the history from its oldest kept message.
     [notice(false, 'e:9'), line('e:6'), line('e:7'), line('e:8'), line('e:9'), line('e:10'), 'close'],
-    [notice(false, null), line('g:1')], // history unavailable, then a new epoch
+    [notice(false, null), line('g:1')], // the channel no longer recorded, then a new epoch
   ]);
   const client = new WsgateClient(url, fast);
   const log = recorder(client);
