@@ -404,24 +404,41 @@ async fn listeners_hold_no_connection_for_nothing() {
     );
 
     // At most 64 admin connections: those over the cap are closed on
-    // arrival (which ones depends on the order they are accepted in).
+    // arrival (which ones depends on the order they are accepted in). The
+    // abusers above give their places back as their tasks end, just after
+    // their sockets close: on a loaded machine a client can see the close
+    // first, and find a place still taken. So a count over 6 is taken again
+    // once the port has settled; one under 6 is the cap broken, at once.
     let mut idle = Vec::new();
-    for _ in 0..70 {
-        idle.push(
-            tokio::net::TcpStream::connect(("127.0.0.1", server.admin_port))
-                .await
-                .unwrap(),
-        );
-    }
-    // Well within the 1 s handshake timeout, which closes the rest.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut over = 0;
-    for s in &mut idle {
-        if closed_within(s, Duration::from_millis(2)).await {
-            over += 1;
+    for attempt in 1..=3 {
+        idle = Vec::new();
+        for _ in 0..70 {
+            idle.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", server.admin_port))
+                    .await
+                    .unwrap(),
+            );
         }
+        // Well within the 1 s handshake timeout, which closes the rest.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = 0;
+        for s in &mut idle {
+            if closed_within(s, Duration::from_millis(2)).await {
+                over += 1;
+            }
+        }
+        assert!(over >= 6, "70 connections, a cap of 64: {over} closed");
+        if over == 6 {
+            break;
+        }
+        assert!(
+            attempt < 3,
+            "70 connections, a cap of 64: {over} closed, three times over"
+        );
+        drop(std::mem::take(&mut idle));
+        // Past the handshake timeout: the places this attempt took are free.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    assert_eq!(over, 6, "70 connections, a cap of 64");
     still_served(&mut echo, "with the admin port full").await;
     drop(idle);
     // Once they are gone, the operator gets in again.
