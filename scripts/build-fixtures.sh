@@ -7,7 +7,7 @@
 set -euo pipefail
 OUT=${1:?usage: scripts/build-fixtures.sh OUT_DIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-"$ROOT/scripts/build-rust-plugins.sh" "$OUT" fixture-trap=trap fixture-spin=spin fixture-lifecycle=lifecycle fixture-inspect=inspect fixture-echo-v2=echo-v2 fixture-hostile=hostile fixture-future-wit=future-wit fixture-contract-0-1-0=contract-0-1-0 fixture-state=state fixture-fetch=fetch fixture-dialer=dialer fixture-bad-batch=bad-batch
+"$ROOT/scripts/build-rust-plugins.sh" "$OUT" fixture-trap=trap fixture-spin=spin fixture-lifecycle=lifecycle fixture-inspect=inspect fixture-echo-v2=echo-v2 fixture-hostile=hostile fixture-future-wit=future-wit fixture-contract-0-1-0=contract-0-1-0 fixture-state=state fixture-fetch=fetch fixture-dialer=dialer fixture-bad-batch=bad-batch fixture-bad-packed=bad-packed
 "$ROOT/scripts/setup-c.sh"
 "$ROOT/scripts/build-c-plugins.sh" "$OUT" "$ROOT"/tests/fixtures/*-c
 "$ROOT/scripts/build-python-plugins.sh" "$OUT" "$ROOT"/tests/fixtures/*-py

@@ -167,3 +167,69 @@ async fn an_on_messages_that_breaks_the_contract_fails_only_its_call() {
         .await;
     assert_eq!(texts(&ws.read_frames(50, WAIT).await), sent);
 }
+
+/// The same for `on-packed-messages` (which the host prefers where a
+/// plugin exports it, as the Rust SDK's do), and for the ways a packed
+/// answer can be wrong besides its count: heads that describe more bytes
+/// than the payload holds or fewer, and text that is not UTF-8.
+#[tokio::test]
+async fn an_on_packed_messages_that_breaks_the_contract_fails_only_its_call() {
+    let dir = plugin_dir(fixture_plugins(), &["bad-packed"]);
+    // Five failures in a row would quarantine the plugin (the default),
+    // which is not what this test is about.
+    let server = Server::start_with_env(
+        dir.path(),
+        &[],
+        &[("WSGATE_LIMITS__QUARANTINE_AFTER", "10")],
+    )
+    .await;
+    let mut honest = server.connect("/ws/bad-packed").await;
+    for word in ["none", "more", "over", "short", "latin1"] {
+        let mut bad = RawWs::connect(server.port, "/ws/bad-packed", &[])
+            .await
+            .unwrap();
+        // However the reads split them, some call gets two or more.
+        let sent = vec![word.to_string(); 50];
+        bad.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+            .await;
+        let close = loop {
+            let frame = bad.read_frame(WAIT).await.expect("a close");
+            if frame.opcode == raw::CLOSE {
+                break frame;
+            }
+        };
+        assert_eq!(close.close_code(), Some(1011), "{word}: {close:?}");
+        assert_eq!(&close.payload[2..], b"internal error");
+
+        send_text(&mut honest, "still here").await;
+        assert_eq!(next_text(&mut honest).await, "still here");
+    }
+    let logs = server.logs();
+    for failure in [
+        "on-messages returned 0 results for ",
+        "results describe more than their ",
+        " payload bytes left",
+        "replied with text that is not UTF-8",
+    ] {
+        assert!(logs.contains(failure), "{failure:?} not logged:\n{logs}");
+    }
+    let more = logs.lines().any(|line| {
+        let Some((_, said)) = line.split_once("on-messages returned ") else {
+            return false;
+        };
+        let numbers: Vec<usize> = said
+            .split(' ')
+            .filter_map(|word| word.parse().ok())
+            .collect();
+        matches!(numbers[..], [returned, given, ..] if returned == given + 1)
+    });
+    assert!(more, "one more result than messages, logged:\n{logs}");
+    // A burst the plugin keeps the contract for is answered whole.
+    let mut ws = RawWs::connect(server.port, "/ws/bad-packed", &[])
+        .await
+        .unwrap();
+    let sent: Vec<String> = (0..50).map(|i| format!("é{i}")).collect();
+    ws.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+        .await;
+    assert_eq!(texts(&ws.read_frames(50, WAIT).await), sent);
+}

@@ -4,7 +4,8 @@
 //! those and again into the guest, an allocation and a copy per message on
 //! the hottest path there is. Here a message is lowered as `string` or
 //! `list<u8>` from a clone of its `Bytes` (a reference count), which is
-//! what wasmtime does for a `&str` or `&[u8]`.
+//! what wasmtime does for a `&str` or `&[u8]`. Where the plugin exports
+//! `on-packed-messages` too, that is called instead (`packed.rs`).
 
 use std::mem::MaybeUninit;
 
@@ -18,6 +19,7 @@ use wasmtime::component::{
 
 use super::bindings;
 use super::load_error::wit_version;
+use super::packed::{PackedHook, PackedIndex};
 use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::ConnId;
 
@@ -30,45 +32,77 @@ type Results = (Vec<Option<bindings::Message>>,);
 /// What it is given: the connection and the burst.
 type Params<'a> = (ConnId, &'a [Incoming]);
 
-/// Where `on-messages` is in a component, found once per plugin.
-pub struct BurstIndex(ComponentExportIndex);
+/// Where a plugin's burst hooks are, found once per plugin: `on-messages`,
+/// and `on-packed-messages` ([`super::packed`]), which is preferred.
+pub struct BurstIndex {
+    listed: Option<ComponentExportIndex>,
+    packed: Option<PackedIndex>,
+}
 
 impl BurstIndex {
-    /// `None` if the plugin does not export `on-messages`.
+    /// `None` if the plugin exports neither.
     pub fn new<T>(pre: &InstancePre<T>) -> Option<BurstIndex> {
         let component = pre.component();
-        let interface = component.get_export_index(None, INTERFACE)?;
-        component
-            .get_export_index(Some(&interface), FUNCTION)
-            .map(BurstIndex)
+        let listed = component
+            .get_export_index(None, INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), FUNCTION));
+        let packed = PackedIndex::new(pre);
+        (listed.is_some() || packed.is_some()).then_some(BurstIndex { listed, packed })
     }
 
-    /// The function in one instance, its type checked against ours once.
+    /// The functions in one instance, their types checked against ours once.
     pub fn load<T>(
         &self,
         store: &mut Store<T>,
         instance: &Instance,
     ) -> wasmtime::Result<BurstHook> {
-        let typed = instance.get_typed_func::<Params<'_>, Results>(&mut *store, &self.0)?;
-        Ok(BurstHook(*typed.func()))
+        let listed = match &self.listed {
+            Some(index) => {
+                let typed = instance.get_typed_func::<Params<'_>, Results>(&mut *store, index)?;
+                Some(*typed.func())
+            }
+            None => None,
+        };
+        let packed = match &self.packed {
+            Some(index) => Some(index.load(store, instance)?),
+            None => None,
+        };
+        Ok(BurstHook { listed, packed })
     }
 }
 
-/// `on-messages` in one instance.
-pub struct BurstHook(Func);
+/// A burst hook in one instance.
+pub struct BurstHook {
+    listed: Option<Func>,
+    packed: Option<PackedHook>,
+}
 
 impl BurstHook {
+    /// The results of the messages the guest handled, in order.
     pub async fn call<T: Send>(
         &self,
         store: &mut Store<T>,
         conn: ConnId,
         msgs: &[Message],
-    ) -> wasmtime::Result<Vec<Option<bindings::Message>>> {
+    ) -> wasmtime::Result<Vec<Option<Message>>> {
+        if let Some(packed) = &self.packed
+            && let Some(results) = packed.call(store, conn, msgs).await
+        {
+            return results;
+        }
+        let Some(listed) = self.listed else {
+            wasmtime::bail!(
+                "a message of the burst is too long to pack, and on-messages is not exported"
+            );
+        };
         let burst: Vec<Incoming> = msgs.iter().map(Incoming::from).collect();
         // SAFETY: `load` checked the function against these very types.
-        let typed = unsafe { TypedFunc::<Params<'_>, Results>::new_unchecked(self.0) };
+        let typed = unsafe { TypedFunc::<Params<'_>, Results>::new_unchecked(listed) };
         let (results,) = typed.call_async(&mut *store, (conn, &burst)).await?;
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|reply| reply.map(Message::from))
+            .collect())
     }
 }
 

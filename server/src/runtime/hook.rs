@@ -201,8 +201,9 @@ impl Instance {
         Ok(reply.map(Message::from))
     }
 
-    /// `on-messages`, which the caller calls only where exported: the
-    /// results of the messages the guest handled, in order.
+    /// `on-packed-messages` or `on-messages`, which the caller calls only
+    /// where one is exported: the results of the messages the guest
+    /// handled, in order.
     pub async fn on_messages(
         &mut self,
         conn: ConnId,
@@ -211,11 +212,7 @@ impl Instance {
         let Some(hooks) = &self.batch else {
             wasmtime::bail!("on-messages is not exported");
         };
-        let results = hooks.call(&mut self.store, conn, msgs).await?;
-        Ok(results
-            .into_iter()
-            .map(|reply| reply.map(Message::from))
-            .collect())
+        hooks.call(&mut self.store, conn, msgs).await
     }
 
     pub async fn on_close(&mut self, conn: ConnId, close: CloseFrame) -> wasmtime::Result<()> {

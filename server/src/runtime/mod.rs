@@ -15,6 +15,7 @@ mod host;
 mod limits;
 mod listener;
 mod load_error;
+mod packed;
 mod plugin_log;
 mod pool;
 mod quarantine;
