@@ -8,10 +8,16 @@
 //! `on-message` call per message would have shown it (see the WIT's
 //! `batch-listener`). Every host call that delivers or closes goes through
 //! [`delivered`]: the SDK's `host` module wraps them.
+//!
+//! `on-packed-messages` is the same loop over a burst packed into one
+//! buffer (see `packed`), which the host prefers: it costs the host two
+//! copies per burst where a list of messages costs two per message.
 
 use std::cell::Cell;
 
 use crate::Message;
+use crate::bindings::exports::wsgate::plugin::packed_batch_listener::PackedMessages;
+use crate::packed;
 
 thread_local! {
     /// Set by a delivering host call during the current message.
@@ -27,17 +33,39 @@ pub(crate) fn delivered() {
 /// and including the first whose handling delivered.
 pub(crate) fn handle(
     msgs: Vec<Message>,
-    mut on_message: impl FnMut(Message) -> Option<Message>,
+    on_message: impl FnMut(Message) -> Option<Message>,
 ) -> Vec<Option<Message>> {
     let mut results = Vec::with_capacity(msgs.len());
+    each(msgs, on_message, |result| results.push(result));
+    results
+}
+
+/// [`handle`] for a packed burst: the results packed the same way.
+pub(crate) fn handle_packed(
+    burst: PackedMessages,
+    on_message: impl FnMut(Message) -> Option<Message>,
+) -> PackedMessages {
+    let mut results = packed::Results::for_burst(&burst);
+    each(packed::unpack(&burst), on_message, |result| {
+        results.push(result)
+    });
+    results.into_packed()
+}
+
+/// Hands each message to `on_message` and its result to `result`, up to
+/// and including the first message whose handling delivered.
+fn each(
+    msgs: impl IntoIterator<Item = Message>,
+    mut on_message: impl FnMut(Message) -> Option<Message>,
+    mut result: impl FnMut(Option<Message>),
+) {
     for msg in msgs {
         DELIVERED.with(|d| d.set(false));
-        results.push(on_message(msg));
+        result(on_message(msg));
         if DELIVERED.with(|d| d.get()) {
             break;
         }
     }
-    results
 }
 
 #[cfg(test)]
@@ -67,5 +95,20 @@ mod tests {
         // not end it at once.
         let results = handle(texts(2), Some);
         assert_eq!(results.len(), 2);
+    }
+
+    #[test]
+    fn a_packed_batch_stops_where_a_listed_one_does() {
+        let burst = packed::pack(texts(5));
+        let results = handle_packed(burst, |msg| {
+            if msg.as_text() == Some("1") {
+                delivered();
+            }
+            Some(msg)
+        });
+        assert_eq!(
+            packed::unpack_results(&results),
+            texts(2).into_iter().map(Some).collect::<Vec<_>>()
+        );
     }
 }

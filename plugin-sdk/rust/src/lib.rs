@@ -25,6 +25,7 @@
 mod batch;
 pub mod history;
 pub mod http;
+mod packed;
 mod position;
 mod request;
 #[cfg(feature = "testing")]
@@ -34,7 +35,7 @@ pub mod testing;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "plugin",
+        world: "plugin-packed",
         pub_export_macro: true,
         default_bindings_module: "wsgate_sdk::bindings",
         export_macro_name: "export_raw",
@@ -112,6 +113,9 @@ pub use testing::fake_host as host;
 use bindings::exports::wsgate::plugin::batch_listener::Guest as BatchGuest;
 use bindings::exports::wsgate::plugin::error_listener::Guest as ErrorGuest;
 use bindings::exports::wsgate::plugin::listener::Guest;
+use bindings::exports::wsgate::plugin::packed_batch_listener::{
+    Guest as PackedGuest, PackedMessages,
+};
 use bindings::exports::wsgate::plugin::upstream_listener::Guest as UpstreamGuest;
 
 /// The lifecycle hooks of a listener. All have defaults: accept every
@@ -173,6 +177,12 @@ impl<T: Listener> Guest for T {
 impl<T: Listener> BatchGuest for T {
     fn on_messages(conn: ConnectionId, msgs: Vec<Message>) -> Vec<Option<Message>> {
         batch::handle(msgs, |msg| T::on_message(conn, msg))
+    }
+}
+
+impl<T: Listener> PackedGuest for T {
+    fn on_packed_messages(conn: ConnectionId, msgs: PackedMessages) -> PackedMessages {
+        batch::handle_packed(msgs, |msg| T::on_message(conn, msg))
     }
 }
 

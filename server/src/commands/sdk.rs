@@ -41,6 +41,7 @@ const RUST: &[Embedded] = embed![
     "plugin-sdk/rust/src/history.rs",
     "plugin-sdk/rust/src/http.rs",
     "plugin-sdk/rust/src/lib.rs",
+    "plugin-sdk/rust/src/packed.rs",
     "plugin-sdk/rust/src/position.rs",
     "plugin-sdk/rust/src/request.rs",
     "plugin-sdk/rust/src/testing.rs",
