@@ -3,7 +3,11 @@
 //! - `direct`: the hook called on an instance already in hand (the
 //!   generated binding's call, with the message converted at the edge);
 //! - `listener`: `Listener::on_message`, the path a session takes (instance
-//!   pool, deadline, hook metrics, error mapping).
+//!   pool, deadline, hook metrics, error mapping);
+//! - `burst`: `Listener::on_messages` with `--burst` messages per call, per
+//!   message, where the plugin exports it: what one call per burst saves
+//!   over `listener`, and what is left per message (lowering, the guest's
+//!   loop, lifting the replies).
 //!
 //!   cargo bench -p wsgate --bench hook_call -- $PWD/PLUGIN.wasm [--calls N] [--json]
 //!
@@ -28,6 +32,9 @@ struct Cli {
     /// Calls measured per path, after a tenth as many to warm up.
     #[arg(long, default_value_t = 200_000)]
     calls: usize,
+    /// Messages per `on-messages` call in the burst measure.
+    #[arg(long, default_value_t = 16)]
+    burst: usize,
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -41,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let Cli {
         plugin: path,
         calls,
+        burst,
         json,
         ..
     } = Cli::parse();
@@ -71,10 +79,24 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(reply.expect("no trap"));
     })
     .await;
+    let per_message = if listener.has_batch() {
+        let msgs: Vec<Message> = (0..burst)
+            .map(|_| Message::Binary(Bytes::from(payload.clone())))
+            .collect();
+        let per_burst = per_call(calls / burst, async || {
+            let replies = listener.on_messages(1, &msgs).await;
+            std::hint::black_box(replies.expect("no trap"));
+        })
+        .await;
+        Some(per_burst / burst as f64)
+    } else {
+        None
+    };
     if json {
         let line = serde_json::json!({
             "mode": "hook_call", "plugin": common::plugin_name(&path), "calls": calls,
             "direct_us": direct * 1e6, "listener_us": full * 1e6,
+            "burst": burst, "burst_per_message_us": per_message.map(|s| s * 1e6),
         });
         println!("{line}");
     } else {
@@ -84,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
             full * 1e6,
             (full - direct) * 1e6
         );
+        match per_message {
+            Some(s) => println!(
+                "burst:    {:.3} us per message, {burst} per on-messages call",
+                s * 1e6
+            ),
+            None => println!("burst:    not measured (the plugin does not export on-messages)"),
+        }
     }
     Ok(())
 }
