@@ -122,50 +122,19 @@ async fn an_on_messages_that_breaks_the_contract_fails_only_its_call() {
     let dir = plugin_dir(fixture_plugins(), &["bad-batch"]);
     let server = Server::start(dir.path(), &[]).await;
     let mut honest = server.connect("/ws/bad-batch").await;
-    for first in ["none", "more"] {
-        let mut bad = RawWs::connect(server.port, "/ws/bad-batch", &[])
-            .await
-            .unwrap();
-        // However the reads split them, some call gets two or more.
-        let sent = vec![first.to_string(); 50];
-        bad.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
-            .await;
-        let close = loop {
-            let frame = bad.read_frame(WAIT).await.expect("a close");
-            if frame.opcode == raw::CLOSE {
-                break frame;
-            }
-        };
-        assert_eq!(close.close_code(), Some(1011), "{first}: {close:?}");
-        assert_eq!(&close.payload[2..], b"internal error");
-
-        send_text(&mut honest, "still here").await;
-        assert_eq!(next_text(&mut honest).await, "still here");
+    for word in ["none", "more"] {
+        fails_only_its_call(&server, "/ws/bad-batch", word, &mut honest).await;
     }
     let logs = server.logs();
     assert!(
         logs.contains("on-messages returned 0 results for "),
         "{logs}"
     );
-    let more = logs.lines().any(|line| {
-        let Some((_, said)) = line.split_once("on-messages returned ") else {
-            return false;
-        };
-        let numbers: Vec<usize> = said
-            .split(' ')
-            .filter_map(|word| word.parse().ok())
-            .collect();
-        matches!(numbers[..], [returned, given, ..] if returned == given + 1)
-    });
-    assert!(more, "one more result than messages, logged:\n{logs}");
-    // A burst the plugin keeps the contract for is answered whole.
-    let mut ws = RawWs::connect(server.port, "/ws/bad-batch", &[])
-        .await
-        .unwrap();
-    let sent: Vec<String> = (0..50).map(|i| i.to_string()).collect();
-    ws.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
-        .await;
-    assert_eq!(texts(&ws.read_frames(50, WAIT).await), sent);
+    assert!(
+        one_result_too_many(&logs),
+        "one more result than messages, logged:\n{logs}"
+    );
+    answered_whole(&server, "/ws/bad-batch", |i| i.to_string()).await;
 }
 
 /// The same for `on-packed-messages` (which the host prefers where a
@@ -185,24 +154,7 @@ async fn an_on_packed_messages_that_breaks_the_contract_fails_only_its_call() {
     .await;
     let mut honest = server.connect("/ws/bad-packed").await;
     for word in ["none", "more", "over", "short", "latin1"] {
-        let mut bad = RawWs::connect(server.port, "/ws/bad-packed", &[])
-            .await
-            .unwrap();
-        // However the reads split them, some call gets two or more.
-        let sent = vec![word.to_string(); 50];
-        bad.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
-            .await;
-        let close = loop {
-            let frame = bad.read_frame(WAIT).await.expect("a close");
-            if frame.opcode == raw::CLOSE {
-                break frame;
-            }
-        };
-        assert_eq!(close.close_code(), Some(1011), "{word}: {close:?}");
-        assert_eq!(&close.payload[2..], b"internal error");
-
-        send_text(&mut honest, "still here").await;
-        assert_eq!(next_text(&mut honest).await, "still here");
+        fails_only_its_call(&server, "/ws/bad-packed", word, &mut honest).await;
     }
     let logs = server.logs();
     for failure in [
@@ -213,7 +165,37 @@ async fn an_on_packed_messages_that_breaks_the_contract_fails_only_its_call() {
     ] {
         assert!(logs.contains(failure), "{failure:?} not logged:\n{logs}");
     }
-    let more = logs.lines().any(|line| {
+    assert!(
+        one_result_too_many(&logs),
+        "one more result than messages, logged:\n{logs}"
+    );
+    answered_whole(&server, "/ws/bad-packed", |i| format!("é{i}")).await;
+}
+
+/// A burst of `word` breaks the contract: the connection is closed with
+/// 1011 and nothing internal, and `honest` is still served.
+async fn fails_only_its_call(server: &Server, path: &str, word: &str, honest: &mut Client) {
+    let mut bad = RawWs::connect(server.port, path, &[]).await.unwrap();
+    // However the reads split them, some call gets two or more.
+    let sent = vec![word.to_string(); 50];
+    bad.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
+        .await;
+    let close = loop {
+        let frame = bad.read_frame(WAIT).await.expect("a close");
+        if frame.opcode == raw::CLOSE {
+            break frame;
+        }
+    };
+    assert_eq!(close.close_code(), Some(1011), "{word}: {close:?}");
+    assert_eq!(&close.payload[2..], b"internal error");
+
+    send_text(honest, "still here").await;
+    assert_eq!(next_text(honest).await, "still here");
+}
+
+/// Whether the logs say a call returned one more result than messages.
+fn one_result_too_many(logs: &str) -> bool {
+    logs.lines().any(|line| {
         let Some((_, said)) = line.split_once("on-messages returned ") else {
             return false;
         };
@@ -222,13 +204,13 @@ async fn an_on_packed_messages_that_breaks_the_contract_fails_only_its_call() {
             .filter_map(|word| word.parse().ok())
             .collect();
         matches!(numbers[..], [returned, given, ..] if returned == given + 1)
-    });
-    assert!(more, "one more result than messages, logged:\n{logs}");
-    // A burst the plugin keeps the contract for is answered whole.
-    let mut ws = RawWs::connect(server.port, "/ws/bad-packed", &[])
-        .await
-        .unwrap();
-    let sent: Vec<String> = (0..50).map(|i| format!("é{i}")).collect();
+    })
+}
+
+/// A burst the plugin keeps the contract for is answered whole.
+async fn answered_whole(server: &Server, path: &str, message: impl Fn(usize) -> String) {
+    let mut ws = RawWs::connect(server.port, path, &[]).await.unwrap();
+    let sent: Vec<String> = (0..50).map(message).collect();
     ws.pipeline(&sent.iter().map(|t| text(t)).collect::<Vec<_>>())
         .await;
     assert_eq!(texts(&ws.read_frames(50, WAIT).await), sent);
