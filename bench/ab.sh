@@ -12,6 +12,10 @@
 # AB_INFLIGHT to change them: many connections with one message in flight
 # is the case where every message finds its connection idle), 5 s after a
 # 1 s warm-up, the server pinned to CPU 0 and the load generator to CPU 1.
+#
+# To compare two builds of the plugin instead (an SDK change), give both
+# runs the same server and each its own plugin directory holding echo.wasm:
+#   AB_PLUGINS_A=DIR AB_PLUGINS_B=DIR bench/ab.sh WSGATE WSGATE [ROUNDS]
 set -euo pipefail
 A=${1:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
 B=${2:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
@@ -23,16 +27,19 @@ LOADGEN=$TARGET/release/loadgen
 [ -x "$LOADGEN" ] || { echo "missing $LOADGEN: cargo build --release -p wsgate-bench" >&2; exit 1; }
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$ROOT/scripts/build-rust-plugins.sh" "$WORK/plugins" echo >/dev/null
+PLUGINS_A=${AB_PLUGINS_A:-$WORK/plugins} PLUGINS_B=${AB_PLUGINS_B:-$WORK/plugins}
+if [ -z "${AB_PLUGINS_A:-}" ] || [ -z "${AB_PLUGINS_B:-}" ]; then
+  "$ROOT/scripts/build-rust-plugins.sh" "$WORK/plugins" echo >/dev/null
+fi
 PIN_SERVER=() PIN_LOAD=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
 fi
 
-round() { # BIN LABEL -> one JSON line
+round() { # BIN LABEL PLUGINS -> one JSON line
   local port pid line
   port=$("$LOADGEN" free-port)
-  "${PIN_SERVER[@]}" "$1" --listen "127.0.0.1:$port" --plugins "$WORK/plugins" \
+  "${PIN_SERVER[@]}" "$1" --listen "127.0.0.1:$port" --plugins "$3" \
     --no-admin --no-watch --cache-dir "$WORK/cache" >"$WORK/$2.log" 2>&1 &
   pid=$!
   "$LOADGEN" wait "ws://127.0.0.1:$port/ws/echo" --timeout 60 2>/dev/null
@@ -43,8 +50,8 @@ round() { # BIN LABEL -> one JSON line
 }
 
 for i in $(seq "$ROUNDS"); do
-  round "$A" A >>"$WORK/runs.jsonl"
-  round "$B" B >>"$WORK/runs.jsonl"
+  round "$A" A "$PLUGINS_A" >>"$WORK/runs.jsonl"
+  round "$B" B "$PLUGINS_B" >>"$WORK/runs.jsonl"
   echo "round $i of $ROUNDS done" >&2
 done
 python3 - "$WORK/runs.jsonl" <<'PY'
