@@ -72,8 +72,10 @@ if [ "$FDS" != unlimited ] && [ "$N" -gt $((FDS - 500)) ]; then
   PROCS=$(( (N + FDS - 501) / (FDS - 500) ))
   log "open-files limit $FDS: $N connections held by $PROCS wsgate processes on one port"
 fi
-# Source addresses, each with the ephemeral port range, shared by the load generators.
-SOURCES=$(( N / 20000 + 1 )); [ "$SOURCES" -ge 2 ] || SOURCES=2
+# Source addresses, each with the ephemeral port range, shared by the load
+# generators: one per 5,000 connections, as in run.sh (the kernel's search
+# for a free port slows as an address's range fills).
+SOURCES=$(( N / 5000 + 1 )); [ "$SOURCES" -ge 2 ] || SOURCES=2
 log "ulimit -n $FDS (hard $HARD); $N connections; ip_local_port_range $(tr '\t' ' ' < /proc/sys/net/ipv4/ip_local_port_range)"
 
 bench_pinning wsgate

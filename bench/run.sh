@@ -316,9 +316,13 @@ idle_loadgens() {
     share=$(( n / k )); [ "$i" = 1 ] && share=$(( n - (k - 1) * (n / k) ))
     : > "$ready.$i"
     # The same source addresses for all K: the kernel picks ports per
-    # connection, so they share each address's port range.
+    # connection, so they share each address's port range. One address per
+    # 5,000 connections: the kernel's search for a free port slows as an
+    # address's range fills, and at 16,000 per address (50,000 on three) it
+    # took the load generators 15 s to connect, some connections waiting
+    # past the server's 10 s handshake timeout for their request to be sent.
     "${LOAD_PIN[@]}" "$LOADGEN" idle "$url" -n "$share" --hold $IDLE_HOLD \
-      --sources $(( n / 20000 + 1 )) --connect-concurrency 256 --max-time 180 \
+      --sources $(( n / 5000 + 1 )) --connect-concurrency 256 --max-time 180 \
       > "$ready.$i" 2>>"$OUT/logs/loadgen.log" &
     LPIDS+=($!)
   done
