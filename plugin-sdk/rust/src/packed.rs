@@ -12,17 +12,23 @@ const NO_REPLY: u32 = u32::MAX;
 /// gets to it (it may stop early).
 pub(crate) fn unpack(burst: &PackedMessages) -> impl Iterator<Item = Message> + '_ {
     let mut rest = &burst.payload[..];
-    burst.heads.iter().map(move |&head| {
-        let (bytes, after) = rest.split_at((head >> 1) as usize);
-        rest = after;
-        if head & 1 == 1 {
-            // The host checked the text; a host that did not broke the
-            // contract, and this traps.
-            Message::Text(String::from_utf8(bytes.to_vec()).expect("the host sends UTF-8 text"))
-        } else {
-            Message::Binary(bytes.to_vec())
-        }
-    })
+    burst
+        .heads
+        .iter()
+        .map(move |&head| message(head, &mut rest))
+}
+
+/// The message `head` describes, taken from the front of `rest`.
+fn message(head: u32, rest: &mut &[u8]) -> Message {
+    let (bytes, after) = rest.split_at((head >> 1) as usize);
+    *rest = after;
+    if head & 1 == 1 {
+        // The host checked the text; a host that did not broke the
+        // contract, and this traps.
+        Message::Text(String::from_utf8(bytes.to_vec()).expect("the host sends UTF-8 text"))
+    } else {
+        Message::Binary(bytes.to_vec())
+    }
 }
 
 /// The results of a burst, packed as they come.
@@ -84,18 +90,7 @@ pub(crate) fn unpack_results(results: &PackedMessages) -> Vec<Option<Message>> {
     results
         .heads
         .iter()
-        .map(|&head| {
-            if head == NO_REPLY {
-                return None;
-            }
-            let (bytes, after) = rest.split_at((head >> 1) as usize);
-            rest = after;
-            Some(if head & 1 == 1 {
-                Message::Text(String::from_utf8(bytes.to_vec()).unwrap())
-            } else {
-                Message::Binary(bytes.to_vec())
-            })
-        })
+        .map(|&head| (head != NO_REPLY).then(|| message(head, &mut rest)))
         .collect()
 }
 

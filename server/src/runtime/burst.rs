@@ -42,10 +42,7 @@ pub struct BurstIndex {
 impl BurstIndex {
     /// `None` if the plugin exports neither.
     pub fn new<T>(pre: &InstancePre<T>) -> Option<BurstIndex> {
-        let component = pre.component();
-        let listed = component
-            .get_export_index(None, INTERFACE)
-            .and_then(|interface| component.get_export_index(Some(&interface), FUNCTION));
+        let listed = export_index(pre, INTERFACE, FUNCTION);
         let packed = PackedIndex::new(pre);
         (listed.is_some() || packed.is_some()).then_some(BurstIndex { listed, packed })
     }
@@ -69,6 +66,17 @@ impl BurstIndex {
         };
         Ok(BurstHook { listed, packed })
     }
+}
+
+/// Where `interface`'s `function` is in a component, if it exports it.
+pub(super) fn export_index<T>(
+    pre: &InstancePre<T>,
+    interface: &str,
+    function: &str,
+) -> Option<ComponentExportIndex> {
+    let component = pre.component();
+    let interface = component.get_export_index(None, interface)?;
+    component.get_export_index(Some(&interface), function)
 }
 
 /// A burst hook in one instance.

@@ -17,6 +17,7 @@ use wasmtime::component::{
 };
 use wasmtime::{Store, ValRaw};
 
+use super::burst::export_index;
 use super::load_error::wit_version;
 use crate::protocol::{Message, Utf8Bytes};
 use crate::registry::ConnId;
@@ -37,11 +38,7 @@ pub struct PackedIndex(ComponentExportIndex);
 impl PackedIndex {
     /// `None` if the plugin does not export `on-packed-messages`.
     pub fn new<T>(pre: &InstancePre<T>) -> Option<PackedIndex> {
-        let component = pre.component();
-        let interface = component.get_export_index(None, INTERFACE)?;
-        component
-            .get_export_index(Some(&interface), FUNCTION)
-            .map(PackedIndex)
+        export_index(pre, INTERFACE, FUNCTION).map(PackedIndex)
     }
 
     /// The function in one instance, its type checked against ours once.
