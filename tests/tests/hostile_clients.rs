@@ -411,7 +411,6 @@ async fn listeners_hold_no_connection_for_nothing() {
     // once the port has settled; one under 6 is the cap broken, at once.
     let mut idle = Vec::new();
     for attempt in 1..=3 {
-        idle = Vec::new();
         for _ in 0..70 {
             idle.push(
                 tokio::net::TcpStream::connect(("127.0.0.1", server.admin_port))
