@@ -232,8 +232,8 @@ pub fn metrics() -> &'static Metrics {
 
 /// One plugin's label children, resolved once per plugin version.
 pub struct PluginMetrics {
-    pub messages_in: IntCounter,
-    pub bytes_in: IntCounter,
+    /// Messages and bytes read from clients.
+    pub received: Traffic,
     /// Messages and bytes written to clients.
     pub sent: Traffic,
     pub connections_opened: IntCounter,
@@ -249,8 +249,10 @@ impl PluginMetrics {
         let m = metrics();
         let l = &[plugin];
         Arc::new(PluginMetrics {
-            messages_in: m.messages_in.with_label_values(l),
-            bytes_in: m.bytes_in.with_label_values(l),
+            received: Traffic::new(
+                &m.messages_in.with_label_values(l),
+                &m.bytes_in.with_label_values(l),
+            ),
             sent: Traffic::new(
                 &m.messages_out.with_label_values(l),
                 &m.bytes_out.with_label_values(l),
@@ -272,11 +274,32 @@ impl PluginMetrics {
             histogram.observe(took.as_secs_f64());
         }
     }
+}
 
-    /// Counts one message from a client.
-    pub fn received(&self, bytes: usize) {
-        self.messages_in.inc();
-        self.bytes_in.inc_by(bytes as u64);
+/// Messages and their bytes not yet added to the shared counters, which
+/// are atomics every worker updates: a session counts a burst's worth at
+/// once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally {
+    messages: u32,
+    bytes: u32,
+}
+
+impl Tally {
+    /// Adds a message of `bytes` bytes, unless the tally could not hold
+    /// it: then it is unchanged, and must be counted before it can.
+    #[must_use]
+    fn add(&mut self, bytes: usize) -> bool {
+        let (Some(messages), Some(bytes)) = (
+            self.messages.checked_add(1),
+            u32::try_from(bytes)
+                .ok()
+                .and_then(|b| self.bytes.checked_add(b)),
+        ) else {
+            return false;
+        };
+        *self = Tally { messages, bytes };
+        true
     }
 }
 
@@ -293,6 +316,25 @@ impl Traffic {
     /// One message of `bytes` payload bytes.
     pub fn count(&self, bytes: usize) {
         self.count_all(1, bytes);
+    }
+
+    /// Adds a message of `bytes` bytes to `tally`, counting the tally
+    /// first if it is full.
+    pub fn count_later(&self, tally: &mut Tally, bytes: usize) {
+        if !tally.add(bytes) {
+            self.settle(tally);
+            if !tally.add(bytes) {
+                self.count(bytes);
+            }
+        }
+    }
+
+    /// Counts what `tally` holds, and clears it.
+    pub fn settle(&self, tally: &mut Tally) {
+        let Tally { messages, bytes } = std::mem::take(tally);
+        if messages > 0 {
+            self.count_all(messages.into(), bytes as usize);
+        }
     }
 
     /// `messages` messages of `bytes` payload bytes in all.
@@ -375,5 +417,47 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::IntCounter;
+
+    use super::{Tally, Traffic};
+
+    fn traffic() -> (Traffic, IntCounter, IntCounter) {
+        let messages = IntCounter::new("m", "messages").unwrap();
+        let bytes = IntCounter::new("b", "bytes").unwrap();
+        (Traffic::new(&messages, &bytes), messages, bytes)
+    }
+
+    #[test]
+    fn a_tally_is_counted_when_settled_and_only_once() {
+        let (traffic, messages, bytes) = traffic();
+        let mut tally = Tally::default();
+        traffic.count_later(&mut tally, 10);
+        traffic.count_later(&mut tally, 0);
+        traffic.count_later(&mut tally, 5);
+        assert_eq!((messages.get(), bytes.get()), (0, 0));
+        traffic.settle(&mut tally);
+        traffic.settle(&mut tally);
+        assert_eq!((messages.get(), bytes.get()), (3, 15));
+    }
+
+    #[test]
+    fn what_a_tally_cannot_hold_is_counted_at_once_in_order() {
+        let (traffic, messages, bytes) = traffic();
+        let mut tally = Tally::default();
+        let huge = u32::MAX as usize;
+        traffic.count_later(&mut tally, 1);
+        // Full: what it held is counted first, then it holds this one.
+        traffic.count_later(&mut tally, huge);
+        assert_eq!((messages.get(), bytes.get()), (1, 1));
+        // Over what any tally holds: counted at once.
+        traffic.count_later(&mut tally, huge + 1);
+        assert_eq!((messages.get(), bytes.get()), (3, 1 + 2 * huge as u64 + 1));
+        traffic.settle(&mut tally);
+        assert_eq!(messages.get(), 3);
     }
 }

@@ -26,6 +26,7 @@ use super::socket::{Incoming, ReadError, Socket};
 use super::wire::{Event, MAX_BATCH, Peer, Wire};
 use super::{CloseCode, CloseFrame, Message, ReassemblyBudget};
 use crate::config::Timeouts;
+use crate::metrics::Tally;
 use crate::rate::RateLimit;
 use crate::registry::{AlarmTime, ConnId, Connection, Corked, Corks, Outbound, Queue};
 use crate::runtime::{HookError, Listener};
@@ -124,6 +125,15 @@ struct Conversation {
     rate: Option<Box<RateLimit>>,
 }
 
+/// What a burst read and wrote, added to the plugin's counters once it is
+/// answered: per message, the shared counters' atomics cost 2.4% of
+/// echo's server CPU (`bench/ab.sh`, BENCHMARKS.md).
+#[derive(Default)]
+struct Counts {
+    received: Tally,
+    sent: Tally,
+}
+
 /// What a frame read in a burst is to the conversation.
 enum Read {
     /// A data message for the plugin.
@@ -205,6 +215,20 @@ impl Conversation {
         &mut self,
         first: Option<Result<Incoming, ReadError>>,
     ) -> Result<(), CloseFrame> {
+        let mut counts = Counts::default();
+        let answered = self.answer_burst(first, &mut counts).await;
+        let metrics = &self.listener.metrics;
+        metrics.received.settle(&mut counts.received);
+        metrics.sent.settle(&mut counts.sent);
+        answered
+    }
+
+    /// [`on_burst`](Self::on_burst), counting what it reads and answers.
+    async fn answer_burst(
+        &mut self,
+        first: Option<Result<Incoming, ReadError>>,
+        counts: &mut Counts,
+    ) -> Result<(), CloseFrame> {
         let arrived = Instant::now();
         self.wire.last_frame = AlarmTime::from_std(arrived.into_std());
         let mut burst = Vec::new();
@@ -221,14 +245,14 @@ impl Conversation {
                     None => break,
                 },
             };
-            match self.read(frame, arrived) {
+            match self.read(frame, arrived, &mut counts.received) {
                 Read::Message(msg) => {
                     bytes += msg.len();
                     burst.push(msg);
                 }
                 Read::Nothing => {}
                 Read::OverRate => {
-                    self.on_messages(std::mem::take(&mut burst)).await?;
+                    (self.on_messages(std::mem::take(&mut burst), &mut counts.sent)).await?;
                     let _ = self
                         .wire
                         .peer
@@ -237,24 +261,29 @@ impl Conversation {
                 Read::End(frame) => {
                     // The close yawc queued for this frame goes after the
                     // answers to the messages before it.
-                    let answered = self.on_messages(burst).await;
+                    let answered = self.on_messages(burst, &mut counts.sent).await;
                     self.wire.socket.release_close();
                     answered?;
                     return Err(self.end(frame));
                 }
             }
         }
-        self.on_messages(burst).await
+        self.on_messages(burst, &mut counts.sent).await
     }
 
     /// `arrived`: when the burst holding `next` came, for the rate limit.
-    fn read(&mut self, next: Option<Result<Incoming, ReadError>>, arrived: Instant) -> Read {
+    fn read(
+        &mut self,
+        next: Option<Result<Incoming, ReadError>>,
+        arrived: Instant,
+        received: &mut Tally,
+    ) -> Read {
         let msg = match next {
             Some(Ok(Incoming::Data(msg))) => msg,
             Some(Ok(Incoming::Control)) => return Read::Nothing,
             end => return Read::End(end),
         };
-        self.listener.metrics.received(msg.len());
+        (self.listener.metrics.received).count_later(received, msg.len());
         if self.wire.peer.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
             return Read::Nothing;
@@ -284,7 +313,13 @@ impl Conversation {
     /// `on-messages` call for the burst where it is exported (more if the
     /// plugin stops early, after a message that delivered), else one
     /// `on-message` call each.
-    async fn on_messages(&mut self, mut msgs: Vec<Message>) -> Result<(), CloseFrame> {
+    ///
+    /// `sent` tallies the replies written.
+    async fn on_messages(
+        &mut self,
+        mut msgs: Vec<Message>,
+        sent: &mut Tally,
+    ) -> Result<(), CloseFrame> {
         while !msgs.is_empty() {
             if self.wire.peer.is_closing() {
                 return Ok(());
@@ -294,7 +329,7 @@ impl Conversation {
                     if self.wire.peer.is_closing() {
                         break;
                     }
-                    self.on_message(msg).await?;
+                    self.on_message(msg, sent).await?;
                 }
                 return Ok(());
             }
@@ -319,11 +354,11 @@ impl Conversation {
             // the sender (the plugin stops after one that delivered): what
             // it queued goes after the replies before it, and before its own.
             for reply in results.flatten() {
-                self.reply(reply).await?;
+                self.reply(reply, sent).await?;
             }
             if let Some(last) = last {
                 self.wire.write_queued().await?;
-                self.reply(last).await?;
+                self.reply(last, sent).await?;
             }
             if handled == 1 && handled < given {
                 // The plugin delivers on every message (a chat): one call
@@ -333,7 +368,7 @@ impl Conversation {
                     if self.wire.peer.is_closing() {
                         break;
                     }
-                    self.on_message(msg).await?;
+                    self.on_message(msg, sent).await?;
                 }
                 return Ok(());
             }
@@ -341,7 +376,7 @@ impl Conversation {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: Message) -> Result<(), CloseFrame> {
+    async fn on_message(&mut self, msg: Message, sent: &mut Tally) -> Result<(), CloseFrame> {
         let id = self.wire.peer.id;
         // Boxed, so the call's state takes room only while a call runs,
         // not in every idle connection's task.
@@ -351,7 +386,7 @@ impl Conversation {
                 drop(hook);
                 // What the hook queued for this connection goes first, in order.
                 self.wire.write_queued().await?;
-                self.reply(reply).await
+                self.reply(reply, sent).await
             }
             Ok(None) => Ok(()),
             Err(failure) => {
@@ -363,7 +398,7 @@ impl Conversation {
 
     /// Writes a plugin's reply to the sender, unless the connection is
     /// closing or the reply is over the size a client may send.
-    async fn reply(&mut self, reply: Message) -> Result<(), CloseFrame> {
+    async fn reply(&mut self, reply: Message, sent: &mut Tally) -> Result<(), CloseFrame> {
         if reply.len() > self.wire.socket.max_message_size() {
             tracing::warn!(plugin = %self.listener.name,
                 "on-message replied with {} bytes, over limits.max_message_size; closing", reply.len());
@@ -376,7 +411,10 @@ impl Conversation {
         if self.wire.peer.is_closing() {
             return Ok(());
         }
-        self.wire.write(Outbound::Data(reply)).await
+        let len = reply.len();
+        self.wire.write_uncounted(reply).await?;
+        (self.listener.metrics.sent).count_later(sent, len);
+        Ok(())
     }
 
     /// A hook call for this connection failed. Details are logged by the

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use yawc::{Frame, HttpStream, WebSocketError};
 
 use super::socket::{Incoming, ReadError, Socket};
-use super::{CloseCode, CloseFrame};
+use super::{CloseCode, CloseFrame, Message};
 use crate::config::Timeouts;
 use crate::metrics::Traffic;
 use crate::registry::{AlarmTime, Outbound, Queue};
@@ -243,26 +243,48 @@ impl<P: Peer, S: AsyncRead + AsyncWrite + Unpin> Wire<P, S> {
     /// What the caller awaits is then no bigger than the result, and the
     /// callers' state is in every connection's task.
     pub fn write(&mut self, item: Outbound) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        self.write_counting(item, true)
+    }
+
+    /// [`write`](Self::write) for a caller that counts the message as sent
+    /// itself: a session counts a burst's replies at once ([`Tally`]).
+    ///
+    /// [`Tally`]: crate::metrics::Tally
+    pub fn write_uncounted(
+        &mut self,
+        msg: Message,
+    ) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
+        self.write_counting(Outbound::Data(msg), false)
+    }
+
+    fn write_counting(
+        &mut self,
+        item: Outbound,
+        count: bool,
+    ) -> impl Future<Output = Result<(), CloseFrame>> + '_ {
         if matches!(item, Outbound::Close(_)) {
             self.close_sent = true;
             self.set_deadline(AlarmTime::now() + self.timeouts.close);
             self.peer.close_started();
         }
         match self.room_now() {
-            Some(Ok(())) => Either::Left(ready(self.put(item))),
+            Some(Ok(())) => Either::Left(ready(self.put(item, count))),
             Some(Err(over)) => Either::Left(ready(Err(over))),
             None => Either::Right(Box::pin(async move {
                 self.blocked(|socket, cx| socket.poll_ready(cx)).await?;
-                self.put(item)
+                self.put(item, count)
             })),
         }
     }
 
-    /// Puts an item in the socket's write buffer, which has room for it.
-    fn put(&mut self, item: Outbound) -> Result<(), CloseFrame> {
+    /// Puts an item in the socket's write buffer, which has room for it;
+    /// a message is counted as sent if `count`.
+    fn put(&mut self, item: Outbound, count: bool) -> Result<(), CloseFrame> {
         match item {
             Outbound::Data(msg) => {
-                self.sent.count(msg.len());
+                if count {
+                    self.sent.count(msg.len());
+                }
                 self.start_send(msg.into_frame())
             }
             Outbound::Close(frame) => {
