@@ -38,6 +38,11 @@ use crate::runtime::{HookError, Listener};
 /// one call per burst pays off, fit by the hundred.
 const MAX_BURST_BYTES: usize = 64 << 10;
 
+/// Messages a burst has room for before its list grows: a list grown
+/// from empty is reallocated at 4, 8 and 16 messages, three times per
+/// burst for a client with 16 in flight (the benchmarks' echo).
+const BURST_ROOM: usize = 16;
+
 pub struct Session {
     pub conn: Arc<Connection>,
     pub queue: Queue,
@@ -231,7 +236,7 @@ impl Conversation {
     ) -> Result<(), CloseFrame> {
         let arrived = Instant::now();
         self.wire.last_frame = AlarmTime::from_std(arrived.into_std());
-        let mut burst = Vec::new();
+        let mut burst = Vec::with_capacity(BURST_ROOM);
         let mut bytes = 0;
         let mut next = Some(first);
         for _ in 0..MAX_BATCH {
