@@ -176,7 +176,7 @@ impl<'a> Frames<'a> {
     /// One `sendmsg` of every segment, or one `send` of the buffer where
     /// that is all there is (a fan-out's one small frame per connection):
     /// the kernel's `sendmsg` first copies in and checks the message
-    /// header and its iovecs, and a fan-out to 10,000 cost about 3% more
+    /// header and its iovecs, and a fan-out to 10,000 cost about 4% more
     /// server CPU with it (BENCHMARKS.md). The bytes it took.
     fn send(&self, socket: PlainSocket) -> io::Result<usize> {
         let base = self.buffer.as_ptr().cast::<u8>();
