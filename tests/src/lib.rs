@@ -195,6 +195,14 @@ fn wsgate_command(plugins: &Path, port: u16, admin_port: u16, log: &Path) -> Com
     cmd
 }
 
+/// Whether a server that exited could not listen on a port picked for it
+/// (its admin port always is; its public port where `public_picked`).
+fn lost_a_port_race(logs: &str, public_picked: bool) -> bool {
+    logs.lines().any(|line| {
+        line.contains("cannot listen on") && (public_picked || line.contains("(admin)"))
+    })
+}
+
 /// Runs `wsgate` with `args`, expecting it to refuse to start; returns
 /// everything it printed. Panics if it is still running after 60 s.
 pub fn start_fails(plugins: &Path, args: &[&str]) -> String {
@@ -246,13 +254,13 @@ impl Server {
     /// Starts `wsgate` serving `plugins` with extra CLI `args`, and waits
     /// until it is ready: every plugin loaded or failed (`/readyz`).
     pub async fn start(plugins: &Path, args: &[&str]) -> Server {
-        Server::spawn(plugins, free_port(), args, None, &[]).await
+        Server::spawn(plugins, None, args, None, &[]).await
     }
 
     /// Like [`Server::start`], with extra environment variables, e.g. ones
     /// the config lets sidecars grant.
     pub async fn start_with_env(plugins: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::spawn(plugins, free_port(), args, None, env).await
+        Server::spawn(plugins, None, args, None, env).await
     }
 
     /// Like [`Server::start`], but returns as soon as the public port
@@ -288,7 +296,7 @@ impl Server {
 
     /// Like [`Server::start`], with the public listener on `port`.
     pub async fn start_on(plugins: &Path, port: u16, args: &[&str]) -> Server {
-        Server::spawn(plugins, port, args, None, &[]).await
+        Server::spawn(plugins, Some(port), args, None, &[]).await
     }
 
     /// Like [`Server::start`], with the public listener on TLS with `cert`;
@@ -301,46 +309,66 @@ impl Server {
             cert.key.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        Server::spawn(plugins, free_port(), &all, Some(cert.client.clone()), &[]).await
+        Server::spawn(plugins, None, &all, Some(cert.client.clone()), &[]).await
     }
 
+    /// Starts a server on `port` (`None`: one picked here) and an admin
+    /// port picked here, and waits until it is ready. A port picked here
+    /// was free when picked, but another server starting beside this one
+    /// (tests run two at a time, beside Autobahn's) may bind it first:
+    /// then this server cannot listen, and starts again on new ports.
     async fn spawn(
         plugins: &Path,
-        port: u16,
+        port: Option<u16>,
         args: &[&str],
         tls: Option<Arc<rustls::ClientConfig>>,
         env: &[(&str, &str)],
     ) -> Server {
-        let admin_port = free_port();
-        let log_dir = tempfile::tempdir().unwrap();
-        let log = log_dir.path().join("wsgate.log");
-        let child = wsgate_command(plugins, port, admin_port, &log)
-            .args(args)
-            .envs(env.iter().copied())
-            .spawn()
-            .expect("spawn wsgate");
-        let mut server = Server {
-            child,
-            port,
-            admin_port,
-            tls,
-            has_admin: !args.contains(&"--no-admin"),
-            log,
-            _log_dir: log_dir,
-        };
-        server.wait_ready().await;
-        server
+        for attempt in 1.. {
+            let log_dir = tempfile::tempdir().unwrap();
+            let log = log_dir.path().join("wsgate.log");
+            let (public, admin_port) = (port.unwrap_or_else(free_port), free_port());
+            let child = wsgate_command(plugins, public, admin_port, &log)
+                .args(args)
+                .envs(env.iter().copied())
+                .spawn()
+                .expect("spawn wsgate");
+            let mut server = Server {
+                child,
+                port: public,
+                admin_port,
+                tls: tls.clone(),
+                has_admin: !args.contains(&"--no-admin"),
+                log,
+                _log_dir: log_dir,
+            };
+            let Err(status) = server.ready_or_exit().await else {
+                return server;
+            };
+            let logs = server.logs();
+            if attempt == 3 || !lost_a_port_race(&logs, port.is_none()) {
+                panic!("wsgate exited with {status}:\n{logs}");
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Waits until every plugin has loaded or failed.
     pub async fn wait_ready(&mut self) {
+        if let Err(status) = self.ready_or_exit().await {
+            panic!("wsgate exited with {status}:\n{}", self.logs());
+        }
+    }
+
+    /// [`wait_ready`](Self::wait_ready), or how the process ended first.
+    async fn ready_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("wsgate exited with {status}:\n{}", self.logs());
+                return Err(status);
             }
             if self.is_ready().await {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -353,7 +381,11 @@ impl Server {
 
     /// Whether this process has loaded its plugins. Asked on its own admin
     /// port when it has one: the public port may be shared with other
-    /// processes (`--reuse-port`), and then any of them could answer.
+    /// processes (`--reuse-port`), and then any of them could answer. The
+    /// answer must name this process: another server that took the admin
+    /// port picked for this one (tests and Autobahn's server start side by
+    /// side) would otherwise pass for it, and the test would then find
+    /// nothing listening on its public port.
     async fn is_ready(&self) -> bool {
         if !self.has_admin {
             return matches!(self.http_get("/readyz").await, Ok((200, _)));
@@ -361,8 +393,9 @@ impl Server {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let headers = [("Authorization", auth.as_str())];
         match http_request(self.admin_port, "GET", "/admin/info", &headers, "").await {
-            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
-                .is_ok_and(|info| info["server"]["ready"] == true),
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|info| {
+                info["server"]["pid"] == self.child.id() && info["server"]["ready"] == true
+            }),
             _ => false,
         }
     }
@@ -802,4 +835,21 @@ pub async fn echo_answers_bursts_in_order_in_few_calls(name: &str) {
         batches + singles <= (N / 4) as f64,
         "{batches} on-messages and {singles} on-message calls for {N} pipelined messages"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_a_port_race;
+
+    #[test]
+    fn only_a_port_picked_here_is_a_lost_race() {
+        let admin = "ERROR wsgate: cannot listen on 127.0.0.1:20001 (admin): Address already in use (os error 98)";
+        let public =
+            "ERROR wsgate: cannot listen on 127.0.0.1:20002: Address already in use (os error 98)";
+        assert!(lost_a_port_race(admin, false));
+        assert!(lost_a_port_race(public, true));
+        // A public port the test chose itself is not picked again.
+        assert!(!lost_a_port_race(public, false));
+        assert!(!lost_a_port_race("ERROR wsgate: plugin failed", true));
+    }
 }

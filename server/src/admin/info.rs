@@ -100,6 +100,10 @@ pub fn info_json(gw: &Gateway, with_connections: bool) -> Value {
     let mut out = json!({
         "server": {
             "version": env!("CARGO_PKG_VERSION"),
+            // Which process answered: with `--reuse-port` several share
+            // the public port, and a supervisor (or a test) that picked an
+            // admin port can tell its own server from another's.
+            "pid": std::process::id(),
             "uptime_s": gw.deployer.started.elapsed().as_secs(),
             "ready": gw.deployer.is_ready(),
             "shutting_down": gw.shutdown.is_cancelled(),
