@@ -22,18 +22,12 @@ B=${2:?usage: bench/ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
 ROUNDS=${3:-4}
 CONNS=${AB_CONNS:-200} INFLIGHT=${AB_INFLIGHT:-16}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-LOADGEN=$TARGET/release/loadgen
-[ -x "$LOADGEN" ] || { echo "missing $LOADGEN: cargo build --release -p wsgate-bench" >&2; exit 1; }
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# shellcheck source=lib/ab.sh
+. "$ROOT/bench/lib/ab.sh"
+ab_setup
 PLUGINS_A=${AB_PLUGINS_A:-$WORK/plugins} PLUGINS_B=${AB_PLUGINS_B:-$WORK/plugins}
 if [ -z "${AB_PLUGINS_A:-}" ] || [ -z "${AB_PLUGINS_B:-}" ]; then
   "$ROOT/scripts/build-rust-plugins.sh" "$WORK/plugins" echo >/dev/null
-fi
-PIN_SERVER=() PIN_LOAD=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
 fi
 
 round() { # BIN LABEL PLUGINS -> one JSON line

@@ -19,11 +19,9 @@ B=${2:?usage: bench/fan-ab.sh OLD_WSGATE NEW_WSGATE [ROUNDS]}
 RUNS=${3:-4}
 SUBS=${FAN_SUBS:-10000} PUBLISHES=${FAN_ROUNDS:-30}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-LOADGEN=$TARGET/release/loadgen
-[ -x "$LOADGEN" ] || { echo "missing $LOADGEN: cargo build --release -p wsgate-bench" >&2; exit 1; }
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# shellcheck source=lib/ab.sh
+. "$ROOT/bench/lib/ab.sh"
+ab_setup
 PLUGINS=${FAN_PLUGINS:-}
 if [ -z "$PLUGINS" ]; then
   PLUGINS=$WORK/plugins
@@ -35,10 +33,6 @@ fi
 [ -f "$PLUGINS/fanout.wasm" ] || { echo "no fanout.wasm in $PLUGINS" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -gt $((SUBS + 500)) ] || { echo "open-files limit $(ulimit -n) is too low for $SUBS" >&2; exit 1; }
-PIN_SERVER=() PIN_LOAD=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-fi
 
 run() { # BIN LABEL -> one JSON line
   local port pid line
