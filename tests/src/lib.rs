@@ -324,7 +324,9 @@ impl Server {
         tls: Option<Arc<rustls::ClientConfig>>,
         env: &[(&str, &str)],
     ) -> Server {
-        for attempt in 1.. {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             let log_dir = tempfile::tempdir().unwrap();
             let log = log_dir.path().join("wsgate.log");
             let (public, admin_port) = (port.unwrap_or_else(free_port), free_port());
@@ -346,11 +348,10 @@ impl Server {
                 return server;
             };
             let logs = server.logs();
-            if attempt == 3 || !lost_a_port_race(&logs, port.is_none()) {
+            if attempts == 3 || !lost_a_port_race(&logs, port.is_none()) {
                 panic!("wsgate exited with {status}:\n{logs}");
             }
         }
-        unreachable!("the loop returns or panics")
     }
 
     /// Waits until every plugin has loaded or failed.

@@ -257,7 +257,8 @@ impl Conversation {
                 }
                 Read::Nothing => {}
                 Read::OverRate => {
-                    (self.on_messages(std::mem::take(&mut burst), &mut counts.sent)).await?;
+                    self.on_messages(std::mem::take(&mut burst), &mut counts.sent)
+                        .await?;
                     let _ = self
                         .wire
                         .peer
@@ -288,7 +289,10 @@ impl Conversation {
             Some(Ok(Incoming::Control)) => return Read::Nothing,
             end => return Read::End(end),
         };
-        (self.listener.metrics.received).count_later(received, msg.len());
+        self.listener
+            .metrics
+            .received
+            .count_later(received, msg.len());
         if self.wire.peer.is_closing() {
             // Data after the server started closing is discarded (RFC 6455 §5.5.1).
             return Read::Nothing;
@@ -418,7 +422,7 @@ impl Conversation {
         }
         let len = reply.len();
         self.wire.write_uncounted(reply).await?;
-        (self.listener.metrics.sent).count_later(sent, len);
+        self.listener.metrics.sent.count_later(sent, len);
         Ok(())
     }
 
